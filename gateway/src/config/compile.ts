@@ -1,0 +1,164 @@
+// Config → immutable Plan: a router over compiled routes, each an onion of policy layers around
+// the upstream dispatch. The layer order is fixed here, not by the YAML author:
+//   timeout (request) → concurrency → timeout (per try) → dispatch
+// Later policies slot in at their documented place (auth, rate limit, cache, breaker, retry).
+import { BlockList } from 'node:net'
+import type { Pool } from 'undici'
+import type { Static, TSchema } from '@sinclair/typebox'
+import type { Logger } from 'pino'
+import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
+import type { Deps, Policy, RouteInfo, Upstream } from '../policies/policy.js'
+import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
+import { concurrency } from '../policies/concurrency.js'
+import { createPool } from '../proxy/pool.js'
+import { dispatchTo } from '../proxy/dispatch.js'
+import { toMs } from './units.js'
+import { parseCidr } from './load.js'
+import type { GatewayConfig, MatchConfig, PoliciesConfig, RouteConfig } from './schema.js'
+import type { KeptState } from './kept-state.js'
+import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
+
+/** Outermost first. Each entry reads its own YAML section under `policies:`. */
+const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, concurrency, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
+
+export interface CompiledRoute {
+  readonly info: RouteInfo
+  readonly handler: Upstream
+  readonly pool: Pool
+  readonly metrics: RouteMetrics
+  /** Path rewrite: the matched prefix and what replaces it. */
+  readonly rewritePrefix: { from: string; to: string } | undefined
+  readonly rewriteHost: string | undefined
+}
+
+export interface Settings {
+  readonly listen: string
+  readonly admin: string
+  readonly trustedProxies: BlockList | undefined
+  readonly keepAliveTimeoutMs: number
+  readonly headersTimeoutMs: number
+  readonly drainDelayMs: number
+  readonly drainTimeoutMs: number
+  readonly logLevel: string
+  readonly accessLog: boolean
+}
+
+export interface Plan {
+  readonly version: number
+  readonly hash: string
+  readonly source: string
+  readonly loadedAt: Date
+  readonly config: GatewayConfig
+  readonly settings: Settings
+  readonly router: Router<CompiledRoute>
+  readonly routes: ReadonlyArray<CompiledRoute>
+}
+
+export interface CompileContext {
+  readonly version: number
+  readonly hash: string
+  readonly source: string
+  readonly state: KeptState
+  readonly metrics: GatewayMetrics
+  readonly log: Logger
+  /** Environment and CLI values that win over the file. */
+  readonly overrides: { listen?: string; admin?: string; logLevel?: string }
+}
+
+export function compile(config: GatewayConfig, context: CompileContext): Plan {
+  const pools = new Map<string, Pool>()
+  for (const [name, upstream] of Object.entries(config.upstreams)) {
+    pools.set(name, context.state.keep('upstream', name, upstream, () => createPool(upstream), (pool) => void pool.close().catch(() => undefined)))
+  }
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, pools.get(route.upstream)!, context))
+  const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
+  return {
+    version: context.version,
+    hash: context.hash,
+    source: context.source,
+    loadedAt: new Date(),
+    config,
+    settings: settingsOf(config, context.overrides),
+    router,
+    routes,
+  }
+}
+
+function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, pool: Pool, context: CompileContext): CompiledRoute {
+  const info: RouteInfo = { name: route.name, upstream: route.upstream }
+  const deps: Deps = {
+    route: info,
+    log: context.log,
+    metrics: context.metrics.registry,
+    keep: (name, config, create, dispose) => context.state.keep(`route:${route.name}`, name, config, create, dispose),
+  }
+  const policies = mergePolicies(defaults, route.policies)
+  let handler = dispatchTo(pool)
+  for (let i = LAYER_ORDER.length - 1; i >= 0; i--) {
+    const policy = LAYER_ORDER[i]!
+    const section = policies[policy.name as keyof PoliciesConfig]
+    if (section === undefined || section === false) continue
+    const layer = policy.build(section as Static<TSchema>, deps)
+    if (layer !== null) handler = layer(handler)
+  }
+  const prefix = route.match?.path?.prefix
+  return {
+    info,
+    handler,
+    pool,
+    metrics: context.metrics.route(route.name),
+    rewritePrefix: route.rewrite?.pathPrefix !== undefined && prefix !== undefined ? { from: prefix, to: route.rewrite.pathPrefix } : undefined,
+    rewriteHost: route.rewrite?.host,
+  }
+}
+
+/** A route's section replaces the default field by field; `false` switches the default off. */
+export function mergePolicies(defaults: PoliciesConfig | undefined, own: PoliciesConfig | undefined): PoliciesConfig {
+  const merged: Record<string, unknown> = { ...defaults }
+  for (const [name, section] of Object.entries(own ?? {})) {
+    const base = merged[name]
+    merged[name] = section !== false && typeof base === 'object' && base !== null ? { ...base, ...section } : section
+  }
+  return merged as PoliciesConfig
+}
+
+function routeMatch(match: MatchConfig | undefined): RouteMatch {
+  if (match === undefined) return {}
+  const path = match.path
+  return {
+    host: match.host,
+    methods: match.methods,
+    path: path === undefined ? undefined : path.exact !== undefined ? { exact: path.exact } : path.regex !== undefined ? { regex: path.regex } : { prefix: path.prefix ?? '/' },
+    headers: Object.entries(match.headers ?? {}).map(([name, value]): HeaderMatch => {
+      const lower = name.toLowerCase()
+      if (typeof value === 'string') return { name: lower, test: (actual) => actual === value }
+      if ('regex' in value) {
+        const regex = new RegExp(value.regex)
+        return { name: lower, test: (actual) => regex.test(actual) }
+      }
+      return { name: lower, test: () => true }
+    }),
+  }
+}
+
+function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides']): Settings {
+  let trustedProxies: BlockList | undefined
+  if (config.listen?.trustedProxies !== undefined && config.listen.trustedProxies.length > 0) {
+    trustedProxies = new BlockList()
+    for (const entry of config.listen.trustedProxies) {
+      const cidr = parseCidr(entry)!
+      trustedProxies.addSubnet(cidr.address, cidr.prefix, cidr.family)
+    }
+  }
+  return {
+    listen: overrides.listen ?? config.listen?.address ?? '127.0.0.1:8080',
+    admin: overrides.admin ?? config.admin?.address ?? '127.0.0.1:9901',
+    trustedProxies,
+    keepAliveTimeoutMs: toMs(config.listen?.keepAliveTimeout ?? '65s'),
+    headersTimeoutMs: toMs(config.listen?.headersTimeout ?? '30s'),
+    drainDelayMs: toMs(config.drain?.delay ?? '5s'),
+    drainTimeoutMs: toMs(config.drain?.timeout ?? '30s'),
+    logLevel: overrides.logLevel ?? config.log?.level ?? 'info',
+    accessLog: config.log?.access ?? true,
+  }
+}

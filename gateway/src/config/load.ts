@@ -1,0 +1,190 @@
+// YAML text → parsed document (with line:column) → schema validation → semantic checks.
+// Every problem comes back as `file:line:col: field.path: message`, all of them at once.
+import { readFile } from 'node:fs/promises'
+import { isIPv4, isIPv6 } from 'node:net'
+import { createHash } from 'node:crypto'
+import { LineCounter, parseDocument, type Document } from 'yaml'
+import { Value } from '@sinclair/typebox/value'
+import { DefaultErrorFunction, SetErrorFunction, ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
+import { GatewayConfig } from './schema.js'
+
+export interface ConfigError {
+  readonly file: string
+  readonly line: number
+  readonly col: number
+  /** Dotted field path, e.g. `routes[0].policies.timeout.request`; empty for the whole file. */
+  readonly path: string
+  readonly message: string
+}
+
+export type LoadResult =
+  | { ok: true; config: GatewayConfig; hash: string; text: string }
+  | { ok: false; errors: ConfigError[] }
+
+export function formatError(error: ConfigError): string {
+  return `${error.file}:${error.line}:${error.col}: ${error.path === '' ? '' : `${error.path}: `}${error.message}`
+}
+
+// Schemas may carry a human `errorMessage`; TypeBox's defaults ("Expected union value") are not enough for users.
+SetErrorFunction((parameter) => {
+  const custom = (parameter.schema as { errorMessage?: unknown }).errorMessage
+  return typeof custom === 'string' ? custom : DefaultErrorFunction(parameter)
+})
+
+export async function loadConfigFile(file: string): Promise<LoadResult> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (error) {
+    return { ok: false, errors: [{ file, line: 0, col: 0, path: '', message: `cannot read the config file: ${(error as Error).message}` }] }
+  }
+  return parseConfig(text, file)
+}
+
+export function parseConfig(text: string, file: string): LoadResult {
+  const lineCounter = new LineCounter()
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
+  const located = locator(document, lineCounter, file)
+  if (document.errors.length > 0) {
+    return {
+      ok: false,
+      errors: document.errors.map((error) => {
+        const position = error.linePos?.[0] ?? { line: 0, col: 0 }
+        return { file, line: position.line, col: position.col, path: '', message: `YAML syntax: ${error.message.split('\n')[0]}` }
+      }),
+    }
+  }
+  const value: unknown = document.toJS()
+  const errors = schemaErrors(value).map((error) => located(error.path, error.message))
+  if (errors.length === 0) errors.push(...semanticErrors(value as GatewayConfig).map((error) => located(error.path, error.message)))
+  if (errors.length > 0) return { ok: false, errors }
+  const hash = createHash('sha256').update(text).digest('hex').slice(0, 16)
+  return { ok: true, config: value as GatewayConfig, hash, text }
+}
+
+/** JSON pointer segments ("/routes/0/name") → the YAML node's position, walking up to the nearest node that exists. */
+function locator(document: Document, lineCounter: LineCounter, file: string) {
+  return (pointer: string, message: string): ConfigError => {
+    const segments = pointer === '' ? [] : pointer.slice(1).split('/').map((segment) => segment.replace(/~1/g, '/').replace(/~0/g, '~'))
+    const keys: Array<string | number> = segments.map((segment) => (/^\d+$/.test(segment) ? Number(segment) : segment))
+    let line = 1
+    let col = 1
+    for (let depth = keys.length; depth >= 0; depth--) {
+      const node = document.getIn(keys.slice(0, depth), true) as { range?: [number, number, number] } | undefined
+      const range = node?.range ?? (depth === 0 ? document.contents?.range : undefined)
+      if (range !== undefined && range !== null) {
+        const position = lineCounter.linePos(range[0])
+        line = position.line
+        col = position.col
+        break
+      }
+    }
+    return { file, line, col, path: dotted(keys), message }
+  }
+}
+
+function dotted(keys: ReadonlyArray<string | number>): string {
+  let path = ''
+  for (const key of keys) path += typeof key === 'number' ? `[${key}]` : path === '' ? key : `.${key}`
+  return path
+}
+
+/** Schema errors, one per field; for a union, the member that got furthest explains the problem. */
+function schemaErrors(value: unknown): Array<{ path: string; message: string }> {
+  const seen = new Set<string>()
+  const out: Array<{ path: string; message: string }> = []
+  for (const error of Value.Errors(GatewayConfig, value)) {
+    const explained = explain(error)
+    if (seen.has(explained.path)) continue
+    seen.add(explained.path)
+    out.push(explained)
+  }
+  return out
+}
+
+function explain(error: ValueError): { path: string; message: string } {
+  const custom = (error.schema as { errorMessage?: unknown }).errorMessage
+  if (error.type === ValueErrorType.Union && typeof custom !== 'string' && error.errors.length > 0) {
+    let best: ValueError | undefined
+    for (const member of error.errors) {
+      for (const inner of member) {
+        if (best === undefined || inner.path.length > best.path.length) best = inner
+        break
+      }
+    }
+    if (best !== undefined && best.path.length > error.path.length) return explain(best)
+  }
+  if (error.type === ValueErrorType.ObjectAdditionalProperties || error.message === 'Unexpected property') {
+    return { path: error.path, message: 'unknown field' }
+  }
+  return { path: error.path, message: error.message }
+}
+
+/** What the schema cannot say: references, uniqueness, regexes, addresses. Paths are JSON pointers. */
+function semanticErrors(config: GatewayConfig): Array<{ path: string; message: string }> {
+  const errors: Array<{ path: string; message: string }> = []
+  const upstreams = Object.keys(config.upstreams)
+  if (upstreams.length === 0) errors.push({ path: '/upstreams', message: 'at least one upstream is required' })
+  for (const name of upstreams) {
+    const url = config.upstreams[name]!.url
+    let parsed: URL | undefined
+    try {
+      parsed = new URL(url)
+    } catch {
+      errors.push({ path: `/upstreams/${name}/url`, message: `not a URL: "${url}"` })
+      continue
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') errors.push({ path: `/upstreams/${name}/url`, message: `expected an http:// or https:// URL, got "${parsed.protocol}"` })
+    else if ((parsed.pathname !== '/' && parsed.pathname !== '') || parsed.search !== '' || parsed.hash !== '') errors.push({ path: `/upstreams/${name}/url`, message: 'expected an origin only (scheme://host:port), without a path or query' })
+  }
+  const names = new Map<string, number>()
+  config.routes.forEach((route, index) => {
+    const first = names.get(route.name)
+    if (first !== undefined) errors.push({ path: `/routes/${index}/name`, message: `duplicate route name "${route.name}" (first used by routes[${first}])` })
+    else names.set(route.name, index)
+    if (config.upstreams[route.upstream] === undefined) {
+      errors.push({ path: `/routes/${index}/upstream`, message: `unknown upstream "${route.upstream}"; defined: ${upstreams.join(', ') || 'none'}` })
+    }
+    const path = route.match?.path
+    if (path !== undefined) {
+      const kinds = (['exact', 'prefix', 'regex'] as const).filter((kind) => path[kind] !== undefined)
+      if (kinds.length !== 1) errors.push({ path: `/routes/${index}/match/path`, message: `expected exactly one of exact, prefix or regex, got ${kinds.length === 0 ? 'none' : kinds.join(' and ')}` })
+      if (path.regex !== undefined) {
+        const problem = regexProblem(path.regex)
+        if (problem !== undefined) errors.push({ path: `/routes/${index}/match/path/regex`, message: problem })
+      }
+    }
+    for (const [header, match] of Object.entries(route.match?.headers ?? {})) {
+      if (typeof match === 'object' && 'regex' in match) {
+        const problem = regexProblem(match.regex)
+        if (problem !== undefined) errors.push({ path: `/routes/${index}/match/headers/${header}/regex`, message: problem })
+      }
+    }
+    if (route.rewrite?.pathPrefix !== undefined && path?.prefix === undefined) {
+      errors.push({ path: `/routes/${index}/rewrite/pathPrefix`, message: 'needs match.path.prefix: it replaces the matched prefix' })
+    }
+  })
+  config.listen?.trustedProxies?.forEach((entry, index) => {
+    if (parseCidr(entry) === undefined) errors.push({ path: `/listen/trustedProxies/${index}`, message: `not an IP address or CIDR: "${entry}"` })
+  })
+  return errors
+}
+
+function regexProblem(source: string): string | undefined {
+  try {
+    new RegExp(source)
+    return undefined
+  } catch (error) {
+    return `invalid regular expression: ${(error as Error).message}`
+  }
+}
+
+export function parseCidr(entry: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+  const [address = '', prefixText] = entry.split('/')
+  const family = isIPv4(address) ? 'ipv4' : isIPv6(address) ? 'ipv6' : undefined
+  if (family === undefined) return undefined
+  const max = family === 'ipv4' ? 32 : 128
+  const prefix = prefixText === undefined ? max : Number(prefixText)
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) return undefined
+  return { address, prefix, family }
+}

@@ -1,0 +1,112 @@
+// The one schema source: TypeScript types (Static), validation (TypeBox Value) and the JSON Schema
+// in config/waypost.schema.json (written by `npm run schema`) all come from these definitions.
+// Each policy owns its section's schema; this file only assembles them.
+import { Type, type Static } from '@sinclair/typebox'
+import { Duration } from './units.js'
+import { UpstreamConfig } from '../proxy/pool.js'
+import { TimeoutConfig } from '../policies/timeout.js'
+import { ConcurrencyConfig } from '../policies/concurrency.js'
+
+const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', errorMessage: 'expected a name of letters, digits, ".", "_" or "-" (at most 63 characters)' })
+const Address = Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]*):\\d{1,5}$', errorMessage: 'expected HOST:PORT, e.g. "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"' })
+
+/** Each policy section may be `false` to switch off a default for one route. */
+export const PoliciesConfig = Type.Object(
+  {
+    timeout: Type.Optional(Type.Union([TimeoutConfig, Type.Literal(false)])),
+    concurrency: Type.Optional(Type.Union([ConcurrencyConfig, Type.Literal(false)])),
+  },
+  { additionalProperties: false, description: 'Policies applied to a route, in a fixed order: timeout → concurrency → per-try timeout → upstream.' },
+)
+export type PoliciesConfig = Static<typeof PoliciesConfig>
+
+const HeaderValueMatch = Type.Union(
+  [
+    Type.String({ description: 'Exact value.' }),
+    Type.Object({ regex: Type.String() }, { additionalProperties: false }),
+    Type.Object({ present: Type.Literal(true) }, { additionalProperties: false }),
+  ],
+  { errorMessage: 'expected an exact value, { regex: "..." } or { present: true }' },
+)
+
+export const MatchConfig = Type.Object(
+  {
+    host: Type.Optional(Type.String({ description: 'Host header to match, exact ("api.example.com") or wildcard ("*.example.com").' })),
+    path: Type.Optional(
+      Type.Object(
+        {
+          exact: Type.Optional(Type.String({ pattern: '^/', errorMessage: 'expected a path starting with "/"' })),
+          prefix: Type.Optional(Type.String({ pattern: '^/', errorMessage: 'expected a path starting with "/"' })),
+          regex: Type.Optional(Type.String()),
+        },
+        { additionalProperties: false, description: 'Exactly one of `exact`, `prefix` (whole segments) or `regex`.' },
+      ),
+    ),
+    methods: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Z]+$', errorMessage: 'expected an upper-case HTTP method' }), { minItems: 1 })),
+    headers: Type.Optional(Type.Record(Type.String(), HeaderValueMatch)),
+  },
+  { additionalProperties: false },
+)
+export type MatchConfig = Static<typeof MatchConfig>
+
+export const RouteConfig = Type.Object(
+  {
+    name: Name,
+    match: Type.Optional(MatchConfig),
+    upstream: Name,
+    rewrite: Type.Optional(
+      Type.Object(
+        {
+          host: Type.Optional(Type.String({ minLength: 1, description: 'Host header sent upstream instead of the client\'s.' })),
+          pathPrefix: Type.Optional(Type.String({ pattern: '^/', description: 'Replaces the matched path prefix (routes with `match.path.prefix` only).' })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    policies: Type.Optional(PoliciesConfig),
+  },
+  { additionalProperties: false },
+)
+export type RouteConfig = Static<typeof RouteConfig>
+
+export const GatewayConfig = Type.Object(
+  {
+    $schema: Type.Optional(Type.String()),
+    listen: Type.Optional(
+      Type.Object(
+        {
+          address: Type.Optional(Address),
+          trustedProxies: Type.Optional(Type.Array(Type.String(), { description: 'CIDRs or addresses whose X-Forwarded-*/Forwarded headers are kept and appended to.' })),
+          keepAliveTimeout: Type.Optional(Duration),
+          headersTimeout: Type.Optional(Duration),
+        },
+        { additionalProperties: false, description: 'The proxy listener. `address` default 127.0.0.1:8080 (env WAYPOST_LISTEN); `keepAliveTimeout` default 65s, longer than a load balancer\'s idle timeout.' },
+      ),
+    ),
+    admin: Type.Optional(
+      Type.Object({ address: Type.Optional(Address) }, { additionalProperties: false, description: 'The admin listener (/live /ready /config /reload /metrics). Default 127.0.0.1:9901 (env WAYPOST_ADMIN).' }),
+    ),
+    log: Type.Optional(
+      Type.Object(
+        {
+          level: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)), { errorMessage: 'expected one of fatal, error, warn, info, debug, trace, silent' })),
+          access: Type.Optional(Type.Boolean({ description: 'One access-log line per exchange. Default true.' })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    drain: Type.Optional(
+      Type.Object(
+        { delay: Type.Optional(Duration), timeout: Type.Optional(Duration) },
+        { additionalProperties: false, description: 'On SIGTERM: keep serving for `delay` (default 5s) while endpoints update, then stop accepting and wait up to `timeout` (default 30s) for in-flight exchanges.' },
+      ),
+    ),
+    upstreams: Type.Record(Name, UpstreamConfig, { description: 'Upstreams by name.' }),
+    defaults: Type.Optional(Type.Object({ policies: Type.Optional(PoliciesConfig) }, { additionalProperties: false, description: 'Policies every route gets unless it overrides them.' })),
+    routes: Type.Array(RouteConfig, { minItems: 1 }),
+  },
+  { additionalProperties: false, title: 'Waypost gateway policy file' },
+)
+export type GatewayConfig = Static<typeof GatewayConfig>
+
+export { Duration }

@@ -1,0 +1,26 @@
+// Durations and sizes as users write them in YAML ("250ms", "2s", "1m", or a bare number of
+// milliseconds). A leaf module: policies import it for their schemas without touching loaders.
+import { Type, type Static } from '@sinclair/typebox'
+
+export const Duration = Type.Union(
+  [
+    Type.Integer({ minimum: 0 }),
+    Type.String({ pattern: '^\\d+(\\.\\d+)?(ms|s|m|h)$' }),
+  ],
+  {
+    description: 'A duration: "250ms", "2s", "1.5m", "1h", or a number of milliseconds.',
+    examples: ['250ms', '30s'],
+    errorMessage: 'expected a duration such as "250ms", "2s", "1m" or a number of milliseconds',
+  },
+)
+export type Duration = Static<typeof Duration>
+
+const unitMs: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/** Milliseconds for a schema-valid duration. */
+export function toMs(value: Duration): number {
+  if (typeof value === 'number') return value
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value)
+  if (match === null) throw new Error(`invalid duration "${value}"`)
+  return Math.round(Number(match[1]) * unitMs[match[2]!]!)
+}

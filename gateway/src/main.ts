@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+// The `waypost` command: run | validate | version.
+import { parseArgs } from 'node:util'
+import { readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Gateway } from './server/gateway.js'
+import { createLogger, flushLogger, LOG_LEVELS } from './telemetry/logger.js'
+import { loadConfigFile, formatError } from './config/load.js'
+import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
+import { parseAddress } from './server/address.js'
+import type { LevelWithSilent } from 'pino'
+
+const USAGE = `usage:
+  waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL]
+  waypost validate FILE
+  waypost version
+
+Precedence: flags > environment (WAYPOST_CONFIG, WAYPOST_LISTEN, WAYPOST_ADMIN, WAYPOST_LOG_LEVEL) > the file > defaults.
+The default config file is ${DEFAULT_CONFIG_FILE}.`
+
+function version(): string {
+  const packageFile = fileURLToPath(new URL('../../../package.json', import.meta.url))
+  return (JSON.parse(readFileSync(packageFile, 'utf8')) as { version: string }).version
+}
+
+async function validate(file: string | undefined): Promise<number> {
+  if (file === undefined) {
+    console.error(USAGE)
+    return 2
+  }
+  const result = await loadConfigFile(file)
+  if (result.ok) {
+    console.log(`${file}: ok (${result.config.routes.length} routes, ${Object.keys(result.config.upstreams).length} upstreams, hash ${result.hash})`)
+    return 0
+  }
+  for (const error of result.errors) console.error(formatError(error))
+  return 1
+}
+
+async function run(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { config: { type: 'string', short: 'c' }, listen: { type: 'string' }, admin: { type: 'string' }, 'log-level': { type: 'string' } },
+  })
+  const env = environmentOverrides(process.env)
+  const overrides = { listen: values.listen ?? env.listen, admin: values.admin ?? env.admin, logLevel: values['log-level'] ?? env.logLevel }
+  for (const [flag, address] of [['listen', overrides.listen], ['admin', overrides.admin]] as const) {
+    if (address === undefined) continue
+    try {
+      parseAddress(address)
+    } catch (error) {
+      console.error(`--${flag} / WAYPOST_${flag.toUpperCase()}: ${(error as Error).message}`)
+      return 2
+    }
+  }
+  if (overrides.logLevel !== undefined && !(LOG_LEVELS as readonly string[]).includes(overrides.logLevel)) {
+    console.error(`--log-level / WAYPOST_LOG_LEVEL: expected one of ${LOG_LEVELS.join(', ')}, got "${overrides.logLevel}"`)
+    return 2
+  }
+  const configFile = resolve(values.config ?? env.configFile ?? DEFAULT_CONFIG_FILE)
+  const log = createLogger((overrides.logLevel ?? 'info') as LevelWithSilent)
+  const gateway = new Gateway({ configFile, log, overrides })
+  try {
+    await gateway.start()
+  } catch (error) {
+    log.fatal({ file: configFile }, (error as Error).message)
+    flushLogger(log)
+    console.error((error as Error).message)
+    return 1
+  }
+  let signals = 0
+  const stop = (signal: string): void => {
+    signals++
+    if (signals > 1) {
+      log.warn({ signal }, 'second signal: exiting at once')
+      flushLogger(log)
+      process.exit(1)
+    }
+    log.info({ signal }, 'shutdown requested')
+    gateway.shutdown().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, 'shutdown failed')
+        flushLogger(log)
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGHUP', () => void gateway.reload('signal'))
+  return -1 // keep running
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command = 'run', ...rest] = argv
+  switch (command) {
+    case 'run':
+      return run(rest)
+    case 'validate':
+      return validate(rest[0])
+    case 'version':
+    case '--version':
+      console.log(`waypost ${version()}`)
+      return 0
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(USAGE)
+      return 0
+    default:
+      if (command.startsWith('-')) return run(argv)
+      console.error(`unknown command "${command}"\n${USAGE}`)
+      return 2
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code
+  },
+  (error: unknown) => {
+    console.error(error)
+    process.exitCode = 1
+  },
+)

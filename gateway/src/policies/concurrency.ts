@@ -1,0 +1,95 @@
+// Caps in-flight exchanges per route, with a bounded FIFO queue and a queue timeout. A slot is held
+// until the response body has been delivered, not just until headers, because that is the load the
+// upstream and this process carry. The limiter survives reloads while its config is unchanged, so
+// requests in flight across a reload are still counted.
+import { Type } from '@sinclair/typebox'
+import { Duration, toMs } from '../config/units.js'
+import { localResponse, onResponseDone, type Policy } from './policy.js'
+
+export const ConcurrencyConfig = Type.Object(
+  {
+    max: Type.Integer({ minimum: 1, description: 'Most exchanges in flight on this route at once.' }),
+    queue: Type.Optional(Type.Integer({ minimum: 0, description: 'Most exchanges waiting for a slot; beyond it, 503 at once. Default 0.' })),
+    queueTimeout: Type.Optional(Duration),
+  },
+  { additionalProperties: false, description: 'Concurrency limit: `max` in flight, up to `queue` waiting at most `queueTimeout` (default 1s).' },
+)
+
+const QUEUE_FULL = Symbol('queue-full')
+
+export class ConcurrencyLimiter {
+  inFlight = 0
+  /** Each waiter's grant function; a waiter removes itself on timeout or abort. */
+  private readonly waiters: Array<() => void> = []
+
+  constructor(readonly max: number, readonly queueSize: number, readonly queueTimeoutMs: number) {}
+
+  get queued(): number {
+    return this.waiters.length
+  }
+
+  tryAcquire(): boolean {
+    if (this.inFlight >= this.max) return false
+    this.inFlight++
+    return true
+  }
+
+  /** Waits for a slot: true when granted, false on queue timeout; rejects with the signal's reason on abort. */
+  wait(signal: AbortSignal): Promise<boolean> | typeof QUEUE_FULL {
+    if (this.waiters.length >= this.queueSize) return QUEUE_FULL
+    return new Promise<boolean>((resolve, reject) => {
+      const leave = (): void => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', onAbort)
+        const index = this.waiters.indexOf(grant)
+        if (index !== -1) this.waiters.splice(index, 1)
+      }
+      const grant = (): void => {
+        leave()
+        resolve(true)
+      }
+      const onAbort = (): void => {
+        leave()
+        reject(signal.reason)
+      }
+      const timer = setTimeout(() => {
+        leave()
+        resolve(false)
+      }, this.queueTimeoutMs)
+      signal.addEventListener('abort', onAbort, { once: true })
+      this.waiters.push(grant)
+    })
+  }
+
+  /** Frees a slot, handing it straight to the oldest waiter so a newcomer cannot take it first. */
+  readonly release = (): void => {
+    const grant = this.waiters[0]
+    if (grant === undefined) this.inFlight--
+    else grant()
+  }
+}
+
+export const concurrency: Policy<typeof ConcurrencyConfig> = {
+  name: 'concurrency',
+  schema: ConcurrencyConfig,
+  build(config, deps) {
+    const limiter = deps.keep('concurrency', config, () =>
+      new ConcurrencyLimiter(config.max, config.queue ?? 0, toMs(config.queueTimeout ?? '1s')))
+    return (next) => async (exchange) => {
+      if (!limiter.tryAcquire()) {
+        const waiting = limiter.wait(exchange.signal)
+        if (waiting === QUEUE_FULL) return localResponse(503, 'concurrency-limit', exchange)
+        if (!(await waiting)) return localResponse(503, 'concurrency-queue-timeout', exchange)
+      }
+      let response
+      try {
+        response = await next(exchange)
+      } catch (error) {
+        limiter.release()
+        throw error
+      }
+      onResponseDone(response, limiter.release)
+      return response
+    }
+  },
+}

@@ -1,0 +1,112 @@
+// The policy contract (see ../shared/design/ARCHITECTURE.md): a route's behaviour is an onion of
+// layers built once at compile time. A layer wraps the next `Upstream`; it may answer locally.
+import type { IncomingMessage } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { TSchema, Static } from '@sinclair/typebox'
+import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
+
+/** The request as it will be sent upstream: headers already mapped (hop-by-hop stripped, forwarded set). */
+export interface ProxyRequest {
+  readonly method: string
+  /** Path and query as sent upstream (after any route rewrite). */
+  readonly path: string
+  /** Flat [name, value, name, value, ...] list, as undici accepts; keeps duplicates and order. */
+  readonly headers: string[]
+  /** The client's request: the body stream, the socket, and the original headers. */
+  readonly incoming: IncomingMessage
+  /** Whether the client sent a body (content-length > 0 or transfer-encoding). */
+  readonly hasBody: boolean
+  readonly requestId: string
+  /** Sends `100 Continue` once, when the client asked for it and a layer is about to read the body. */
+  readonly sendContinue: (() => void) | undefined
+}
+
+export type ResponseHeaders = Record<string, string | string[] | undefined>
+
+export interface ProxyResponse {
+  readonly status: number
+  readonly headers: ResponseHeaders
+  /** A stream for upstream bodies, a buffer for local answers, null for none. */
+  readonly body: Readable | Buffer | null
+  readonly origin: 'upstream' | 'local'
+  /** Filled by undici once the upstream body ends (HTTP trailers). */
+  readonly trailers?: Record<string, string | string[] | undefined>
+}
+
+/** Facts about one exchange that layers record and the access log reads; shared by derived exchanges. */
+export interface ExchangeRecord {
+  attempts: number
+  /** Milliseconds from dispatch to response headers of the last attempt; -1 when none was made. */
+  upstreamMs: number
+  /** Why a layer answered locally or an attempt failed: `timeout`, `concurrency-limit`, ... */
+  reason: string
+}
+
+export interface RouteInfo {
+  readonly name: string
+  readonly upstream: string
+}
+
+export interface Exchange {
+  readonly request: ProxyRequest
+  readonly route: RouteInfo
+  readonly log: Logger
+  /** Aborted when the client goes away or a deadline passes; every layer must honour it. */
+  readonly signal: AbortSignal
+  readonly attempt: number
+  readonly record: ExchangeRecord
+}
+
+export type Upstream = (exchange: Exchange) => Promise<ProxyResponse>
+export type Layer = (next: Upstream) => Upstream
+
+/** What a policy may use when it builds its layer. */
+export interface Deps {
+  readonly route: RouteInfo
+  readonly log: Logger
+  readonly metrics: Registry
+  /**
+   * State that survives a reload while the policy's config is unchanged: the compiler keys it by
+   * route name, policy name and config hash, and drops what the new plan no longer uses.
+   */
+  keep<T>(name: string, config: unknown, create: () => T, dispose?: (value: T) => void): T
+}
+
+export interface Policy<S extends TSchema> {
+  /** The YAML key under `policies:`. */
+  readonly name: string
+  readonly schema: S
+  /** Returns null when this config asks for no layer (for example, a timeout with no deadline). */
+  build(config: Static<S>, deps: Deps): Layer | null
+}
+
+/** A local answer: every one carries a machine-readable reason in a header and in the access log. */
+export function localResponse(status: number, reason: string, exchange: Exchange, extraHeaders?: ResponseHeaders): ProxyResponse {
+  const detail = `${reason} route=${exchange.route.name} upstream=${exchange.route.upstream}`
+  exchange.record.reason = reason
+  return {
+    status,
+    headers: { 'content-type': 'text/plain; charset=utf-8', 'x-waypost-reason': detail, ...extraHeaders },
+    body: Buffer.from(`${status} ${detail}\n`),
+    origin: 'local',
+  }
+}
+
+/** The reason a deadline aborted an exchange; layers below see it as `signal.reason`. */
+export class DeadlineExceeded extends Error {
+  constructor(readonly reason: string, readonly afterMs: number) {
+    super(`${reason} after ${afterMs}ms`)
+    this.name = 'DeadlineExceeded'
+  }
+}
+
+/** Calls `done` once the response has been fully delivered or abandoned (its body closed). */
+export function onResponseDone(response: ProxyResponse, done: () => void): void {
+  const body = response.body
+  if (body === null || Buffer.isBuffer(body) || body.closed || body.destroyed) {
+    done()
+    return
+  }
+  body.once('close', done)
+}

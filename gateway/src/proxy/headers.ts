@@ -1,0 +1,114 @@
+// Header mapping for an HTTP/1.1 intermediary (RFC 9110 §7.6): drop connection-specific fields and
+// every field the Connection header names, then add our own forwarding fields. Incoming
+// X-Forwarded-* and Forwarded values are kept (and appended to) only from trusted proxies;
+// otherwise a client could forge its own address.
+import { randomUUID } from 'node:crypto'
+import type { BlockList } from 'node:net'
+import type { IncomingMessage } from 'node:http'
+import type { ResponseHeaders } from '../policies/policy.js'
+
+/** RFC 9110 §7.6.1 connection-specific fields, plus legacy ones still seen in the wild. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'proxy-authorization', 'proxy-authenticate'])
+/** Fields we set ourselves on the upstream request (expect: we answer 100-continue ourselves). */
+const REPLACED = new Set(['x-request-id', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'via'])
+
+export const VIA = '1.1 waypost'
+const REQUEST_ID = /^[\w.:@/+=-]{1,200}$/
+
+/** Keeps a sane incoming x-request-id (so a trace spans hops), else makes one. */
+export function requestIdFor(incoming: string | string[] | undefined): string {
+  return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID()
+}
+
+/** Lower-case names listed in Connection (never `host`, which a client must not be able to strip). */
+function nominatedByConnection(connection: string | string[] | undefined): Set<string> | undefined {
+  if (connection === undefined) return undefined
+  const names = new Set<string>()
+  for (const part of (Array.isArray(connection) ? connection.join(',') : connection).split(',')) {
+    const name = part.trim().toLowerCase()
+    if (name !== '' && name !== 'host') names.add(name)
+  }
+  return names.size === 0 ? undefined : names
+}
+
+/** The client's address as it should appear in forwarding headers. */
+export function clientAddress(socket: { readonly remoteAddress?: string | undefined }): string {
+  const address = socket.remoteAddress ?? ''
+  return address.startsWith('::ffff:') ? address.slice(7) : address
+}
+
+function forwardedNode(address: string): string {
+  return address.includes(':') ? `"[${address}]"` : address
+}
+
+function forwardedValue(value: string): string {
+  return /^[!#$%&'*+.^_`|~\w-]+$/.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`
+}
+
+export interface ForwardingContext {
+  readonly trustedProxies: BlockList | undefined
+  readonly requestId: string
+  readonly hostOverride: string | undefined
+  readonly protocol: 'http' | 'https'
+}
+
+/** The flat header list for the upstream request. */
+export function upstreamRequestHeaders(request: IncomingMessage, context: ForwardingContext): string[] {
+  const raw = request.rawHeaders
+  const nominated = nominatedByConnection(request.headers.connection)
+  const remote = clientAddress(request.socket)
+  const trusted = context.trustedProxies !== undefined && remote !== '' && context.trustedProxies.check(remote, remote.includes(':') ? 'ipv6' : 'ipv4')
+  const out: string[] = []
+  let priorFor = ''
+  let priorForwarded = ''
+  let priorProto: string | undefined
+  let priorHost: string | undefined
+  let priorVia = ''
+  let host: string | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    const value = raw[i + 1]!
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || nominated?.has(lower) === true) continue
+    if (REPLACED.has(lower)) {
+      if (lower === 'via') priorVia = priorVia === '' ? value : `${priorVia}, ${value}`
+      else if (trusted) {
+        if (lower === 'x-forwarded-for') priorFor = priorFor === '' ? value : `${priorFor}, ${value}`
+        else if (lower === 'forwarded') priorForwarded = priorForwarded === '' ? value : `${priorForwarded}, ${value}`
+        else if (lower === 'x-forwarded-proto') priorProto ??= value
+        else if (lower === 'x-forwarded-host') priorHost ??= value
+      }
+      continue
+    }
+    if (lower === 'host') {
+      host ??= value
+      if (context.hostOverride !== undefined) continue
+    }
+    out.push(name, value)
+  }
+  if (context.hostOverride !== undefined) out.push('host', context.hostOverride)
+  const proto = priorProto ?? context.protocol
+  const forwardedHost = priorHost ?? host
+  out.push('x-request-id', context.requestId)
+  out.push('x-forwarded-for', priorFor === '' ? remote : `${priorFor}, ${remote}`)
+  out.push('x-forwarded-proto', proto)
+  if (forwardedHost !== undefined) out.push('x-forwarded-host', forwardedHost)
+  let element = `for=${forwardedNode(remote)};proto=${context.protocol}`
+  if (host !== undefined) element += `;host=${forwardedValue(host)}`
+  out.push('forwarded', priorForwarded === '' ? element : `${priorForwarded}, ${element}`)
+  out.push('via', priorVia === '' ? VIA : `${priorVia}, ${VIA}`)
+  return out
+}
+
+/** Response headers for the client: upstream's minus connection-specific ones, plus Via. */
+export function clientResponseHeaders(upstream: ResponseHeaders): ResponseHeaders {
+  const nominated = nominatedByConnection(upstream.connection)
+  const out: ResponseHeaders = {}
+  for (const name in upstream) {
+    if (HOP_BY_HOP.has(name) || nominated?.has(name) === true) continue
+    out[name] = upstream[name]
+  }
+  const via = upstream.via
+  out.via = via === undefined ? VIA : `${Array.isArray(via) ? via.join(', ') : via}, ${VIA}`
+  return out
+}

@@ -1,0 +1,118 @@
+// Route table and matching. Routes are sorted once, most specific first, so a request takes the
+// first route that matches. Precedence (as in the Kubernetes Gateway API, with regex placed as
+// Envoy Gateway does): host exact > host wildcard > any host; then path exact > regex > longest
+// prefix > any path; then routes with methods; then more header matches; then file order.
+import type { IncomingHttpHeaders } from 'node:http'
+
+export interface HeaderMatch {
+  readonly name: string
+  /** Exact value, a regex, or mere presence. */
+  readonly test: (value: string) => boolean
+}
+
+export interface RouteMatch {
+  readonly host?: string
+  readonly path?: { exact: string } | { prefix: string } | { regex: string }
+  readonly methods?: readonly string[]
+  readonly headers?: readonly HeaderMatch[]
+}
+
+interface CompiledMatcher<R> {
+  readonly route: R
+  readonly specificity: readonly number[]
+  readonly order: number
+  matches(method: string, host: string, path: string, headers: IncomingHttpHeaders): boolean
+}
+
+export class Router<R> {
+  private readonly table: ReadonlyArray<CompiledMatcher<R>>
+
+  constructor(routes: ReadonlyArray<{ route: R; match: RouteMatch }>) {
+    const table = routes.map(({ route, match }, order) => compileMatcher(route, match, order))
+    table.sort(bySpecificity)
+    this.table = table
+  }
+
+  /** The route for a request; `host` is the Host header as received, `path` excludes the query. */
+  match(method: string, host: string | undefined, path: string, headers: IncomingHttpHeaders): R | undefined {
+    const hostname = normalizeHost(host)
+    for (const entry of this.table) {
+      if (entry.matches(method, hostname, path, headers)) return entry.route
+    }
+    return undefined
+  }
+
+  /** Routes in the order they are tried (for /config and debugging). */
+  get order(): R[] {
+    return this.table.map((entry) => entry.route)
+  }
+}
+
+function normalizeHost(host: string | undefined): string {
+  if (host === undefined) return ''
+  // Strip the port; IPv6 literals keep their brackets.
+  const end = host.startsWith('[') ? host.indexOf(']') + 1 : host.indexOf(':')
+  return (end > 0 ? host.slice(0, end) : host).toLowerCase()
+}
+
+function bySpecificity<R>(a: CompiledMatcher<R>, b: CompiledMatcher<R>): number {
+  for (let i = 0; i < a.specificity.length; i++) {
+    const difference = b.specificity[i]! - a.specificity[i]!
+    if (difference !== 0) return difference
+  }
+  return a.order - b.order
+}
+
+function compileMatcher<R>(route: R, match: RouteMatch, order: number): CompiledMatcher<R> {
+  const hostTest = compileHost(match.host)
+  const pathTest = compilePath(match.path)
+  const methods = match.methods === undefined || match.methods.length === 0 ? undefined : new Set(match.methods.map((m) => m.toUpperCase()))
+  const headers = match.headers ?? []
+  const hostRank = match.host === undefined ? 0 : match.host.startsWith('*.') ? 1 : 2
+  const path = match.path
+  const pathRank = path === undefined ? 0 : 'exact' in path ? 3 : 'regex' in path ? 2 : 1
+  const prefixLength = path !== undefined && 'prefix' in path ? path.prefix.length : 0
+  return {
+    route,
+    order,
+    specificity: [hostRank, pathRank, prefixLength, methods === undefined ? 0 : 1, headers.length],
+    matches(method, host, requestPath, requestHeaders) {
+      if (methods !== undefined && !methods.has(method)) return false
+      if (hostTest !== undefined && !hostTest(host)) return false
+      if (pathTest !== undefined && !pathTest(requestPath)) return false
+      for (const header of headers) {
+        const value = requestHeaders[header.name]
+        if (value === undefined) return false
+        if (!header.test(Array.isArray(value) ? value.join(', ') : value)) return false
+      }
+      return true
+    },
+  }
+}
+
+function compileHost(host: string | undefined): ((hostname: string) => boolean) | undefined {
+  if (host === undefined) return undefined
+  const wanted = host.toLowerCase()
+  if (wanted.startsWith('*.')) {
+    const suffix = wanted.slice(1) // ".example.com": a wildcard covers one or more labels, not the apex
+    return (hostname) => hostname.endsWith(suffix) && hostname.length > suffix.length
+  }
+  return (hostname) => hostname === wanted
+}
+
+function compilePath(path: RouteMatch['path']): ((requestPath: string) => boolean) | undefined {
+  if (path === undefined) return undefined
+  if ('exact' in path) {
+    const exact = path.exact
+    return (requestPath) => requestPath === exact
+  }
+  if ('regex' in path) {
+    const regex = new RegExp(path.regex)
+    return (requestPath) => regex.test(requestPath)
+  }
+  // Prefixes match whole path segments: "/api" matches "/api" and "/api/x", not "/apix".
+  const prefix = path.prefix.endsWith('/') ? path.prefix.slice(0, -1) : path.prefix
+  if (prefix === '') return () => true
+  return (requestPath) =>
+    requestPath.startsWith(prefix) && (requestPath.length === prefix.length || requestPath.charCodeAt(prefix.length) === 47 /* / */)
+}

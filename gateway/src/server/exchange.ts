@@ -1,0 +1,220 @@
+// One client exchange: route it, run the route's onion, stream the answer back, then write one
+// access-log line and the metrics. The plan is read once at the start, so an exchange finishes on
+// the plan it started with even if a reload swaps in another meanwhile.
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { Socket } from 'node:net'
+import type { Logger } from 'pino'
+import type { CompiledRoute, Plan } from '../config/compile.js'
+import type { Exchange, ExchangeRecord, ProxyRequest, ProxyResponse, ResponseHeaders } from '../policies/policy.js'
+import { localResponse } from '../policies/policy.js'
+import { clientAddress, clientResponseHeaders, requestIdFor, upstreamRequestHeaders } from '../proxy/headers.js'
+import { answerForError, ClientGone } from '../proxy/errors.js'
+
+/** What an exchange needs from the gateway around it. */
+export interface ExchangeHost {
+  readonly plan: Plan
+  readonly draining: boolean
+  readonly log: Logger
+  readonly protocol: 'http' | 'https'
+  exchangeStarted(plan: Plan): void
+  exchangeEnded(plan: Plan): void
+}
+
+function ignore(): void {}
+
+const UNMATCHED = { name: '-', upstream: '-' }
+
+/** Splits the request target into the path to route on and what to send upstream. */
+export function requestTarget(url: string | undefined): { path: string; target: string } | undefined {
+  if (url === undefined || url === '') return undefined
+  if (url.charCodeAt(0) === 47 /* / */) {
+    const query = url.indexOf('?')
+    return { path: query === -1 ? url : url.slice(0, query), target: url }
+  }
+  // absolute-form (RFC 9112 §3.2.2): a server must accept it; we route on its path.
+  if (url.startsWith('http://') || url.startsWith('https://')) {
+    try {
+      const parsed = new URL(url)
+      return { path: parsed.pathname, target: parsed.pathname + parsed.search }
+    } catch {
+      return undefined
+    }
+  }
+  return undefined
+}
+
+function rewrite(route: CompiledRoute, target: string): string {
+  const prefix = route.rewritePrefix
+  if (prefix === undefined) return target
+  const rest = target.slice(prefix.from.length)
+  if (prefix.to.endsWith('/') && rest.startsWith('/')) return prefix.to + rest.slice(1)
+  if (!prefix.to.endsWith('/') && rest !== '' && !rest.startsWith('/') && !rest.startsWith('?')) return `${prefix.to}/${rest}`
+  return prefix.to + rest || '/'
+}
+
+/** The state of one exchange; its `onClose` runs once, when the client response closes. */
+class ExchangeState {
+  readonly controller = new AbortController()
+  readonly record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '' }
+  readonly started = performance.now()
+  /** Node detaches the socket from the request when it closes, so keep our own reference. */
+  readonly socket: Socket
+  readonly bytesReadAtStart: number
+  readonly bytesWrittenAtStart: number
+  body: Readable | undefined
+  error: unknown
+
+  constructor(
+    readonly host: ExchangeHost,
+    readonly plan: Plan,
+    readonly route: CompiledRoute | undefined,
+    readonly request: IncomingMessage,
+    readonly response: ServerResponse,
+    readonly requestId: string,
+    readonly path: string,
+  ) {
+    this.socket = request.socket
+    this.bytesReadAtStart = this.socket.bytesRead
+    this.bytesWrittenAtStart = this.socket.bytesWritten
+    host.exchangeStarted(plan)
+    route?.metrics.inFlight.inc()
+    response.once('close', this.onClose)
+  }
+
+  readonly onClose = (): void => {
+    const response = this.response
+    const finished = response.writableFinished
+    if (!finished) {
+      this.controller.abort(new ClientGone())
+      this.body?.destroy()
+    }
+    const status = finished ? response.statusCode : 499
+    const seconds = (performance.now() - this.started) / 1000
+    const route = this.route
+    if (route !== undefined) {
+      route.metrics.inFlight.dec()
+      route.metrics.observe(this.request.method ?? 'OTHER', status, seconds)
+      if (this.record.reason !== '' && status !== 499) route.metrics.local(this.record.reason)
+    }
+    if (this.plan.settings.accessLog) this.accessLog(status, seconds)
+    this.host.exchangeEnded(this.plan)
+  }
+
+  private accessLog(status: number, seconds: number): void {
+    const socket = this.socket
+    this.host.log.info(
+      {
+        reqId: this.requestId,
+        route: this.route?.info.name ?? '-',
+        upstream: this.route?.info.upstream ?? '-',
+        method: this.request.method,
+        path: this.path,
+        status,
+        durationMs: Math.round(seconds * 1e6) / 1e3,
+        upstreamMs: this.record.upstreamMs < 0 ? undefined : Math.round(this.record.upstreamMs * 1e3) / 1e3,
+        attempts: this.record.attempts,
+        bytesIn: socket.bytesRead - this.bytesReadAtStart,
+        bytesOut: socket.bytesWritten - this.bytesWrittenAtStart,
+        reason: this.record.reason === '' ? undefined : this.record.reason,
+        error: this.error === undefined ? undefined : (this.error as Error).message,
+        remote: clientAddress(socket),
+      },
+      'access',
+    )
+  }
+
+  /** A stand-in exchange for answers made before a route is known. */
+  bare(): Exchange {
+    return { request: undefined as unknown as ProxyRequest, route: UNMATCHED, log: this.host.log, signal: this.controller.signal, attempt: 0, record: this.record }
+  }
+}
+
+export function handleExchange(host: ExchangeHost, request: IncomingMessage, response: ServerResponse, expectsContinue: boolean): void {
+  const plan = host.plan
+  request.on('error', ignore)
+  const requestId = requestIdFor(request.headers['x-request-id'])
+  const target = requestTarget(request.url)
+  const route = target === undefined ? undefined : plan.router.match(request.method ?? '', request.headers.host, target.path, request.headers)
+  const state = new ExchangeState(host, plan, route, request, response, requestId, target?.path ?? '-')
+  if (target === undefined) return deliver(state, localResponse(400, 'invalid-request-target', state.bare()))
+  if (route === undefined) return deliver(state, localResponse(404, 'no-route', state.bare()))
+
+  const contentLength = request.headers['content-length']
+  const proxyRequest: ProxyRequest = {
+    method: request.method ?? 'GET',
+    path: rewrite(route, target.target),
+    headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, protocol: host.protocol }),
+    incoming: request,
+    hasBody: request.headers['transfer-encoding'] !== undefined || (contentLength !== undefined && contentLength !== '0'),
+    requestId,
+    sendContinue: expectsContinue ? () => response.writeContinue() : undefined,
+  }
+  const exchange: Exchange = {
+    request: proxyRequest,
+    route: route.info,
+    log: host.log,
+    signal: state.controller.signal,
+    attempt: 0,
+    record: state.record,
+  }
+  route.handler(exchange).then(
+    (answer) => deliver(state, answer),
+    (error: unknown) => {
+      if (state.controller.signal.reason instanceof ClientGone) return
+      const { status, reason } = answerForError(error)
+      state.error = error
+      deliver(state, localResponse(status, reason, exchange))
+    },
+  )
+}
+
+function destroyBody(body: ProxyResponse['body']): void {
+  if (body !== null && !Buffer.isBuffer(body)) body.destroy()
+}
+
+function deliver(state: ExchangeState, answer: ProxyResponse): void {
+  const response = state.response
+  if (response.destroyed) {
+    destroyBody(answer.body)
+    return
+  }
+  const headers: ResponseHeaders = answer.origin === 'upstream' ? clientResponseHeaders(answer.headers) : answer.headers
+  headers['x-request-id'] = state.requestId
+  if (state.host.draining) headers.connection = 'close'
+  try {
+    response.writeHead(answer.status, headers)
+  } catch (error) {
+    // An upstream header Node refuses to write (invalid characters): fail loudly, not silently.
+    destroyBody(answer.body)
+    state.error = error
+    const fallback = localResponse(502, 'invalid-upstream-header', state.bare())
+    response.writeHead(fallback.status, fallback.headers)
+    response.end(fallback.body)
+    return
+  }
+  const body = answer.body
+  if (body === null) {
+    response.end()
+    return
+  }
+  if (Buffer.isBuffer(body)) {
+    response.end(body)
+    return
+  }
+  state.body = body
+  body.on('error', (error) => {
+    state.error = error
+    response.destroy()
+  })
+  const trailers = answer.trailers
+  if (trailers !== undefined && headers.trailer !== undefined) {
+    body.pipe(response, { end: false })
+    body.once('end', () => {
+      response.addTrailers(trailers as Record<string, string>)
+      response.end()
+    })
+  } else {
+    body.pipe(response)
+  }
+}

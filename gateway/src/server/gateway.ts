@@ -1,0 +1,245 @@
+// The running gateway: the plan in force, the proxy and admin listeners, reloads and the lifecycle
+// starting → ready → draining → stopped.
+import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { AddressInfo } from 'node:net'
+import type { FSWatcher } from 'node:fs'
+import type { Logger } from 'pino'
+import { compile, type Plan } from '../config/compile.js'
+import { formatError, loadConfigFile, type ConfigError } from '../config/load.js'
+import { KeptState } from '../config/kept-state.js'
+import { ConfigHistory } from '../config/history.js'
+import { watchConfig } from '../config/watch.js'
+import { GatewayMetrics } from '../telemetry/metrics.js'
+import { flushLogger } from '../telemetry/logger.js'
+import { handleExchange, type ExchangeHost } from './exchange.js'
+import { handleUpgrade } from './upgrade.js'
+import { createAdminHandler } from './admin.js'
+import { parseAddress } from './address.js'
+
+export type LifecycleState = 'starting' | 'ready' | 'draining' | 'stopped'
+
+export type ReloadResult =
+  | { ok: true; version: number; hash: string; changed: boolean }
+  | { ok: false; errors: ConfigError[] }
+
+export interface GatewayOptions {
+  readonly configFile: string
+  readonly log: Logger
+  readonly overrides?: { listen?: string; admin?: string; logLevel?: string }
+  /** Watch the config file's directory and reload on change. Default true. */
+  readonly watch?: boolean
+}
+
+interface PlanUse {
+  inFlight: number
+  retire: (() => void) | undefined
+}
+
+export class Gateway implements ExchangeHost {
+  readonly metrics = new GatewayMetrics()
+  readonly history = new ConfigHistory()
+  readonly protocol = 'http' as const
+  readonly log: Logger
+  state: LifecycleState = 'starting'
+  lastError: { at: string; source: string; errors: string[] } | undefined
+  private current: Plan | undefined
+  private readonly kept = new KeptState()
+  private readonly planUse = new WeakMap<Plan, PlanUse>()
+  private readonly proxyServer: Server
+  private readonly adminServer: Server
+  private readonly upgraded = new Set<Duplex>()
+  private inFlight = 0
+  private reloading: Promise<ReloadResult> = Promise.resolve({ ok: false, errors: [] })
+  private watcher: FSWatcher | undefined
+  private idleWaiters: Array<() => void> = []
+
+  constructor(private readonly options: GatewayOptions) {
+    this.log = options.log
+    this.proxyServer = createServer({ requestTimeout: 0 })
+    this.proxyServer.on('request', (request: IncomingMessage, response: ServerResponse) => handleExchange(this, request, response, false))
+    // Answer 100-continue only when the body is about to be sent upstream: a request that a layer
+    // turns away (404, 503) never makes the client send its body.
+    this.proxyServer.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => handleExchange(this, request, response, true))
+    this.proxyServer.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => handleUpgrade(this, request, socket, head))
+    this.proxyServer.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+      this.log.debug({ err: error.code ?? error.message }, 'client error')
+      if (socket.writable && (error.code === 'HPE_HEADER_OVERFLOW' || error.code?.startsWith('HPE_') === true)) {
+        const status = error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request'
+        socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-waypost-reason: ${error.code === 'HPE_HEADER_OVERFLOW' ? 'headers-too-large' : 'malformed-request'}\r\n\r\n`)
+      } else {
+        socket.destroy()
+      }
+    })
+    this.adminServer = createServer(createAdminHandler(this))
+  }
+
+  get plan(): Plan {
+    return this.current!
+  }
+
+  get draining(): boolean {
+    return this.state === 'draining' || this.state === 'stopped'
+  }
+
+  get ready(): boolean {
+    return this.state === 'ready'
+  }
+
+  get configFile(): string {
+    return this.options.configFile
+  }
+
+  exchangeStarted(plan: Plan): void {
+    this.inFlight++
+    const use = this.planUse.get(plan)
+    if (use !== undefined) use.inFlight++
+  }
+
+  exchangeEnded(plan: Plan): void {
+    this.inFlight--
+    const use = this.planUse.get(plan)
+    if (use !== undefined) {
+      use.inFlight--
+      if (use.inFlight === 0 && use.retire !== undefined && plan !== this.current) this.retire(plan, use)
+    }
+    if (this.inFlight === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters
+      this.idleWaiters = []
+      for (const wake of waiters) wake()
+    }
+    if (this.draining) this.proxyServer.closeIdleConnections()
+  }
+
+  trackUpgrade(socket: Duplex): void {
+    this.upgraded.add(socket)
+    socket.once('close', () => this.upgraded.delete(socket))
+  }
+
+  /** Loads the config, binds both listeners, and turns ready. Throws when the first config is bad. */
+  async start(): Promise<void> {
+    const result = await this.reload('startup')
+    if (!result.ok) throw new Error(`config rejected:\n${result.errors.map(formatError).join('\n')}`)
+    const settings = this.plan.settings
+    this.proxyServer.keepAliveTimeout = settings.keepAliveTimeoutMs
+    this.proxyServer.headersTimeout = settings.headersTimeoutMs
+    await Promise.all([listen(this.adminServer, settings.admin), listen(this.proxyServer, settings.listen)])
+    if (this.options.watch !== false) {
+      this.watcher = watchConfig(this.options.configFile, () => void this.reload('file'))
+    }
+    this.state = 'ready'
+    this.log.info({ listen: this.address('proxy'), admin: this.address('admin'), version: this.plan.version, hash: this.plan.hash }, 'waypost ready')
+  }
+
+  address(which: 'proxy' | 'admin'): string {
+    const info = (which === 'proxy' ? this.proxyServer : this.adminServer).address() as AddressInfo | null
+    if (info === null) return ''
+    return info.family === 'IPv6' ? `[${info.address}]:${info.port}` : `${info.address}:${info.port}`
+  }
+
+  /** Compiles the file and swaps the plan in atomically; a bad file never replaces a good plan. Reloads run one at a time. */
+  reload(source: string): Promise<ReloadResult> {
+    this.reloading = this.reloading.then(() => this.reloadNow(source))
+    return this.reloading
+  }
+
+  private async reloadNow(source: string): Promise<ReloadResult> {
+    const loaded = await loadConfigFile(this.options.configFile)
+    if (!loaded.ok) return this.rejected(source, loaded.errors)
+    const previous = this.current
+    if (previous !== undefined && previous.hash === loaded.hash) {
+      return { ok: true, version: previous.version, hash: previous.hash, changed: false }
+    }
+    const version = (previous?.version ?? 0) + 1
+    let plan: Plan
+    this.kept.begin()
+    try {
+      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, overrides: this.options.overrides ?? {} })
+    } catch (error) {
+      this.kept.rollback()
+      return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `compile failed: ${(error as Error).message}` }])
+    }
+    const retire = this.kept.commit()
+    this.planUse.set(plan, { inFlight: 0, retire: undefined })
+    this.current = plan
+    if (previous !== undefined) {
+      const use = this.planUse.get(previous)!
+      use.retire = retire
+      if (use.inFlight === 0) this.retire(previous, use)
+      this.warnAboutRestartOnly(previous, plan)
+    }
+    this.log.level = plan.settings.logLevel
+    this.metrics.reloads.labels('success').inc()
+    this.metrics.configVersion.set(version)
+    const event = this.history.record(version, loaded.hash, source, previous?.config, loaded.config)
+    this.log.info({ version, hash: loaded.hash, source, ...event.summary }, 'config applied')
+    return { ok: true, version, hash: loaded.hash, changed: true }
+  }
+
+  private retire(plan: Plan, use: PlanUse): void {
+    const retire = use.retire
+    use.retire = undefined
+    this.planUse.delete(plan)
+    retire?.()
+  }
+
+  private rejected(source: string, errors: ConfigError[]): ReloadResult {
+    const lines = errors.map(formatError)
+    this.lastError = { at: new Date().toISOString(), source, errors: lines }
+    this.metrics.reloads.labels('failure').inc()
+    this.log.error({ source, errors: lines }, 'config rejected; the plan in force keeps serving')
+    return { ok: false, errors }
+  }
+
+  private warnAboutRestartOnly(previous: Plan, next: Plan): void {
+    const before = previous.settings
+    const after = next.settings
+    if (before.listen !== after.listen || before.admin !== after.admin) {
+      this.log.warn({ listen: after.listen, admin: after.admin }, 'listen addresses change only on restart')
+    }
+  }
+
+  /** Graceful drain (SIGTERM): not ready at once, serve `drain.delay`, stop accepting, wait for in-flight up to `drain.timeout`. */
+  async shutdown(): Promise<void> {
+    if (this.state === 'draining' || this.state === 'stopped') return
+    this.state = 'draining'
+    const { drainDelayMs, drainTimeoutMs } = this.plan.settings
+    this.log.info({ delayMs: drainDelayMs, timeoutMs: drainTimeoutMs, inFlight: this.inFlight }, 'draining: readiness off')
+    this.watcher?.close()
+    await sleep(drainDelayMs)
+    const closed = new Promise<void>((resolve) => this.proxyServer.close(() => resolve()))
+    this.proxyServer.closeIdleConnections()
+    this.log.info({ inFlight: this.inFlight }, 'draining: stopped accepting')
+    const drained = await Promise.race([this.idle().then(() => true), sleep(drainTimeoutMs).then(() => false)])
+    if (!drained) this.log.warn({ inFlight: this.inFlight }, 'drain timeout: closing remaining connections')
+    this.proxyServer.closeAllConnections()
+    for (const socket of this.upgraded) socket.destroy()
+    await closed
+    await Promise.all(this.plan.routes.map((route) => route.pool.close().catch(() => undefined)))
+    this.state = 'stopped'
+    await new Promise<void>((resolve) => this.adminServer.close(() => resolve()))
+    this.adminServer.closeAllConnections()
+    this.log.info({ drained }, 'stopped')
+    flushLogger(this.log)
+  }
+
+  private idle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve()
+    return new Promise((resolve) => this.idleWaiters.push(resolve))
+  }
+}
+
+function listen(server: Server, address: string): Promise<void> {
+  const { host, port } = parseAddress(address)
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref())
+}

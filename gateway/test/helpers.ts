@@ -1,0 +1,164 @@
+// Test harness: real gateways (in-process or as a child process) on ephemeral loopback ports,
+// in front of the real upstream stub. Everything started here is closed by the caller's teardown.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
+import { Gateway } from '../src/server/gateway.js'
+
+export const MAIN = fileURLToPath(new URL('../../dist/gateway/src/main.js', import.meta.url))
+
+/** A minimal valid config: one catch-all route to `upstreamUrl`, ephemeral ports. `extra` is appended YAML. */
+export function catchAllConfig(upstreamUrl: string, options: { policies?: string; extra?: string; upstreamExtra?: string } = {}): string {
+  return `listen:
+  address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+drain:
+  delay: 0s
+  timeout: 5s
+upstreams:
+  app:
+    url: ${upstreamUrl}
+${options.upstreamExtra ?? ''}
+routes:
+  - name: all
+    match: { path: { prefix: / } }
+    upstream: app
+${options.policies === undefined ? '' : `    policies:\n${options.policies}`}
+${options.extra ?? ''}`
+}
+
+export function tempConfig(text: string, name = 'waypost.yaml'): string {
+  const dir = mkdtempSync(join(tmpdir(), 'waypost-test-'))
+  const file = join(dir, name)
+  writeFileSync(file, text)
+  return file
+}
+
+export interface LogLine {
+  msg: string
+  level: number
+  [field: string]: unknown
+}
+
+export interface RunningGateway {
+  readonly gateway: Gateway
+  readonly url: string
+  readonly adminUrl: string
+  readonly configFile: string
+  readonly logs: LogLine[]
+  close(): Promise<void>
+}
+
+/** An in-process gateway; its log lines are collected in `logs`. */
+export async function startGateway(configText: string, options: { watch?: boolean } = {}): Promise<RunningGateway> {
+  const configFile = tempConfig(configText)
+  const logs: LogLine[] = []
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as LogLine)
+      callback()
+    },
+  })
+  const log = pino({ level: 'debug' }, sink)
+  const gateway = new Gateway({ configFile, log, watch: options.watch ?? false })
+  await gateway.start()
+  return {
+    gateway,
+    url: `http://${gateway.address('proxy')}`,
+    adminUrl: `http://${gateway.address('admin')}`,
+    configFile,
+    logs,
+    close: async () => {
+      // Tests close without the drain delay dance: the config sets delay 0s.
+      await gateway.shutdown()
+    },
+  }
+}
+
+export interface GatewayProcess {
+  readonly child: ChildProcess
+  readonly url: string
+  readonly adminUrl: string
+  readonly pid: number
+  /** Every stdout line, parsed when it is JSON. */
+  readonly lines: LogLine[]
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  waitForLog(predicate: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
+  stop(): Promise<void>
+}
+
+/** The real `waypost run` as a child process (needs `npm run build` first; `npm test` does it). */
+export async function spawnGateway(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
+  const child = spawn(process.execPath, [MAIN, 'run', '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const lines: LogLine[] = []
+  const watchers: Array<() => void> = []
+  let buffered = ''
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString()
+    let newline
+    while ((newline = buffered.indexOf('\n')) !== -1) {
+      const text = buffered.slice(0, newline)
+      buffered = buffered.slice(newline + 1)
+      try {
+        lines.push(JSON.parse(text) as LogLine)
+      } catch {
+        lines.push({ msg: text, level: 0 })
+      }
+      for (const watcher of watchers.slice()) watcher()
+    }
+  })
+  let stderr = ''
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  const waitForLog = (predicate: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> =>
+    new Promise((resolve, reject) => {
+      const found = lines.find(predicate)
+      if (found !== undefined) return resolve(found)
+      const timer = setTimeout(() => {
+        cleanup()
+        reject(new Error(`timed out waiting for a log line; stderr: ${stderr}; last lines: ${JSON.stringify(lines.slice(-5))}`))
+      }, timeoutMs)
+      const check = (): void => {
+        const line = lines.find(predicate)
+        if (line !== undefined) {
+          cleanup()
+          resolve(line)
+        }
+      }
+      const cleanup = (): void => {
+        clearTimeout(timer)
+        const index = watchers.indexOf(check)
+        if (index !== -1) watchers.splice(index, 1)
+      }
+      watchers.push(check)
+      void exited.then(() => {
+        if (watchers.includes(check)) {
+          cleanup()
+          reject(new Error(`gateway exited; stderr: ${stderr}; last lines: ${JSON.stringify(lines.slice(-5))}`))
+        }
+      })
+    })
+  const ready = await waitForLog((line) => line.msg === 'waypost ready')
+  return {
+    child,
+    pid: child.pid!,
+    url: `http://${String(ready.listen)}`,
+    adminUrl: `http://${String(ready.admin)}`,
+    lines,
+    exited,
+    waitForLog,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+      await exited
+    },
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
