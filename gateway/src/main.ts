@@ -67,7 +67,8 @@ async function run(args: string[]): Promise<number> {
     log.fatal({ file: configFile }, (error as Error).message)
     flushLogger(log)
     console.error((error as Error).message)
-    return 1
+    // A listener may already be bound and would keep the process alive.
+    process.exit(1)
   }
   let signals = 0
   const stop = (signal: string): void => {

@@ -12,8 +12,8 @@ import { Gateway } from '../src/server/gateway.js'
 export const MAIN = fileURLToPath(new URL('../../dist/gateway/src/main.js', import.meta.url))
 
 /** A minimal valid config: one catch-all route to `upstreamUrl`, ephemeral ports. `extra` is appended YAML. */
-export function catchAllConfig(upstreamUrl: string, options: { policies?: string; extra?: string; upstreamExtra?: string } = {}): string {
-  return `listen:
+export function catchAllConfig(upstreamUrl: string, options: { policies?: string; extra?: string; upstreamExtra?: string; accessLog?: boolean } = {}): string {
+  return `${options.accessLog === false ? 'log:\n  access: false\n' : ''}listen:
   address: 127.0.0.1:0
 admin:
   address: 127.0.0.1:0

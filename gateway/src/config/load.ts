@@ -117,6 +117,7 @@ function explain(error: ValueError): { path: string; message: string } {
   if (error.type === ValueErrorType.ObjectAdditionalProperties || error.message === 'Unexpected property') {
     return { path: error.path, message: 'unknown field' }
   }
+  if (error.type === ValueErrorType.ObjectRequiredProperty) return { path: error.path, message: 'required field is missing' }
   return { path: error.path, message: error.message }
 }
 

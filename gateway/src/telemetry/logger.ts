@@ -5,16 +5,18 @@ export type { Logger }
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
 export function createLogger(level: LevelWithSilent = 'info'): Logger {
-  const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 })
+  const destination = pino.destination({ dest: 1, sync: false })
   const logger = pino({ level, base: { service: 'waypost' }, timestamp: pino.stdTimeFunctions.isoTime }, destination)
   return logger
 }
 
-/** Writes what is buffered before the process exits. */
+/** Writes what is buffered, synchronously, before the process exits. */
 export function flushLogger(logger: Logger): void {
+  const stream = (logger as unknown as Record<symbol, { flushSync?: () => void } | undefined>)[pino.symbols.streamSym]
   try {
-    logger.flush()
+    if (typeof stream?.flushSync === 'function') stream.flushSync()
+    else logger.flush()
   } catch {
-    // Flushing an already closed destination is harmless at exit.
+    // Flushing an already closed or not yet opened destination is harmless at exit.
   }
 }

@@ -1,0 +1,63 @@
+// The admin listener: probes, config state, reload, metrics.
+import t from 'tap'
+import { writeFileSync } from 'node:fs'
+import { request } from 'undici'
+import { startStub } from '../../upstream-stub/src/stub.js'
+import { catchAllConfig, startGateway } from './helpers.js'
+
+const stub = await startStub()
+const gw = await startGateway(catchAllConfig(stub.url))
+t.teardown(async () => {
+  await gw.close()
+  await stub.close()
+})
+
+async function get(path: string, method: 'GET' | 'POST' = 'GET') {
+  const response = await request(`${gw.adminUrl}${path}`, { method })
+  return { status: response.statusCode, text: await response.body.text(), headers: response.headers }
+}
+
+t.test('/live and /ready', async (t) => {
+  t.equal((await get('/live')).status, 200)
+  t.equal((await get('/ready')).status, 200)
+  t.equal((await get('/nope')).status, 404)
+  t.equal((await get('/ready', 'POST')).status, 405)
+})
+
+t.test('/metrics exposes request, duration, in-flight and reload series', async (t) => {
+  const proxied = await request(`${gw.url}/status/503`)
+  await proxied.body.dump()
+  const { text, headers } = await get('/metrics')
+  t.match(headers['content-type'], /text\/plain/)
+  t.match(text, /waypost_requests_total\{route="all",method="GET",status_class="5xx"\} 1/)
+  t.match(text, /waypost_request_duration_seconds_bucket\{le="[0-9.]+",route="all"\}/)
+  t.match(text, /waypost_requests_in_flight\{route="all"\} 0/)
+  t.match(text, /waypost_config_reload_total\{result="success"\} 1/)
+  t.match(text, /process_resident_memory_bytes/)
+})
+
+t.test('/config shows the active version and hash; POST /reload applies or rejects', async (t) => {
+  const before = JSON.parse((await get('/config')).text) as { active: { version: number; hash: string }; lastError: unknown }
+  t.equal(before.active.version, 1)
+  t.equal(before.lastError, null)
+
+  writeFileSync(gw.configFile, catchAllConfig(stub.url, { policies: '      timeout: { request: 1s }\n' }))
+  const applied = await get('/reload', 'POST')
+  t.equal(applied.status, 200)
+  t.match(JSON.parse(applied.text), { ok: true, version: 2, changed: true })
+
+  writeFileSync(gw.configFile, 'routes: [')
+  const rejected = await get('/reload', 'POST')
+  t.equal(rejected.status, 422)
+  t.match(JSON.parse(rejected.text), { ok: false, errors: [/waypost\.yaml:\d+:\d+: YAML syntax/] })
+
+  const after = JSON.parse((await get('/config')).text) as { active: { version: number }; lastError: { errors: string[] }; history: Array<{ version: number; summary: { changed: string[] } }> }
+  t.equal(after.active.version, 2, 'the good plan keeps serving')
+  t.match(after.lastError.errors[0], /YAML syntax/)
+  t.same(after.history.map((event) => event.version), [1, 2])
+  t.same(after.history[1]!.summary.changed, ['route:all'])
+  const proxied = await request(`${gw.url}/status/200`)
+  await proxied.body.dump()
+  t.equal(proxied.statusCode, 200)
+  t.match((await get('/metrics')).text, /waypost_config_reload_total\{result="failure"\} 1/)
+})

@@ -1,0 +1,117 @@
+// Timeouts, concurrency limits and upstream failures, end to end, each answer with its reason.
+import t from 'tap'
+import { request } from 'undici'
+import { startStub } from '../../upstream-stub/src/stub.js'
+import { catchAllConfig, startGateway } from './helpers.js'
+
+const stub = await startStub()
+t.teardown(() => stub.close())
+
+t.test('request timeout answers 504 within 50 ms of the deadline', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      timeout: { request: 300ms }\n' }))
+  t.teardown(() => gw.close())
+  const started = performance.now()
+  const response = await request(`${gw.url}/delay/3`)
+  const elapsed = performance.now() - started
+  await response.body.dump()
+  t.equal(response.statusCode, 504)
+  t.equal(response.headers['x-waypost-reason'], 'timeout route=all upstream=app')
+  t.ok(elapsed >= 295 && elapsed < 350, `answered after ${elapsed.toFixed(1)} ms (deadline 300 ms)`)
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(stub.stats.inFlight, 0, 'the upstream request was aborted, not left running')
+})
+
+t.test('per-try timeout answers 504 attempt-timeout; defaults merge field by field', async (t) => {
+  const gw = await startGateway(
+    catchAllConfig(stub.url, { policies: '      timeout: { perTry: 200ms }\n' }).replace('routes:', 'defaults:\n  policies:\n    timeout: { request: 5s }\nroutes:'),
+  )
+  t.teardown(() => gw.close())
+  const started = performance.now()
+  const response = await request(`${gw.url}/fault/slow-headers?ms=2000`)
+  await response.body.dump()
+  t.equal(response.statusCode, 504)
+  t.equal(response.headers['x-waypost-reason'], 'attempt-timeout route=all upstream=app')
+  t.ok(performance.now() - started < 260)
+})
+
+t.test('a fast response is not affected by the deadline, and a streaming body outlives it', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      timeout: { request: 200ms }\n' }))
+  t.teardown(() => gw.close())
+  const response = await request(`${gw.url}/drip?numbytes=5&duration=0.5&delay=0`)
+  t.equal(response.statusCode, 200)
+  t.equal(await response.body.text(), '*****', 'the deadline covers headers; the body keeps streaming')
+})
+
+t.test('concurrency overflow answers 503 concurrency-limit; the queue waits and times out', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      concurrency: { max: 2, queue: 1, queueTimeout: 300ms }\n' }))
+  t.teardown(() => gw.close())
+  const slow = [request(`${gw.url}/delay/0.6`), request(`${gw.url}/delay/0.6`)]
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const queued = request(`${gw.url}/status/200`)
+  await new Promise((resolve) => setTimeout(resolve, 30))
+  const rejected = await request(`${gw.url}/status/200`)
+  await rejected.body.dump()
+  t.equal(rejected.statusCode, 503)
+  t.equal(rejected.headers['x-waypost-reason'], 'concurrency-limit route=all upstream=app')
+  const timedOut = await queued
+  await timedOut.body.dump()
+  t.equal(timedOut.statusCode, 503)
+  t.equal(timedOut.headers['x-waypost-reason'], 'concurrency-queue-timeout route=all upstream=app')
+  for (const response of await Promise.all(slow)) {
+    t.equal(response.statusCode, 200)
+    await response.body.dump()
+  }
+  const after = await request(`${gw.url}/status/200`)
+  await after.body.dump()
+  t.equal(after.statusCode, 200, 'slots are released once bodies are delivered')
+  const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+  t.match(metrics, /waypost_local_responses_total\{route="all",reason="concurrency-limit"\} 1/)
+})
+
+t.test('a queued request gets the slot a finished one frees', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      concurrency: { max: 1, queue: 5, queueTimeout: 2s }\n' }))
+  t.teardown(() => gw.close())
+  stub.resetStats()
+  const responses = await Promise.all([1, 2, 3].map(() => request(`${gw.url}/delay/0.1`)))
+  for (const response of responses) {
+    t.equal(response.statusCode, 200)
+    await response.body.dump()
+  }
+  t.equal(stub.stats.maxInFlight, 1, 'the upstream never saw more than max at once')
+})
+
+t.test('upstream failures map to 502/504 with a reason and a log line', async (t) => {
+  const refused = await startGateway(catchAllConfig('http://127.0.0.1:1'))
+  t.teardown(() => refused.close())
+  const down = await request(`${refused.url}/x`)
+  await down.body.dump()
+  t.equal(down.statusCode, 502)
+  t.equal(down.headers['x-waypost-reason'], 'connect-refused route=all upstream=app')
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  t.match(refused.logs.filter((line) => line.msg === 'access').at(-1), { status: 502, reason: 'connect-refused', route: 'all', upstream: 'app' })
+
+  const gw = await startGateway(catchAllConfig(stub.url))
+  t.teardown(() => gw.close())
+  const reset = await request(`${gw.url}/fault/reset-before-headers`)
+  await reset.body.dump()
+  t.equal(reset.statusCode, 502)
+  t.equal(reset.headers['x-waypost-reason'], 'upstream-reset route=all upstream=app')
+
+  const midBody = await request(`${gw.url}/fault/reset-mid-body?after=1024`)
+  t.equal(midBody.statusCode, 200, 'headers were already sent')
+  await t.rejects(midBody.body.arrayBuffer(), 'the client sees the body cut short, not a silently truncated success')
+})
+
+t.test('a client that goes away aborts the upstream request and is logged as 499', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url))
+  t.teardown(() => gw.close())
+  const controller = new AbortController()
+  const pending = request(`${gw.url}/fault/hang`, { signal: controller.signal })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(stub.stats.inFlight, 1)
+  controller.abort()
+  await t.rejects(pending)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(stub.stats.inFlight, 0, 'the hung upstream request was cancelled')
+  t.match(gw.logs.filter((line) => line.msg === 'access').at(-1), { status: 499, path: '/fault/hang' })
+})

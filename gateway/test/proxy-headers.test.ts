@@ -1,0 +1,187 @@
+// HTTP/1.1 intermediary behaviour, end to end: a real gateway in front of the real stub.
+import t from 'tap'
+import { connect } from 'node:net'
+import { Readable } from 'node:stream'
+import { request } from 'undici'
+import { startStub } from '../../upstream-stub/src/stub.js'
+import { catchAllConfig, startGateway } from './helpers.js'
+
+const stub = await startStub()
+const gw = await startGateway(
+  catchAllConfig(stub.url, {
+    extra: `  - name: rewritten
+    match: { path: { prefix: /old } }
+    upstream: app
+    rewrite: { pathPrefix: /anything/new, host: internal.example }
+`,
+  }).replace('  address: 127.0.0.1:0\nadmin', '  address: 127.0.0.1:0\n  trustedProxies: [10.0.0.0/8]\nadmin'),
+)
+t.teardown(async () => {
+  await gw.close()
+  await stub.close()
+})
+
+interface Echo {
+  headers: Record<string, string>
+  method: string
+  url: string
+  bodyLength: number
+  body: string | null
+}
+
+async function echo(path: string, headers: Record<string, string> = {}, init: { method?: 'GET' | 'POST' | 'PUT'; body?: string } = {}) {
+  const response = await request(`${gw.url}${path}`, { headers, method: init.method ?? 'GET', body: init.body })
+  const body = (await response.body.json()) as Echo
+  return { response, body }
+}
+
+t.test('hop-by-hop headers and headers named in Connection are not forwarded', async (t) => {
+  // undici refuses to send hop-by-hop headers itself, so speak raw HTTP.
+  const raw = await rawRequest(
+    'GET /headers HTTP/1.1\r\nHost: example.test\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s3cret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eDp5\r\nX-Kept: yes\r\nConnection: close\r\n\r\n',
+  )
+  t.match(raw, /^HTTP\/1\.1 200/)
+  const json = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4).replace(/^[0-9a-f]+\r\n/, '').split('\r\n')[0]!) as { headers: Record<string, string> }
+  for (const name of ['x-secret', 'keep-alive', 'te', 'proxy-connection', 'proxy-authorization']) t.notOk(name in json.headers, `${name} is dropped`)
+  t.equal(json.headers['x-kept'], 'yes')
+  t.equal(json.headers.host, 'example.test', 'Host is kept')
+})
+
+t.test('X-Forwarded-* and Forwarded from an untrusted peer are replaced, not trusted', async (t) => {
+  const { body } = await echo('/anything', { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil', forwarded: 'for=6.6.6.6', host: 'shop.test:8080' })
+  t.equal(body.headers['x-forwarded-for'], '127.0.0.1')
+  t.equal(body.headers['x-forwarded-proto'], 'http')
+  t.equal(body.headers['x-forwarded-host'], 'shop.test:8080')
+  t.equal(body.headers.forwarded, 'for=127.0.0.1;proto=http;host="shop.test:8080"')
+  t.equal(body.headers.via, '1.1 waypost')
+})
+
+t.test('x-request-id is propagated when sane, generated otherwise, and returned', async (t) => {
+  const kept = await echo('/anything', { 'x-request-id': 'abc-123' })
+  t.equal(kept.body.headers['x-request-id'], 'abc-123')
+  t.equal(kept.response.headers['x-request-id'], 'abc-123')
+  const generated = await echo('/anything', { 'x-request-id': 'bad id with spaces' })
+  t.match(generated.body.headers['x-request-id'], /^[0-9a-f-]{36}$/)
+  t.equal(generated.response.headers['x-request-id'], generated.body.headers['x-request-id'])
+})
+
+t.test('route rewrites of path prefix and Host', async (t) => {
+  const { body } = await echo('/old/thing?q=1')
+  t.equal(body.url, '/anything/new/thing?q=1')
+  t.equal(body.headers.host, 'internal.example')
+  t.equal(body.headers['x-forwarded-host'], gw.url.slice('http://'.length), 'the client\'s Host goes to X-Forwarded-Host')
+})
+
+t.test('request bodies: content-length and chunked', async (t) => {
+  const sized = await echo('/anything', { 'content-type': 'text/plain' }, { method: 'POST', body: 'hello world' })
+  t.equal(sized.body.bodyLength, 11)
+  t.equal(sized.body.body, 'hello world')
+  const chunked = await request(`${gw.url}/anything`, {
+    method: 'PUT',
+    // The second part comes later, so the gateway must stream it rather than see a finished body.
+    body: Readable.from((async function* () {
+      yield 'part one, '
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      yield 'part two'
+    })()),
+  })
+  const json = (await chunked.body.json()) as Echo
+  t.equal(json.bodyLength, 18)
+  t.equal(json.headers['transfer-encoding'], 'chunked', 'a body of unknown length is sent chunked')
+})
+
+t.test('HEAD, 204 and 304 carry no body', async (t) => {
+  const head = await request(`${gw.url}/bytes/1000`, { method: 'HEAD' })
+  t.equal(head.statusCode, 200)
+  t.equal(head.headers['content-length'], '1000')
+  t.equal((await head.body.arrayBuffer()).byteLength, 0)
+  const noContent = await request(`${gw.url}/status/204`)
+  t.equal(noContent.statusCode, 204)
+  t.equal((await noContent.body.arrayBuffer()).byteLength, 0)
+  const first = await request(`${gw.url}/cache/60`)
+  const etag = first.headers.etag as string
+  await first.body.dump()
+  const notModified = await request(`${gw.url}/cache/60`, { headers: { 'if-none-match': etag } })
+  t.equal(notModified.statusCode, 304)
+  t.equal((await notModified.body.arrayBuffer()).byteLength, 0)
+})
+
+t.test('response trailers pass through', async (t) => {
+  const raw = await rawRequest('GET /trailers HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n')
+  t.match(raw, /transfer-encoding: chunked/i)
+  t.match(raw, /\r\n0\r\nx-checksum: [0-9a-f]{64}\r\n/i, 'the trailer follows the last chunk')
+})
+
+t.test('Expect: 100-continue is answered by the gateway before the body goes upstream', async (t) => {
+  const socket = connect(Number(new URL(gw.url).port), '127.0.0.1')
+  let received = ''
+  socket.on('data', (chunk) => {
+    received += chunk.toString()
+    if (received.includes('100 Continue') && !received.includes('sent')) {
+      received += '<sent>'
+      socket.write('abc')
+    }
+  })
+  socket.write('POST /anything HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n')
+  await new Promise((resolve) => socket.once('close', resolve))
+  t.match(received, /^HTTP\/1\.1 100 Continue\r\n\r\n<sent>HTTP\/1\.1 200 OK/)
+  t.match(received, /"bodyLength":3/)
+})
+
+t.test('a refused request never asks for its body', async (t) => {
+  const small = await startGateway(catchAllConfig(stub.url).replace('prefix: /', 'prefix: /only-here'))
+  t.teardown(() => small.close())
+  const raw = await rawRequest('POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n', small.url)
+  t.match(raw, /^HTTP\/1\.1 404 Not Found/)
+  t.notMatch(raw, /100 Continue/)
+  t.match(raw, /x-waypost-reason: no-route route=- upstream=-/)
+})
+
+t.test('absolute-form request targets are routed on their path', async (t) => {
+  const raw = await rawRequest('GET http://example.test/anything/abs?x=1 HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n')
+  t.match(raw, /^HTTP\/1\.1 200/)
+  t.match(raw, /"url":"\/anything\/abs\?x=1"/)
+})
+
+t.test('upstream response hop-by-hop headers are dropped and Via is added', async (t) => {
+  const response = await request(`${gw.url}/fault/close-after-response`)
+  await response.body.dump()
+  t.equal(response.statusCode, 200)
+  t.equal(response.headers.via, '1.1 waypost')
+  t.not(response.headers.connection, 'close', 'the upstream closing its socket does not close ours')
+})
+
+t.test('every exchange writes one access-log line', async (t) => {
+  const before = gw.logs.filter((line) => line.msg === 'access').length
+  const response = await request(`${gw.url}/status/201`, { headers: { 'x-request-id': 'log-check' } })
+  await response.body.dump()
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  const lines = gw.logs.filter((line) => line.msg === 'access')
+  t.equal(lines.length, before + 1)
+  t.match(lines.at(-1), { reqId: 'log-check', route: 'all', upstream: 'app', method: 'GET', path: '/status/201', status: 201, attempts: 1, remote: '127.0.0.1' })
+  t.type(lines.at(-1)!.durationMs, 'number')
+  t.type(lines.at(-1)!.upstreamMs, 'number')
+})
+
+t.test('trusted proxies: X-Forwarded-* and Forwarded are appended to', async (t) => {
+  const trusting = await startGateway(catchAllConfig(stub.url).replace('  address: 127.0.0.1:0\nadmin', '  address: 127.0.0.1:0\n  trustedProxies: [127.0.0.0/8, "::1"]\nadmin'))
+  t.teardown(() => trusting.close())
+  const response = await request(`${trusting.url}/anything`, { headers: { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'shop.example', forwarded: 'for=203.0.113.9;proto=https', via: '1.1 edge' } })
+  const body = (await response.body.json()) as Echo
+  t.equal(body.headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1')
+  t.equal(body.headers['x-forwarded-proto'], 'https')
+  t.equal(body.headers['x-forwarded-host'], 'shop.example')
+  t.match(body.headers.forwarded, /^for=203\.0\.113\.9;proto=https, for=127\.0\.0\.1;proto=http;host=/)
+  t.equal(body.headers.via, '1.1 edge, 1.1 waypost')
+})
+
+function rawRequest(text: string, base = gw.url): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(new URL(base).port), '127.0.0.1')
+    let received = ''
+    socket.on('data', (chunk) => (received += chunk.toString()))
+    socket.on('error', reject)
+    socket.on('close', () => resolve(received))
+    socket.write(text)
+  })
+}

@@ -1,0 +1,114 @@
+// Zero dropped requests across reloads: a real gateway process under continuous load (keep-alive
+// and new connections, GETs and POSTs with bodies) while its policy file changes by file edit,
+// SIGHUP and POST /reload, and once is broken.
+import t from 'tap'
+import { renameSync, writeFileSync, symlinkSync, mkdirSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { Client, Pool, request } from 'undici'
+import { startStub } from '../../upstream-stub/src/stub.js'
+import { catchAllConfig, sleep, spawnGateway, tempConfig } from './helpers.js'
+
+const stub = await startStub()
+t.teardown(() => stub.close())
+
+function configWith(timeout: number): string {
+  return catchAllConfig(stub.url, { accessLog: false, policies: `      timeout: { request: ${timeout}ms }\n      concurrency: { max: 64, queue: 64 }\n` })
+}
+
+async function activeVersion(adminUrl: string): Promise<number> {
+  const response = await request(`${adminUrl}/config`)
+  return ((await response.body.json()) as { active: { version: number } }).active.version
+}
+
+async function waitForVersion(adminUrl: string, version: number): Promise<void> {
+  const deadline = Date.now() + 5000
+  while ((await activeVersion(adminUrl)) < version) {
+    if (Date.now() > deadline) throw new Error(`version ${version} never became active`)
+    await sleep(20)
+  }
+}
+
+/** Replaces the file atomically, as editors and `kubectl cp` do. */
+function replaceFile(file: string, text: string): void {
+  writeFileSync(`${file}.tmp`, text)
+  renameSync(`${file}.tmp`, file)
+}
+
+t.test('reloads under continuous load drop nothing', async (t) => {
+  const file = tempConfig(configWith(5000))
+  const gw = await spawnGateway(file, { WAYPOST_LOG_LEVEL: 'info' })
+  t.teardown(() => gw.stop())
+  const keepAlive = new Pool(gw.url, { connections: 4 })
+  t.teardown(() => keepAlive.close())
+
+  let sent = 0
+  const failures: string[] = []
+  let running = true
+  const body = 'x'.repeat(4096)
+  async function worker(id: number): Promise<void> {
+    while (running) {
+      const post = sent % 3 === 0
+      sent++
+      try {
+        // Half the workers reuse keep-alive sockets, half open a new connection every time.
+        const client = id % 2 === 0 ? keepAlive : new Client(gw.url)
+        const response = await client.request({ path: post ? '/anything' : '/status/200', method: post ? 'POST' : 'GET', body: post ? body : null })
+        const text = await response.body.text()
+        if (response.statusCode !== 200) failures.push(`${response.statusCode} ${String(response.headers['x-waypost-reason'])}`)
+        else if (post && !text.includes('"bodyLength":4096')) failures.push('POST body lost')
+        if (client !== keepAlive) await client.close()
+      } catch (error) {
+        failures.push((error as Error).message)
+      }
+    }
+  }
+  const workers = [0, 1, 2, 3, 4, 5].map(worker)
+
+  let version = 1
+  const reloads: string[] = []
+  for (const [index, how] of ['file', 'sighup', 'admin', 'file', 'bad', 'sighup', 'admin'].entries()) {
+    await sleep(150)
+    const text = how === 'bad' ? configWith(1000).replace('routes:', 'routes: [') : configWith(4000 - index * 100)
+    replaceFile(file, text)
+    if (how === 'sighup') gw.child.kill('SIGHUP')
+    if (how === 'admin') {
+      const response = await request(`${gw.adminUrl}/reload`, { method: 'POST' })
+      await response.body.dump()
+    }
+    if (how === 'bad') {
+      await gw.waitForLog((line) => line.msg === 'config rejected; the plan in force keeps serving')
+    } else {
+      version++
+      await waitForVersion(gw.adminUrl, version)
+    }
+    reloads.push(how)
+  }
+  await sleep(150)
+  running = false
+  await Promise.all(workers)
+
+  t.ok(sent > 200, `${sent} requests sent during ${reloads.length} reloads`)
+  t.same(failures, [], `${failures.length} of ${sent} requests failed`)
+  t.equal(await activeVersion(gw.adminUrl), 7, 'six good reloads applied on top of version 1')
+  const status = (await (await request(`${gw.adminUrl}/config`)).body.json()) as { lastError: { errors: string[] } | null }
+  t.match(status.lastError?.errors[0], /waypost\.yaml:\d+:\d+: YAML syntax/)
+  t.comment(`reload under load: ${sent} requests, ${failures.length} failures, ${reloads.length} reloads (${reloads.join(', ')})`)
+})
+
+t.test('a Kubernetes ConfigMap-style ..data symlink swap triggers a reload', async (t) => {
+  const dir = dirname(tempConfig('placeholder'))
+  mkdirSync(join(dir, '..v1'))
+  writeFileSync(join(dir, '..v1', 'waypost.yaml'), configWith(3000))
+  symlinkSync('..v1', join(dir, '..data'))
+  const file = join(dir, 'cm.yaml')
+  symlinkSync('..data/waypost.yaml', file)
+  const gw = await spawnGateway(file)
+  t.teardown(() => gw.stop())
+  t.equal(await activeVersion(gw.adminUrl), 1)
+  mkdirSync(join(dir, '..v2'))
+  writeFileSync(join(dir, '..v2', 'waypost.yaml'), configWith(2000))
+  symlinkSync('..v2', join(dir, '..data_tmp'))
+  renameSync(join(dir, '..data_tmp'), join(dir, '..data'))
+  await waitForVersion(gw.adminUrl, 2)
+  t.pass('the swapped ConfigMap was applied')
+})
