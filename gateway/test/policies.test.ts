@@ -1,5 +1,7 @@
 // Timeouts, concurrency limits and upstream failures, end to end, each answer with its reason.
 import t from 'tap'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
 import { catchAllConfig, startGateway } from './helpers.js'
@@ -114,4 +116,36 @@ t.test('a client that goes away aborts the upstream request and is logged as 499
   await new Promise((resolve) => setTimeout(resolve, 100))
   t.equal(stub.stats.inFlight, 0, 'the hung upstream request was cancelled')
   t.match(gw.logs.filter((line) => line.msg === 'access').at(-1), { status: 499, path: '/fault/hang' })
+})
+
+t.test('keep-alive: a socket the app is about to close is never reused', async (t) => {
+  // The app advertises `Keep-Alive: timeout=2` and closes idle sockets at 2 s. A request that
+  // reaches it just before that moment crosses the app's close on the wire: the app here models
+  // the race deterministically by dropping any request on a socket idle for more than 1.9 s.
+  const idleSince = new WeakMap<object, number>()
+  const app = createServer((req, res) => {
+    const since = idleSince.get(req.socket)
+    if (since !== undefined && Date.now() - since > 1900) {
+      req.socket.destroy()
+      return
+    }
+    res.on('finish', () => idleSince.set(req.socket, Date.now()))
+    res.end('ok')
+  })
+  app.keepAliveTimeout = 2000
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve))
+  const gw = await startGateway(catchAllConfig(`http://127.0.0.1:${(app.address() as AddressInfo).port}`))
+  t.teardown(async () => {
+    await gw.close()
+    app.closeAllConnections()
+    app.close()
+  })
+  const statuses: number[] = []
+  for (let i = 0; i < 3; i++) {
+    const response = await request(`${gw.url}/`)
+    await response.body.dump()
+    statuses.push(response.statusCode)
+    if (i < 2) await new Promise((resolve) => setTimeout(resolve, 1950))
+  }
+  t.same(statuses, [200, 200, 200], 'the pool retired the socket before the app\'s deadline instead of reusing it')
 })
