@@ -143,7 +143,14 @@ export async function spawnGateway(configFile: string, env: NodeJS.ProcessEnv = 
         }
       })
     })
-  const ready = await waitForLog((line) => line.msg === 'waypost ready')
+  let ready: LogLine
+  try {
+    ready = await waitForLog((line) => line.msg === 'waypost ready')
+  } catch (error) {
+    // Never leave a gateway behind when it fails to start: the caller has no handle to stop it.
+    child.kill('SIGKILL')
+    throw error
+  }
   return {
     child,
     pid: child.pid!,
