@@ -1,27 +1,36 @@
 // `npm start`: the upstream stub on 127.0.0.1:3000 and the gateway in front of it with
-// config/waypost.yaml (or WAYPOST_CONFIG). Ctrl-C (or SIGTERM) drains the gateway and stops both.
+// config/waypost.yaml (or WAYPOST_CONFIG). Ctrl-C or SIGTERM drains the gateway first, then stops
+// the stub, so requests in flight during the drain still reach their upstream.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 
 const dist = (path: string): string => fileURLToPath(new URL(path, import.meta.url))
 
-const stub = spawn(process.execPath, [dist('../../upstream-stub/src/cli.js'), '--port', process.env.STUB_PORT ?? '3000'], { stdio: 'inherit' })
-const gateway = spawn(process.execPath, [dist('../src/main.js'), 'run', ...process.argv.slice(2)], { stdio: 'inherit' })
-
-let stopping = false
-function stop(signal: NodeJS.Signals): void {
-  if (stopping) return
-  stopping = true
-  gateway.kill(signal)
-}
-process.on('SIGINT', () => stop('SIGTERM'))
-process.on('SIGTERM', () => stop('SIGTERM'))
+// Detached: a terminal's Ctrl-C reaches only this process, which then stops the children in order
+// (otherwise the gateway would see Ctrl-C and our SIGTERM as two signals and skip its drain).
+const options = { stdio: 'inherit', detached: true } as const
+const stub = spawn(process.execPath, [dist('../../upstream-stub/src/cli.js'), '--port', process.env.STUB_PORT ?? '3000'], options)
+const gateway = spawn(process.execPath, [dist('../src/main.js'), 'run', ...process.argv.slice(2)], options)
 
 function exited(child: ChildProcess): Promise<number> {
+  if (child.exitCode !== null) return Promise.resolve(child.exitCode)
   return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)))
 }
 
+let signals = 0
+function stop(): void {
+  signals++
+  gateway.kill(signals === 1 ? 'SIGTERM' : 'SIGKILL')
+}
+process.on('SIGINT', stop)
+process.on('SIGTERM', stop)
+process.on('exit', () => {
+  for (const child of [gateway, stub]) if (child.exitCode === null) child.kill('SIGKILL')
+})
+
 const code = await Promise.race([exited(gateway), exited(stub)])
-stub.kill('SIGTERM')
 gateway.kill('SIGTERM')
-process.exitCode = code
+await exited(gateway)
+stub.kill('SIGTERM')
+await exited(stub)
+process.exit(code)

@@ -95,6 +95,10 @@ export interface GatewayProcess {
 /** The real `waypost run` as a child process (needs `npm run build` first; `npm test` does it). */
 export async function spawnGateway(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
   const child = spawn(process.execPath, [MAIN, 'run', '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  // If the test process dies first, its gateway must not outlive it.
+  const killOnExit = (): void => void child.kill('SIGKILL')
+  process.once('exit', killOnExit)
+  child.once('exit', () => process.off('exit', killOnExit))
   const lines: LogLine[] = []
   const watchers: Array<() => void> = []
   let buffered = ''
