@@ -82,7 +82,7 @@ export interface Policy<S extends TSchema> {
 }
 
 /** A local answer: every one carries a machine-readable reason in a header and in the access log. */
-export function localResponse(status: number, reason: string, exchange: Exchange, extraHeaders?: ResponseHeaders): ProxyResponse {
+export function localResponse(status: number, reason: string, exchange: Pick<Exchange, 'route' | 'record'>, extraHeaders?: ResponseHeaders): ProxyResponse {
   const detail = `${reason} route=${exchange.route.name} upstream=${exchange.route.upstream}`
   exchange.record.reason = reason
   return {

@@ -124,9 +124,9 @@ class ExchangeState {
     )
   }
 
-  /** A stand-in exchange for answers made before a route is known. */
-  bare(): Exchange {
-    return { request: undefined as unknown as ProxyRequest, route: UNMATCHED, log: this.host.log, signal: this.controller.signal, attempt: 0, record: this.record }
+  /** What a local answer needs when no route (or no exchange) is at hand. */
+  bare(): Pick<Exchange, 'route' | 'record'> {
+    return { route: this.route?.info ?? UNMATCHED, record: this.record }
   }
 }
 
