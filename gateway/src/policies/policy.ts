@@ -54,6 +54,8 @@ export interface Exchange {
   readonly log: Logger
   /** Aborted when the client goes away or a deadline passes; every layer must honour it. */
   readonly signal: AbortSignal
+  /** Aborts `signal` with a reason: the exchange from this layer down stops. */
+  readonly abort: (reason: unknown) => void
   readonly attempt: number
   readonly record: ExchangeRecord
 }

@@ -5,7 +5,7 @@
 // are not cut off mid-stream.
 import { Type } from '@sinclair/typebox'
 import { Duration, toMs } from '../config/units.js'
-import { DeadlineExceeded, localResponse, type Layer, type Policy } from './policy.js'
+import { DeadlineExceeded, localResponse, type Exchange, type Layer, type Policy } from './policy.js'
 
 export const TimeoutConfig = Type.Object(
   {
@@ -19,36 +19,56 @@ export const TimeoutConfig = Type.Object(
 export const requestTimeout: Policy<typeof TimeoutConfig> = {
   name: 'timeout',
   schema: TimeoutConfig,
-  build: (config) => (config.request === undefined ? null : deadline('timeout', toMs(config.request))),
+  build: (config) => (config.request === undefined ? null : exchangeDeadline(toMs(config.request))),
 }
 
 /** The per-attempt deadline: innermost, just around the upstream dispatch. */
 export const attemptTimeout: Policy<typeof TimeoutConfig> = {
   name: 'timeout',
   schema: TimeoutConfig,
-  build: (config) => (config.perTry === undefined ? null : deadline('attempt-timeout', toMs(config.perTry))),
+  build: (config) => (config.perTry === undefined ? null : attemptDeadline(toMs(config.perTry))),
 }
 
-function abortAfterDeadline(controller: AbortController, reason: string, ms: number): void {
-  controller.abort(new DeadlineExceeded(reason, ms))
+function isDeadline(cause: unknown, reason: string): boolean {
+  return cause instanceof DeadlineExceeded && cause.reason === reason
 }
 
-function deadline(reason: string, ms: number): Layer {
+function abortExchange(exchange: Exchange, ms: number): void {
+  exchange.abort(new DeadlineExceeded('timeout', ms))
+}
+
+/** Aborts the whole exchange when the deadline passes: no controller or listener of its own on the hot path. */
+function exchangeDeadline(ms: number): Layer {
+  return (next) => async (exchange) => {
+    const timer = setTimeout(abortExchange, ms, exchange, ms)
+    try {
+      return await next(exchange)
+    } catch (error) {
+      if (isDeadline(exchange.signal.reason, 'timeout')) return localResponse(504, 'timeout', exchange)
+      throw error
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+}
+
+function abortAttempt(controller: AbortController, ms: number): void {
+  controller.abort(new DeadlineExceeded('attempt-timeout', ms))
+}
+
+/** Aborts one attempt, not the exchange: a retry around it may try again. */
+function attemptDeadline(ms: number): Layer {
   return (next) => async (exchange) => {
     const parent = exchange.signal
     if (parent.aborted) throw parent.reason
     const controller = new AbortController()
     const forwardAbort = (): void => controller.abort(parent.reason)
     parent.addEventListener('abort', forwardAbort, { once: true })
-    const timer = setTimeout(abortAfterDeadline, ms, controller, reason, ms)
+    const timer = setTimeout(abortAttempt, ms, controller, ms)
     try {
-      return await next({ ...exchange, signal: controller.signal })
+      return await next({ ...exchange, signal: controller.signal, abort: (reason) => controller.abort(reason) })
     } catch (error) {
-      const cause: unknown = controller.signal.reason
-      if (cause instanceof DeadlineExceeded && cause.reason === reason && !parent.aborted) {
-        exchange.log.debug({ route: exchange.route.name, reason, afterMs: ms }, 'deadline exceeded')
-        return localResponse(504, reason, exchange)
-      }
+      if (isDeadline(controller.signal.reason, 'attempt-timeout') && !parent.aborted) return localResponse(504, 'attempt-timeout', exchange)
       throw error
     } finally {
       clearTimeout(timer)

@@ -56,6 +56,7 @@ function rewrite(route: CompiledRoute, target: string): string {
 /** The state of one exchange; its `onClose` runs once, when the client response closes. */
 class ExchangeState {
   readonly controller = new AbortController()
+  readonly abort = (reason: unknown): void => this.controller.abort(reason)
   readonly record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '' }
   readonly started = performance.now()
   /** Node detaches the socket from the request when it closes, so keep our own reference. */
@@ -155,6 +156,7 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
     route: route.info,
     log: host.log,
     signal: state.controller.signal,
+    abort: state.abort,
     attempt: 0,
     record: state.record,
   }
