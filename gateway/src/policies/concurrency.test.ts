@@ -1,11 +1,12 @@
 import t from 'tap'
 import { ConcurrencyLimiter } from './concurrency.js'
+import { ExchangeSignal } from './policy.js'
 
 t.test('grants up to max, queues in order, hands released slots to the oldest waiter', async (t) => {
   const limiter = new ConcurrencyLimiter(1, 2, 1000)
   t.ok(limiter.tryAcquire())
   t.notOk(limiter.tryAcquire())
-  const signal = new AbortController().signal
+  const signal = new ExchangeSignal()
   const order: string[] = []
   const first = (limiter.wait(signal) as Promise<boolean>).then((granted) => order.push(`first:${granted}`))
   const second = (limiter.wait(signal) as Promise<boolean>).then((granted) => order.push(`second:${granted}`))
@@ -25,7 +26,7 @@ t.test('queue timeout resolves false and leaves the queue', async (t) => {
   const limiter = new ConcurrencyLimiter(1, 1, 30)
   limiter.tryAcquire()
   const started = Date.now()
-  t.equal(await limiter.wait(new AbortController().signal), false)
+  t.equal(await limiter.wait(new ExchangeSignal()), false)
   t.ok(Date.now() - started >= 25)
   t.equal(limiter.queued, 0)
 })
@@ -33,9 +34,9 @@ t.test('queue timeout resolves false and leaves the queue', async (t) => {
 t.test('abort rejects with the signal reason and leaves the queue', async (t) => {
   const limiter = new ConcurrencyLimiter(1, 1, 10_000)
   limiter.tryAcquire()
-  const controller = new AbortController()
-  const waiting = limiter.wait(controller.signal) as Promise<boolean>
-  controller.abort(new Error('client gone'))
+  const signal = new ExchangeSignal()
+  const waiting = limiter.wait(signal) as Promise<boolean>
+  signal.abort(new Error('client gone'))
   await t.rejects(waiting, { message: 'client gone' })
   t.equal(limiter.queued, 0)
   limiter.release()

@@ -4,7 +4,7 @@
 // requests in flight across a reload are still counted.
 import { Type } from '@sinclair/typebox'
 import { Duration, toMs } from '../config/units.js'
-import { localResponse, onResponseDone, type Policy } from './policy.js'
+import { localResponse, onResponseDone, type ExchangeSignal, type Policy } from './policy.js'
 
 export const ConcurrencyConfig = Type.Object(
   {
@@ -35,12 +35,12 @@ export class ConcurrencyLimiter {
   }
 
   /** Waits for a slot: true when granted, false on queue timeout; rejects with the signal's reason on abort. */
-  wait(signal: AbortSignal): Promise<boolean> | typeof QUEUE_FULL {
+  wait(signal: ExchangeSignal): Promise<boolean> | typeof QUEUE_FULL {
     if (this.waiters.length >= this.queueSize) return QUEUE_FULL
     return new Promise<boolean>((resolve, reject) => {
       const leave = (): void => {
         clearTimeout(timer)
-        signal.removeEventListener('abort', onAbort)
+        signal.unsubscribe(listener)
         const index = this.waiters.indexOf(grant)
         if (index !== -1) this.waiters.splice(index, 1)
       }
@@ -48,16 +48,18 @@ export class ConcurrencyLimiter {
         leave()
         resolve(true)
       }
-      const onAbort = (): void => {
-        leave()
-        reject(signal.reason)
+      const listener = {
+        onAbort: (reason: unknown): void => {
+          leave()
+          reject(reason)
+        },
       }
       const timer = setTimeout(() => {
         leave()
         resolve(false)
       }, this.queueTimeoutMs)
-      signal.addEventListener('abort', onAbort, { once: true })
       this.waiters.push(grant)
+      signal.subscribe(listener)
     })
   }
 

@@ -53,9 +53,7 @@ export interface Exchange {
   readonly route: RouteInfo
   readonly log: Logger
   /** Aborted when the client goes away or a deadline passes; every layer must honour it. */
-  readonly signal: AbortSignal
-  /** Aborts `signal` with a reason: the exchange from this layer down stops. */
-  readonly abort: (reason: unknown) => void
+  readonly signal: ExchangeSignal
   readonly attempt: number
   readonly record: ExchangeRecord
 }
@@ -92,6 +90,48 @@ export function localResponse(status: number, reason: string, exchange: Pick<Exc
     headers: { 'content-type': 'text/plain; charset=utf-8', 'x-waypost-reason': detail, ...extraHeaders },
     body: Buffer.from(`${status} ${detail}\n`),
     origin: 'local',
+  }
+}
+
+export interface AbortListener {
+  onAbort(reason: unknown): void
+}
+
+/**
+ * Cancellation for one exchange (or one attempt). It does what an AbortSignal does for us at a
+ * fraction of the cost: no EventTarget, no event objects, listeners kept in a plain array and
+ * usually just one (the upstream dispatch). A child signal aborts with its parent, or alone.
+ */
+export class ExchangeSignal implements AbortListener {
+  aborted = false
+  reason: unknown = undefined
+  private listeners: AbortListener[] | null = null
+
+  abort(reason: unknown): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.reason = reason
+    const listeners = this.listeners
+    this.listeners = null
+    if (listeners !== null) for (const listener of listeners) listener.onAbort(reason)
+  }
+
+  /** Calls the listener on abort, at once when already aborted. */
+  subscribe(listener: AbortListener): void {
+    if (this.aborted) listener.onAbort(this.reason)
+    else (this.listeners ??= []).push(listener)
+  }
+
+  unsubscribe(listener: AbortListener): void {
+    const listeners = this.listeners
+    if (listeners === null) return
+    const index = listeners.indexOf(listener)
+    if (index !== -1) listeners.splice(index, 1)
+  }
+
+  /** As a listener: a child signal aborts with its parent. */
+  onAbort(reason: unknown): void {
+    this.abort(reason)
   }
 }
 

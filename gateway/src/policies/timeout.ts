@@ -1,11 +1,11 @@
-// Deadlines, enforced with AbortSignal and our own timer (undici's timers tick about once a
+// Deadlines, enforced with the exchange's signal and our own timer (undici's timers tick about once a
 // second, too coarse for a 50 ms promise). `request` bounds the whole exchange up to the response
 // headers, queueing and retries included; `perTry` bounds each upstream attempt. Once headers
 // have arrived the body streams under the upstream's `bodyIdleTimeout` instead, so long downloads
 // are not cut off mid-stream.
 import { Type } from '@sinclair/typebox'
 import { Duration, toMs } from '../config/units.js'
-import { DeadlineExceeded, localResponse, type Exchange, type Layer, type Policy } from './policy.js'
+import { DeadlineExceeded, ExchangeSignal, localResponse, type Layer, type Policy } from './policy.js'
 
 export const TimeoutConfig = Type.Object(
   {
@@ -33,14 +33,14 @@ function isDeadline(cause: unknown, reason: string): boolean {
   return cause instanceof DeadlineExceeded && cause.reason === reason
 }
 
-function abortExchange(exchange: Exchange, ms: number): void {
-  exchange.abort(new DeadlineExceeded('timeout', ms))
+function abortOnDeadline(signal: ExchangeSignal, reason: string, ms: number): void {
+  signal.abort(new DeadlineExceeded(reason, ms))
 }
 
-/** Aborts the whole exchange when the deadline passes: no controller or listener of its own on the hot path. */
+/** Aborts the whole exchange when the deadline passes: no signal or listener of its own on the hot path. */
 function exchangeDeadline(ms: number): Layer {
   return (next) => async (exchange) => {
-    const timer = setTimeout(abortExchange, ms, exchange, ms)
+    const timer = setTimeout(abortOnDeadline, ms, exchange.signal, 'timeout', ms)
     try {
       return await next(exchange)
     } catch (error) {
@@ -52,27 +52,22 @@ function exchangeDeadline(ms: number): Layer {
   }
 }
 
-function abortAttempt(controller: AbortController, ms: number): void {
-  controller.abort(new DeadlineExceeded('attempt-timeout', ms))
-}
-
 /** Aborts one attempt, not the exchange: a retry around it may try again. */
 function attemptDeadline(ms: number): Layer {
   return (next) => async (exchange) => {
     const parent = exchange.signal
     if (parent.aborted) throw parent.reason
-    const controller = new AbortController()
-    const forwardAbort = (): void => controller.abort(parent.reason)
-    parent.addEventListener('abort', forwardAbort, { once: true })
-    const timer = setTimeout(abortAttempt, ms, controller, ms)
+    const attempt = new ExchangeSignal()
+    parent.subscribe(attempt)
+    const timer = setTimeout(abortOnDeadline, ms, attempt, 'attempt-timeout', ms)
     try {
-      return await next({ ...exchange, signal: controller.signal, abort: (reason) => controller.abort(reason) })
+      return await next({ ...exchange, signal: attempt })
     } catch (error) {
-      if (isDeadline(controller.signal.reason, 'attempt-timeout') && !parent.aborted) return localResponse(504, 'attempt-timeout', exchange)
+      if (isDeadline(attempt.reason, 'attempt-timeout') && !parent.aborted) return localResponse(504, 'attempt-timeout', exchange)
       throw error
     } finally {
       clearTimeout(timer)
-      parent.removeEventListener('abort', forwardAbort)
+      parent.unsubscribe(attempt)
     }
   }
 }

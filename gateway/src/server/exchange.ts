@@ -7,7 +7,7 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { CompiledRoute, Plan } from '../config/compile.js'
 import type { Exchange, ExchangeRecord, ProxyRequest, ProxyResponse, ResponseHeaders } from '../policies/policy.js'
-import { localResponse } from '../policies/policy.js'
+import { ExchangeSignal, localResponse } from '../policies/policy.js'
 import { clientAddress, clientResponseHeaders, requestIdFor, upstreamRequestHeaders } from '../proxy/headers.js'
 import { answerForError, ClientGone } from '../proxy/errors.js'
 
@@ -55,8 +55,7 @@ function rewrite(route: CompiledRoute, target: string): string {
 
 /** The state of one exchange; its `onClose` runs once, when the client response closes. */
 class ExchangeState {
-  readonly controller = new AbortController()
-  readonly abort = (reason: unknown): void => this.controller.abort(reason)
+  readonly signal = new ExchangeSignal()
   readonly record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '' }
   readonly started = performance.now()
   /** Node detaches the socket from the request when it closes, so keep our own reference. */
@@ -87,7 +86,7 @@ class ExchangeState {
     const response = this.response
     const finished = response.writableFinished
     if (!finished) {
-      this.controller.abort(new ClientGone())
+      this.signal.abort(new ClientGone())
       this.body?.destroy()
     }
     const status = finished ? response.statusCode : 499
@@ -155,15 +154,14 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
     request: proxyRequest,
     route: route.info,
     log: host.log,
-    signal: state.controller.signal,
-    abort: state.abort,
+    signal: state.signal,
     attempt: 0,
     record: state.record,
   }
   route.handler(exchange).then(
     (answer) => deliver(state, answer),
     (error: unknown) => {
-      if (state.controller.signal.reason instanceof ClientGone) return
+      if (state.signal.reason instanceof ClientGone) return
       const { status, reason } = answerForError(error)
       state.error = error
       deliver(state, localResponse(status, reason, exchange))
