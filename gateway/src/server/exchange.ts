@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
+import type { AccessLog } from '../telemetry/access-log.js'
 import type { CompiledRoute, Plan } from '../config/compile.js'
 import type { Exchange, ExchangeRecord, ProxyRequest, ProxyResponse, ResponseHeaders } from '../policies/policy.js'
 import { ExchangeSignal, localResponse } from '../policies/policy.js'
@@ -16,6 +17,7 @@ export interface ExchangeHost {
   readonly plan: Plan
   readonly draining: boolean
   readonly log: Logger
+  readonly accessLog: AccessLog
   readonly protocol: 'http' | 'https'
   exchangeStarted(plan: Plan): void
   exchangeEnded(plan: Plan): void
@@ -97,31 +99,28 @@ class ExchangeState {
       route.metrics.observe(this.request.method ?? 'OTHER', status, seconds)
       if (this.record.reason !== '' && status !== 499) route.metrics.local(this.record.reason)
     }
-    if (this.plan.settings.accessLog) this.accessLog(status, seconds)
+    if (this.plan.settings.accessLog && this.host.accessLog.enabled) this.accessLog(status, seconds)
     this.host.exchangeEnded(this.plan)
   }
 
   private accessLog(status: number, seconds: number): void {
     const socket = this.socket
-    this.host.log.info(
-      {
-        reqId: this.requestId,
-        route: this.route?.info.name ?? '-',
-        upstream: this.route?.info.upstream ?? '-',
-        method: this.request.method,
-        path: this.path,
-        status,
-        durationMs: Math.round(seconds * 1e6) / 1e3,
-        upstreamMs: this.record.upstreamMs < 0 ? undefined : Math.round(this.record.upstreamMs * 1e3) / 1e3,
-        attempts: this.record.attempts,
-        bytesIn: socket.bytesRead - this.bytesReadAtStart,
-        bytesOut: socket.bytesWritten - this.bytesWrittenAtStart,
-        reason: this.record.reason === '' ? undefined : this.record.reason,
-        error: this.error === undefined ? undefined : (this.error as Error).message,
-        remote: clientAddress(socket),
-      },
-      'access',
-    )
+    this.host.accessLog.write({
+      reqId: this.requestId,
+      route: this.route?.info.name ?? '-',
+      upstream: this.route?.info.upstream ?? '-',
+      method: this.request.method ?? '-',
+      path: this.path,
+      status,
+      durationMs: seconds * 1e3,
+      upstreamMs: this.record.upstreamMs,
+      attempts: this.record.attempts,
+      bytesIn: socket.bytesRead - this.bytesReadAtStart,
+      bytesOut: socket.bytesWritten - this.bytesWrittenAtStart,
+      reason: this.record.reason,
+      error: this.error === undefined ? undefined : (this.error as Error).message,
+      remote: clientAddress(socket),
+    })
   }
 
   /** What a local answer needs when no route (or no exchange) is at hand. */

@@ -12,6 +12,7 @@ import { ConfigHistory } from '../config/history.js'
 import { watchConfig } from '../config/watch.js'
 import { GatewayMetrics } from '../telemetry/metrics.js'
 import { flushLogger } from '../telemetry/logger.js'
+import { AccessLog } from '../telemetry/access-log.js'
 import { handleExchange, type ExchangeHost } from './exchange.js'
 import { handleUpgrade } from './upgrade.js'
 import { createAdminHandler } from './admin.js'
@@ -41,6 +42,7 @@ export class Gateway implements ExchangeHost {
   readonly history = new ConfigHistory()
   readonly protocol = 'http' as const
   readonly log: Logger
+  readonly accessLog: AccessLog
   state: LifecycleState = 'starting'
   lastError: { at: string; source: string; errors: string[] } | undefined
   private current: Plan | undefined
@@ -56,6 +58,7 @@ export class Gateway implements ExchangeHost {
 
   constructor(private readonly options: GatewayOptions) {
     this.log = options.log
+    this.accessLog = new AccessLog(options.log)
     this.proxyServer = createServer({ requestTimeout: 0 })
     this.proxyServer.on('request', (request: IncomingMessage, response: ServerResponse) => handleExchange(this, request, response, false))
     // Answer 100-continue only when the body is about to be sent upstream: a request that a layer

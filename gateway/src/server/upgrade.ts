@@ -21,9 +21,25 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   const requestId = requestIdFor(request.headers['x-request-id'])
   const target = requestTarget(request.url)
   const route = target === undefined ? undefined : plan.router.match(request.method ?? '', request.headers.host, target.path, request.headers)
-  const log = (status: number, reason?: string, error?: unknown): void => {
-    if (!plan.settings.accessLog) return
-    host.log.info({ reqId: requestId, route: route?.info.name ?? '-', upstream: route?.info.upstream ?? '-', method: request.method, path: target?.path ?? '-', status, upgrade: request.headers.upgrade, durationMs: Math.round((performance.now() - started) * 1e3) / 1e3, reason, error: (error as Error | undefined)?.message, remote: clientAddress(socket as { remoteAddress?: string }) }, 'access')
+  const log = (status: number, reason = '', error?: unknown): void => {
+    if (!plan.settings.accessLog || !host.accessLog.enabled) return
+    host.accessLog.write({
+      reqId: requestId,
+      route: route?.info.name ?? '-',
+      upstream: route?.info.upstream ?? '-',
+      method: request.method ?? '-',
+      path: target?.path ?? '-',
+      status,
+      durationMs: performance.now() - started,
+      upstreamMs: -1,
+      attempts: route === undefined ? 0 : 1,
+      bytesIn: 0,
+      bytesOut: 0,
+      reason,
+      error: (error as Error | undefined)?.message,
+      remote: clientAddress(socket as { remoteAddress?: string }),
+      upgrade: request.headers.upgrade,
+    })
   }
   if (target === undefined || route === undefined) {
     const reason = target === undefined ? 'invalid-request-target' : 'no-route'
