@@ -10,7 +10,8 @@ const dist = (path: string): string => fileURLToPath(new URL(path, import.meta.u
 // (otherwise the gateway would see Ctrl-C and our SIGTERM as two signals and skip its drain).
 const options = { stdio: 'inherit', detached: true } as const
 const stub = spawn(process.execPath, [dist('../../upstream-stub/src/cli.js'), '--port', process.env.STUB_PORT ?? '3000'], options)
-const gateway = spawn(process.execPath, [dist('../src/main.js'), 'run', ...process.argv.slice(2)], options)
+// The same V8 flag as the `waypost` executable's shebang: a smaller young generation keeps RSS under 100 MiB under load.
+const gateway = spawn(process.execPath, ['--max-semi-space-size=4', dist('../src/main.js'), 'run', ...process.argv.slice(2)], options)
 
 function exited(child: ChildProcess): Promise<number> {
   if (child.exitCode !== null) return Promise.resolve(child.exitCode)

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 // The `waypost` command: run | validate | version.
 import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'

@@ -1,0 +1,39 @@
+// Fixed-rate latency runs: starts fixed-rate.js (the open-loop generator) pinned to the load CPUs
+// as a process of its own, and reads the JSON line it prints.
+import { fileURLToPath } from 'node:url'
+import { runToEnd } from './processes.js'
+import type { FixedRateResult } from './fixed-rate.js'
+
+const GENERATOR = fileURLToPath(new URL('./fixed-rate.js', import.meta.url))
+
+export interface FixedRateOptions {
+  port: number
+  rate: number
+  seconds: number
+  /** Sent at the same rate before the measured window, not recorded (connections, JIT). */
+  warmupSeconds: number
+  connections: number
+  /** Sleep on timers between sends instead of polling: ~1 ms of send lag, but little CPU (long runs). */
+  timerOnly?: boolean
+  cpus: string
+  logFile: string
+}
+
+export type { FixedRateResult }
+
+export async function runFixedRate(options: FixedRateOptions): Promise<FixedRateResult> {
+  const args = [
+    GENERATOR,
+    '--url', `http://127.0.0.1:${options.port}/`,
+    '--rate', String(options.rate),
+    '--duration', String(options.seconds),
+    '--warmup', String(options.warmupSeconds),
+    '--connections', String(options.connections),
+    ...(options.timerOnly === true ? ['--timer-only'] : []),
+  ]
+  const timeoutMs = (options.seconds + options.warmupSeconds + 30) * 1000
+  const { code, output } = await runToEnd('fixed-rate', process.execPath, args, { cpus: options.cpus, logFile: options.logFile, timeoutMs })
+  const line = output.trimEnd().split('\n').findLast((text) => text.startsWith('{'))
+  if (code !== 0 || line === undefined) throw new Error(`fixed-rate generator exited with ${code}:\n${output}`)
+  return JSON.parse(line) as FixedRateResult
+}

@@ -1,0 +1,200 @@
+// Options of `npm run bench` and `npm run bench:soak`: command-line flags win over environment
+// variables, which win over the `--quick` preset, which wins over the defaults.
+import { parseArgs } from 'node:util'
+import { availableParallelism } from 'node:os'
+import { fileURLToPath } from 'node:url'
+
+export const CONFIG_NAMES = ['direct', 'nginx', 'gateway-bare', 'gateway-default'] as const
+export type ConfigName = (typeof CONFIG_NAMES)[number]
+export type UpstreamKind = 'node' | 'nginx'
+
+/** Repository root, from dist/loadtest/bench/options.js (or loadtest/bench/options.ts). */
+export const REPO_ROOT = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../../' : '../../', import.meta.url))
+
+export interface CommonOptions {
+  /** First of the ports used (default 19000); see topology.ts for the offsets. */
+  portBase: number
+  /** taskset CPU list of the load generators (wrk, fixed-rate), and of the upstream + proxy. */
+  loadCpus: string
+  serverCpus: string
+  upstream: UpstreamKind
+  warmup: number
+  connections: number
+  /** Extra node flags for the gateway process (e.g. "--cpu-prof --cpu-prof-dir /tmp/prof"). */
+  gatewayNodeFlags: string[]
+  /** Keep the run directory (configs, logs, the access log) instead of deleting it. */
+  keep: boolean
+  /** Before each measurement, wait up to this long for the machine to be idle (<= foreignMax % busy). */
+  quietWait: number
+  foreignMax: number
+}
+
+export interface BenchOptions extends CommonOptions {
+  duration: number
+  reps: number
+  rate: number
+  latencyDuration: number
+  configs: ConfigName[]
+  strict: boolean
+  quick: boolean
+  /** Runs disturbed by other processes (foreign CPU > foreignMax %) are retried this many times... */
+  retries: number
+  /** ...as long as quiet-waits and retries have not added more than this many seconds in all. */
+  extraBudget: number
+  resultsDir: string
+}
+
+export interface SoakOptions extends CommonOptions {
+  rate: number
+  minutes: number
+  sampleEvery: number
+  maxGrowthPct: number
+  resultsDir: string
+}
+
+const COMMON_FLAGS = {
+  'port-base': { type: 'string' },
+  'load-cpus': { type: 'string' },
+  'server-cpus': { type: 'string' },
+  upstream: { type: 'string' },
+  warmup: { type: 'string' },
+  connections: { type: 'string' },
+  'gateway-node-flags': { type: 'string' },
+  keep: { type: 'boolean' },
+  'quiet-wait': { type: 'string' },
+  'foreign-max': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+export class UsageError extends Error {}
+
+function num(flag: string | undefined, envName: string, fallback: number, { integer = false, minimum = 0 } = {}): number {
+  const raw = flag ?? process.env[envName]
+  if (raw === undefined || raw === '') return fallback
+  const value = Number(raw)
+  if (!Number.isFinite(value) || value < minimum || (integer && !Number.isInteger(value))) {
+    throw new UsageError(`${envName} (or its flag): expected ${integer ? 'an integer' : 'a number'} >= ${minimum}, got "${raw}"`)
+  }
+  return value
+}
+
+function str(flag: string | undefined, envName: string, fallback: string): string {
+  const raw = flag ?? process.env[envName]
+  return raw === undefined || raw === '' ? fallback : raw
+}
+
+function bool(flag: boolean | undefined, envName: string): boolean {
+  if (flag !== undefined) return flag
+  const raw = process.env[envName]
+  return raw !== undefined && raw !== '' && raw !== '0' && raw !== 'false'
+}
+
+function common(values: Record<string, string | boolean | undefined>): CommonOptions {
+  const s = (name: string): string | undefined => values[name] as string | undefined
+  const upstream = str(s('upstream'), 'UPSTREAM', 'node')
+  if (upstream !== 'node' && upstream !== 'nginx') throw new UsageError(`UPSTREAM / --upstream: expected node or nginx, got "${upstream}"`)
+  // On a single-CPU machine everything shares cpu 0; the figures then mean less.
+  const twoCpus = availableParallelism() >= 2
+  return {
+    portBase: num(s('port-base'), 'PORT_BASE', 19000, { integer: true, minimum: 1024 }),
+    loadCpus: str(s('load-cpus'), 'LOAD_CPUS', twoCpus ? '1' : '0'),
+    serverCpus: str(s('server-cpus'), 'SERVER_CPUS', '0'),
+    upstream,
+    warmup: num(s('warmup'), 'WARMUP', 3),
+    connections: num(s('connections'), 'CONNECTIONS', 50, { integer: true, minimum: 1 }),
+    // As deployed: the `waypost` executable runs node with --max-semi-space-size=4 (see gateway/src/main.ts).
+    gatewayNodeFlags: str(s('gateway-node-flags'), 'GATEWAY_NODE_FLAGS', '--max-semi-space-size=4').split(/\s+/).filter(Boolean),
+    keep: bool(values.keep as boolean | undefined, 'KEEP'),
+    quietWait: num(s('quiet-wait'), 'QUIET_WAIT', 10),
+    foreignMax: num(s('foreign-max'), 'FOREIGN_MAX', 10),
+  }
+}
+
+export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--configs direct,nginx,gateway-bare,gateway-default]
+  [--duration S] [--reps N] [--warmup S] [--rate RPS] [--connections N] [--latency-duration S]
+  [--upstream node|nginx] [--port-base PORT] [--load-cpus LIST] [--server-cpus LIST]
+  [--gateway-node-flags "FLAGS"] [--keep] [--quiet-wait S] [--foreign-max PCT] [--retries N] [--extra-budget S]
+  [--results-dir DIR]
+Environment: DURATION REPS WARMUP RATE CONNECTIONS LATENCY_DURATION CONFIGS UPSTREAM PORT_BASE LOAD_CPUS
+  SERVER_CPUS GATEWAY_NODE_FLAGS KEEP QUIET_WAIT FOREIGN_MAX RETRIES EXTRA_BUDGET RESULTS_DIR STRICT
+Flags win over the environment, which wins over --quick (DURATION=2 REPS=1), which wins over the defaults.`
+
+export function benchOptions(argv: string[]): BenchOptions | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...COMMON_FLAGS,
+      quick: { type: 'boolean' },
+      strict: { type: 'boolean' },
+      configs: { type: 'string' },
+      duration: { type: 'string' },
+      reps: { type: 'string' },
+      rate: { type: 'string' },
+      'latency-duration': { type: 'string' },
+      retries: { type: 'string' },
+      'extra-budget': { type: 'string' },
+      'results-dir': { type: 'string' },
+    },
+    strict: true,
+  })
+  if (values.help === true) return 'help'
+  const quick = bool(values.quick, 'QUICK')
+  const base = common(values)
+  const duration = num(values.duration, 'DURATION', quick ? 2 : 5, { minimum: 1 })
+  const configs = str(values.configs, 'CONFIGS', CONFIG_NAMES.join(','))
+    .split(',')
+    .map((name) => name.trim())
+    .filter(Boolean)
+  for (const name of configs) {
+    if (!(CONFIG_NAMES as readonly string[]).includes(name)) throw new UsageError(`--configs / CONFIGS: unknown config "${name}" (known: ${CONFIG_NAMES.join(', ')})`)
+  }
+  if (configs.length === 0) throw new UsageError('--configs / CONFIGS: no config named')
+  return {
+    ...base,
+    quick,
+    strict: bool(values.strict, 'STRICT'),
+    duration,
+    reps: num(values.reps, 'REPS', quick ? 1 : 3, { integer: true, minimum: 1 }),
+    rate: num(values.rate, 'RATE', 2000, { minimum: 1 }),
+    latencyDuration: num(values['latency-duration'], 'LATENCY_DURATION', duration, { minimum: 1 }),
+    configs: [...new Set(configs)] as ConfigName[],
+    retries: num(values.retries, 'RETRIES', quick ? 0 : 1, { integer: true }),
+    extraBudget: num(values['extra-budget'], 'EXTRA_BUDGET', quick ? 15 : 60),
+    quietWait: num(values['quiet-wait'], 'QUIET_WAIT', quick ? 3 : 10),
+    resultsDir: str(values['results-dir'], 'RESULTS_DIR', `${REPO_ROOT}loadtest/results`),
+  }
+}
+
+export const SOAK_USAGE = `usage: node dist/loadtest/bench/soak.js [--minutes M] [--rate RPS] [--sample-every S] [--max-growth PCT]
+  [--warmup S] [--connections N] [--upstream node|nginx] [--port-base PORT] [--load-cpus LIST] [--server-cpus LIST]
+  [--gateway-node-flags "FLAGS"] [--keep] [--results-dir DIR]
+Environment: SOAK_MINUTES SOAK_RATE SOAK_SAMPLE_EVERY SOAK_MAX_GROWTH SOAK_WARMUP (30 s) CONNECTIONS UPSTREAM PORT_BASE LOAD_CPUS
+  SERVER_CPUS GATEWAY_NODE_FLAGS KEEP RESULTS_DIR`
+
+export function soakOptions(argv: string[]): SoakOptions | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...COMMON_FLAGS,
+      minutes: { type: 'string' },
+      rate: { type: 'string' },
+      'sample-every': { type: 'string' },
+      'max-growth': { type: 'string' },
+      'results-dir': { type: 'string' },
+    },
+    strict: true,
+  })
+  if (values.help === true) return 'help'
+  return {
+    ...common(values),
+    // The soak's own ports sit above the benchmark's, so both can be started side by side.
+    portBase: num(values['port-base'], 'PORT_BASE', 19000, { integer: true, minimum: 1024 }) + 20,
+    // Long enough for the gateway's heap and RSS to settle at this rate, so growth after it means something.
+    warmup: num(values.warmup, 'SOAK_WARMUP', 30),
+    minutes: num(values.minutes, 'SOAK_MINUTES', 10, { minimum: 0.1 }),
+    rate: num(values.rate, 'SOAK_RATE', 1000, { minimum: 1 }),
+    sampleEvery: num(values['sample-every'], 'SOAK_SAMPLE_EVERY', 30, { minimum: 1 }),
+    maxGrowthPct: num(values['max-growth'], 'SOAK_MAX_GROWTH', 10, { minimum: 0 }),
+    resultsDir: str(values['results-dir'], 'RESULTS_DIR', `${REPO_ROOT}loadtest/results`),
+  }
+}

@@ -1,0 +1,198 @@
+// From raw runs to the figures: per-config medians, paired ratios (each round's figure divided by
+// the reference's figure in the same round, then the median, so a round slowed down by the host
+// does not skew them), the targets, the printed table and the JSON written to loadtest/results/.
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { ConfigName } from './options.js'
+import type { FixedRateResult } from './latency.js'
+import { fmt, max, median, min, ratio, signed, table } from './util.js'
+
+export interface ThroughputRun {
+  config: ConfigName
+  rep: number
+  attempts: number
+  rps: number
+  requests: number
+  errors: number
+  /** wrk's own (closed-loop, full-load) latencies: informational. */
+  wrkP50Ms: number
+  wrkP99Ms: number
+  /** CPU time of the proxy process per request (for `direct`: NaN, there is no proxy). */
+  proxyCpuUsPerReq: number
+  /** CPU time of the upstream per request. */
+  upstreamCpuUsPerReq: number
+  /** CPU time of the load generator per request (wrk). */
+  loadgenCpuUsPerReq: number
+  foreignPct: number
+  stealPct: number
+}
+
+export interface LatencyRun extends FixedRateResult {
+  config: ConfigName
+  rep: number
+  attempts: number
+  /** CPU time of the proxy per request at the fixed rate (includes its idle-time overhead). */
+  proxyCpuUsPerReq: number
+  foreignPct: number
+  stealPct: number
+}
+
+export interface ConfigSummary {
+  config: ConfigName
+  rps: { median: number; min: number; max: number; runs: number }
+  errors: number
+  proxyCpuUsPerReq: number
+  upstreamCpuUsPerReq: number
+  /** At the fixed rate: medians over the rounds. */
+  latency: { rate: number; achievedRate: number; p50Ms: number; p99Ms: number; p999Ms: number; maxMs: number; errors: number; proxyCpuUsPerReq: number }
+  /** RSS once started, before any load; and after all rounds. */
+  rssIdleMiB: number
+  rssMiB: number
+  ratios: {
+    throughputVsNginx: number
+    cpuVsNginx: number
+    cpuVsGatewayBare: number
+    /** Latency added over `direct` at the fixed rate, ms. */
+    p50AddedMs: number
+    p99AddedMs: number
+  }
+  foreignMaxPct: number
+}
+
+export interface TargetResult {
+  name: string
+  value: number
+  limit: number
+  unit: string
+  /** null: could not be judged (a reference config was not measured). */
+  pass: boolean | null
+}
+
+export interface BenchReport {
+  date: string
+  mode: 'full' | 'quick' | 'custom'
+  settings: Record<string, unknown>
+  machine: Record<string, string | number>
+  summary: ConfigSummary[]
+  targets: TargetResult[]
+  notes: string[]
+  runs: { throughput: ThroughputRun[]; latency: LatencyRun[] }
+}
+
+/** Median over rounds of f(config's run, reference's run) for the rounds where both exist. */
+function paired<R extends { config: ConfigName; rep: number }>(runs: readonly R[], config: ConfigName, reference: ConfigName, f: (a: R, b: R) => number): number {
+  const values: number[] = []
+  for (const a of runs.filter((run) => run.config === config)) {
+    const b = runs.find((run) => run.config === reference && run.rep === a.rep)
+    if (b !== undefined) values.push(f(a, b))
+  }
+  return median(values)
+}
+
+export interface RssKiB {
+  idle: ReadonlyMap<ConfigName, number>
+  loaded: ReadonlyMap<ConfigName, number>
+}
+
+export function summarize(configs: readonly ConfigName[], throughput: readonly ThroughputRun[], latency: readonly LatencyRun[], rssKiB: RssKiB, rate: number): ConfigSummary[] {
+  return configs.map((config): ConfigSummary => {
+    const t = throughput.filter((run) => run.config === config)
+    const l = latency.filter((run) => run.config === config)
+    const rps = t.map((run) => run.rps)
+    const has = (reference: ConfigName): boolean => configs.includes(reference) && reference !== config
+    return {
+      config,
+      rps: { median: median(rps), min: min(rps), max: max(rps), runs: t.length },
+      errors: t.reduce((sum, run) => sum + run.errors, 0),
+      proxyCpuUsPerReq: median(t.map((run) => run.proxyCpuUsPerReq)),
+      upstreamCpuUsPerReq: median(t.map((run) => run.upstreamCpuUsPerReq)),
+      latency: {
+        rate,
+        achievedRate: median(l.map((run) => run.achievedRate)),
+        p50Ms: median(l.map((run) => run.p50Ms)),
+        p99Ms: median(l.map((run) => run.p99Ms)),
+        p999Ms: median(l.map((run) => run.p999Ms)),
+        maxMs: max(l.map((run) => run.maxMs)),
+        errors: l.reduce((sum, run) => sum + run.errors + run.non200, 0),
+        proxyCpuUsPerReq: median(l.map((run) => run.proxyCpuUsPerReq)),
+      },
+      rssIdleMiB: (rssKiB.idle.get(config) ?? NaN) / 1024,
+      rssMiB: (rssKiB.loaded.get(config) ?? NaN) / 1024,
+      ratios: {
+        throughputVsNginx: has('nginx') ? paired(throughput, config, 'nginx', (a, b) => a.rps / b.rps) : NaN,
+        cpuVsNginx: has('nginx') && config !== 'direct' ? paired(throughput, config, 'nginx', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq) : NaN,
+        cpuVsGatewayBare: has('gateway-bare') && config !== 'direct' ? paired(throughput, config, 'gateway-bare', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq) : NaN,
+        p50AddedMs: has('direct') ? paired(latency, config, 'direct', (a, b) => a.p50Ms - b.p50Ms) : NaN,
+        p99AddedMs: has('direct') ? paired(latency, config, 'direct', (a, b) => a.p99Ms - b.p99Ms) : NaN,
+      },
+      foreignMaxPct: max([...t, ...l].map((run) => run.foreignPct)),
+    }
+  })
+}
+
+/** The gateway's targets, judged on gateway-default. */
+export function judge(summary: readonly ConfigSummary[], rate: number): TargetResult[] {
+  const gw = summary.find((s) => s.config === 'gateway-default')
+  if (gw === undefined) return []
+  const target = (name: string, value: number, limit: number, unit: string, pass: (v: number) => boolean): TargetResult => ({
+    name,
+    value,
+    limit,
+    unit,
+    pass: Number.isFinite(value) ? pass(value) : null,
+  })
+  return [
+    target('CPU per request', gw.proxyCpuUsPerReq, 100, 'us', (v) => v <= 100),
+    target('throughput vs nginx', gw.ratios.throughputVsNginx, 0.5, 'x', (v) => v >= 0.5),
+    target(`p50 added over direct at ${rate} req/s`, gw.ratios.p50AddedMs, 1, 'ms', (v) => v <= 1),
+    target(`p99 added over direct at ${rate} req/s`, gw.ratios.p99AddedMs, 5, 'ms', (v) => v <= 5),
+    target('RSS after load', gw.rssMiB, 100, 'MiB', (v) => v < 100),
+  ]
+}
+
+export function formatTable(summary: readonly ConfigSummary[], rate: number): string {
+  const rows: string[][] = [
+    ['config', 'req/s median (min-max)', 'vs nginx', 'proxy CPU us/req', 'vs nginx', 'vs bare', 'upstream us/req', `p50 ms @${rate}`, `p99 ms @${rate}`, '+p50 ms', '+p99 ms', 'RSS MiB idle/load', 'errors', 'foreign% max'],
+  ]
+  for (const s of summary) {
+    rows.push([
+      s.config,
+      `${fmt(s.rps.median)} (${fmt(s.rps.min)}-${fmt(s.rps.max)})`,
+      ratio(s.ratios.throughputVsNginx),
+      fmt(s.proxyCpuUsPerReq, 1),
+      ratio(s.ratios.cpuVsNginx),
+      ratio(s.ratios.cpuVsGatewayBare),
+      fmt(s.upstreamCpuUsPerReq, 1),
+      fmt(s.latency.p50Ms, 2),
+      fmt(s.latency.p99Ms, 2),
+      signed(s.ratios.p50AddedMs),
+      signed(s.ratios.p99AddedMs),
+      `${fmt(s.rssIdleMiB)}/${fmt(s.rssMiB)}`,
+      String(s.errors + s.latency.errors),
+      fmt(s.foreignMaxPct, 0),
+    ])
+  }
+  return table(rows)
+}
+
+export function formatTargets(targets: readonly TargetResult[]): string {
+  if (targets.length === 0) return 'targets: not judged (gateway-default was not measured)'
+  const lines = targets.map((t) => {
+    const verdict = t.pass === null ? 'N/A ' : t.pass ? 'PASS' : 'FAIL'
+    const comparison = t.name.startsWith('throughput') ? '>=' : t.name.startsWith('RSS') ? '<' : '<='
+    const digits = t.unit === 'x' ? 2 : t.unit === 'ms' ? 2 : 1
+    return `  ${verdict}  ${t.name}: ${fmt(t.value, digits)} ${t.unit} (target ${comparison} ${t.limit} ${t.unit})`
+  })
+  return ['targets (gateway-default):', ...lines].join('\n')
+}
+
+/** Writes bench-<date>.json and latest.json; returns the dated file's path. */
+export function writeReport(dir: string, report: BenchReport): string {
+  mkdirSync(dir, { recursive: true })
+  const stamp = report.date.replace(/\.\d+Z$/, 'Z').replaceAll(':', '-')
+  const file = join(dir, `bench-${stamp}.json`)
+  const text = `${JSON.stringify(report, (_key, value: unknown) => (typeof value === 'number' && !Number.isFinite(value) ? null : value), 2)}\n`
+  writeFileSync(file, text)
+  writeFileSync(join(dir, 'latest.json'), text)
+  return file
+}

@@ -1,0 +1,183 @@
+// What runs during a benchmark: the upstream (node:http or nginx static, 1 KiB) and one server per
+// measured config, each pinned to the server CPUs, with its config, logs and temp files in the run
+// directory. Ports are PORT_BASE + a fixed offset, 127.0.0.1 only.
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { stringify } from 'yaml'
+import type { CommonOptions, ConfigName } from './options.js'
+import { checkPortsFree, findTool, startPinned, waitReady, type Started } from './processes.js'
+
+const DIST_BENCH = fileURLToPath(new URL('.', import.meta.url))
+export const GATEWAY_MAIN = fileURLToPath(new URL('../../gateway/src/main.js', import.meta.url))
+
+/** Port offsets from PORT_BASE. */
+const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, adminBare: 12, adminDefault: 13 } as const
+
+export interface Target {
+  readonly config: ConfigName
+  /** Where the load generator sends its requests. */
+  readonly port: number
+  /** The process doing the work being measured (for `direct`: the upstream itself). */
+  readonly server: Started
+  /** The gateway's admin port (/metrics), for the gateway configs. */
+  readonly adminPort?: number
+  /** The file the server's stdout goes to (for gateway-default: the access log). */
+  readonly logFile: string
+}
+
+export interface Topology {
+  readonly upstream: Started
+  readonly upstreamPort: number
+  readonly targets: ReadonlyMap<ConfigName, Target>
+}
+
+export function portsOf(base: number, configs: readonly ConfigName[]): number[] {
+  const ports: number[] = [base + OFFSET.upstream]
+  for (const config of configs) {
+    if (config === 'direct') continue
+    ports.push(base + OFFSET[config])
+    if (config === 'gateway-bare') ports.push(base + OFFSET.adminBare)
+    if (config === 'gateway-default') ports.push(base + OFFSET.adminDefault)
+  }
+  return ports
+}
+
+/** Starts the upstream and a server for every config, and waits until each answers GET / with 1 KiB. */
+export async function startTopology(runDir: string, options: CommonOptions, configs: readonly ConfigName[]): Promise<Topology> {
+  const base = options.portBase
+  await checkPortsFree(portsOf(base, configs))
+  const upstreamPort = base + OFFSET.upstream
+  const upstream = options.upstream === 'nginx' ? startNginx(runDir, 'upstream-nginx', nginxStaticConf, upstreamPort, 0, options) : startNodeUpstream(runDir, upstreamPort, options)
+  await waitReady(upstream, upstreamPort)
+
+  const targets = new Map<ConfigName, Target>()
+  for (const config of configs) {
+    const port = base + (config === 'direct' ? OFFSET.upstream : OFFSET[config])
+    switch (config) {
+      case 'direct':
+        targets.set(config, { config, port, server: upstream, logFile: upstream.logFile })
+        break
+      case 'nginx': {
+        const server = startNginx(runDir, 'nginx', nginxProxyConf, port, upstreamPort, options)
+        targets.set(config, { config, port, server, logFile: server.logFile })
+        break
+      }
+      case 'gateway-bare':
+      case 'gateway-default': {
+        const adminPort = base + (config === 'gateway-bare' ? OFFSET.adminBare : OFFSET.adminDefault)
+        const server = startGateway(runDir, config, port, adminPort, upstreamPort, options)
+        targets.set(config, { config, port, server, adminPort, logFile: server.logFile })
+        break
+      }
+    }
+  }
+  for (const target of targets.values()) await waitReady(target.server, target.port)
+  return { upstream, upstreamPort, targets }
+}
+
+function startNodeUpstream(runDir: string, port: number, options: CommonOptions): Started {
+  return startPinned('upstream-node', process.execPath, [join(DIST_BENCH, 'upstream.js'), String(port)], {
+    cpus: options.serverCpus,
+    logFile: join(runDir, 'upstream-node.log'),
+  })
+}
+
+type NginxConf = (prefix: string, port: number, upstreamPort: number) => string
+
+/** nginx as one process (no master, no daemon) with its own prefix, pid, logs and temp dirs under the run dir. */
+function startNginx(runDir: string, name: string, conf: NginxConf, port: number, upstreamPort: number, options: CommonOptions): Started {
+  const prefix = join(runDir, name)
+  for (const dir of ['logs', 'tmp', 'www']) mkdirSync(join(prefix, dir), { recursive: true })
+  writeFileSync(join(prefix, 'www', 'index.html'), 'x'.repeat(1024))
+  const confFile = join(prefix, 'nginx.conf')
+  writeFileSync(confFile, conf(prefix, port, upstreamPort))
+  const nginx = findTool('nginx') ?? 'nginx'
+  // -e: the error log from the very start (before the conf is read), so nothing is written to /var/log.
+  return startPinned(name, nginx, ['-p', prefix, '-c', confFile, '-e', join(prefix, 'logs', 'error.log')], {
+    cpus: options.serverCpus,
+    logFile: join(runDir, `${name}.log`),
+  })
+}
+
+const nginxCommon = (prefix: string): string => `# written by loadtest/bench/topology.ts
+daemon off;
+master_process off;
+worker_processes 1;
+pid ${prefix}/logs/nginx.pid;
+error_log ${prefix}/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path ${prefix}/tmp/body;
+    proxy_temp_path ${prefix}/tmp/proxy;
+    fastcgi_temp_path ${prefix}/tmp/fastcgi;
+    uwsgi_temp_path ${prefix}/tmp/uwsgi;
+    scgi_temp_path ${prefix}/tmp/scgi;
+`
+
+/** The reference proxy: one worker, keep-alive pool to the upstream, HTTP/1.1 without `Connection`. */
+const nginxProxyConf: NginxConf = (prefix, port, upstreamPort) => `${nginxCommon(prefix)}
+    upstream app {
+        server 127.0.0.1:${upstreamPort};
+        keepalive 128;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }
+    server {
+        listen 127.0.0.1:${port} backlog=4096;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+`
+
+/** The alternative upstream (--upstream nginx): a static 1 KiB file. */
+const nginxStaticConf: NginxConf = (prefix, port) => `${nginxCommon(prefix)}
+    default_type text/plain;
+    sendfile on;
+    open_file_cache max=16 inactive=60s;
+    server {
+        listen 127.0.0.1:${port} backlog=4096;
+        root ${prefix}/www;
+        location / { }
+    }
+}
+`
+
+/** The gateway's policy file for a config: one catch-all route; gateway-default adds the default policy chain and the access log. */
+export function gatewayConfig(config: 'gateway-bare' | 'gateway-default', port: number, adminPort: number, upstreamPort: number): string {
+  const full = config === 'gateway-default'
+  const doc = {
+    listen: { address: `127.0.0.1:${port}` },
+    admin: { address: `127.0.0.1:${adminPort}` },
+    log: { level: 'info', access: full },
+    // Stop at once on SIGTERM: nothing to wait for between runs (and --cpu-prof is written sooner).
+    drain: { delay: '0s', timeout: '2s' },
+    upstreams: { app: { url: `http://127.0.0.1:${upstreamPort}`, connections: 128 } },
+    ...(full ? { defaults: { policies: { timeout: { request: '30s' }, concurrency: { max: 1024, queue: 256 } } } } : {}),
+    routes: [{ name: 'all', upstream: 'app' }],
+  }
+  return `# ${config}: written by loadtest/bench/topology.ts\n${stringify(doc)}`
+}
+
+function startGateway(runDir: string, config: 'gateway-bare' | 'gateway-default', port: number, adminPort: number, upstreamPort: number, options: CommonOptions): Started {
+  const configFile = join(runDir, `${config}.yaml`)
+  writeFileSync(configFile, gatewayConfig(config, port, adminPort, upstreamPort))
+  // Settings from the caller's environment must not override the file.
+  const env = { ...process.env }
+  for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_')) delete env[key]
+  // stdout (the "ready" line and, for gateway-default, one access-log line per request) goes to a file.
+  return startPinned(config, process.execPath, [...options.gatewayNodeFlags, GATEWAY_MAIN, 'run', '--config', configFile], {
+    cpus: options.serverCpus,
+    logFile: join(runDir, `${config}.log`),
+    env,
+    cwd: runDir,
+  })
+}
