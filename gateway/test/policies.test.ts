@@ -2,7 +2,7 @@
 import t from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { request } from 'undici'
+import { Client, request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
 import { catchAllConfig, startGateway } from './helpers.js'
 
@@ -154,4 +154,29 @@ t.test('keep-alive: a socket the app is about to close is never reused', async (
     if (i < 2) await new Promise((resolve) => setTimeout(resolve, 1950))
   }
   t.same(statuses, [200, 200, 200], 'the pool retired the socket before the app\'s deadline instead of reusing it')
+})
+
+t.test('a failed upload never leaves its keep-alive connection stuck', async (t) => {
+  // undici stops reading the client's body when the attempt fails; the rest of that body must not
+  // be taken for the next request on the connection, nor leave the connection unread.
+  const gw = await startGateway(catchAllConfig(stub.url))
+  const refused = await startGateway(catchAllConfig('http://127.0.0.1:1'))
+  t.teardown(async () => {
+    await gw.close()
+    await refused.close()
+  })
+  const body = Buffer.alloc(1024 * 1024, 1)
+  for (const [base, path, reason] of [[gw.url, '/fault/reset-before-headers', 'upstream-reset'], [refused.url, '/anything', 'connect-refused']] as const) {
+    const client = new Client(base, { pipelining: 1 })
+    t.teardown(() => client.destroy())
+    for (let i = 0; i < 3; i++) {
+      const failed = await client.request({ method: 'POST', path, body })
+      await failed.body.dump()
+      t.equal(failed.statusCode, 502)
+      t.match(failed.headers['x-waypost-reason'], reason)
+      const next = await client.request({ method: 'GET', path: '/status/200', headersTimeout: 3000, bodyTimeout: 3000 })
+      await next.body.dump()
+      t.ok(next.statusCode === 200 || next.statusCode === 502, `the next request on the connection is answered (${next.statusCode})`)
+    }
+  }
 })

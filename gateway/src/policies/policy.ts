@@ -1,7 +1,6 @@
 // The policy contract (see ../shared/design/ARCHITECTURE.md): a route's behaviour is an onion of
 // layers built once at compile time. A layer wraps the next `Upstream`; it may answer locally.
 import type { IncomingMessage } from 'node:http'
-import type { Readable } from 'node:stream'
 import type { TSchema, Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
@@ -24,14 +23,37 @@ export interface ProxyRequest {
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>
 
+/** Where a streaming body goes: the client response, or a layer that inspects or keeps it. */
+export interface BodySink {
+  /** Returns false when the sink is full: the body pauses until `resume()` is called. */
+  write(chunk: Buffer): boolean
+  /** The body ended; `trailers` holds HTTP trailers when the upstream sent any. */
+  end(trailers: ResponseHeaders): void
+  /** The body failed midway (for example the upstream reset the connection). */
+  fail(error: Error): void
+}
+
+/**
+ * A response body that flows straight from the upstream socket into one sink, with backpressure.
+ * Not a Node stream: on the hot path, Readable's buffering and events cost more than the proxying.
+ */
+export interface StreamingBody {
+  /** Starts the flow into `sink`; chunks that arrived before are delivered first. Called once. */
+  pipe(sink: BodySink): void
+  /** The sink has room again. */
+  resume(): void
+  /** Abandons the body (the client left, a layer discarded it); the upstream request is cancelled. */
+  cancel(reason: Error): void
+  /** Runs `listener` once the body has ended, failed or been cancelled (at once if it already has). */
+  onDone(listener: () => void): void
+}
+
 export interface ProxyResponse {
   readonly status: number
   readonly headers: ResponseHeaders
-  /** A stream for upstream bodies, a buffer for local answers, null for none. */
-  readonly body: Readable | Buffer | null
+  /** A streaming body from the upstream, a buffer for local answers, null for none. */
+  readonly body: StreamingBody | Buffer | null
   readonly origin: 'upstream' | 'local'
-  /** Filled by undici once the upstream body ends (HTTP trailers). */
-  readonly trailers?: Record<string, string | string[] | undefined>
 }
 
 /** Facts about one exchange that layers record and the access log reads; shared by derived exchanges. */
@@ -143,12 +165,15 @@ export class DeadlineExceeded extends Error {
   }
 }
 
-/** Calls `done` once the response has been fully delivered or abandoned (its body closed). */
+/** Calls `done` once the response has been fully delivered or abandoned. */
 export function onResponseDone(response: ProxyResponse, done: () => void): void {
   const body = response.body
-  if (body === null || Buffer.isBuffer(body) || body.closed || body.destroyed) {
-    done()
-    return
-  }
-  body.once('close', done)
+  if (body === null || Buffer.isBuffer(body)) done()
+  else body.onDone(done)
+}
+
+/** Abandons a response a layer will not deliver. */
+export function discardResponse(response: ProxyResponse, reason: Error): void {
+  const body = response.body
+  if (body !== null && !Buffer.isBuffer(body)) body.cancel(reason)
 }

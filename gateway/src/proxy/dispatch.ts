@@ -1,37 +1,27 @@
 // The innermost layer: send the exchange to the upstream pool and hand back the streaming response.
-// It speaks undici's dispatch-handler API directly (what `pool.request()` wraps), so a request
-// costs one handler and one body stream: no AsyncResource, no AbortSignal listener. Bodies stream
-// both ways with backpressure; nothing is buffered here.
-import { Readable } from 'node:stream'
+// It speaks undici's dispatch-handler API directly (what `pool.request()` wraps) and hands body
+// chunks straight to the sink that delivers them, pausing the upstream socket when the sink is
+// full: one handler object per request, no AsyncResource, AbortSignal or Readable.
 import type { Dispatcher, Pool } from 'undici'
 import type { IncomingHttpHeaders } from 'node:http'
-import type { AbortListener, Exchange, ExchangeRecord, ExchangeSignal, ProxyResponse, Upstream } from '../policies/policy.js'
+import type { AbortListener, BodySink, Exchange, ExchangeRecord, ExchangeSignal, ProxyResponse, ResponseHeaders, StreamingBody, Upstream } from '../policies/policy.js'
 
 type Controller = Dispatcher.DispatchController
 
-/** The upstream response body: pulls from undici as the client reads, cancels upstream when destroyed early. */
-class UpstreamBody extends Readable {
-  ended = false
+/** Chunks that arrive before the sink is attached are held; the upstream pauses beyond this. */
+const EARLY_BUFFER_LIMIT = 64 * 1024
 
-  constructor(private readonly controller: Controller) {
-    super()
-  }
-
-  override _read(): void {
-    this.controller.resume()
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (!this.ended) this.controller.abort(error ?? new Error('response body closed before its end'))
-    callback(error)
-  }
-}
-
-class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener {
+class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, StreamingBody {
   private controller: Controller | null = null
-  private body: UpstreamBody | null = null
-  private readonly trailers: Record<string, string | string[] | undefined> = {}
-  private readonly started = performance.now()
+  private started = false
+  private sink: BodySink | null = null
+  private early: Buffer[] | null = null
+  private earlyBytes = 0
+  private trailers: ResponseHeaders | null = null
+  private error: Error | null = null
+  private done = false
+  private doneListeners: Array<() => void> | null = null
+  private readonly sentAt = performance.now()
 
   constructor(
     private readonly signal: ExchangeSignal,
@@ -40,40 +30,99 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener {
     private readonly reject: (error: unknown) => void,
   ) {}
 
+  // ---- cancellation from the exchange (client gone, deadline)
   onAbort(reason: unknown): void {
     this.controller?.abort(reason as Error)
   }
 
+  // ---- undici's side
   onRequestStart(controller: Controller): void {
     this.controller = controller
     if (this.signal.aborted) controller.abort(this.signal.reason as Error)
     else this.signal.subscribe(this)
   }
 
-  onResponseStart(controller: Controller, statusCode: number, headers: IncomingHttpHeaders): void {
+  onResponseStart(_controller: Controller, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return // 1xx informational: the final response follows
-    this.record.upstreamMs = performance.now() - this.started
-    const body = new UpstreamBody(controller)
-    this.body = body
-    this.resolve({ status: statusCode, headers, body, origin: 'upstream', trailers: this.trailers })
+    this.started = true
+    this.record.upstreamMs = performance.now() - this.sentAt
+    this.resolve({ status: statusCode, headers, body: this, origin: 'upstream' })
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
-    if (this.body !== null && !this.body.push(chunk)) controller.pause()
+    const sink = this.sink
+    if (sink !== null) {
+      if (!sink.write(chunk)) controller.pause()
+      return
+    }
+    ;(this.early ??= []).push(chunk)
+    this.earlyBytes += chunk.length
+    if (this.earlyBytes > EARLY_BUFFER_LIMIT) controller.pause()
   }
 
   onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
     this.signal.unsubscribe(this)
-    for (const name in trailers) this.trailers[name] = trailers[name]
-    const body = this.body!
-    body.ended = true
-    body.push(null)
+    if (this.done) return
+    this.trailers = trailers
+    if (this.sink !== null) {
+      this.sink.end(trailers)
+      this.finish()
+    }
   }
 
   onResponseError(_controller: Controller, error: Error): void {
     this.signal.unsubscribe(this)
-    if (this.body === null) this.reject(error)
-    else this.body.destroy(error)
+    if (!this.started) {
+      this.reject(error)
+      return
+    }
+    if (this.done) return
+    this.error = error
+    if (this.sink !== null) {
+      this.sink.fail(error)
+      this.finish()
+    }
+  }
+
+  // ---- the StreamingBody the layers and the client response see
+  pipe(sink: BodySink): void {
+    this.sink = sink
+    const early = this.early
+    this.early = null
+    let room = true
+    if (early !== null) for (const chunk of early) room = sink.write(chunk)
+    if (this.trailers !== null) {
+      sink.end(this.trailers)
+      this.finish()
+    } else if (this.error !== null) {
+      sink.fail(this.error)
+      this.finish()
+    } else if (early !== null && room) {
+      this.controller?.resume()
+    }
+  }
+
+  resume(): void {
+    this.controller?.resume()
+  }
+
+  cancel(reason: Error): void {
+    if (this.done) return
+    if (this.trailers === null && this.error === null) this.controller?.abort(reason)
+    this.finish()
+  }
+
+  onDone(listener: () => void): void {
+    if (this.done) listener()
+    else (this.doneListeners ??= []).push(listener)
+  }
+
+  private finish(): void {
+    if (this.done) return
+    this.done = true
+    const listeners = this.doneListeners
+    this.doneListeners = null
+    if (listeners !== null) for (const listener of listeners) listener()
   }
 }
 

@@ -2,13 +2,12 @@
 // access-log line and the metrics. The plan is read once at the start, so an exchange finishes on
 // the plan it started with even if a reload swaps in another meanwhile.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Readable } from 'node:stream'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { AccessLog } from '../telemetry/access-log.js'
 import type { CompiledRoute, Plan } from '../config/compile.js'
-import type { Exchange, ExchangeRecord, ProxyRequest, ProxyResponse, ResponseHeaders } from '../policies/policy.js'
-import { ExchangeSignal, localResponse } from '../policies/policy.js'
+import type { BodySink, Exchange, ExchangeRecord, ProxyRequest, ProxyResponse, ResponseHeaders, StreamingBody } from '../policies/policy.js'
+import { discardResponse, ExchangeSignal, localResponse } from '../policies/policy.js'
 import { clientAddress, clientResponseHeaders, requestIdFor, upstreamRequestHeaders } from '../proxy/headers.js'
 import { answerForError, ClientGone } from '../proxy/errors.js'
 
@@ -55,6 +54,11 @@ function rewrite(route: CompiledRoute, target: string): string {
   return prefix.to + rest || '/'
 }
 
+function hasBody(request: IncomingMessage): boolean {
+  const contentLength = request.headers['content-length']
+  return request.headers['transfer-encoding'] !== undefined || (contentLength !== undefined && contentLength !== '0')
+}
+
 /** The state of one exchange; its `onClose` runs once, when the client response closes. */
 class ExchangeState {
   readonly signal = new ExchangeSignal()
@@ -64,7 +68,7 @@ class ExchangeState {
   readonly socket: Socket
   readonly bytesReadAtStart: number
   readonly bytesWrittenAtStart: number
-  body: Readable | undefined
+  body: StreamingBody | undefined
   error: unknown
 
   constructor(
@@ -89,7 +93,7 @@ class ExchangeState {
     const finished = response.writableFinished
     if (!finished) {
       this.signal.abort(new ClientGone())
-      this.body?.destroy()
+      this.body?.cancel(this.signal.reason as Error)
     }
     const status = finished ? response.statusCode : 499
     const seconds = (performance.now() - this.started) / 1000
@@ -139,13 +143,12 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   if (target === undefined) return deliver(state, localResponse(400, 'invalid-request-target', state.bare()))
   if (route === undefined) return deliver(state, localResponse(404, 'no-route', state.bare()))
 
-  const contentLength = request.headers['content-length']
   const proxyRequest: ProxyRequest = {
     method: request.method ?? 'GET',
     path: rewrite(route, target.target),
     headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, protocol: host.protocol }),
     incoming: request,
-    hasBody: request.headers['transfer-encoding'] !== undefined || (contentLength !== undefined && contentLength !== '0'),
+    hasBody: hasBody(request),
     requestId,
     sendContinue: expectsContinue ? () => response.writeContinue() : undefined,
   }
@@ -168,24 +171,55 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   )
 }
 
-function destroyBody(body: ProxyResponse['body']): void {
-  if (body !== null && !Buffer.isBuffer(body)) body.destroy()
+/** Writes a streaming body into the client response, honouring backpressure both ways. */
+class ClientSink implements BodySink {
+  private draining = false
+
+  constructor(
+    private readonly state: ExchangeState,
+    private readonly body: StreamingBody,
+    private readonly forwardTrailers: boolean,
+  ) {}
+
+  write(chunk: Buffer): boolean {
+    if (this.state.response.write(chunk)) return true
+    if (!this.draining) {
+      this.draining = true
+      this.state.response.on('drain', () => this.body.resume())
+    }
+    return false
+  }
+
+  end(trailers: ResponseHeaders): void {
+    const response = this.state.response
+    if (this.forwardTrailers) response.addTrailers(trailers as Record<string, string>)
+    response.end()
+  }
+
+  fail(error: Error): void {
+    // Headers are gone already: all we can do is cut the response so the client sees it failed.
+    this.state.error = error
+    this.state.response.destroy()
+  }
 }
 
 function deliver(state: ExchangeState, answer: ProxyResponse): void {
   const response = state.response
   if (response.destroyed) {
-    destroyBody(answer.body)
+    discardResponse(answer, new ClientGone())
     return
   }
   const headers: ResponseHeaders = answer.origin === 'upstream' ? clientResponseHeaders(answer.headers) : answer.headers
   headers['x-request-id'] = state.requestId
-  if (state.host.draining) headers.connection = 'close'
+  // A request body that was not read to its end (an upload the upstream refused or reset, a local
+  // answer) leaves the connection in an unknown place: close it rather than read the next request
+  // from the middle of this one's body. And a draining gateway asks every client to go elsewhere.
+  if (state.host.draining || (!state.request.complete && hasBody(state.request))) headers.connection = 'close'
   try {
     response.writeHead(answer.status, headers)
   } catch (error) {
     // An upstream header Node refuses to write (invalid characters): fail loudly, not silently.
-    destroyBody(answer.body)
+    discardResponse(answer, error as Error)
     state.error = error
     const fallback = localResponse(502, 'invalid-upstream-header', state.bare())
     response.writeHead(fallback.status, fallback.headers)
@@ -202,18 +236,5 @@ function deliver(state: ExchangeState, answer: ProxyResponse): void {
     return
   }
   state.body = body
-  body.on('error', (error) => {
-    state.error = error
-    response.destroy()
-  })
-  const trailers = answer.trailers
-  if (trailers !== undefined && headers.trailer !== undefined) {
-    body.pipe(response, { end: false })
-    body.once('end', () => {
-      response.addTrailers(trailers as Record<string, string>)
-      response.end()
-    })
-  } else {
-    body.pipe(response)
-  }
+  body.pipe(new ClientSink(state, body, headers.trailer !== undefined))
 }

@@ -52,6 +52,7 @@ export class Gateway implements ExchangeHost {
   private readonly adminServer: Server
   private readonly upgraded = new Set<Duplex>()
   private inFlight = 0
+  private acceptingStopped = false
   private reloading: Promise<ReloadResult> = Promise.resolve({ ok: false, errors: [] })
   private watcher: FSWatcher | undefined
   private idleWaiters: Array<() => void> = []
@@ -111,7 +112,9 @@ export class Gateway implements ExchangeHost {
       this.idleWaiters = []
       for (const wake of waiters) wake()
     }
-    if (this.draining) this.proxyServer.closeIdleConnections()
+    // Only once the drain delay is over: during it, idle keep-alive sockets must stay usable,
+    // or a load balancer that has not yet seen /ready fail would reuse a socket we just closed.
+    if (this.acceptingStopped) this.proxyServer.closeIdleConnections()
   }
 
   trackUpgrade(socket: Duplex): void {
@@ -211,6 +214,7 @@ export class Gateway implements ExchangeHost {
     this.watcher?.close()
     await sleep(drainDelayMs)
     const closed = new Promise<void>((resolve) => this.proxyServer.close(() => resolve()))
+    this.acceptingStopped = true
     this.proxyServer.closeIdleConnections()
     this.log.info({ inFlight: this.inFlight }, 'draining: stopped accepting')
     const drained = await Promise.race([this.idle().then(() => true), sleep(drainTimeoutMs).then(() => false)])
