@@ -1,6 +1,7 @@
 // Graceful drain of a real gateway process on SIGTERM.
 import t from 'tap'
 import { Client, request } from 'undici'
+import { connect } from 'node:net'
 import { startStub } from '../../upstream-stub/src/stub.js'
 import { catchAllConfig, sleep, spawnGateway, tempConfig } from './helpers.js'
 
@@ -69,4 +70,33 @@ t.test('a second signal exits at once', async (t) => {
   const exit = await gw.exited
   t.equal(exit.code, 1)
   t.ok(performance.now() - signalledAt < 1000)
+})
+
+t.test('idle keep-alive connections stay usable through the drain delay', async (t) => {
+  // A load balancer keeps using its pooled connections until it sees /ready fail; closing them
+  // during the delay would make it send a request into a socket we just closed.
+  const gw = await spawnGateway(tempConfig(drainConfig('1s', '5s')))
+  t.teardown(() => gw.stop())
+  const socket = connect(Number(new URL(gw.url).port), '127.0.0.1')
+  let received = ''
+  let closedAt = 0
+  socket.on('data', (chunk) => (received += chunk.toString()))
+  socket.on('close', () => (closedAt = performance.now()))
+  socket.write('GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n')
+  await sleep(100)
+  t.match(received, /^HTTP\/1\.1 200/)
+  const signalledAt = performance.now()
+  gw.child.kill('SIGTERM')
+  await sleep(100)
+  const other = await request(`${gw.url}/status/200`) // another exchange ends while draining
+  await other.body.dump()
+  await sleep(300)
+  t.equal(closedAt, 0, 'the idle connection was not closed during the delay')
+  received = ''
+  socket.write('GET /status/201 HTTP/1.1\r\nHost: x\r\n\r\n')
+  await sleep(100)
+  t.match(received, /^HTTP\/1\.1 201/, 'and it still serves, asking the client to reconnect elsewhere')
+  t.match(received, /connection: close/i)
+  await gw.exited
+  t.ok(closedAt > signalledAt)
 })
