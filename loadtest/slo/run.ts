@@ -1,0 +1,295 @@
+// npm run loadtest:slo [-- --short] [--config FILE] [--strict]
+//
+// The SLO baseline: a flaky upstream (the stub's /flaky: 5 % answer 503, 2 % take 2 s) behind the
+// gateway's default chain, loaded at a fixed open-loop rate; the same load straight at the stub is
+// the baseline. Reports p50/p95/p99 and the error rate seen by the client for both, judges the
+// gateway against the SLO (p95 < 200 ms, error rate < 0.1 %), prints a table and writes
+// loadtest/results/slo-latest.json. Before retries and breakers exist the targets are expected to
+// fail: PASS/FAIL is printed, the exit code is 0 (1 with --strict when a target is missed).
+//
+// `--config FILE` measures another policy file with the same load: `{{UPSTREAM}}` in it is replaced
+// with the stub's URL; the listen and admin addresses are set by the runner (ephemeral ports).
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpus, tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { LoadGenerator, type Sample } from '../zero-downtime/load.js'
+import { installCleanup, stopAll, stopProcess, type Started } from '../zero-downtime/processes.js'
+import { GATEWAY_MAIN, REPO, startGatewayProcess, startStubProcess, STUB_CLI } from '../zero-downtime/topology.js'
+import { count, fmt, log, percentile, percentiles, round, sleep, sortedEntries, sortedNumbers, table, type Percentiles } from '../zero-downtime/util.js'
+
+const USAGE = `usage: node dist/loadtest/slo/run.js [--short] [options]
+  --short             10 s of measured load instead of 30 s
+  --rate N            requests per second, open loop (default 200)
+  --duration S        measured seconds (default 30; 10 with --short)
+  --warmup S          seconds of load before the measurement, not recorded (default 2)
+  --config FILE       gateway policy file; {{UPSTREAM}} is replaced with the stub URL
+                      (default loadtest/slo/gateway.yaml: timeout 30s, concurrency 1024/256)
+  --path PATH         the request (default ${'/flaky?fail=0.05&status=503&slow=0.02&slowMs=2000'})
+  --seed N|none       seed of /flaky's outcomes, the same for both runs (default 42)
+  --targets LIST      which runs: direct,gateway (default both)
+  --connections N     keep-alive connections of the load generator (default 256)
+  --results-dir DIR   where slo-latest.json goes (default loadtest/results)
+  --strict            exit 1 when a target is missed
+  --keep              keep the temp dir (rendered config, logs)`
+
+const DEFAULT_PATH = '/flaky?fail=0.05&status=503&slow=0.02&slowMs=2000'
+const TARGETS = { p95Ms: 200, errorRate: 0.001 }
+
+interface Options {
+  rate: number
+  durationS: number
+  warmupS: number
+  config: string
+  path: string
+  seed: string | undefined
+  targets: Array<'direct' | 'gateway'>
+  connections: number
+  resultsDir: string
+  strict: boolean
+  keep: boolean
+  short: boolean
+}
+
+function parseOptions(argv: string[]): Options | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      short: { type: 'boolean', default: false },
+      rate: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      config: { type: 'string' },
+      path: { type: 'string' },
+      seed: { type: 'string' },
+      targets: { type: 'string' },
+      connections: { type: 'string' },
+      'results-dir': { type: 'string' },
+      strict: { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  })
+  if (values.help) return 'help'
+  const number = (raw: string | undefined, name: string, fallback: number, min: number): number => {
+    if (raw === undefined) return fallback
+    const value = Number(raw)
+    if (!Number.isFinite(value) || value < min) throw new Error(`--${name}: expected a number >= ${min}, got ${JSON.stringify(raw)}`)
+    return value
+  }
+  const targets = (values.targets ?? 'direct,gateway').split(',').map((name) => name.trim())
+  for (const name of targets) if (name !== 'direct' && name !== 'gateway') throw new Error(`--targets: unknown "${name}" (direct, gateway)`)
+  const path = values.path ?? DEFAULT_PATH
+  if (!path.startsWith('/')) throw new Error('--path: expected a path starting with "/"')
+  return {
+    short: values.short,
+    rate: number(values.rate, 'rate', 200, 1),
+    durationS: number(values.duration, 'duration', values.short ? 10 : 30, 1),
+    warmupS: number(values.warmup, 'warmup', 2, 0),
+    config: resolve(values.config ?? join(REPO, 'loadtest/slo/gateway.yaml')),
+    path,
+    seed: values.seed === 'none' ? undefined : (values.seed ?? '42'),
+    targets: targets as Array<'direct' | 'gateway'>,
+    connections: number(values.connections, 'connections', 256, 1),
+    resultsDir: resolve(values['results-dir'] ?? join(REPO, 'loadtest/results')),
+    strict: values.strict,
+    keep: values.keep,
+  }
+}
+
+interface RunResult {
+  target: 'direct' | 'gateway'
+  url: string
+  /** Requests due in the measured window, and those with an HTTP answer. */
+  sent: number
+  answered: number
+  ok: number
+  errors: number
+  errorRate: number
+  errorsByCause: Record<string, number>
+  /** Scheduled send -> end of body, every answered request (errors included): what the client waits. */
+  latency: Percentiles
+  /** The same, 2xx answers only. */
+  okLatency: Percentiles
+  /** Requests sent per second over the measured window (open loop: should equal the rate). */
+  sentRate: number
+  /** How late the generator sent requests (its own scheduling lag), p99 over the whole run. */
+  sendLagP99Ms: number
+  maxInFlight: number
+}
+
+function requestPath(options: Options): string {
+  if (options.seed === undefined) return options.path
+  return `${options.path}${options.path.includes('?') ? '&' : '?'}seed=${encodeURIComponent(options.seed)}`
+}
+
+async function measure(target: 'direct' | 'gateway', origin: string, options: Options): Promise<RunResult> {
+  const path = requestPath(options)
+  let step = 'warmup'
+  const generator = new LoadGenerator({
+    rate: options.rate,
+    maxInFlight: 4096,
+    timeoutMs: 35_000, // above the gateway's 30 s request deadline
+    poolConnections: options.connections,
+    plan: () => ({ origin, path, method: 'GET', fresh: false, kind: 'GET', verify: (answer) => (answer.status >= 200 && answer.status < 300 ? undefined : `status-${answer.status}`) }),
+    step: () => step,
+  })
+  log(`${target}: ${options.rate} req/s to ${origin}${path}: ${options.warmupS} s warm-up, then ${options.durationS} s measured`)
+  generator.begin()
+  await sleep(options.warmupS * 1000)
+  step = 'measure'
+  const measuredFrom = generator.samples.length
+  await sleep(options.durationS * 1000)
+  step = 'after'
+  const all = await generator.stop(10_000)
+  const samples = all.slice(measuredFrom).filter((sample) => sample.step === 'measure')
+  return summarize(target, `${origin}${path}`, samples, generator)
+}
+
+function summarize(target: 'direct' | 'gateway', url: string, samples: Sample[], generator: LoadGenerator): RunResult {
+  const answered = samples.filter((sample) => sample.status !== 0)
+  const ok = samples.filter((sample) => sample.ok)
+  const causes = new Map<string, number>()
+  for (const sample of samples) if (!sample.ok) count(causes, sample.cause ?? '?')
+  const errors = samples.length - ok.length
+  const firstSent = samples[0]?.sent ?? 0
+  const lastSent = samples[samples.length - 1]?.sent ?? 0
+  const lag = sortedNumbers(generator.sendLag)
+  return {
+    target,
+    url,
+    sent: samples.length,
+    answered: answered.length,
+    ok: ok.length,
+    errors,
+    errorRate: samples.length === 0 ? NaN : errors / samples.length,
+    errorsByCause: Object.fromEntries(sortedEntries(causes)),
+    latency: percentiles(answered.map((sample) => sample.ended - sample.scheduled)),
+    okLatency: percentiles(ok.map((sample) => sample.ended - sample.scheduled)),
+    sentRate: round((samples.length - 1) / Math.max(0.001, (lastSent - firstSent) / 1000), 1),
+    sendLagP99Ms: round(percentile(lag, 0.99)),
+    maxInFlight: generator.maxInFlightSeen,
+  }
+}
+
+function renderConfig(file: string, upstream: string): string {
+  if (!existsSync(file)) throw new Error(`--config: ${file} does not exist`)
+  const text = readFileSync(file, 'utf8')
+  if (!text.includes('{{UPSTREAM}}')) log(`warning: ${file} has no {{UPSTREAM}} placeholder: its upstream URLs are used as they are`)
+  return text.replaceAll('{{UPSTREAM}}', upstream)
+}
+
+async function run(options: Options): Promise<number> {
+  for (const file of [GATEWAY_MAIN, STUB_CLI]) if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first`)
+  const dir = mkdtempSync(join(tmpdir(), 'waypost-slo-'))
+  log(`run dir (rendered config, logs): ${dir}`)
+  installCleanup()
+  const results: RunResult[] = []
+  for (const target of options.targets) {
+    // A fresh stub for every run: with a seed, both runs see the same sequence of outcomes.
+    const stub = await startStubProcess(join(dir, `stub-${target}.log`), 0)
+    const started: Started[] = [stub.process]
+    try {
+      let origin = stub.url
+      if (target === 'gateway') {
+        const configFile = join(dir, 'gateway.yaml')
+        writeFileSync(configFile, renderConfig(options.config, stub.url))
+        const gateway = await startGatewayProcess('gateway', configFile, join(dir, 'gateway.log'), '127.0.0.1:0', '127.0.0.1:0')
+        started.unshift(gateway.process)
+        origin = `http://${gateway.listen}`
+      }
+      results.push(await measure(target, origin, options))
+    } finally {
+      for (const child of started) await stopProcess(child, 10_000)
+    }
+  }
+  await stopAll()
+
+  const gateway = results.find((result) => result.target === 'gateway')
+  const direct = results.find((result) => result.target === 'direct')
+  const judged = gateway ?? direct!
+  const targets = [
+    { name: `p95 < ${TARGETS.p95Ms} ms`, value: judged.latency.p95Ms, unit: 'ms', pass: judged.latency.p95Ms < TARGETS.p95Ms },
+    { name: `error rate < ${TARGETS.errorRate * 100}%`, value: round(judged.errorRate * 100, 3), unit: '%', pass: judged.errorRate < TARGETS.errorRate },
+  ]
+  printTable(results, targets, judged.target, options)
+  const json = {
+    date: new Date().toISOString(),
+    settings: { rate: options.rate, durationS: options.durationS, warmupS: options.warmupS, path: options.path, seed: options.seed ?? null, config: options.config, connections: options.connections, short: options.short },
+    machine: { cpus: cpus().length, node: process.version, platform: process.platform },
+    latencyDefinition: 'ms from the scheduled send time (open loop) to the end of the body; every answered request, errors included (okLatency: 2xx only)',
+    runs: results,
+    addedByGateway:
+      gateway !== undefined && direct !== undefined
+        ? { p50Ms: round(gateway.latency.p50Ms - direct.latency.p50Ms), p95Ms: round(gateway.latency.p95Ms - direct.latency.p95Ms), p99Ms: round(gateway.latency.p99Ms - direct.latency.p99Ms), errorRate: gateway.errorRate - direct.errorRate }
+        : null,
+    targets: { judged: judged.target, results: targets },
+  }
+  mkdirSync(options.resultsDir, { recursive: true })
+  const out = join(options.resultsDir, 'slo-latest.json')
+  writeFileSync(out, `${JSON.stringify(json, null, 2)}\n`)
+  console.log(`\nwrote ${out}`)
+  if (!options.keep) rmSync(dir, { recursive: true, force: true })
+  else console.log(`run dir kept: ${dir}`)
+  const missed = targets.filter((target) => !target.pass).length
+  return options.strict && missed > 0 ? 1 : 0
+}
+
+function printTable(results: RunResult[], targets: Array<{ name: string; value: number; unit: string; pass: boolean }>, judged: string, options: Options): void {
+  const rows = [['target', 'sent', 'answered', 'errors', 'error rate', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'ok p50', 'ok p95', 'ok p99', 'send lag p99', 'errors by cause']]
+  for (const r of results) {
+    rows.push([
+      r.target,
+      String(r.sent),
+      String(r.answered),
+      String(r.errors),
+      `${fmt(r.errorRate * 100, 2)}%`,
+      fmt(r.latency.p50Ms, 2),
+      fmt(r.latency.p95Ms, 2),
+      fmt(r.latency.p99Ms, 1),
+      fmt(r.latency.maxMs, 1),
+      fmt(r.okLatency.p50Ms, 2),
+      fmt(r.okLatency.p95Ms, 2),
+      fmt(r.okLatency.p99Ms, 1),
+      fmt(r.sendLagP99Ms, 1),
+      Object.entries(r.errorsByCause).map(([cause, n]) => `${cause}:${n}`).join(' ') || '-',
+    ])
+  }
+  const gateway = results.find((r) => r.target === 'gateway')
+  const direct = results.find((r) => r.target === 'direct')
+  console.log(`\n== SLO baseline: ${options.rate} req/s for ${options.durationS} s, GET ${requestPath(options)} ==`)
+  console.log(`(latency: ms from the scheduled send to the end of the body, every answered request; "ok": 2xx only)\n`)
+  console.log(table(rows))
+  if (gateway !== undefined && direct !== undefined) {
+    console.log(`\nadded by the gateway: p50 ${signed(gateway.latency.p50Ms - direct.latency.p50Ms)} ms, p95 ${signed(gateway.latency.p95Ms - direct.latency.p95Ms)} ms, p99 ${signed(gateway.latency.p99Ms - direct.latency.p99Ms)} ms; error rate ${signed((gateway.errorRate - direct.errorRate) * 100, 3)} points`)
+  }
+  console.log(`\nSLO (judged on ${judged}${judged === 'gateway' ? `, config ${options.config}` : ''}):`)
+  for (const target of targets) console.log(`  ${target.pass ? 'PASS' : 'FAIL'}  ${target.name}: ${target.value}${target.unit === '%' ? '%' : ' ms'}`)
+}
+
+function signed(value: number, digits = 2): string {
+  return `${value >= 0 ? '+' : ''}${value.toFixed(digits)}`
+}
+
+async function main(): Promise<void> {
+  let options
+  try {
+    options = parseOptions(process.argv.slice(2))
+  } catch (error) {
+    console.error(`${(error as Error).message}\n${USAGE}`)
+    process.exit(2)
+  }
+  if (options === 'help') {
+    console.log(USAGE)
+    return
+  }
+  try {
+    process.exit(await run(options))
+  } catch (error) {
+    console.error(`slo: ${(error as Error).stack ?? String(error)}`)
+    await stopAll(3000)
+    process.exit(2)
+  }
+}
+
+void main()
