@@ -75,7 +75,7 @@ async function run(args: string[]): Promise<number> {
     signals++
     if (signals > 1) {
       log.warn({ signal }, 'second signal: exiting at once')
-      flushLogger(log)
+      gateway.flushLogs()
       process.exit(1)
     }
     log.info({ signal }, 'shutdown requested')
@@ -83,7 +83,7 @@ async function run(args: string[]): Promise<number> {
       () => process.exit(0),
       (error: unknown) => {
         log.error({ err: error }, 'shutdown failed')
-        flushLogger(log)
+        gateway.flushLogs()
         process.exit(1)
       },
     )

@@ -51,6 +51,8 @@ export interface RunningGateway {
   readonly adminUrl: string
   readonly configFile: string
   readonly logs: LogLine[]
+  /** The access-log lines so far (flushing the access log's batch first). */
+  accessLines(): LogLine[]
   close(): Promise<void>
 }
 
@@ -73,6 +75,10 @@ export async function startGateway(configText: string, options: { watch?: boolea
     adminUrl: `http://${gateway.address('admin')}`,
     configFile,
     logs,
+    accessLines: () => {
+      gateway.accessLog.flush()
+      return logs.filter((line) => line.msg === 'access')
+    },
     close: async () => {
       // Tests close without the drain delay dance: the config sets delay 0s.
       await gateway.shutdown()

@@ -152,11 +152,11 @@ t.test('upstream response hop-by-hop headers are dropped and Via is added', asyn
 })
 
 t.test('every exchange writes one access-log line', async (t) => {
-  const before = gw.logs.filter((line) => line.msg === 'access').length
+  const before = gw.accessLines().length
   const response = await request(`${gw.url}/status/201`, { headers: { 'x-request-id': 'log-check' } })
   await response.body.dump()
   await new Promise((resolve) => setTimeout(resolve, 20))
-  const lines = gw.logs.filter((line) => line.msg === 'access')
+  const lines = gw.accessLines()
   t.equal(lines.length, before + 1)
   t.match(lines.at(-1), { reqId: 'log-check', route: 'all', upstream: 'app', method: 'GET', path: '/status/201', status: 201, attempts: 1, remote: '127.0.0.1' })
   t.type(lines.at(-1)!.durationMs, 'number')

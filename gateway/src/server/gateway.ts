@@ -227,6 +227,12 @@ export class Gateway implements ExchangeHost {
     await new Promise<void>((resolve) => this.adminServer.close(() => resolve()))
     this.adminServer.closeAllConnections()
     this.log.info({ drained }, 'stopped')
+    this.flushLogs()
+  }
+
+  /** Writes every buffered log line; for exits. */
+  flushLogs(): void {
+    this.accessLog.flush()
     flushLogger(this.log)
   }
 

@@ -4,15 +4,10 @@ import { pino, type Logger, type LevelWithSilent } from 'pino'
 export type { Logger }
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
-/** How long a log line may wait in the buffer when traffic is too light to fill it. */
-const FLUSH_INTERVAL_MS = 100
-
 export function createLogger(level: LevelWithSilent = 'info'): Logger {
-  // Under load, lines are batched into 4 KiB writes instead of one write(2) per access line.
-  const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 })
-  const logger = pino({ level, base: { service: 'waypost' } }, destination)
-  setInterval(() => logger.flush(), FLUSH_INTERVAL_MS).unref()
-  return logger
+  // Asynchronous writes; the access log (the only line per request) batches its own lines.
+  const destination = pino.destination({ dest: 1, sync: false })
+  return pino({ level, base: { service: 'waypost' } }, destination)
 }
 
 /** Writes what is buffered, synchronously, before the process exits. */
