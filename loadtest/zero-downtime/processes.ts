@@ -3,8 +3,7 @@
 // log file. Whatever is still running is stopped, by process group, when the run ends, fails or is
 // interrupted (SIGINT, SIGTERM, SIGHUP) -- and nothing this module did not start is ever signalled.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, closeSync, constants, openSync, readFileSync } from 'node:fs'
-import { delimiter, join } from 'node:path'
+import { closeSync, openSync, readFileSync } from 'node:fs'
 import { log, now, sleep } from './util.js'
 
 export interface Exit {
@@ -183,19 +182,4 @@ export async function waitForLine(started: Started, match: (line: string) => boo
   }
 }
 
-const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin']
-
-/** Absolute path of an executable on PATH or in the sbin directories, or undefined. */
-export function findTool(name: string): string | undefined {
-  for (const dir of [...(process.env.PATH ?? '').split(delimiter), ...SBIN]) {
-    if (dir === '') continue
-    const candidate = join(dir, name)
-    try {
-      accessSync(candidate, constants.X_OK)
-      return candidate
-    } catch {
-      // not here
-    }
-  }
-  return undefined
-}
+export { findTool } from '../bench/processes.js'
