@@ -22,7 +22,8 @@ export function requestIdFor(incoming: string | string[] | undefined): string {
 
 /** Lower-case names listed in Connection (never `host`, which a client must not be able to strip). */
 function nominatedByConnection(connection: string | string[] | undefined): Set<string> | undefined {
-  if (connection === undefined) return undefined
+  // The common values name nothing beyond the hop-by-hop set: skip the Set per message.
+  if (connection === undefined || connection === 'keep-alive' || connection === 'close') return undefined
   const names = new Set<string>()
   for (const part of (Array.isArray(connection) ? connection.join(',') : connection).split(',')) {
     const name = part.trim().toLowerCase()
