@@ -113,7 +113,7 @@ function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, 
 }
 
 /** A route's section replaces the default field by field; `false` switches the default off. */
-export function mergePolicies(defaults: PoliciesConfig | undefined, own: PoliciesConfig | undefined): PoliciesConfig {
+function mergePolicies(defaults: PoliciesConfig | undefined, own: PoliciesConfig | undefined): PoliciesConfig {
   const merged: Record<string, unknown> = { ...defaults }
   for (const [name, section] of Object.entries(own ?? {})) {
     const base = merged[name]

@@ -8,7 +8,7 @@ interface Entry {
   readonly dispose: ((value: never) => void) | undefined
 }
 
-export function configHash(config: unknown): string {
+function configHash(config: unknown): string {
   return createHash('sha256').update(JSON.stringify(config) ?? 'undefined').digest('hex').slice(0, 16)
 }
 
@@ -58,6 +58,12 @@ export class KeptState {
       this.entries.delete(key)
       entry?.dispose?.(entry.value as never)
     }
+  }
+
+  /** Shutdown: dispose of everything (closes the upstream pools). */
+  disposeAll(): void {
+    for (const entry of this.entries.values()) entry.dispose?.(entry.value as never)
+    this.entries.clear()
   }
 
   private used = new Set<string>()

@@ -12,7 +12,7 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'tra
 /** Fields we set ourselves on the upstream request (expect: we answer 100-continue ourselves). */
 const REPLACED = new Set(['x-request-id', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'via'])
 
-export const VIA = '1.1 waypost'
+const VIA = '1.1 waypost'
 const REQUEST_ID = /^[\w.:@/+=-]{1,200}$/
 
 /** Keeps a sane incoming x-request-id (so a trace spans hops), else makes one. */

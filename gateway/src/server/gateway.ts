@@ -222,7 +222,7 @@ export class Gateway implements ExchangeHost {
     this.proxyServer.closeAllConnections()
     for (const socket of this.upgraded) socket.destroy()
     await closed
-    await Promise.all(this.plan.routes.map((route) => route.pool.close().catch(() => undefined)))
+    this.kept.disposeAll()
     this.state = 'stopped'
     await new Promise<void>((resolve) => this.adminServer.close(() => resolve()))
     this.adminServer.closeAllConnections()
