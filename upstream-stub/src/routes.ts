@@ -216,7 +216,7 @@ function closeAfterResponse({ res }: Exchange): void {
 
 // ---- scripted and random behaviour -------------------------------------------------------
 
-function sequence({ res, params, url, state }: Exchange): void {
+async function sequence({ req, res, params, url, state }: Exchange): Promise<void> {
   const key = params[0] ?? ''
   const codes = (url.searchParams.get('codes') ?? '200').split(',').map((code) => parseStatus(code.trim(), 'codes'))
   const retryAfterRaw = url.searchParams.get('retryAfter')
@@ -226,7 +226,9 @@ function sequence({ res, params, url, state }: Exchange): void {
   state.sequences.set(key, index + 1)
   const code = codes[Math.min(index, codes.length - 1)]
   const failed = code < 200 || code >= 300
-  sendJson(res, code, { key, index, status: code }, failed && retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : {})
+  // The body is read and described, so a test can check what each (re)sent attempt carried.
+  const body = await digestBody(req)
+  sendJson(res, code, { key, index, status: code, bodyLength: body.length, bodySha256: body.sha256 }, failed && retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : {})
 }
 
 function resetSequence({ res, params, state }: Exchange): void {

@@ -499,10 +499,10 @@ t.test('/sequence/:key plays the codes in order, then repeats the last', TEST_TI
     answers.map((a) => a.status),
     [503, 502, 200, 200],
   )
-  t.same(
+  t.has(
     answers.map((a) => a.body),
     [
-      { key: 'seq-a', index: 0, status: 503 },
+      { key: 'seq-a', index: 0, status: 503, bodyLength: 0 },
       { key: 'seq-a', index: 1, status: 502 },
       { key: 'seq-a', index: 2, status: 200 },
       { key: 'seq-a', index: 3, status: 200 },

@@ -1,6 +1,6 @@
 // Config → immutable Plan: a router over compiled routes, each an onion of policy layers around
 // the upstream dispatch. The layer order is fixed here, not by the YAML author:
-//   timeout (request) → concurrency → timeout (per try) → dispatch
+//   timeout (request) → concurrency → retry → timeout (per try) → dispatch
 // Later policies slot in at their documented place (auth, rate limit, cache, breaker, retry).
 import { BlockList } from 'node:net'
 import type { Pool } from 'undici'
@@ -10,6 +10,7 @@ import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
 import type { Deps, Policy, RouteInfo, Upstream } from '../policies/policy.js'
 import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
 import { concurrency } from '../policies/concurrency.js'
+import { retry } from '../policies/retry/retry.js'
 import { createPool } from '../proxy/pool.js'
 import { dispatchTo } from '../proxy/dispatch.js'
 import { toMs } from './units.js'
@@ -19,7 +20,7 @@ import type { KeptState } from './kept-state.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 
 /** Outermost first. Each entry reads its own YAML section under `policies:`. */
-const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, concurrency, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
+const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, concurrency, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
 
 export interface CompiledRoute {
   readonly info: RouteInfo

@@ -109,3 +109,22 @@ t.test('config/waypost.schema.json is up to date (run `npm run schema`)', async 
   const file = fileURLToPath(new URL('../../../config/waypost.schema.json', import.meta.url))
   t.equal(readFileSync(file, 'utf8'), jsonSchema())
 })
+
+t.test('retry settings are checked across fields and by name', async (t) => {
+  const text = `upstreams:
+  app: { url: "http://127.0.0.1:3000" }
+defaults:
+  policies:
+    retry: { backoff: { base: 2s, max: 100ms } }
+routes:
+  - name: all
+    upstream: app
+    policies:
+      retry: { RETRY }
+`
+  const errorsFor = (retry: string): string[] => errorsOf(text.replace('RETRY', retry))
+  t.same(errorsFor('attempts: 0'), ['w.yaml:10:26: routes[0].policies.retry.attempts: Expected integer to be greater or equal to 1'])
+  t.same(errorsFor('retryOn: [status, teapot]'), ['w.yaml:10:34: routes[0].policies.retry.retryOn[1]: expected one of connect-failure, reset, attempt-timeout, status'])
+  t.match(errorsFor('bodyLimit: 64kb'), [/^w\.yaml:10:\d+: routes\[0\]\.policies\.retry\.bodyLimit: expected a size such as "64KiB"/])
+  t.same(errorsFor('attempts: 2'), ['w.yaml:5:31: defaults.policies.retry.backoff.base: base (2s) is longer than max (100ms)'])
+})

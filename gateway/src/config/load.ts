@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto'
 import { LineCounter, parseDocument, type Document } from 'yaml'
 import { Value } from '@sinclair/typebox/value'
 import { DefaultErrorFunction, SetErrorFunction, ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
-import { GatewayConfig } from './schema.js'
+import { GatewayConfig, type PoliciesConfig } from './schema.js'
+import { toMs } from './units.js'
 
 export interface ConfigError {
   readonly file: string
@@ -165,10 +166,20 @@ function semanticErrors(config: GatewayConfig): Array<{ path: string; message: s
       errors.push({ path: `/routes/${index}/rewrite/pathPrefix`, message: 'needs match.path.prefix: it replaces the matched prefix' })
     }
   })
+  policyErrors(config.defaults?.policies, '/defaults/policies', errors)
+  config.routes.forEach((route, index) => policyErrors(route.policies, `/routes/${index}/policies`, errors))
   config.listen?.trustedProxies?.forEach((entry, index) => {
     if (parseCidr(entry) === undefined) errors.push({ path: `/listen/trustedProxies/${index}`, message: `not an IP address or CIDR: "${entry}"` })
   })
   return errors
+}
+
+/** Checks across fields of one policies section (a route's or the defaults). */
+function policyErrors(policies: PoliciesConfig | undefined, path: string, errors: Array<{ path: string; message: string }>): void {
+  const backoff = policies?.retry === false ? undefined : policies?.retry?.backoff
+  if (backoff?.base !== undefined && backoff.max !== undefined && toMs(backoff.base) > toMs(backoff.max)) {
+    errors.push({ path: `${path}/retry/backoff/base`, message: `base (${backoff.base}) is longer than max (${backoff.max})` })
+  }
 }
 
 function regexProblem(source: string): string | undefined {

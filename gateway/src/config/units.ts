@@ -24,3 +24,26 @@ export function toMs(value: Duration): number {
   if (match === null) throw new Error(`invalid duration "${value}"`)
   return Math.round(Number(match[1]) * unitMs[match[2]!]!)
 }
+
+export const Size = Type.Union(
+  [
+    Type.Integer({ minimum: 0 }),
+    Type.String({ pattern: '^\\d+(KiB|MiB|GiB|B)$' }),
+  ],
+  {
+    description: 'A size in bytes: "64KiB", "1MiB", "512B", or a number of bytes.',
+    examples: ['64KiB', '1MiB'],
+    errorMessage: 'expected a size such as "64KiB", "1MiB", "512B" or a number of bytes',
+  },
+)
+export type Size = Static<typeof Size>
+
+const unitBytes: Record<string, number> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }
+
+/** Bytes for a schema-valid size. */
+export function toBytes(value: Size): number {
+  if (typeof value === 'number') return value
+  const match = /^(\d+)(KiB|MiB|GiB|B)$/.exec(value)
+  if (match === null) throw new Error(`invalid size "${value}"`)
+  return Number(match[1]) * unitBytes[match[2]!]!
+}

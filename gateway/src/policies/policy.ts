@@ -16,6 +16,8 @@ export interface ProxyRequest {
   readonly incoming: IncomingMessage
   /** Whether the client sent a body (content-length > 0 or transfer-encoding). */
   readonly hasBody: boolean
+  /** The body read into memory by a layer that may send it more than once (retries); else `incoming` streams. */
+  readonly body?: Buffer
   readonly requestId: string
   /** Sends `100 Continue` once, when the client asked for it and a layer is about to read the body. */
   readonly sendContinue: (() => void) | undefined
@@ -63,6 +65,8 @@ export interface ExchangeRecord {
   upstreamMs: number
   /** Why a layer answered locally or an attempt failed: `timeout`, `concurrency-limit`, ... */
   reason: string
+  /** Outcome of each attempt when there were several ("503,connect-refused,200"); empty otherwise. */
+  tries: string
 }
 
 export interface RouteInfo {
@@ -176,4 +180,22 @@ export function onResponseDone(response: ProxyResponse, done: () => void): void 
 export function discardResponse(response: ProxyResponse, reason: Error): void {
   const body = response.body
   if (body !== null && !Buffer.isBuffer(body)) body.cancel(reason)
+}
+
+/** Waits `ms`, or rejects with the signal's reason as soon as it aborts. */
+export function sleep(ms: number, signal: ExchangeSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error)
+  return new Promise((resolve, reject) => {
+    const listener: AbortListener = {
+      onAbort(reason) {
+        clearTimeout(timer)
+        reject(reason as Error)
+      },
+    }
+    const timer = setTimeout(() => {
+      signal.unsubscribe(listener)
+      resolve()
+    }, ms)
+    signal.subscribe(listener)
+  })
 }

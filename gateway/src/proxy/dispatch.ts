@@ -137,7 +137,7 @@ export function dispatchTo(pool: Pool): Upstream {
           method: request.method as Dispatcher.HttpMethod,
           path: request.path,
           headers: request.headers,
-          body: request.hasBody ? request.incoming : null,
+          body: request.body ?? (request.hasBody ? request.incoming : null),
         },
         new ResponseHandler(exchange.signal, exchange.record, resolve, reject),
       )

@@ -62,7 +62,7 @@ function hasBody(request: IncomingMessage): boolean {
 /** The state of one exchange; its `onClose` runs once, when the client response closes. */
 class ExchangeState {
   readonly signal = new ExchangeSignal()
-  readonly record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '' }
+  readonly record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '', tries: '' }
   readonly started = performance.now()
   /** Node detaches the socket from the request when it closes, so keep our own reference. */
   readonly socket: Socket
@@ -119,6 +119,7 @@ class ExchangeState {
       durationMs: seconds * 1e3,
       upstreamMs: this.record.upstreamMs,
       attempts: this.record.attempts,
+      tries: this.record.tries,
       bytesIn: socket.bytesRead - this.bytesReadAtStart,
       bytesOut: socket.bytesWritten - this.bytesWrittenAtStart,
       reason: this.record.reason,

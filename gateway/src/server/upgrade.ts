@@ -33,6 +33,7 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
       durationMs: performance.now() - started,
       upstreamMs: -1,
       attempts: route === undefined ? 0 : 1,
+      tries: '',
       bytesIn: 0,
       bytesOut: 0,
       reason,

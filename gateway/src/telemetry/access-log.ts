@@ -15,6 +15,8 @@ export interface AccessRecord {
   /** -1 when no upstream attempt was made. */
   readonly upstreamMs: number
   readonly attempts: number
+  /** Each attempt's outcome when there were several; empty otherwise. */
+  readonly tries: string
   readonly bytesIn: number
   readonly bytesOut: number
   /** Empty when the upstream answered. */
@@ -67,11 +69,12 @@ export class AccessLog {
   }
 
   write(entry: AccessRecord): void {
-    // Route and upstream names are schema-checked, reason is ours, method is an HTTP token,
+    // Route and upstream names are schema-checked, reason and tries are ours, method is an HTTP token,
     // remote is an IP address: only the request id, path and error text can hold a quote.
     let line = `{"level":${INFO},"time":${Date.now()},"service":"waypost","reqId":${JSON.stringify(entry.reqId)},"route":"${entry.route}","upstream":"${entry.upstream}","method":"${entry.method}","path":${JSON.stringify(entry.path)},"status":${entry.status},"durationMs":${round3(entry.durationMs)}`
     if (entry.upstreamMs >= 0) line += `,"upstreamMs":${round3(entry.upstreamMs)}`
     line += `,"attempts":${entry.attempts},"bytesIn":${entry.bytesIn},"bytesOut":${entry.bytesOut}`
+    if (entry.tries !== '') line += `,"tries":"${entry.tries}"`
     if (entry.reason !== '') line += `,"reason":"${entry.reason}"`
     if (entry.error !== undefined) line += `,"error":${JSON.stringify(entry.error)}`
     if (entry.upgrade !== undefined) line += `,"upgrade":${JSON.stringify(entry.upgrade)}`

@@ -88,3 +88,13 @@ export class RouteMetrics {
     this.metrics.localResponses.labels(this.route, reason).inc()
   }
 }
+
+/**
+ * A policy's counter, created on first use: every route's layer (and every reload) asks for the
+ * same series family, and a registry holds each name once.
+ */
+export function sharedCounter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
+  const existing = registry.getSingleMetric(name)
+  if (existing !== undefined) return existing as Counter<L>
+  return new Counter({ name, help, labelNames, registers: [registry] })
+}

@@ -1,0 +1,203 @@
+// Retries, safe by default. What users of other meshes get burnt by, and what this layer does:
+// - non-idempotent requests retried: only GET, HEAD, OPTIONS, TRACE, PUT and DELETE are retried,
+//   unless the route opts in or the request carries an `Idempotency-Key`;
+// - bodies that cannot be replayed: a body is kept in memory up to `bodyLimit`; a bigger one
+//   streams once and is not retried;
+// - retry storms: a budget (budget.ts) caps retries at a fraction of live traffic;
+// - thundering herds: exponential backoff with full jitter, `Retry-After` honoured;
+// - invisible retries: `x-waypost-attempts` on the response, each attempt's outcome in the
+//   access line (`tries`) and in `waypost_upstream_attempts_total`.
+// It sits inside the breaker and outside the per-try timeout, so each attempt gets its own
+// deadline and the whole exchange stays within `timeout.request`.
+import { Type, type Static } from '@sinclair/typebox'
+import { Duration, Size, toBytes, toMs } from '../../config/units.js'
+import { answerForError } from '../../proxy/errors.js'
+import { sharedCounter } from '../../telemetry/metrics.js'
+import { discardResponse, sleep, type Exchange, type Policy, type ProxyResponse, type Upstream } from '../policy.js'
+import { RetryBudget, RetryBudgetConfig } from './budget.js'
+import { readReplayableBody } from './replayable-body.js'
+
+const RetryCondition = Type.Union(
+  [Type.Literal('connect-failure'), Type.Literal('reset'), Type.Literal('attempt-timeout'), Type.Literal('status')],
+  { errorMessage: 'expected one of connect-failure, reset, attempt-timeout, status' },
+)
+
+export const RetryConfig = Type.Object(
+  {
+    attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, description: 'Most attempts, the first included. Default 3.' })),
+    retryOn: Type.Optional(
+      Type.Array(RetryCondition, {
+        description:
+          'What is retried: `connect-failure` (refused, unreachable, DNS, connect timeout), `reset` (connection reset or closed before the response), ' +
+          '`attempt-timeout` (timeout.perTry passed), `status` (a status in `statuses`). Default all four.',
+      }),
+    ),
+    statuses: Type.Optional(Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { description: 'Statuses retried under `status`. Default [502, 503, 504].' })),
+    backoff: Type.Optional(
+      Type.Object(
+        { base: Type.Optional(Duration), max: Type.Optional(Duration) },
+        { additionalProperties: false, description: 'Exponential backoff with full jitter: before retry n, wait a random time up to min(max, base × 2^(n-1)). Defaults 25ms and 250ms.' },
+      ),
+    ),
+    retryAfterMax: Type.Optional(Duration),
+    nonIdempotent: Type.Optional(Type.Boolean({ description: 'Also retry POST, PATCH and other non-idempotent methods. Default false (they are retried only with an Idempotency-Key header).' })),
+    bodyLimit: Type.Optional(Size),
+    budget: Type.Optional(Type.Union([RetryBudgetConfig, Type.Literal(false)])),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Retries with backoff and a budget. `retryAfterMax` (default 1s): a Retry-After up to this is waited for, a longer one is not retried. ' +
+      '`bodyLimit` (default 64KiB): request bodies up to this are kept for replay; bigger ones are sent once. `budget: false` turns the budget off.',
+  },
+)
+export type RetryConfig = Static<typeof RetryConfig>
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
+const CONNECT_FAILURES = new Set(['connect-refused', 'connect-failed', 'connect-timeout', 'dns-failure'])
+const RESETS = new Set(['upstream-reset', 'upstream-closed'])
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx']
+
+interface RetrySettings {
+  readonly attempts: number
+  readonly onConnectFailure: boolean
+  readonly onReset: boolean
+  readonly onAttemptTimeout: boolean
+  readonly statuses: ReadonlySet<number>
+  readonly backoffBaseMs: number
+  readonly backoffMaxMs: number
+  readonly retryAfterMaxMs: number
+  readonly nonIdempotent: boolean
+  readonly bodyLimit: number
+}
+
+function settingsOf(config: RetryConfig): RetrySettings {
+  const retryOn = new Set(config.retryOn ?? ['connect-failure', 'reset', 'attempt-timeout', 'status'])
+  return {
+    attempts: config.attempts ?? 3,
+    onConnectFailure: retryOn.has('connect-failure'),
+    onReset: retryOn.has('reset'),
+    onAttemptTimeout: retryOn.has('attempt-timeout'),
+    statuses: new Set(retryOn.has('status') ? (config.statuses ?? [502, 503, 504]) : []),
+    backoffBaseMs: toMs(config.backoff?.base ?? '25ms'),
+    backoffMaxMs: toMs(config.backoff?.max ?? '250ms'),
+    retryAfterMaxMs: toMs(config.retryAfterMax ?? '1s'),
+    nonIdempotent: config.nonIdempotent ?? false,
+    bodyLimit: toBytes(config.bodyLimit ?? '64KiB'),
+  }
+}
+
+/** Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP date; undefined when absent or unreadable. */
+export function retryAfterMs(value: string | string[] | undefined, now = Date.now()): number | undefined {
+  if (typeof value !== 'string') return undefined
+  if (/^\d+$/.test(value)) return Number(value) * 1000
+  const date = Date.parse(value)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
+}
+
+/** Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): spreads retries of many clients apart. */
+function backoffMs(settings: RetrySettings, retry: number): number {
+  return Math.random() * Math.min(settings.backoffMaxMs, settings.backoffBaseMs * 2 ** (retry - 1))
+}
+
+/** One attempt's result, classified once. */
+interface Outcome {
+  readonly response: ProxyResponse | undefined
+  readonly error: unknown
+  /** The status, or the reason the attempt failed: what the metrics and the access line show. */
+  readonly label: string
+  readonly retriable: boolean
+}
+
+function classify(settings: RetrySettings, exchange: Exchange, response: ProxyResponse | undefined, error: unknown): Outcome {
+  if (response !== undefined) {
+    if (response.origin === 'local') {
+      const reason = exchange.record.reason
+      return { response, error, label: reason, retriable: reason === 'attempt-timeout' && settings.onAttemptTimeout }
+    }
+    return { response, error, label: String(response.status), retriable: settings.statuses.has(response.status) }
+  }
+  const reason = answerForError(error).reason
+  const retriable = !exchange.signal.aborted && ((settings.onConnectFailure && CONNECT_FAILURES.has(reason)) || (settings.onReset && RESETS.has(reason)))
+  return { response, error, label: reason, retriable }
+}
+
+export const retry: Policy<typeof RetryConfig> = {
+  name: 'retry',
+  schema: RetryConfig,
+  build(config, deps) {
+    const settings = settingsOf(config)
+    if (settings.attempts <= 1) return null
+    const budgetConfig = config.budget ?? {}
+    const budget = budgetConfig === false ? null : deps.keep('retry-budget', budgetConfig, () => RetryBudget.from(budgetConfig))
+    const route = deps.route.name
+    const attemptsCounter = sharedCounter(deps.metrics, 'waypost_upstream_attempts_total', 'Upstream attempts, by route and outcome (status class, or the reason the attempt failed).', ['route', 'outcome'])
+    const retriesCounter = sharedCounter(deps.metrics, 'waypost_retries_total', 'Retries made, by route and the outcome that caused them.', ['route', 'cause'])
+    const budgetExhausted = sharedCounter(deps.metrics, 'waypost_retry_budget_exhausted_total', 'Retries refused because the retry budget was spent, by route.', ['route']).labels(route)
+    const byClass = STATUS_CLASSES.map((statusClass) => attemptsCounter.labels(route, statusClass))
+
+    const countAttempt = (outcome: Outcome): void => {
+      const status = outcome.response?.origin === 'upstream' ? outcome.response.status : 0
+      if (status >= 100) byClass[Math.min(Math.floor(status / 100), 5) - 1]!.inc()
+      else attemptsCounter.labels(route, outcome.label).inc()
+    }
+
+    /** Hands the last outcome to the client: its response with the attempt count, or its error. */
+    const finish = (exchange: Exchange, outcome: Outcome): ProxyResponse => {
+      if (outcome.response === undefined) throw outcome.error
+      outcome.response.headers['x-waypost-attempts'] = String(exchange.record.attempts)
+      return outcome.response
+    }
+
+    return (next: Upstream) => async (exchange: Exchange) => {
+      const request = exchange.request
+      budget?.recordRequest()
+      let attempts = IDEMPOTENT.has(request.method) || settings.nonIdempotent || request.incoming.headers['idempotency-key'] !== undefined ? settings.attempts : 1
+      let current = exchange
+      if (attempts > 1 && request.hasBody && request.body === undefined) {
+        request.sendContinue?.()
+        const body = await readReplayableBody(request.incoming, settings.bodyLimit, exchange.signal)
+        if (body === undefined) attempts = 1
+        else current = { ...exchange, request: { ...request, body, sendContinue: undefined } }
+      }
+      const record = exchange.record
+      for (let attempt = 1; ; attempt++) {
+        let response: ProxyResponse | undefined
+        let error: unknown
+        try {
+          response = await next(current)
+        } catch (caught) {
+          error = caught
+        }
+        const outcome = classify(settings, exchange, response, error)
+        countAttempt(outcome)
+        // The common case: a first attempt that needs no retry costs no string building.
+        if (attempt === 1 && (!outcome.retriable || attempts === 1)) return finish(exchange, outcome)
+        record.tries = attempt === 1 ? outcome.label : `${record.tries},${outcome.label}`
+        if (!outcome.retriable || attempt >= attempts || exchange.signal.aborted) return finish(exchange, outcome)
+
+        let waitMs = backoffMs(settings, attempt)
+        if (response !== undefined && response.origin === 'upstream') {
+          const retryAfter = retryAfterMs(response.headers['retry-after'])
+          if (retryAfter !== undefined) {
+            if (retryAfter > settings.retryAfterMaxMs) {
+              record.tries += ',retry-after-too-long'
+              return finish(exchange, outcome)
+            }
+            waitMs = Math.max(waitMs, retryAfter)
+          }
+        }
+        if (budget !== null && !budget.tryWithdraw()) {
+          record.tries += ',budget-exhausted'
+          budgetExhausted.inc()
+          return finish(exchange, outcome)
+        }
+        retriesCounter.labels(route, outcome.label).inc()
+        if (response !== undefined) discardResponse(response, new Error('retried'))
+        record.reason = ''
+        await sleep(waitMs, exchange.signal)
+        current = { ...current, attempt }
+      }
+    }
+  },
+}

@@ -1,0 +1,213 @@
+// Retries end to end: what is retried, what never is, bodies replayed intact, Retry-After, the
+// budget that stops a retry storm, and every attempt visible in headers, access lines and metrics.
+import t from 'tap'
+import { createHash } from 'node:crypto'
+import { createServer } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { Readable } from 'node:stream'
+import { request } from 'undici'
+import { startStub } from '../../upstream-stub/src/stub.js'
+import { catchAllConfig, startGateway } from './helpers.js'
+
+const stub = await startStub()
+t.teardown(() => stub.close())
+
+const RETRY = '      retry: { attempts: 3, backoff: { base: 5ms, max: 20ms } }\n'
+
+interface SequenceAnswer {
+  index: number
+  status: number
+  bodyLength: number
+  bodySha256: string
+}
+
+function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+/** Requests the stub saw for one path since the last reset. */
+function seen(path: string): number {
+  return stub.stats.byPath.get(path) ?? 0
+}
+
+t.test('a GET is retried on 503 until it succeeds; every attempt is visible', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: RETRY }))
+  t.teardown(() => gw.close())
+  const response = await request(`${gw.url}/sequence/get-1?codes=503,502,200`)
+  const body = (await response.body.json()) as SequenceAnswer
+  t.equal(response.statusCode, 200)
+  t.equal(body.index, 2, 'the third attempt answered')
+  t.equal(response.headers['x-waypost-attempts'], '3')
+  t.equal(seen('/sequence/get-1'), 3)
+  const line = gw.accessLines().find((entry) => entry.path === '/sequence/get-1')
+  t.match(line, { status: 200, attempts: 3, tries: '503,502,200' }, 'the access line lists each attempt')
+  const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+  t.match(metrics, /waypost_upstream_attempts_total\{route="all",outcome="5xx"\} 2/)
+  t.match(metrics, /waypost_upstream_attempts_total\{route="all",outcome="2xx"\} 1/)
+  t.match(metrics, /waypost_retries_total\{route="all",cause="503"\} 1/)
+})
+
+t.test('attempts are bounded: the last failure goes back to the client', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: RETRY }))
+  t.teardown(() => gw.close())
+  const response = await request(`${gw.url}/sequence/get-2?codes=503`)
+  await response.body.dump()
+  t.equal(response.statusCode, 503, "the upstream's own answer, not a gateway one")
+  t.equal(response.headers['x-waypost-attempts'], '3')
+  t.equal(response.headers['x-waypost-reason'], undefined)
+  t.equal(seen('/sequence/get-2'), 3)
+})
+
+t.test('statuses outside the list are not retried', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: RETRY }))
+  t.teardown(() => gw.close())
+  const response = await request(`${gw.url}/sequence/get-3?codes=500,200`)
+  await response.body.dump()
+  t.equal(response.statusCode, 500)
+  t.equal(response.headers['x-waypost-attempts'], '1')
+  t.equal(seen('/sequence/get-3'), 1)
+})
+
+t.test('a POST is never retried without opt-in', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: RETRY }))
+  t.teardown(() => gw.close())
+  const response = await request(`${gw.url}/sequence/post-1?codes=503,200`, { method: 'POST', body: 'order #1' })
+  await response.body.dump()
+  t.equal(response.statusCode, 503)
+  t.equal(response.headers['x-waypost-attempts'], '1')
+  t.equal(seen('/sequence/post-1'), 1, 'the upstream saw the POST once')
+  const patch = await request(`${gw.url}/sequence/patch-1?codes=503,200`, { method: 'PATCH', body: 'x' })
+  await patch.body.dump()
+  t.equal(patch.statusCode, 503)
+  t.equal(seen('/sequence/patch-1'), 1, 'nor a PATCH')
+})
+
+t.test('a POST with an Idempotency-Key is retried, its body replayed intact', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: RETRY }))
+  t.teardown(() => gw.close())
+  const payload = Buffer.from('{"order":42,"items":["a","b"]}')
+  const response = await request(`${gw.url}/sequence/post-2?codes=503,200`, {
+    method: 'POST',
+    body: payload,
+    headers: { 'idempotency-key': 'k-42', 'content-type': 'application/json' },
+  })
+  const body = (await response.body.json()) as SequenceAnswer
+  t.equal(response.statusCode, 200)
+  t.equal(response.headers['x-waypost-attempts'], '2')
+  t.equal(body.bodyLength, payload.length, 'the second attempt carried the whole body')
+  t.equal(body.bodySha256, sha256(payload))
+})
+
+t.test('a chunked body is replayed; one over bodyLimit streams once, unharmed, without retry', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      retry: { attempts: 3, nonIdempotent: true, bodyLimit: 64KiB, backoff: { base: 5ms, max: 20ms } }\n' }))
+  t.teardown(() => gw.close())
+  const small = Buffer.alloc(40_000, 'a')
+  const chunked = await request(`${gw.url}/sequence/chunked-1?codes=503,200`, { method: 'POST', body: Readable.from([small.subarray(0, 20_000), small.subarray(20_000)]) })
+  const replayed = (await chunked.body.json()) as SequenceAnswer
+  t.equal(chunked.statusCode, 200)
+  t.equal(replayed.bodySha256, sha256(small), 'the chunked body arrived whole on the retry')
+
+  const big = Buffer.alloc(1024 * 1024)
+  for (let i = 0; i < big.length; i++) big[i] = (i * 7919) & 0xff
+  const parts = [big.subarray(0, 30_000), big.subarray(30_000, 100_000), big.subarray(100_000)]
+  const streamed = await request(`${gw.url}/sequence/chunked-2?codes=503,200`, { method: 'POST', body: Readable.from(parts) })
+  const once = (await streamed.body.json()) as SequenceAnswer
+  t.equal(streamed.statusCode, 503, 'not retried: the body was too big to keep')
+  t.equal(once.bodyLength, big.length, 'the bytes read before the limit were put back in front of the rest')
+  t.equal(once.bodySha256, sha256(big))
+  t.equal(seen('/sequence/chunked-2'), 1)
+
+  const declared = await request(`${gw.url}/sequence/chunked-3?codes=503,200`, { method: 'PUT', body: big })
+  const declaredAnswer = (await declared.body.json()) as SequenceAnswer
+  t.equal(declared.statusCode, 503, 'a content-length over the limit is not even buffered')
+  t.equal(declaredAnswer.bodySha256, sha256(big))
+})
+
+t.test('connect failures are retried, then answered 502 with every attempt listed', async (t) => {
+  const closed = createServer()
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+  const port = (closed.address() as AddressInfo).port
+  await new Promise((resolve) => closed.close(resolve))
+  const gw = await startGateway(catchAllConfig(`http://127.0.0.1:${port}`, { policies: RETRY }))
+  t.teardown(() => gw.close())
+  const response = await request(`${gw.url}/x`)
+  await response.body.dump()
+  t.equal(response.statusCode, 502)
+  t.equal(response.headers['x-waypost-reason'], 'connect-refused route=all upstream=app')
+  const line = gw.accessLines().find((entry) => entry.path === '/x')
+  t.match(line, { attempts: 3, tries: 'connect-refused,connect-refused,connect-refused', reason: 'connect-refused' })
+})
+
+t.test('a per-try timeout is retried inside the request deadline', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: `      timeout: { request: 3s, perTry: 150ms }\n${RETRY}` }))
+  t.teardown(() => gw.close())
+  const started = performance.now()
+  const response = await request(`${gw.url}/fault/slow-headers?ms=1000`)
+  await response.body.dump()
+  const elapsed = performance.now() - started
+  t.equal(response.statusCode, 504)
+  t.equal(response.headers['x-waypost-reason'], 'attempt-timeout route=all upstream=app')
+  t.equal(response.headers['x-waypost-attempts'], '3')
+  t.ok(elapsed >= 450 && elapsed < 1000, `three attempts of 150 ms took ${elapsed.toFixed(0)} ms`)
+})
+
+t.test('Retry-After is honoured up to retryAfterMax; a longer one is not waited for', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      retry: { attempts: 2, retryAfterMax: 2s, backoff: { base: 1ms, max: 1ms } }\n' }))
+  t.teardown(() => gw.close())
+  let started = performance.now()
+  const waited = await request(`${gw.url}/sequence/ra-1?codes=503,200&retryAfter=1`)
+  await waited.body.dump()
+  let elapsed = performance.now() - started
+  t.equal(waited.statusCode, 200)
+  t.ok(elapsed >= 990, `waited ${elapsed.toFixed(0)} ms for Retry-After: 1`)
+
+  started = performance.now()
+  const refused = await request(`${gw.url}/sequence/ra-2?codes=503,200&retryAfter=30`)
+  await refused.body.dump()
+  elapsed = performance.now() - started
+  t.equal(refused.statusCode, 503, 'Retry-After: 30 is longer than retryAfterMax')
+  t.equal(refused.headers['retry-after'], '30', "the upstream's Retry-After reaches the client")
+  t.ok(elapsed < 500, `answered at once (${elapsed.toFixed(0)} ms)`)
+  t.match(gw.accessLines().find((entry) => entry.path === '/sequence/ra-2'), { tries: '503,retry-after-too-long' })
+})
+
+/** Sends `total` GETs, `parallel` at a time, and returns how many the stub saw. */
+async function storm(url: string, total: number, parallel: number): Promise<number> {
+  stub.resetStats()
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < total) {
+      next++
+      const response = await request(`${url}/status/503`)
+      await response.body.dump()
+    }
+  }
+  await Promise.all(Array.from({ length: parallel }, worker))
+  return seen('/status/503')
+}
+
+t.test('the retry budget stops a retry storm', async (t) => {
+  const offered = 300
+  const budgeted = await startGateway(catchAllConfig(stub.url, { policies: '      retry: { attempts: 3, backoff: { base: 1ms, max: 2ms }, budget: { ratio: 0.2, minPerSecond: 0 } }\n' }))
+  t.teardown(() => budgeted.close())
+  const withBudget = await storm(budgeted.url, offered, 10)
+  t.ok(withBudget <= offered * 1.2 + 1, `upstream load ${withBudget} stays within (1 + ratio) × ${offered} offered`)
+  t.ok(withBudget > offered, `some retries were still made (${withBudget - offered})`)
+  const metrics = await (await request(`${budgeted.adminUrl}/metrics`)).body.text()
+  const exhausted = Number(/waypost_retry_budget_exhausted_total\{route="all"\} (\d+)/.exec(metrics)?.[1])
+  t.ok(exhausted > 0, `refused retries are counted (${exhausted})`)
+
+  const unbudgeted = await startGateway(catchAllConfig(stub.url, { policies: '      retry: { attempts: 3, backoff: { base: 1ms, max: 2ms }, budget: false }\n' }))
+  t.teardown(() => unbudgeted.close())
+  const withoutBudget = await storm(unbudgeted.url, offered, 10)
+  t.equal(withoutBudget, offered * 3, 'without a budget every request is tried three times: the storm the budget prevents')
+})
+
+t.test('a route without retry makes one attempt and adds no header', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url))
+  t.teardown(() => gw.close())
+  const response = await request(`${gw.url}/sequence/none-1?codes=503,200`)
+  await response.body.dump()
+  t.equal(response.statusCode, 503)
+  t.equal(response.headers['x-waypost-attempts'], undefined)
+})
