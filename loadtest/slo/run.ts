@@ -1,18 +1,21 @@
-// npm run loadtest:slo [-- --short] [--config FILE] [--strict]
+// npm run loadtest:slo [-- --short] [--config FILE] [--resilient-config FILE] [--strict]
 //
-// The SLO baseline: a flaky upstream (the stub's /flaky: 5 % answer 503, 2 % take 2 s) behind the
-// gateway's default chain, loaded at a fixed open-loop rate; the same load straight at the stub is
-// the baseline. Reports p50/p95/p99 and the error rate seen by the client for both, judges the
-// gateway against the SLO (p95 < 200 ms, error rate < 0.1 %), prints a table and writes
-// loadtest/results/slo-latest.json. Before retries and breakers exist the targets are expected to
-// fail: PASS/FAIL is printed, the exit code is 0 (1 with --strict when a target is missed).
+// The SLO check: a flaky upstream (the stub's /flaky: 5 % answer 503, 2 % take 2 s), loaded at a
+// fixed open-loop rate three ways: straight at the stub (direct), through the gateway's default
+// chain without resilience policies (gateway: the "before"), and through the recommended
+// resilience policies, config/examples/resilience.yaml (resilient: the "after"). Reports
+// p50/p95/p99 and the error rate seen by the client, judges the last gateway run against the SLO
+// (p95 < 200 ms, error rate < 0.1 %), prints a table and writes loadtest/results/slo-latest.json.
+// The exit code is 0 (1 with --strict when a target is missed).
 //
-// `--config FILE` measures another policy file with the same load: `{{UPSTREAM}}` in it is replaced
-// with the stub's URL; the listen and admin addresses are set by the runner (ephemeral ports).
+// `--config` / `--resilient-config` measure other policy files with the same load: `{{UPSTREAM}}` in
+// a file is replaced with the stub's URL; a file without it gets every upstream's `url` pointed at
+// the stub. The listen and admin addresses are set by the runner (ephemeral ports).
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { parseDocument } from 'yaml'
 import { LoadGenerator, type Sample } from '../zero-downtime/load.js'
 import { installCleanup, stopAll, stopProcess, type Started } from '../zero-downtime/processes.js'
 import { GATEWAY_MAIN, REPO, startGatewayProcess, startStubProcess, STUB_CLI } from '../zero-downtime/topology.js'
@@ -23,11 +26,14 @@ const USAGE = `usage: node dist/loadtest/slo/run.js [--short] [options]
   --rate N            requests per second, open loop (default 200)
   --duration S        measured seconds (default 30; 10 with --short)
   --warmup S          seconds of load before the measurement, not recorded (default 2)
-  --config FILE       gateway policy file; {{UPSTREAM}} is replaced with the stub URL
-                      (default loadtest/slo/gateway.yaml: timeout 30s, concurrency 1024/256)
+  --config FILE       policy file of the "gateway" run (before); {{UPSTREAM}} is replaced with the
+                      stub URL (default loadtest/slo/gateway.yaml: timeout 30s, concurrency 1024/256)
+  --resilient-config FILE
+                      policy file of the "resilient" run (after); without {{UPSTREAM}}, its upstream
+                      urls are pointed at the stub (default config/examples/resilience.yaml)
   --path PATH         the request (default ${'/flaky?fail=0.05&status=503&slow=0.02&slowMs=2000'})
-  --seed N|none       seed of /flaky's outcomes, the same for both runs (default 42)
-  --targets LIST      which runs: direct,gateway (default both)
+  --seed N|none       seed of /flaky's outcomes, the same for every run (default 42)
+  --targets LIST      which runs: direct,gateway,resilient (default all three)
   --connections N     keep-alive connections of the load generator (default 256)
   --results-dir DIR   where slo-latest.json goes (default loadtest/results)
   --strict            exit 1 when a target is missed
@@ -36,14 +42,18 @@ const USAGE = `usage: node dist/loadtest/slo/run.js [--short] [options]
 const DEFAULT_PATH = '/flaky?fail=0.05&status=503&slow=0.02&slowMs=2000'
 const TARGETS = { p95Ms: 200, errorRate: 0.001 }
 
+type Target = 'direct' | 'gateway' | 'resilient'
+const TARGET_NAMES: readonly Target[] = ['direct', 'gateway', 'resilient']
+
 interface Options {
   rate: number
   durationS: number
   warmupS: number
   config: string
+  resilientConfig: string
   path: string
   seed: string | undefined
-  targets: Array<'direct' | 'gateway'>
+  targets: Target[]
   connections: number
   resultsDir: string
   strict: boolean
@@ -60,6 +70,7 @@ function parseOptions(argv: string[]): Options | 'help' {
       duration: { type: 'string' },
       warmup: { type: 'string' },
       config: { type: 'string' },
+      'resilient-config': { type: 'string' },
       path: { type: 'string' },
       seed: { type: 'string' },
       targets: { type: 'string' },
@@ -77,8 +88,8 @@ function parseOptions(argv: string[]): Options | 'help' {
     if (!Number.isFinite(value) || value < min) throw new Error(`--${name}: expected a number >= ${min}, got ${JSON.stringify(raw)}`)
     return value
   }
-  const targets = (values.targets ?? 'direct,gateway').split(',').map((name) => name.trim())
-  for (const name of targets) if (name !== 'direct' && name !== 'gateway') throw new Error(`--targets: unknown "${name}" (direct, gateway)`)
+  const targets = (values.targets ?? TARGET_NAMES.join(',')).split(',').map((name) => name.trim())
+  for (const name of targets) if (!(TARGET_NAMES as readonly string[]).includes(name)) throw new Error(`--targets: unknown "${name}" (${TARGET_NAMES.join(', ')})`)
   const path = values.path ?? DEFAULT_PATH
   if (!path.startsWith('/')) throw new Error('--path: expected a path starting with "/"')
   return {
@@ -87,9 +98,10 @@ function parseOptions(argv: string[]): Options | 'help' {
     durationS: number(values.duration, 'duration', values.short ? 10 : 30, 1),
     warmupS: number(values.warmup, 'warmup', 2, 0),
     config: resolve(values.config ?? join(REPO, 'loadtest/slo/gateway.yaml')),
+    resilientConfig: resolve(values['resilient-config'] ?? join(REPO, 'config/examples/resilience.yaml')),
     path,
     seed: values.seed === 'none' ? undefined : (values.seed ?? '42'),
-    targets: targets as Array<'direct' | 'gateway'>,
+    targets: targets as Target[],
     connections: number(values.connections, 'connections', 256, 1),
     resultsDir: resolve(values['results-dir'] ?? join(REPO, 'loadtest/results')),
     strict: values.strict,
@@ -98,7 +110,7 @@ function parseOptions(argv: string[]): Options | 'help' {
 }
 
 interface RunResult {
-  target: 'direct' | 'gateway'
+  target: Target
   url: string
   /** Requests due in the measured window, and those with an HTTP answer. */
   sent: number
@@ -123,7 +135,7 @@ function requestPath(options: Options): string {
   return `${options.path}${options.path.includes('?') ? '&' : '?'}seed=${encodeURIComponent(options.seed)}`
 }
 
-async function measure(target: 'direct' | 'gateway', origin: string, options: Options): Promise<RunResult> {
+async function measure(target: Target, origin: string, options: Options): Promise<RunResult> {
   const path = requestPath(options)
   let step = 'warmup'
   const generator = new LoadGenerator({
@@ -146,7 +158,7 @@ async function measure(target: 'direct' | 'gateway', origin: string, options: Op
   return summarize(target, `${origin}${path}`, samples, generator)
 }
 
-function summarize(target: 'direct' | 'gateway', url: string, samples: Sample[], generator: LoadGenerator): RunResult {
+function summarize(target: Target, url: string, samples: Sample[], generator: LoadGenerator): RunResult {
   const answered = samples.filter((sample) => sample.status !== 0)
   const ok = samples.filter((sample) => sample.ok)
   const causes = new Map<string, number>()
@@ -175,8 +187,16 @@ function summarize(target: 'direct' | 'gateway', url: string, samples: Sample[],
 function renderConfig(file: string, upstream: string): string {
   if (!existsSync(file)) throw new Error(`--config: ${file} does not exist`)
   const text = readFileSync(file, 'utf8')
-  if (!text.includes('{{UPSTREAM}}')) log(`warning: ${file} has no {{UPSTREAM}} placeholder: its upstream URLs are used as they are`)
-  return text.replaceAll('{{UPSTREAM}}', upstream)
+  if (text.includes('{{UPSTREAM}}')) return text.replaceAll('{{UPSTREAM}}', upstream)
+  // A policy file written for real use (like config/examples/resilience.yaml): aim its upstreams at the stub.
+  const document = parseDocument(text)
+  const upstreams = document.get('upstreams') as { items?: Array<{ key: unknown }> } | undefined
+  for (const item of upstreams?.items ?? []) {
+    const name = String((item.key as { value?: unknown }).value ?? item.key)
+    if (document.hasIn(['upstreams', name, 'url'])) document.setIn(['upstreams', name, 'url'], upstream)
+  }
+  log(`${file}: every upstream url pointed at the stub (${upstream})`)
+  return document.toString()
 }
 
 async function run(options: Options): Promise<number> {
@@ -191,10 +211,10 @@ async function run(options: Options): Promise<number> {
     const started: Started[] = [stub.process]
     try {
       let origin = stub.url
-      if (target === 'gateway') {
-        const configFile = join(dir, 'gateway.yaml')
-        writeFileSync(configFile, renderConfig(options.config, stub.url))
-        const gateway = await startGatewayProcess('gateway', configFile, join(dir, 'gateway.log'), '127.0.0.1:0', '127.0.0.1:0')
+      if (target !== 'direct') {
+        const configFile = join(dir, `${target}.yaml`)
+        writeFileSync(configFile, renderConfig(target === 'gateway' ? options.config : options.resilientConfig, stub.url))
+        const gateway = await startGatewayProcess(target, configFile, join(dir, `${target}.log`), '127.0.0.1:0', '127.0.0.1:0')
         started.unshift(gateway.process)
         origin = `http://${gateway.listen}`
       }
@@ -206,8 +226,9 @@ async function run(options: Options): Promise<number> {
   await stopAll()
 
   const gateway = results.find((result) => result.target === 'gateway')
+  const resilient = results.find((result) => result.target === 'resilient')
   const direct = results.find((result) => result.target === 'direct')
-  const judged = gateway ?? direct!
+  const judged = resilient ?? gateway ?? direct!
   const targets = [
     { name: `p95 < ${TARGETS.p95Ms} ms`, value: judged.latency.p95Ms, unit: 'ms', pass: judged.latency.p95Ms < TARGETS.p95Ms },
     { name: `error rate < ${TARGETS.errorRate * 100}%`, value: round(judged.errorRate * 100, 3), unit: '%', pass: judged.errorRate < TARGETS.errorRate },
@@ -215,14 +236,12 @@ async function run(options: Options): Promise<number> {
   printTable(results, targets, judged.target, options)
   const json = {
     date: new Date().toISOString(),
-    settings: { rate: options.rate, durationS: options.durationS, warmupS: options.warmupS, path: options.path, seed: options.seed ?? null, config: options.config, connections: options.connections, short: options.short },
+    settings: { rate: options.rate, durationS: options.durationS, warmupS: options.warmupS, path: options.path, seed: options.seed ?? null, config: options.config, resilientConfig: options.resilientConfig, connections: options.connections, short: options.short },
     machine: { cpus: cpus().length, node: process.version, platform: process.platform },
     latencyDefinition: 'ms from the scheduled send time (open loop) to the end of the body; every answered request, errors included (okLatency: 2xx only)',
     runs: results,
-    addedByGateway:
-      gateway !== undefined && direct !== undefined
-        ? { p50Ms: round(gateway.latency.p50Ms - direct.latency.p50Ms), p95Ms: round(gateway.latency.p95Ms - direct.latency.p95Ms), p99Ms: round(gateway.latency.p99Ms - direct.latency.p99Ms), errorRate: gateway.errorRate - direct.errorRate }
-        : null,
+    addedByGateway: gateway !== undefined && direct !== undefined ? difference(gateway, direct) : null,
+    addedByResilient: resilient !== undefined && direct !== undefined ? difference(resilient, direct) : null,
     targets: { judged: judged.target, results: targets },
   }
   mkdirSync(options.resultsDir, { recursive: true })
@@ -233,6 +252,10 @@ async function run(options: Options): Promise<number> {
   else console.log(`run dir kept: ${dir}`)
   const missed = targets.filter((target) => !target.pass).length
   return options.strict && missed > 0 ? 1 : 0
+}
+
+function difference(run: RunResult, direct: RunResult): { p50Ms: number; p95Ms: number; p99Ms: number; errorRate: number } {
+  return { p50Ms: round(run.latency.p50Ms - direct.latency.p50Ms), p95Ms: round(run.latency.p95Ms - direct.latency.p95Ms), p99Ms: round(run.latency.p99Ms - direct.latency.p99Ms), errorRate: run.errorRate - direct.errorRate }
 }
 
 function printTable(results: RunResult[], targets: Array<{ name: string; value: number; unit: string; pass: boolean }>, judged: string, options: Options): void {
@@ -255,15 +278,17 @@ function printTable(results: RunResult[], targets: Array<{ name: string; value: 
       Object.entries(r.errorsByCause).map(([cause, n]) => `${cause}:${n}`).join(' ') || '-',
     ])
   }
-  const gateway = results.find((r) => r.target === 'gateway')
   const direct = results.find((r) => r.target === 'direct')
-  console.log(`\n== SLO baseline: ${options.rate} req/s for ${options.durationS} s, GET ${requestPath(options)} ==`)
+  console.log(`\n== SLO: ${options.rate} req/s for ${options.durationS} s, GET ${requestPath(options)} ==`)
   console.log(`(latency: ms from the scheduled send to the end of the body, every answered request; "ok": 2xx only)\n`)
   console.log(table(rows))
-  if (gateway !== undefined && direct !== undefined) {
-    console.log(`\nadded by the gateway: p50 ${signed(gateway.latency.p50Ms - direct.latency.p50Ms)} ms, p95 ${signed(gateway.latency.p95Ms - direct.latency.p95Ms)} ms, p99 ${signed(gateway.latency.p99Ms - direct.latency.p99Ms)} ms; error rate ${signed((gateway.errorRate - direct.errorRate) * 100, 3)} points`)
+  for (const run of results) {
+    if (run.target === 'direct' || direct === undefined) continue
+    const added = difference(run, direct)
+    console.log(`\n${run.target} vs direct: p50 ${signed(added.p50Ms)} ms, p95 ${signed(added.p95Ms)} ms, p99 ${signed(added.p99Ms)} ms; error rate ${signed(added.errorRate * 100, 3)} points`)
   }
-  console.log(`\nSLO (judged on ${judged}${judged === 'gateway' ? `, config ${options.config}` : ''}):`)
+  const judgedConfig = judged === 'gateway' ? options.config : judged === 'resilient' ? options.resilientConfig : undefined
+  console.log(`\nSLO (judged on ${judged}${judgedConfig === undefined ? '' : `, config ${judgedConfig}`}):`)
   for (const target of targets) console.log(`  ${target.pass ? 'PASS' : 'FAIL'}  ${target.name}: ${target.value}${target.unit === '%' ? '%' : ' ms'}`)
 }
 
