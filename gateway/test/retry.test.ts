@@ -2,7 +2,7 @@
 // budget that stops a retry storm, and every attempt visible in headers, access lines and metrics.
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import { request } from 'undici'
@@ -210,4 +210,29 @@ t.test('a route without retry makes one attempt and adds no header', async (t) =
   await response.body.dump()
   t.equal(response.statusCode, 503)
   t.equal(response.headers['x-waypost-attempts'], undefined)
+})
+
+/** Sends a request with `Expect: 100-continue`, the body only after the 100, and returns everything received. */
+async function expectContinue(url: string, head: string, body: string): Promise<string> {
+  const socket = connect(Number(new URL(url).port), '127.0.0.1')
+  let received = ''
+  socket.on('data', (chunk: Buffer) => {
+    const first = !received.includes('100 Continue')
+    received += chunk.toString()
+    if (first && received.includes('100 Continue')) socket.write(body)
+  })
+  socket.write(head)
+  await new Promise((resolve) => socket.once('close', resolve))
+  return received
+}
+
+t.test('Expect: 100-continue: one 100 Continue, whether the body is kept for replay or streamed once', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      retry: { attempts: 2, bodyLimit: 4B, backoff: { base: 1ms, max: 1ms } }\n' }))
+  t.teardown(() => gw.close())
+  const kept = await expectContinue(gw.url, 'PUT /sequence/continue-1?codes=503,200 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n', 'abc')
+  t.equal(kept.split('100 Continue').length - 1, 1, 'one 100 Continue')
+  t.match(kept, /HTTP\/1\.1 200 OK[\s\S]*x-waypost-attempts: 2[\s\S]*"bodyLength":3/i, 'replayed after the 503')
+  const streamed = await expectContinue(gw.url, 'PUT /sequence/continue-2?codes=503,200 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n', '5\r\nhello\r\n0\r\n\r\n')
+  t.equal(streamed.split('100 Continue').length - 1, 1, 'one 100 Continue when the body turned out too big to keep')
+  t.match(streamed, /HTTP\/1\.1 503[\s\S]*x-waypost-attempts: 1[\s\S]*"bodyLength":5/i)
 })

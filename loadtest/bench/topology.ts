@@ -151,6 +151,13 @@ const nginxStaticConf: NginxConf = (prefix, port) => `${nginxCommon(prefix)}
 }
 `
 
+/** The default chain measured by gateway-default: what config/examples/resilience.yaml recommends, with a longer deadline. */
+const DEFAULT_CHAIN = {
+  timeout: { request: '30s' },
+  concurrency: { max: 1024, queue: 256 },
+  retry: { attempts: 3 },
+}
+
 /** The gateway's policy file for a config: one catch-all route; gateway-default adds the default policy chain and the access log. */
 export function gatewayConfig(config: 'gateway-bare' | 'gateway-default', port: number, adminPort: number, upstreamPort: number): string {
   const full = config === 'gateway-default'
@@ -161,7 +168,7 @@ export function gatewayConfig(config: 'gateway-bare' | 'gateway-default', port: 
     // Stop at once on SIGTERM: nothing to wait for between runs (and --cpu-prof is written sooner).
     drain: { delay: '0s', timeout: '2s' },
     upstreams: { app: { url: `http://127.0.0.1:${upstreamPort}`, connections: 128 } },
-    ...(full ? { defaults: { policies: { timeout: { request: '30s' }, concurrency: { max: 1024, queue: 256 } } } } : {}),
+    ...(full ? { defaults: { policies: DEFAULT_CHAIN } } : {}),
     routes: [{ name: 'all', upstream: 'app' }],
   }
   return `# ${config}: written by loadtest/bench/topology.ts\n${stringify(doc)}`

@@ -151,7 +151,7 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
     incoming: request,
     hasBody: hasBody(request),
     requestId,
-    sendContinue: expectsContinue ? () => response.writeContinue() : undefined,
+    sendContinue: expectsContinue ? continueOnce(response) : undefined,
   }
   const exchange: Exchange = {
     request: proxyRequest,
@@ -170,6 +170,16 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
       deliver(state, localResponse(status, reason, exchange))
     },
   )
+}
+
+/** Layers may each ask for the body (a retry reads it, then the dispatch sends it): one 100 Continue is enough. */
+function continueOnce(response: ServerResponse): () => void {
+  let sent = false
+  return () => {
+    if (sent) return
+    sent = true
+    response.writeContinue()
+  }
 }
 
 /** Writes a streaming body into the client response, honouring backpressure both ways. */
