@@ -1,6 +1,6 @@
 // Config → immutable Plan: a router over compiled routes, each an onion of policy layers around
 // the upstream dispatch. The layer order is fixed here, not by the YAML author:
-//   timeout (request) → concurrency → retry → timeout (per try) → dispatch
+//   timeout (request) → rate limit → concurrency → retry → timeout (per try) → dispatch
 // Later policies slot in at their documented place (auth, rate limit, cache, breaker, retry).
 import { BlockList } from 'node:net'
 import type { Pool } from 'undici'
@@ -11,6 +11,7 @@ import type { Deps, Policy, RouteInfo, Upstream } from '../policies/policy.js'
 import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
 import { concurrency } from '../policies/concurrency.js'
 import { retry } from '../policies/retry/retry.js'
+import { rateLimit } from '../policies/rate-limit/rate-limit.js'
 import { createPool } from '../proxy/pool.js'
 import { dispatchTo } from '../proxy/dispatch.js'
 import { toMs } from './units.js'
@@ -20,7 +21,7 @@ import type { KeptState } from './kept-state.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 
 /** Outermost first. Each entry reads its own YAML section under `policies:`. */
-const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, concurrency, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
+const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, rateLimit, concurrency, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
 
 export interface CompiledRoute {
   readonly info: RouteInfo
@@ -71,7 +72,8 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   for (const [name, upstream] of Object.entries(config.upstreams)) {
     pools.set(name, context.state.keep('upstream', name, upstream, () => createPool(upstream), (pool) => void pool.close().catch(() => undefined)))
   }
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, pools.get(route.upstream)!, context))
+  const settings = settingsOf(config, context.overrides)
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, pools.get(route.upstream)!, settings, context))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -79,18 +81,19 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     source: context.source,
     loadedAt: new Date(),
     config,
-    settings: settingsOf(config, context.overrides),
+    settings,
     router,
     routes,
   }
 }
 
-function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, pool: Pool, context: CompileContext): CompiledRoute {
+function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, pool: Pool, settings: Settings, context: CompileContext): CompiledRoute {
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
   const deps: Deps = {
     route: info,
     log: context.log,
     metrics: context.metrics.registry,
+    trustedProxies: settings.trustedProxies,
     keep: (name, config, create, dispose) => context.state.keep(`route:${route.name}`, name, config, create, dispose),
   }
   const policies = mergePolicies(defaults, route.policies)

@@ -1,5 +1,6 @@
 import t from 'tap'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseConfig, formatError } from './load.js'
 import { jsonSchema } from '../../scripts/gen-schema.js'
@@ -28,6 +29,16 @@ t.test('the bundled example config is valid', async (t) => {
   const file = fileURLToPath(new URL('../../../config/waypost.yaml', import.meta.url))
   const result = parseConfig(readFileSync(file, 'utf8'), file)
   t.same(result.ok ? [] : result.errors.map(formatError), [])
+})
+
+t.test('every example in config/examples/ is valid', async (t) => {
+  const dir = fileURLToPath(new URL('../../../config/examples/', import.meta.url))
+  const files = readdirSync(dir).filter((name) => name.endsWith('.yaml'))
+  t.ok(files.length >= 2, `examples found: ${files.join(', ')}`)
+  for (const name of files) {
+    const result = parseConfig(readFileSync(join(dir, name), 'utf8'), name)
+    t.same(result.ok ? [] : result.errors.map(formatError), [], name)
+  }
 })
 
 t.test('errors name file, line, column and field path', async (t) => {

@@ -1,6 +1,7 @@
 // The policy contract (see ../shared/design/ARCHITECTURE.md): a route's behaviour is an onion of
 // layers built once at compile time. A layer wraps the next `Upstream`; it may answer locally.
 import type { IncomingMessage } from 'node:http'
+import type { BlockList } from 'node:net'
 import type { TSchema, Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
@@ -92,6 +93,8 @@ export interface Deps {
   readonly route: RouteInfo
   readonly log: Logger
   readonly metrics: Registry
+  /** Peers whose X-Forwarded-For is believed (listen.trustedProxies), for layers that key on the client. */
+  readonly trustedProxies: BlockList | undefined
   /**
    * State that survives a reload while the policy's config is unchanged: the compiler keys it by
    * route name, policy name and config hash, and drops what the new plan no longer uses.

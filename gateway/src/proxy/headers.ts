@@ -3,7 +3,7 @@
 // X-Forwarded-* and Forwarded values are kept (and appended to) only from trusted proxies;
 // otherwise a client could forge its own address.
 import { randomUUID } from 'node:crypto'
-import type { BlockList } from 'node:net'
+import { isIP, type BlockList } from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import type { ResponseHeaders } from '../policies/policy.js'
 
@@ -112,4 +112,29 @@ export function clientResponseHeaders(upstream: ResponseHeaders): ResponseHeader
   const via = upstream.via
   out.via = via === undefined ? VIA : `${Array.isArray(via) ? via.join(', ') : via}, ${VIA}`
   return out
+}
+
+/**
+ * The address of the client behind any trusted proxies: the peer itself unless it is trusted, else
+ * the right-most X-Forwarded-For entry that is not a trusted proxy (left-most entries are whatever
+ * the client chose to send, so they cannot be believed).
+ */
+export function originatingClient(request: IncomingMessage, trustedProxies: BlockList | undefined): string {
+  const peer = clientAddress(request.socket)
+  if (trustedProxies === undefined || !isTrusted(trustedProxies, peer)) return peer
+  const forwardedFor = request.headers['x-forwarded-for']
+  if (forwardedFor === undefined) return peer
+  const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor).split(',')
+  let client = peer
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = hops[i]!.trim()
+    if (hop === '') continue
+    client = hop
+    if (!isTrusted(trustedProxies, hop)) break
+  }
+  return client
+}
+
+function isTrusted(trustedProxies: BlockList, address: string): boolean {
+  return address !== '' && isIP(address) !== 0 && trustedProxies.check(address, address.includes(':') ? 'ipv6' : 'ipv4')
 }

@@ -1,0 +1,89 @@
+// Rate limiting with token buckets, per route or per client. Over the limit: 429 with Retry-After
+// and the IETF RateLimit-Policy / RateLimit fields (draft-ietf-httpapi-ratelimit-headers-10), which
+// every allowed response carries too, so well-behaved clients can slow down before they are
+// refused. `shadow: true` only counts and logs, for trying a limit on live traffic first.
+import { Type, type Static } from '@sinclair/typebox'
+import type { IncomingMessage } from 'node:http'
+import { originatingClient } from '../../proxy/headers.js'
+import { sharedCounter } from '../../telemetry/metrics.js'
+import { localResponse, type Exchange, type Policy, type ProxyResponse, type Upstream } from '../policy.js'
+import { TokenBuckets } from './token-buckets.js'
+
+const HeaderName = Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$', errorMessage: 'expected an HTTP header name' })
+
+export const RateLimitConfig = Type.Object(
+  {
+    rate: Type.Number({ exclusiveMinimum: 0, description: 'Tokens added per second: the sustained requests per second allowed.' }),
+    burst: Type.Optional(Type.Integer({ minimum: 1, description: 'Most tokens a bucket holds: requests allowed at once after a quiet period. Default: rate, rounded up.' })),
+    key: Type.Optional(
+      Type.Union([Type.Literal('route'), Type.Literal('ip'), Type.Object({ header: HeaderName }, { additionalProperties: false })], {
+        errorMessage: 'expected "route", "ip" or { header: NAME }',
+        description:
+          'Whose bucket a request takes from: `route` (one for the route), `ip` (the client address, behind listen.trustedProxies), ' +
+          'or `{ header: NAME }` (e.g. an API key; requests without it fall back to their client address). Default ip.',
+      }),
+    ),
+    maxKeys: Type.Optional(Type.Integer({ minimum: 1, description: 'Most buckets kept (least recently used are dropped). Default 100000.' })),
+    shadow: Type.Optional(Type.Boolean({ description: 'Only count and log what would be refused. Default false.' })),
+    headers: Type.Optional(Type.Boolean({ description: 'Send RateLimit-Policy and RateLimit on every response. Default true (always on 429s).' })),
+  },
+  { additionalProperties: false, description: 'Token-bucket rate limit: `rate` per second, `burst` at once, per route, client address or header. 429 with Retry-After when exceeded.' },
+)
+export type RateLimitConfig = Static<typeof RateLimitConfig>
+
+/** The key of a request's bucket. */
+type KeyOf = (incoming: IncomingMessage) => string
+
+export const rateLimit: Policy<typeof RateLimitConfig> = {
+  name: 'rateLimit',
+  schema: RateLimitConfig,
+  build(config, deps) {
+    const burst = config.burst ?? Math.ceil(config.rate)
+    const buckets = deps.keep('rate-limit', config, () => new TokenBuckets(config.rate, burst, config.maxKeys ?? 100_000))
+    const route = deps.route.name
+    const shadow = config.shadow ?? false
+    const sendHeaders = config.headers ?? true
+    const policyHeader = `"${route}";q=${burst};w=${Math.ceil(burst / config.rate)}`
+    const counter = sharedCounter(deps.metrics, 'waypost_rate_limit_total', 'Rate-limit decisions, by route and result (allowed, limited, shadow-limited).', ['route', 'result'])
+    const allowed = counter.labels(route, 'allowed')
+    const limited = counter.labels(route, 'limited')
+    const shadowLimited = counter.labels(route, 'shadow-limited')
+    const trustedProxies = deps.trustedProxies
+    const keyOf = keyFunction(config.key ?? 'ip', (incoming) => originatingClient(incoming, trustedProxies))
+
+    const current = (): string => `"${route}";r=${buckets.remaining};t=${buckets.resetSeconds}`
+    const withHeaders = (response: ProxyResponse, value: string): ProxyResponse => {
+      response.headers['ratelimit-policy'] = policyHeader
+      response.headers.ratelimit = value
+      return response
+    }
+
+    return (next: Upstream) => async (exchange: Exchange) => {
+      const key = keyOf(exchange.request.incoming)
+      if (buckets.take(key)) {
+        allowed.inc()
+      } else if (shadow) {
+        shadowLimited.inc()
+        exchange.log.info({ route, key, retryAfter: buckets.retryAfterSeconds, requestId: exchange.request.requestId }, 'rate limit exceeded (shadow mode: let through)')
+      } else {
+        limited.inc()
+        return localResponse(429, 'rate-limited', exchange, { 'retry-after': String(buckets.retryAfterSeconds), 'ratelimit-policy': policyHeader, ratelimit: current() })
+      }
+      if (!sendHeaders) return next(exchange)
+      // Read before awaiting: other exchanges take from the buckets meanwhile.
+      const value = current()
+      return withHeaders(await next(exchange), value)
+    }
+  },
+}
+
+function keyFunction(key: NonNullable<RateLimitConfig['key']>, clientOf: KeyOf): KeyOf {
+  if (key === 'route') return () => ''
+  if (key === 'ip') return clientOf
+  const header = key.header.toLowerCase()
+  return (incoming) => {
+    const value = incoming.headers[header]
+    if (typeof value === 'string' && value !== '') return `h:${value}`
+    return `ip:${clientOf(incoming)}`
+  }
+}
