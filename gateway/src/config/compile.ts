@@ -18,6 +18,7 @@ import { toMs } from './units.js'
 import { parseCidr } from './load.js'
 import type { GatewayConfig, MatchConfig, PoliciesConfig, RouteConfig } from './schema.js'
 import type { KeptState } from './kept-state.js'
+import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 
 /** Outermost first. Each entry reads its own YAML section under `policies:`. */
@@ -73,7 +74,7 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     pools.set(name, context.state.keep('upstream', name, upstream, () => createPool(upstream), (pool) => void pool.close().catch(() => undefined)))
   }
   const settings = settingsOf(config, context.overrides)
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, pools.get(route.upstream)!, settings, context))
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, pools.get(route.upstream)!, settings, config.redis, context))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -87,13 +88,14 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   }
 }
 
-function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, pool: Pool, settings: Settings, context: CompileContext): CompiledRoute {
+function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, pool: Pool, settings: Settings, redis: RedisConfig | undefined, context: CompileContext): CompiledRoute {
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
   const deps: Deps = {
     route: info,
     log: context.log,
     metrics: context.metrics.registry,
     trustedProxies: settings.trustedProxies,
+    redis,
     keep: (name, config, create, dispose) => context.state.keep(`route:${route.name}`, name, config, create, dispose),
   }
   const policies = mergePolicies(defaults, route.policies)

@@ -166,8 +166,8 @@ function semanticErrors(config: GatewayConfig): Array<{ path: string; message: s
       errors.push({ path: `/routes/${index}/rewrite/pathPrefix`, message: 'needs match.path.prefix: it replaces the matched prefix' })
     }
   })
-  policyErrors(config.defaults?.policies, '/defaults/policies', errors)
-  config.routes.forEach((route, index) => policyErrors(route.policies, `/routes/${index}/policies`, errors))
+  policyErrors(config, config.defaults?.policies, '/defaults/policies', errors)
+  config.routes.forEach((route, index) => policyErrors(config, route.policies, `/routes/${index}/policies`, errors))
   config.listen?.trustedProxies?.forEach((entry, index) => {
     if (parseCidr(entry) === undefined) errors.push({ path: `/listen/trustedProxies/${index}`, message: `not an IP address or CIDR: "${entry}"` })
   })
@@ -175,7 +175,10 @@ function semanticErrors(config: GatewayConfig): Array<{ path: string; message: s
 }
 
 /** Checks across fields of one policies section (a route's or the defaults). */
-function policyErrors(policies: PoliciesConfig | undefined, path: string, errors: Array<{ path: string; message: string }>): void {
+function policyErrors(config: GatewayConfig, policies: PoliciesConfig | undefined, path: string, errors: Array<{ path: string; message: string }>): void {
+  if (policies?.rateLimit !== undefined && policies.rateLimit !== false && policies.rateLimit.global === true && config.redis === undefined) {
+    errors.push({ path: `${path}/rateLimit/global`, message: 'a global limit needs the top-level `redis` section (redis: { url: "redis://HOST:6379" })' })
+  }
   const backoff = policies?.retry === false ? undefined : policies?.retry?.backoff
   if (backoff?.base !== undefined && backoff.max !== undefined && toMs(backoff.base) > toMs(backoff.max)) {
     errors.push({ path: `${path}/retry/backoff/base`, message: `base (${backoff.base}) is longer than max (${backoff.max})` })

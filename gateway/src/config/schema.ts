@@ -8,6 +8,7 @@ import { TimeoutConfig } from '../policies/timeout.js'
 import { ConcurrencyConfig } from '../policies/concurrency.js'
 import { RetryConfig } from '../policies/retry/retry.js'
 import { RateLimitConfig } from '../policies/rate-limit/rate-limit.js'
+import { RedisConfig } from '../store/redis.js'
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', errorMessage: 'expected a name of letters, digits, ".", "_" or "-" (at most 63 characters)' })
 const Address = Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]*):\\d{1,5}$', errorMessage: 'expected HOST:PORT, e.g. "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"' })
@@ -105,6 +106,7 @@ export const GatewayConfig = Type.Object(
         { additionalProperties: false, description: 'On SIGTERM: keep serving for `delay` (default 5s) while endpoints update, then stop accepting and wait up to `timeout` (default 30s) for in-flight exchanges.' },
       ),
     ),
+    redis: Type.Optional(RedisConfig),
     upstreams: Type.Record(Name, UpstreamConfig, { description: 'Upstreams by name.' }),
     defaults: Type.Optional(Type.Object({ policies: Type.Optional(PoliciesConfig) }, { additionalProperties: false, description: 'Policies every route gets unless it overrides them.' })),
     routes: Type.Array(RouteConfig, { minItems: 1 }),

@@ -2,6 +2,7 @@
 // layers built once at compile time. A layer wraps the next `Upstream`; it may answer locally.
 import type { IncomingMessage } from 'node:http'
 import type { BlockList } from 'node:net'
+import type { RedisConfig } from '../store/redis.js'
 import type { TSchema, Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
@@ -93,6 +94,8 @@ export interface Deps {
   readonly route: RouteInfo
   readonly log: Logger
   readonly metrics: Registry
+  /** The top-level `redis` section, for policies that share state across replicas. */
+  readonly redis: RedisConfig | undefined
   /** Peers whose X-Forwarded-For is believed (listen.trustedProxies), for layers that key on the client. */
   readonly trustedProxies: BlockList | undefined
   /**

@@ -5,9 +5,11 @@
 import { Type, type Static } from '@sinclair/typebox'
 import type { IncomingMessage } from 'node:http'
 import { originatingClient } from '../../proxy/headers.js'
-import { sharedCounter } from '../../telemetry/metrics.js'
-import { localResponse, type Exchange, type Policy, type ProxyResponse, type Upstream } from '../policy.js'
-import { TokenBuckets } from './token-buckets.js'
+import { createRedisClient, keyPrefixOf } from '../../store/redis.js'
+import { sharedCounter, sharedGauge } from '../../telemetry/metrics.js'
+import { localResponse, type Deps, type Exchange, type Policy, type ProxyResponse, type Upstream } from '../policy.js'
+import { RedisTokenBuckets } from './redis-token-buckets.js'
+import { TokenBuckets, type Decision } from './token-buckets.js'
 
 const HeaderName = Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$', errorMessage: 'expected an HTTP header name' })
 
@@ -25,6 +27,9 @@ export const RateLimitConfig = Type.Object(
     ),
     maxKeys: Type.Optional(Type.Integer({ minimum: 1, description: 'Most buckets kept (least recently used are dropped). Default 100000.' })),
     shadow: Type.Optional(Type.Boolean({ description: 'Only count and log what would be refused. Default false.' })),
+    global: Type.Optional(
+      Type.Boolean({ description: 'Keep the buckets in the top-level `redis`, shared by every replica; local buckets take over while Redis is unreachable. Default false.' }),
+    ),
     headers: Type.Optional(Type.Boolean({ description: 'Send RateLimit-Policy and RateLimit on every response. Default true (always on 429s).' })),
   },
   { additionalProperties: false, description: 'Token-bucket rate limit: `rate` per second, `burst` at once, per route, client address or header. 429 with Retry-After when exceeded.' },
@@ -39,8 +44,9 @@ export const rateLimit: Policy<typeof RateLimitConfig> = {
   schema: RateLimitConfig,
   build(config, deps) {
     const burst = config.burst ?? Math.ceil(config.rate)
-    const buckets = deps.keep('rate-limit', config, () => new TokenBuckets(config.rate, burst, config.maxKeys ?? 100_000))
+    const local = deps.keep('rate-limit', config, () => new TokenBuckets(config.rate, burst, config.maxKeys ?? 100_000))
     const route = deps.route.name
+    const buckets: { take(key: string): Decision | Promise<Decision> } = config.global === true ? globalBuckets(config, burst, local, deps) : local
     const shadow = config.shadow ?? false
     const sendHeaders = config.headers ?? true
     const policyHeader = `"${route}";q=${burst};w=${Math.ceil(burst / config.rate)}`
@@ -51,30 +57,47 @@ export const rateLimit: Policy<typeof RateLimitConfig> = {
     const trustedProxies = deps.trustedProxies
     const keyOf = keyFunction(config.key ?? 'ip', (incoming) => originatingClient(incoming, trustedProxies))
 
-    const current = (): string => `"${route}";r=${buckets.remaining};t=${buckets.resetSeconds}`
-    const withHeaders = (response: ProxyResponse, value: string): ProxyResponse => {
+    const current = (decision: Decision): string => `"${route}";r=${decision.remaining};t=${decision.resetSeconds}`
+    const withHeaders = (response: ProxyResponse, decision: Decision): ProxyResponse => {
       response.headers['ratelimit-policy'] = policyHeader
-      response.headers.ratelimit = value
+      response.headers.ratelimit = current(decision)
       return response
     }
 
     return (next: Upstream) => async (exchange: Exchange) => {
       const key = keyOf(exchange.request.incoming)
-      if (buckets.take(key)) {
+      const decision = await buckets.take(key)
+      if (decision.allowed) {
         allowed.inc()
       } else if (shadow) {
         shadowLimited.inc()
-        exchange.log.info({ route, key, retryAfter: buckets.retryAfterSeconds, requestId: exchange.request.requestId }, 'rate limit exceeded (shadow mode: let through)')
+        exchange.log.info({ route, key, retryAfter: decision.retryAfterSeconds, requestId: exchange.request.requestId }, 'rate limit exceeded (shadow mode: let through)')
       } else {
         limited.inc()
-        return localResponse(429, 'rate-limited', exchange, { 'retry-after': String(buckets.retryAfterSeconds), 'ratelimit-policy': policyHeader, ratelimit: current() })
+        return localResponse(429, 'rate-limited', exchange, { 'retry-after': String(decision.retryAfterSeconds), 'ratelimit-policy': policyHeader, ratelimit: current(decision) })
       }
-      if (!sendHeaders) return next(exchange)
-      // Read before awaiting: other exchanges take from the buckets meanwhile.
-      const value = current()
-      return withHeaders(await next(exchange), value)
+      return sendHeaders ? withHeaders(await next(exchange), decision) : next(exchange)
     }
   },
+}
+
+/** Buckets in Redis, with the local ones as the fallback; one client per limiter (see redis-token-buckets.ts). */
+function globalBuckets(config: RateLimitConfig, burst: number, local: TokenBuckets, deps: Deps): RedisTokenBuckets {
+  const redis = deps.redis
+  // load.ts refuses `global: true` without a top-level `redis`.
+  if (redis === undefined) throw new Error('rateLimit.global needs the top-level redis section')
+  const route = deps.route.name
+  const storeUp = sharedGauge(deps.metrics, 'waypost_rate_limit_store_up', 'Whether the global rate limit store (Redis) answers, by route: 0 means local buckets decide.', ['route']).labels(route)
+  const fallbacks = sharedCounter(deps.metrics, 'waypost_rate_limit_fallback_total', 'Rate-limit decisions made by local buckets because Redis did not answer, by route.', ['route']).labels(route)
+  return deps.keep(
+    'rate-limit-redis',
+    { redis, config },
+    () => {
+      const client = createRedisClient(redis, (error) => deps.log.debug({ route, err: error.message }, 'rate limit: Redis connection error'))
+      return new RedisTokenBuckets(client, keyPrefixOf(redis), config.rate, burst, local, route, deps.log, { storeUp, fallbacks })
+    },
+    (buckets) => buckets.close(),
+  )
 }
 
 function keyFunction(key: NonNullable<RateLimitConfig['key']>, clientOf: KeyOf): KeyOf {

@@ -4,6 +4,17 @@
 // of clients active within a refill period).
 import { LRUCache } from 'lru-cache'
 
+/** One request's answer from a bucket. */
+export interface Decision {
+  readonly allowed: boolean
+  /** Whole tokens left. */
+  readonly remaining: number
+  /** Seconds until the bucket is full again. */
+  readonly resetSeconds: number
+  /** Seconds until a token is available (0 when allowed). */
+  readonly retryAfterSeconds: number
+}
+
 interface Bucket {
   tokens: number
   /** ms timestamp of the last refill. */
@@ -12,18 +23,13 @@ interface Bucket {
 
 export class TokenBuckets {
   private readonly buckets: LRUCache<string, Bucket>
-  /** Whole tokens left after the last `take()`, and seconds until the bucket is full again. */
-  remaining = 0
-  resetSeconds = 0
-  /** Seconds until a token is available, after a refused `take()`. */
-  retryAfterSeconds = 0
 
   constructor(readonly rate: number, readonly burst: number, maxKeys: number) {
     this.buckets = new LRUCache({ max: maxKeys })
   }
 
-  /** Takes a token for `key` when one is left; fills `remaining`, `resetSeconds` and `retryAfterSeconds`. */
-  take(key: string, now = Date.now()): boolean {
+  /** Takes a token for `key` when one is left. */
+  take(key: string, now = Date.now()): Decision {
     let bucket = this.buckets.get(key)
     if (bucket === undefined) {
       bucket = { tokens: this.burst, at: now }
@@ -34,10 +40,12 @@ export class TokenBuckets {
     }
     const allowed = bucket.tokens >= 1
     if (allowed) bucket.tokens -= 1
-    this.remaining = Math.floor(bucket.tokens)
-    this.resetSeconds = Math.ceil((this.burst - bucket.tokens) / this.rate)
-    this.retryAfterSeconds = allowed ? 0 : Math.max(1, Math.ceil((1 - bucket.tokens) / this.rate))
-    return allowed
+    return {
+      allowed,
+      remaining: Math.floor(bucket.tokens),
+      resetSeconds: Math.ceil((this.burst - bucket.tokens) / this.rate),
+      retryAfterSeconds: allowed ? 0 : Math.max(1, Math.ceil((1 - bucket.tokens) / this.rate)),
+    }
   }
 
   get size(): number {
