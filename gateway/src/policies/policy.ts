@@ -63,6 +63,13 @@ export interface ExchangeRecord {
   upstreamMs: number
   /** Why a layer answered locally or an attempt failed: `timeout`, `concurrency-limit`, ... */
   reason: string
+  /**
+   * The endpoints this exchange's attempts went to, so the next attempt (a retry) avoids them where
+   * the upstream has others. Opaque to layers; null until an upstream with several endpoints is used.
+   */
+  tried: object[] | null
+  /** Address of the endpoint the last attempt went to (e.g. "http://10.0.0.7:8080"); '' when none. */
+  endpoint: string
 }
 
 export interface RouteInfo {
