@@ -147,7 +147,6 @@ export function upstreamProblems(config: UpstreamConfig): UpstreamProblem[] {
   if (check !== undefined) {
     if (toMs(check.interval ?? '5s') < MIN_INTERVAL_MS) problems.push({ path: '/healthCheck/interval', message: `must be at least ${MIN_INTERVAL_MS}ms` })
     if (statusRange(check.expectStatus) === undefined) problems.push({ path: '/healthCheck/expectStatus', message: `expected a range low-high within 100-599, got "${check.expectStatus}"` })
-    if (toMs(check.timeout ?? '1s') > toMs(check.interval ?? '5s')) problems.push({ path: '/healthCheck/timeout', message: 'must not be longer than interval' })
   }
   const outlier = config.outlierDetection
   if (outlier !== undefined && toMs(outlier.baseEjectionTime ?? '30s') > toMs(outlier.maxEjectionTime ?? '300s')) {
