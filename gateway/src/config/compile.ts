@@ -11,7 +11,6 @@ import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
 import { concurrency } from '../policies/concurrency.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
-import type { Lookup } from '../proxy/upstream/dns.js'
 import { dispatchTo } from '../proxy/dispatch.js'
 import { toMs } from './units.js'
 import { parseCidr } from './load.js'
@@ -67,13 +66,11 @@ export interface CompileContext {
   readonly log: Logger
   /** Environment and CLI values that win over the file. */
   readonly overrides: { listen?: string; admin?: string; logLevel?: string }
-  /** How upstream `dns` names are resolved; node's resolver unless a test supplies one. */
-  readonly lookup?: Lookup
 }
 
 export function compile(config: GatewayConfig, context: CompileContext): Plan {
   const upstreams = new Map<string, EndpointGroup>()
-  const upstreamDeps = { log: context.log, metrics: context.metrics, lookup: context.lookup }
+  const upstreamDeps = { log: context.log, metrics: context.metrics }
   for (const [name, upstream] of Object.entries(config.upstreams)) {
     upstreams.set(name, context.state.keep('upstream', name, upstream, () => buildUpstream(name, upstream, upstreamDeps), (group) => group.dispose()))
   }

@@ -9,13 +9,11 @@ import type { UpstreamConfig } from './config.js'
 import { EndpointGroup } from './group.js'
 import { HealthChecker } from './health-check.js'
 import { OutlierDetector } from './outlier.js'
-import { DnsDiscovery, type Lookup } from './dns.js'
+import { DnsDiscovery } from './dns.js'
 
 export interface UpstreamDeps {
   readonly log: Logger
   readonly metrics: GatewayMetrics
-  /** Tests may resolve DNS names their own way. */
-  readonly lookup?: Lookup
 }
 
 export function buildUpstream(name: string, config: UpstreamConfig, deps: UpstreamDeps): EndpointGroup {
@@ -29,7 +27,7 @@ export function buildUpstream(name: string, config: UpstreamConfig, deps: Upstre
   })
   if (config.outlierDetection !== undefined) group.outlier = new OutlierDetector(config.outlierDetection, deps.metrics.upstreamEjections.labels(name))
   if (config.dns !== undefined) {
-    const discovery = new DnsDiscovery(config.dns, group, deps.lookup)
+    const discovery = new DnsDiscovery(config.dns, group)
     group.onDispose(() => discovery.stop())
     discovery.start()
     group.warmedUp = discovery.firstAnswer
