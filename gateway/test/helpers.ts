@@ -11,8 +11,23 @@ import { Gateway } from '../src/server/gateway.js'
 
 export const MAIN = fileURLToPath(new URL('../../dist/gateway/src/main.js', import.meta.url))
 
+export interface CatchAllOptions {
+  /** The route's `policies:` body, indented six spaces. */
+  policies?: string
+  /** YAML appended at the end. */
+  extra?: string
+  /** More of the upstream's fields, indented four spaces. */
+  upstreamExtra?: string
+  accessLog?: boolean
+}
+
 /** A minimal valid config: one catch-all route to `upstreamUrl`, ephemeral ports. `extra` is appended YAML. */
-export function catchAllConfig(upstreamUrl: string, options: { policies?: string; extra?: string; upstreamExtra?: string; accessLog?: boolean } = {}): string {
+export function catchAllConfig(upstreamUrl: string, options: CatchAllOptions = {}): string {
+  return catchAllUpstreamConfig(`url: ${upstreamUrl}`, options)
+}
+
+/** The same with the upstream `app` written out in full (`endpoints:`, `dns:` ...), unindented. */
+export function catchAllUpstreamConfig(upstream: string, options: CatchAllOptions = {}): string {
   return `${options.accessLog === false ? 'log:\n  access: false\n' : ''}listen:
   address: 127.0.0.1:0
 admin:
@@ -22,7 +37,7 @@ drain:
   timeout: 5s
 upstreams:
   app:
-    url: ${upstreamUrl}
+${upstream.trim().split('\n').map((line) => `    ${line}`).join('\n')}
 ${options.upstreamExtra ?? ''}
 routes:
   - name: all

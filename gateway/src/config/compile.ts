@@ -1,9 +1,9 @@
 // Config → immutable Plan: a router over compiled routes, each an onion of policy layers around
-// the upstream dispatch. The layer order is fixed here, not by the YAML author:
+// the dispatch to its upstream's endpoint group (kept across reloads while its config is unchanged).
+// The layer order is fixed here, not by the YAML author:
 //   timeout (request) → rate limit → concurrency → retry → timeout (per try) → dispatch
 // Later policies slot in at their documented place (auth, rate limit, cache, breaker, retry).
 import { BlockList } from 'node:net'
-import type { Pool } from 'undici'
 import type { Static, TSchema } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
@@ -12,7 +12,8 @@ import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
 import { concurrency } from '../policies/concurrency.js'
 import { retry } from '../policies/retry/retry.js'
 import { rateLimit } from '../policies/rate-limit/rate-limit.js'
-import { createPool } from '../proxy/pool.js'
+import { buildUpstream } from '../proxy/upstream/build.js'
+import type { EndpointGroup } from '../proxy/upstream/group.js'
 import { dispatchTo } from '../proxy/dispatch.js'
 import { toMs } from './units.js'
 import { parseCidr } from './load.js'
@@ -27,7 +28,8 @@ const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, rateLimit, 
 export interface CompiledRoute {
   readonly info: RouteInfo
   readonly handler: Upstream
-  readonly pool: Pool
+  /** The upstream's endpoints (upgrades pick one from it directly). */
+  readonly endpoints: EndpointGroup
   readonly metrics: RouteMetrics
   /** Path rewrite: the matched prefix and what replaces it. */
   readonly rewritePrefix: { from: string; to: string } | undefined
@@ -55,6 +57,8 @@ export interface Plan {
   readonly settings: Settings
   readonly router: Router<CompiledRoute>
   readonly routes: ReadonlyArray<CompiledRoute>
+  /** Endpoint groups by upstream name (GET /upstreams). */
+  readonly upstreams: ReadonlyMap<string, EndpointGroup>
 }
 
 export interface CompileContext {
@@ -69,12 +73,13 @@ export interface CompileContext {
 }
 
 export function compile(config: GatewayConfig, context: CompileContext): Plan {
-  const pools = new Map<string, Pool>()
+  const upstreams = new Map<string, EndpointGroup>()
+  const upstreamDeps = { log: context.log, metrics: context.metrics }
   for (const [name, upstream] of Object.entries(config.upstreams)) {
-    pools.set(name, context.state.keep('upstream', name, upstream, () => createPool(upstream), (pool) => void pool.close().catch(() => undefined)))
+    upstreams.set(name, context.state.keep('upstream', name, upstream, () => buildUpstream(name, upstream, upstreamDeps), (group) => group.dispose()))
   }
   const settings = settingsOf(config, context.overrides)
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, pools.get(route.upstream)!, settings, config.redis, context))
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams.get(route.upstream)!, settings, config.redis, context))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -85,10 +90,11 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     settings,
     router,
     routes,
+    upstreams,
   }
 }
 
-function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, pool: Pool, settings: Settings, redis: RedisConfig | undefined, context: CompileContext): CompiledRoute {
+function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, endpoints: EndpointGroup, settings: Settings, redis: RedisConfig | undefined, context: CompileContext): CompiledRoute {
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
   const deps: Deps = {
     route: info,
@@ -99,7 +105,7 @@ function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, 
     keep: (name, config, create, dispose) => context.state.keep(`route:${route.name}`, name, config, create, dispose),
   }
   const policies = mergePolicies(defaults, route.policies)
-  let handler = dispatchTo(pool)
+  let handler = dispatchTo(endpoints)
   for (let i = LAYER_ORDER.length - 1; i >= 0; i--) {
     const policy = LAYER_ORDER[i]!
     const section = policies[policy.name as keyof PoliciesConfig]
@@ -111,7 +117,7 @@ function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, 
   return {
     info,
     handler,
-    pool,
+    endpoints,
     metrics: context.metrics.route(route.name),
     rewritePrefix: route.rewrite?.pathPrefix !== undefined && prefix !== undefined ? { from: prefix, to: route.rewrite.pathPrefix } : undefined,
     rewriteHost: route.rewrite?.host,

@@ -139,3 +139,53 @@ routes:
   t.match(errorsFor('bodyLimit: 64kb'), [/^w\.yaml:10:\d+: routes\[0\]\.policies\.retry\.bodyLimit: expected a size such as "64KiB"/])
   t.same(errorsFor('attempts: 2'), ['w.yaml:5:31: defaults.policies.retry.backoff.base: base (2s) is longer than max (100ms)'])
 })
+
+t.test('upstream endpoints: schema errors name the field', async (t) => {
+  const errors = errorsOf(`upstreams:
+  list:
+    endpoints:
+      - { url: http://127.0.0.1:3002, weight: 0 }
+    balancer: random
+    healthCheck: { path: health }
+    outlierDetection: { maxEjectionPercent: 150 }
+  named:
+    dns: { name: app.internal, port: 80, scheme: ftp }
+routes:
+  - name: a
+    upstream: list
+`).join('\n')
+  t.match(errors, /w\.yaml:4:\d+: upstreams\.list\.endpoints\[0\]\.weight: Expected integer to be greater or equal to 1/)
+  t.match(errors, /upstreams\.list\.balancer: expected least-request or round-robin/)
+  t.match(errors, /upstreams\.list\.healthCheck\.path: expected a path starting with "\/"/)
+  t.match(errors, /upstreams\.list\.outlierDetection\.maxEjectionPercent: Expected integer to be less or equal to 100/)
+  t.match(errors, /upstreams\.named\.dns\.scheme: expected http or https/)
+})
+
+t.test('upstream endpoints: one source, origins, ranges, each error at its field', async (t) => {
+  const errors = errorsOf(`upstreams:
+  none: { connections: 4 }
+  both:
+    url: http://127.0.0.1:3000
+    dns: { name: app.internal, port: 80 }
+  list:
+    endpoints:
+      - url: http://127.0.0.1:3000/api
+      - { url: "https://10.0.0.1:8443", priority: 1 }
+      - { url: "https://10.0.0.1:8443/", priority: 2 }
+    healthCheck: { path: /health, expectStatus: 400-200, interval: 10ms }
+    outlierDetection: { baseEjectionTime: 10m }
+  named:
+    dns: { name: app.internal, port: 80, ttl: 0 }
+routes:
+  - name: a
+    upstream: none
+`).join('\n')
+  t.match(errors, /w\.yaml:2:\d+: upstreams\.none: expected exactly one of url, endpoints or dns, got none/)
+  t.match(errors, /w\.yaml:4:\d+: upstreams\.both: expected exactly one of url, endpoints or dns, got url and dns/)
+  t.match(errors, /w\.yaml:8:\d+: upstreams\.list\.endpoints\[0\]\.url: expected an origin only/)
+  t.match(errors, /w\.yaml:10:\d+: upstreams\.list\.endpoints\[2\]\.url: duplicate endpoint https:\/\/10\.0\.0\.1:8443 \(first listed as endpoints\[1\]\)/)
+  t.match(errors, /upstreams\.list\.healthCheck\.expectStatus: expected a range low-high within 100-599, got "400-200"/)
+  t.match(errors, /upstreams\.list\.healthCheck\.interval: must be at least 50ms/)
+  t.match(errors, /upstreams\.list\.outlierDetection\.baseEjectionTime: must not be longer than maxEjectionTime/)
+  t.match(errors, /w\.yaml:14:\d+: upstreams\.named\.dns\.ttl: must be at least 50ms/)
+})

@@ -8,6 +8,7 @@ import { Value } from '@sinclair/typebox/value'
 import { DefaultErrorFunction, SetErrorFunction, ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
 import { GatewayConfig, type PoliciesConfig } from './schema.js'
 import { toMs } from './units.js'
+import { upstreamProblems } from '../proxy/upstream/config.js'
 
 export interface ConfigError {
   readonly file: string
@@ -128,16 +129,7 @@ function semanticErrors(config: GatewayConfig): Array<{ path: string; message: s
   const upstreams = Object.keys(config.upstreams)
   if (upstreams.length === 0) errors.push({ path: '/upstreams', message: 'at least one upstream is required' })
   for (const name of upstreams) {
-    const url = config.upstreams[name]!.url
-    let parsed: URL | undefined
-    try {
-      parsed = new URL(url)
-    } catch {
-      errors.push({ path: `/upstreams/${name}/url`, message: `not a URL: "${url}"` })
-      continue
-    }
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') errors.push({ path: `/upstreams/${name}/url`, message: `expected an http:// or https:// URL, got "${parsed.protocol}"` })
-    else if ((parsed.pathname !== '/' && parsed.pathname !== '') || parsed.search !== '' || parsed.hash !== '') errors.push({ path: `/upstreams/${name}/url`, message: 'expected an origin only (scheme://host:port), without a path or query' })
+    for (const problem of upstreamProblems(config.upstreams[name]!)) errors.push({ path: `/upstreams/${name}${problem.path}`, message: problem.message })
   }
   const names = new Map<string, number>()
   config.routes.forEach((route, index) => {

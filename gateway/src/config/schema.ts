@@ -3,7 +3,7 @@
 // Each policy owns its section's schema; this file only assembles them.
 import { Type, type Static } from '@sinclair/typebox'
 import { Duration } from './units.js'
-import { UpstreamConfig } from '../proxy/pool.js'
+import { UpstreamConfig } from '../proxy/upstream/config.js'
 import { TimeoutConfig } from '../policies/timeout.js'
 import { ConcurrencyConfig } from '../policies/concurrency.js'
 import { RetryConfig } from '../policies/retry/retry.js'

@@ -69,6 +69,13 @@ export interface ExchangeRecord {
   reason: string
   /** Outcome of each attempt when there were several ("503,connect-refused,200"); empty otherwise. */
   tries: string
+  /**
+   * The endpoints this exchange's attempts went to, so the next attempt (a retry) avoids them where
+   * the upstream has others. Opaque to layers; null until an upstream with several endpoints is used.
+   */
+  tried: object[] | null
+  /** Address of the endpoint the last attempt went to (e.g. "http://10.0.0.7:8080"); '' when none. */
+  endpoint: string
 }
 
 export interface RouteInfo {

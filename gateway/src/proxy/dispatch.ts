@@ -1,10 +1,15 @@
-// The innermost layer: send the exchange to the upstream pool and hand back the streaming response.
-// It speaks undici's dispatch-handler API directly (what `pool.request()` wraps) and hands body
-// chunks straight to the sink that delivers them, pausing the upstream socket when the sink is
-// full: one handler object per request, no AsyncResource, AbortSignal or Readable.
-import type { Dispatcher, Pool } from 'undici'
+// The innermost layer: pick an endpoint of the upstream, send the exchange to its pool and hand back
+// the streaming response. It speaks undici's dispatch-handler API directly (what `pool.request()`
+// wraps) and hands body chunks straight to the sink that delivers them, pausing the upstream socket
+// when the sink is full: one handler object per request, no AsyncResource, AbortSignal or Readable.
+// Each attempt's outcome (status, or a failure before headers) goes back to the endpoint group for
+// outlier detection, and the endpoint counts the attempt in flight until its body is done.
+import type { Dispatcher } from 'undici'
 import type { IncomingHttpHeaders } from 'node:http'
-import type { AbortListener, BodySink, Exchange, ExchangeRecord, ExchangeSignal, ProxyResponse, ResponseHeaders, StreamingBody, Upstream } from '../policies/policy.js'
+import { DeadlineExceeded, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../policies/policy.js'
+import type { EndpointGroup } from './upstream/group.js'
+import type { Endpoint } from './upstream/endpoint.js'
+import { answerForError, NoEndpoints } from './errors.js'
 
 type Controller = Dispatcher.DispatchController
 
@@ -21,11 +26,14 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
   private error: Error | null = null
   private done = false
   private doneListeners: Array<() => void> | null = null
+  private released = false
   private readonly sentAt = performance.now()
 
   constructor(
     private readonly signal: ExchangeSignal,
     private readonly record: ExchangeRecord,
+    private readonly group: EndpointGroup,
+    private readonly endpoint: Endpoint,
     private readonly resolve: (response: ProxyResponse) => void,
     private readonly reject: (error: unknown) => void,
   ) {}
@@ -46,6 +54,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     if (statusCode < 200) return // 1xx informational: the final response follows
     this.started = true
     this.record.upstreamMs = performance.now() - this.sentAt
+    this.group.reportStatus(this.endpoint, statusCode)
     this.resolve({ status: statusCode, headers, body: this, origin: 'upstream' })
   }
 
@@ -62,6 +71,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
 
   onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
     this.signal.unsubscribe(this)
+    this.release()
     if (this.done) return
     this.trailers = trailers
     if (this.sink !== null) {
@@ -72,7 +82,9 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
 
   onResponseError(_controller: Controller, error: Error): void {
     this.signal.unsubscribe(this)
+    this.release()
     if (!this.started) {
+      if (this.upstreamFailed(error)) this.group.reportFailure(this.endpoint)
       this.reject(error)
       return
     }
@@ -117,6 +129,23 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     else (this.doneListeners ??= []).push(listener)
   }
 
+  /** The endpoint is done with this attempt (body ended or failed): no longer in flight. */
+  private release(): void {
+    if (this.released) return
+    this.released = true
+    this.endpoint.inFlight--
+  }
+
+  /**
+   * Whether a failure before headers counts against the endpoint: connect failures, resets and
+   * deadlines do; a client that left or a request undici refused to send (400) do not.
+   */
+  private upstreamFailed(error: Error): boolean {
+    if (this.signal.aborted && !(this.signal.reason instanceof DeadlineExceeded)) return false
+    const status = answerForError(error).status
+    return status === 502 || status === 504
+  }
+
   private finish(): void {
     if (this.done) return
     this.done = true
@@ -126,20 +155,32 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
   }
 }
 
-export function dispatchTo(pool: Pool): Upstream {
+/**
+ * The innermost Upstream of every route to `group`. Each call is one attempt: it goes to an
+ * endpoint this exchange has not tried yet where the group has another to offer (a retry layer
+ * just calls it again with the same `exchange.record`), and records the endpoint on the record.
+ */
+export function dispatchTo(group: EndpointGroup): Upstream {
   return (exchange: Exchange) => {
+    const record = exchange.record
+    const endpoint = group.pick(record.tried)
+    if (endpoint === null) return Promise.reject(new NoEndpoints(group.name))
+    record.endpoint = endpoint.address
+    // With one endpoint there is nothing to avoid: no array allocated.
+    if (group.size > 1) (record.tried ??= []).push(endpoint)
     const request = exchange.request
     request.sendContinue?.()
-    exchange.record.attempts++
+    record.attempts++
+    endpoint.inFlight++
     return new Promise<ProxyResponse>((resolve, reject) => {
-      pool.dispatch(
+      endpoint.pool.dispatch(
         {
           method: request.method as Dispatcher.HttpMethod,
           path: request.path,
           headers: request.headers,
           body: request.body ?? (request.hasBody ? request.incoming : null),
         },
-        new ResponseHandler(exchange.signal, exchange.record, resolve, reject),
+        new ResponseHandler(exchange.signal, record, group, endpoint, resolve, reject),
       )
     })
   }

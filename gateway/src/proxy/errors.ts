@@ -22,6 +22,7 @@ const BY_CODE: Record<string, ErrorAnswer> = {
   UND_ERR_REQ_CONTENT_LENGTH_MISMATCH: { status: 400, reason: 'request-body-length-mismatch' },
   UND_ERR_INVALID_ARG: { status: 400, reason: 'invalid-request' },
   HPE_INVALID_CONSTANT: { status: 502, reason: 'upstream-protocol-error' },
+  WAYPOST_NO_ENDPOINTS: { status: 503, reason: 'no-endpoints' },
 }
 
 const UNKNOWN: ErrorAnswer = { status: 502, reason: 'upstream-error' }
@@ -42,5 +43,15 @@ export class ClientGone extends Error {
   constructor() {
     super('client closed the connection')
     this.name = 'ClientGone'
+  }
+}
+
+/** The upstream has no endpoint to send to (its DNS name has not resolved yet). */
+export class NoEndpoints extends Error {
+  readonly code = 'WAYPOST_NO_ENDPOINTS'
+
+  constructor(upstream: string) {
+    super(`upstream ${upstream} has no endpoints`)
+    this.name = 'NoEndpoints'
   }
 }

@@ -1,5 +1,5 @@
 // Upgrade (WebSocket or any other protocol) proxying through undici's `upgrade()`: the handshake
-// goes through the route's pool with its connect settings, then bytes are piped both ways.
+// goes through the pool of one of the upstream's endpoints with its connect settings, then bytes are piped both ways.
 // (http-proxy-3 was considered: its ws pass refuses any upgrade that is not WebSocket.)
 import type { Duplex } from 'node:stream'
 import type { Pool } from 'undici'

@@ -1,4 +1,4 @@
-// The admin listener: probes, config state, reload and metrics. Kept off the proxy port so a load
+// The admin listener: probes, config state, upstream endpoints, reload and metrics. Kept off the proxy port so a load
 // balancer or a client can never reach it through the data path.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Gateway } from './gateway.js'
@@ -38,6 +38,11 @@ export function createAdminHandler(gateway: Gateway) {
           config: plan.config,
         })
       }
+      case 'GET /upstreams': {
+        const upstreams: Record<string, unknown> = {}
+        for (const [name, group] of gateway.plan.upstreams) upstreams[name] = group.snapshot()
+        return json(response, 200, upstreams)
+      }
       case 'POST /reload':
         gateway.reload('admin').then(
           (result) => (result.ok ? json(response, 200, result) : json(response, 422, { ok: false, errors: result.errors.map(formatError) })),
@@ -54,8 +59,8 @@ export function createAdminHandler(gateway: Gateway) {
         )
         return
       default:
-        if (['/live', '/ready', '/config', '/reload', '/metrics'].includes(path ?? '')) return text(response, 405, 'method not allowed\n')
-        return text(response, 404, 'not found: try /live /ready /config /reload (POST) /metrics\n')
+        if (['/live', '/ready', '/config', '/upstreams', '/reload', '/metrics'].includes(path ?? '')) return text(response, 405, 'method not allowed\n')
+        return text(response, 404, 'not found: try /live /ready /config /upstreams /reload (POST) /metrics\n')
     }
   }
 }

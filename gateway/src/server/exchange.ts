@@ -62,7 +62,7 @@ function hasBody(request: IncomingMessage): boolean {
 /** The state of one exchange; its `onClose` runs once, when the client response closes. */
 class ExchangeState {
   readonly signal = new ExchangeSignal()
-  readonly record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '', tries: '' }
+  readonly record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '', tries: '', tried: null, endpoint: '' }
   readonly started = performance.now()
   /** Node detaches the socket from the request when it closes, so keep our own reference. */
   readonly socket: Socket
@@ -113,6 +113,7 @@ class ExchangeState {
       reqId: this.requestId,
       route: this.route?.info.name ?? '-',
       upstream: this.route?.info.upstream ?? '-',
+      endpoint: this.record.endpoint,
       method: this.request.method ?? '-',
       path: this.path,
       status,

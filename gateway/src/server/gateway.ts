@@ -18,6 +18,9 @@ import { handleUpgrade } from './upgrade.js'
 import { createAdminHandler } from './admin.js'
 import { parseAddress } from './address.js'
 
+/** Longest a start waits for upstream endpoints to be known before turning ready anyway. */
+const UPSTREAM_WARMUP_MS = 10_000
+
 export type LifecycleState = 'starting' | 'ready' | 'draining' | 'stopped'
 
 export type ReloadResult =
@@ -126,6 +129,8 @@ export class Gateway implements ExchangeHost {
   async start(): Promise<void> {
     const result = await this.reload('startup')
     if (!result.ok) throw new Error(`config rejected:\n${result.errors.map(formatError).join('\n')}`)
+    // Ready only once upstream endpoints are known (a DNS name's first answer), within reason.
+    await Promise.race([Promise.all([...this.plan.upstreams.values()].map((group) => group.warmedUp)), sleep(UPSTREAM_WARMUP_MS)])
     const settings = this.plan.settings
     this.proxyServer.keepAliveTimeout = settings.keepAliveTimeoutMs
     this.proxyServer.headersTimeout = settings.headersTimeoutMs

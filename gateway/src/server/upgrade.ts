@@ -21,12 +21,14 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   const requestId = requestIdFor(request.headers['x-request-id'])
   const target = requestTarget(request.url)
   const route = target === undefined ? undefined : plan.router.match(request.method ?? '', request.headers.host, target.path, request.headers)
+  let endpoint = ''
   const log = (status: number, reason = '', error?: unknown): void => {
     if (!plan.settings.accessLog || !host.accessLog.enabled) return
     host.accessLog.write({
       reqId: requestId,
       route: route?.info.name ?? '-',
       upstream: route?.info.upstream ?? '-',
+      endpoint,
       method: request.method ?? '-',
       path: target?.path ?? '-',
       status,
@@ -48,10 +50,19 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
     log(target === undefined ? 400 : 404, reason)
     return
   }
+  // The handshake goes to one endpoint, picked like any attempt; the upgraded stream is not counted
+  // in its in-flight load (it may live for hours) nor reported to outlier detection.
+  const picked = route.endpoints.pick(null)
+  if (picked === null) {
+    refuse(socket, '503 Service Unavailable', `no-endpoints route=${route.info.name} upstream=${route.info.upstream}`)
+    log(503, 'no-endpoints')
+    return
+  }
+  endpoint = picked.address
   host.exchangeStarted(plan)
   const headers = upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, protocol: host.protocol })
   const signal = AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS)
-  proxyUpgrade(route.pool, { method: request.method ?? 'GET', path: target.target, headers, protocol: request.headers.upgrade ?? 'websocket', signal }, socket, head).then(
+  proxyUpgrade(picked.pool, { method: request.method ?? 'GET', path: target.target, headers, protocol: request.headers.upgrade ?? 'websocket', signal }, socket, head).then(
     () => {
       host.trackUpgrade(socket)
       route.metrics.observe(request.method ?? 'GET', 101, (performance.now() - started) / 1000)

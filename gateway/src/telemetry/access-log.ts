@@ -8,6 +8,8 @@ export interface AccessRecord {
   readonly reqId: string
   readonly route: string
   readonly upstream: string
+  /** The endpoint of the last attempt; '' when none was made. */
+  readonly endpoint: string
   readonly method: string
   readonly path: string
   readonly status: number
@@ -72,6 +74,8 @@ export class AccessLog {
     // Route and upstream names are schema-checked, reason and tries are ours, method is an HTTP token,
     // remote is an IP address: only the request id, path and error text can hold a quote.
     let line = `{"level":${INFO},"time":${Date.now()},"service":"waypost","reqId":${JSON.stringify(entry.reqId)},"route":"${entry.route}","upstream":"${entry.upstream}","method":"${entry.method}","path":${JSON.stringify(entry.path)},"status":${entry.status},"durationMs":${round3(entry.durationMs)}`
+    // An origin the config validated or DNS produced, but a host name may still hold odd characters.
+    if (entry.endpoint !== '') line += `,"endpoint":${JSON.stringify(entry.endpoint)}`
     if (entry.upstreamMs >= 0) line += `,"upstreamMs":${round3(entry.upstreamMs)}`
     line += `,"attempts":${entry.attempts},"bytesIn":${entry.bytesIn},"bytesOut":${entry.bytesOut}`
     if (entry.tries !== '') line += `,"tries":"${entry.tries}"`

@@ -43,10 +43,62 @@ export class GatewayMetrics {
     help: 'Version number of the config plan in force.',
     registers: [this.registry],
   })
+  readonly upstreamEjections = new Counter({
+    name: 'waypost_upstream_ejections_total',
+    help: 'Endpoints ejected by outlier detection, by upstream.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly upstreamPanics = new Counter({
+    name: 'waypost_upstream_panic_total',
+    help: 'Attempts sent while no endpoint of the upstream was available (panic: every endpoint of the first priority group is used).',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  /** Upstreams whose endpoint state the gauges below report, read when scraped. */
+  private readonly upstreamSources = new Set<UpstreamStateSource>()
+  readonly upstreamEndpointHealthy = new Gauge({
+    name: 'waypost_upstream_endpoint_healthy',
+    help: 'Active health of each upstream endpoint (1 healthy, 0 unhealthy).',
+    labelNames: ['upstream', 'endpoint'] as const,
+    registers: [this.registry],
+    collect: () => {
+      // Rebuilt at every scrape from the live endpoint groups, so removed endpoints and retired
+      // upstreams disappear, and a group replaced by a reload cannot clobber its successor.
+      const gauge = this.upstreamEndpointHealthy
+      gauge.reset()
+      for (const source of this.upstreamSources) {
+        for (const endpoint of source.endpointList) gauge.labels(source.name, endpoint.address).set(endpoint.healthy ? 1 : 0)
+      }
+    },
+  })
+  readonly upstreamEjected = new Gauge({
+    name: 'waypost_upstream_endpoints_ejected',
+    help: 'Endpoints currently ejected by outlier detection, by upstream.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const gauge = this.upstreamEjected
+      gauge.reset()
+      for (const source of this.upstreamSources) {
+        source.settle()
+        gauge.labels(source.name).set(source.ejectedCount)
+      }
+    },
+  })
   private readonly routes = new Map<string, RouteMetrics>()
 
   constructor() {
     collectDefaultMetrics({ register: this.registry })
+  }
+
+  /** Reports an upstream's endpoints in the gauges until `forget` is called. */
+  watchUpstream(source: UpstreamStateSource): void {
+    this.upstreamSources.add(source)
+  }
+
+  forgetUpstream(source: UpstreamStateSource): void {
+    this.upstreamSources.delete(source)
   }
 
   /** The bound series of one route; kept across reloads so counters keep counting. */
@@ -58,6 +110,15 @@ export class GatewayMetrics {
     }
     return metrics
   }
+}
+
+/** What the upstream gauges read from an endpoint group (structural, so telemetry imports no proxy code). */
+export interface UpstreamStateSource {
+  readonly name: string
+  readonly endpointList: ReadonlyArray<{ readonly address: string; readonly healthy: boolean }>
+  readonly ejectedCount: number
+  /** Returns endpoints whose ejection time has passed (ejections end lazily). */
+  settle(): void
 }
 
 type CounterChild = ReturnType<Counter<'route' | 'method' | 'status_class'>['labels']>

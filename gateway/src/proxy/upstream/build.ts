@@ -1,0 +1,45 @@
+// Builds an upstream's endpoint group from its config: static endpoints or DNS discovery, health
+// checks and outlier detection wired in. The compiler keeps the result across reloads while the
+// upstream's config is unchanged, and disposes of it (timers stopped, pools closed) when retired.
+import type { Logger } from 'pino'
+import { toMs } from '../../config/units.js'
+import type { GatewayMetrics } from '../../telemetry/metrics.js'
+import { createPool } from '../pool.js'
+import type { UpstreamConfig } from './config.js'
+import { EndpointGroup } from './group.js'
+import { HealthChecker } from './health-check.js'
+import { OutlierDetector } from './outlier.js'
+import { DnsDiscovery } from './dns.js'
+
+export interface UpstreamDeps {
+  readonly log: Logger
+  readonly metrics: GatewayMetrics
+}
+
+export function buildUpstream(name: string, config: UpstreamConfig, deps: UpstreamDeps): EndpointGroup {
+  const group = new EndpointGroup({
+    name,
+    balancer: config.balancer ?? 'least-request',
+    minHealthyPercent: config.minHealthyPercent ?? 50,
+    log: deps.log,
+    metrics: deps.metrics,
+    createPool: (origin) => createPool(origin, config),
+  })
+  if (config.outlierDetection !== undefined) group.outlier = new OutlierDetector(config.outlierDetection, deps.metrics.upstreamEjections.labels(name))
+  if (config.dns !== undefined) {
+    const discovery = new DnsDiscovery(config.dns, group)
+    group.onDispose(() => discovery.stop())
+    discovery.start()
+    group.warmedUp = discovery.firstAnswer
+  } else {
+    const endpoints = config.endpoints ?? [{ url: config.url! }]
+    group.setEndpoints(endpoints.map((endpoint) => ({ address: new URL(endpoint.url).origin, priority: endpoint.priority ?? 0, weight: endpoint.weight ?? 1 })))
+  }
+  if (config.healthCheck !== undefined) {
+    const checker = new HealthChecker(config.healthCheck, group, { connectTimeoutMs: toMs(config.connectTimeout ?? '5s'), idleMs: toMs(config.idleTimeout ?? '4s') })
+    group.onDispose(() => checker.stop())
+    // DNS endpoints are checked from the round after they appear.
+    checker.start()
+  }
+  return group
+}

@@ -1,0 +1,83 @@
+// Passive outlier ejection: every attempt's outcome is reported here, and an endpoint that fails
+// too many times in a row is left out of the balancing for a while. Ejections end lazily (on the
+// next pick, scrape or snapshot after their time), so no timer runs per ejected endpoint.
+//
+// Counted as failures, like Envoy: `consecutive5xx` counts any 5xx and connect/reset failures;
+// `consecutiveGatewayErrors` counts 502/503/504 and connect/reset failures (and deadlines, which
+// answer 504). Any other answer resets both counts.
+import type { Counter } from 'prom-client'
+import { toMs } from '../../config/units.js'
+import type { OutlierDetectionConfig } from './config.js'
+import type { Endpoint } from './endpoint.js'
+import type { EndpointGroup } from './group.js'
+
+export class OutlierDetector {
+  private readonly max5xx: number
+  private readonly maxGatewayErrors: number
+  private readonly baseMs: number
+  private readonly maxMs: number
+  private readonly maxPercent: number
+
+  constructor(config: OutlierDetectionConfig, private readonly ejections: ReturnType<Counter<'upstream'>['labels']>) {
+    this.max5xx = config.consecutive5xx ?? 5
+    this.maxGatewayErrors = config.consecutiveGatewayErrors ?? 5
+    this.baseMs = toMs(config.baseEjectionTime ?? '30s')
+    this.maxMs = toMs(config.maxEjectionTime ?? '300s')
+    this.maxPercent = config.maxEjectionPercent ?? 50
+  }
+
+  /** Returns true when the endpoint was ejected (the group's candidates change). */
+  onStatus(endpoint: Endpoint, status: number, group: EndpointGroup): boolean {
+    if (status < 500) {
+      endpoint.consecutive5xx = 0
+      endpoint.consecutiveGatewayErrors = 0
+      return false
+    }
+    endpoint.consecutive5xx++
+    if (status >= 502 && status <= 504) endpoint.consecutiveGatewayErrors++
+    else endpoint.consecutiveGatewayErrors = 0
+    return this.judge(endpoint, group, `${status}`)
+  }
+
+  onFailure(endpoint: Endpoint, group: EndpointGroup): boolean {
+    endpoint.consecutive5xx++
+    endpoint.consecutiveGatewayErrors++
+    return this.judge(endpoint, group, 'connect/reset/timeout')
+  }
+
+  private judge(endpoint: Endpoint, group: EndpointGroup, last: string): boolean {
+    if (endpoint.ejectedUntil !== 0) return false
+    if (endpoint.consecutive5xx < this.max5xx && endpoint.consecutiveGatewayErrors < this.maxGatewayErrors) return false
+    // Never past maxEjectionPercent: a bad signal (a broken health path, an overloaded fleet
+    // answering 503) must not empty the upstream. With one endpoint, only 100% allows ejecting.
+    if ((group.ejectedCount + 1) * 100 > this.maxPercent * group.size) {
+      group.log.debug({ upstream: group.name, endpoint: endpoint.address, ejected: group.ejectedCount }, 'outlier not ejected: maxEjectionPercent reached')
+      return false
+    }
+    const now = performance.now()
+    // The multiplier decays by one for every base period the endpoint has spent back in service.
+    if (endpoint.timesEjected > 0) endpoint.timesEjected = Math.max(0, endpoint.timesEjected - Math.floor((now - endpoint.returnedAt) / this.baseMs))
+    endpoint.timesEjected++
+    const forMs = Math.min(this.baseMs * endpoint.timesEjected, this.maxMs)
+    endpoint.ejectedUntil = now + forMs
+    const reason = { consecutive5xx: endpoint.consecutive5xx, consecutiveGatewayErrors: endpoint.consecutiveGatewayErrors, last }
+    endpoint.consecutive5xx = 0
+    endpoint.consecutiveGatewayErrors = 0
+    this.ejections.inc()
+    group.log.warn({ upstream: group.name, endpoint: endpoint.address, forMs, times: endpoint.timesEjected, ...reason }, 'upstream endpoint ejected')
+    return true
+  }
+
+  /** Ends the ejections due by `now`; true when any ended. */
+  returnDue(group: EndpointGroup, now: number): boolean {
+    let returned = false
+    for (const endpoint of group.endpointList) {
+      if (endpoint.ejectedUntil === 0 || endpoint.ejectedUntil > now) continue
+      endpoint.ejectedUntil = 0
+      endpoint.returnedAt = now
+      returned = true
+      group.log.info({ upstream: group.name, endpoint: endpoint.address }, 'upstream endpoint returned from ejection')
+    }
+    return returned
+  }
+}
