@@ -1,7 +1,9 @@
 // Config → immutable Plan: a router over compiled routes, each an onion of policy layers around
 // the upstream dispatch. The layer order is fixed here, not by the YAML author:
-//   timeout (request) → concurrency → timeout (per try) → dispatch
-// Later policies slot in at their documented place (auth, rate limit, cache, breaker, retry).
+//   timeout (request) → fault → concurrency → breaker → retry → timeout (per try) → dispatch
+// The request deadline is outermost so injected delays, queueing and retries count against it;
+// the breaker sits outside retry so it sees one outcome per exchange. Later policies slot in at
+// their documented place (auth, rate limit, cache).
 import { BlockList } from 'node:net'
 import type { Pool } from 'undici'
 import type { Static, TSchema } from '@sinclair/typebox'
@@ -10,6 +12,7 @@ import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
 import type { Deps, Policy, RouteInfo, Upstream } from '../policies/policy.js'
 import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
 import { concurrency } from '../policies/concurrency.js'
+import { breaker, type BreakerBoard } from '../policies/breaker.js'
 import { createPool } from '../proxy/pool.js'
 import { dispatchTo } from '../proxy/dispatch.js'
 import { toMs } from './units.js'
@@ -19,7 +22,7 @@ import type { KeptState } from './kept-state.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 
 /** Outermost first. Each entry reads its own YAML section under `policies:`. */
-const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, concurrency, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
+const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, concurrency, breaker, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
 
 export interface CompiledRoute {
   readonly info: RouteInfo
@@ -60,6 +63,7 @@ export interface CompileContext {
   readonly source: string
   readonly state: KeptState
   readonly metrics: GatewayMetrics
+  readonly breakers: BreakerBoard
   readonly log: Logger
   /** Environment and CLI values that win over the file. */
   readonly overrides: { listen?: string; admin?: string; logLevel?: string }
@@ -70,7 +74,7 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   for (const [name, upstream] of Object.entries(config.upstreams)) {
     pools.set(name, context.state.keep('upstream', name, upstream, () => createPool(upstream), (pool) => void pool.close().catch(() => undefined)))
   }
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, pools.get(route.upstream)!, context))
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, pools, context))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -84,13 +88,20 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   }
 }
 
-function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, pool: Pool, context: CompileContext): CompiledRoute {
+function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, pools: ReadonlyMap<string, Pool>, context: CompileContext): CompiledRoute {
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
+  const pool = pools.get(route.upstream)!
   const deps: Deps = {
     route: info,
     log: context.log,
     metrics: context.metrics.registry,
     keep: (name, config, create, dispose) => context.state.keep(`route:${route.name}`, name, config, create, dispose),
+    upstream: (name) => {
+      const other = pools.get(name)
+      if (other === undefined) throw new Error(`route ${route.name}: unknown upstream "${name}"`)
+      return dispatchTo(other)
+    },
+    breakers: context.breakers,
   }
   const policies = mergePolicies(defaults, route.policies)
   let handler = dispatchTo(pool)

@@ -1,6 +1,6 @@
 // Prometheus metrics. Per-route children are bound once per route and status class, so the request
 // path does one map lookup instead of prom-client's per-call label hashing.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
@@ -87,4 +87,12 @@ export class RouteMetrics {
   local(reason: string): void {
     this.metrics.localResponses.labels(this.route, reason).inc()
   }
+}
+
+/**
+ * A metric a policy registers on first use: every route and every reload after that gets the same
+ * one, since prom-client refuses a second registration of a name in one registry.
+ */
+export function registeredOnce<T extends Metric>(registry: Registry, name: string, create: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? create()
 }
