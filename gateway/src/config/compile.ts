@@ -13,6 +13,7 @@ import type { Deps, Policy, RouteInfo, Upstream } from '../policies/policy.js'
 import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
 import { concurrency } from '../policies/concurrency.js'
 import { breaker, type BreakerBoard } from '../policies/breaker.js'
+import { fault } from '../policies/fault.js'
 import { createPool } from '../proxy/pool.js'
 import { dispatchTo } from '../proxy/dispatch.js'
 import { toMs } from './units.js'
@@ -22,7 +23,7 @@ import type { KeptState } from './kept-state.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 
 /** Outermost first. Each entry reads its own YAML section under `policies:`. */
-const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, concurrency, breaker, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
+const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, fault, concurrency, breaker, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
 
 export interface CompiledRoute {
   readonly info: RouteInfo
