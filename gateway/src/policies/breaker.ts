@@ -48,7 +48,7 @@ export const BreakerConfig = Type.Object(
     openFor: Type.Optional(Duration),
     halfOpenProbes: Type.Optional(Type.Integer({ minimum: 1, description: 'Requests let through when half-open; all must succeed to close. Default 1.' })),
     failOn: Type.Optional(FailOn),
-    fallback: Type.Optional(Type.Union([StaticFallback, UpstreamFallback])),
+    fallback: Type.Optional(Type.Union([StaticFallback, UpstreamFallback], { errorMessage: 'expected { status: 200-599, body?, headers? } or { upstream: NAME }' })),
   },
   {
     additionalProperties: false,
