@@ -133,6 +133,23 @@ t.test('a failed probe reopens the breaker', async (t) => {
   t.same(transitions(gw), ['closed→open', 'open→half-open', 'half-open→open', 'open→half-open', 'half-open→closed'])
 })
 
+t.test('a call from before the breaker opened that ends while it is half-open changes nothing', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      breaker: { minRequests: 2, openFor: 300ms }\n' }))
+  t.teardown(() => gw.close())
+  const controller = new AbortController()
+  const stale = request(`${gw.url}/fault/hang`, { signal: controller.signal })
+  await sleep(100)
+  await fail(gw, 2)
+  t.equal((await breakers(gw))[0]?.state, 'open', '2 of 3 calls failed')
+  await waitForState(gw, 'half-open')
+  controller.abort()
+  await t.rejects(stale)
+  await sleep(100)
+  t.equal((await breakers(gw))[0]?.state, 'half-open', 'a client leaving is no evidence the upstream recovered')
+  t.equal((await get(gw, '/status/200')).status, 200, 'the probe is still available')
+  t.equal((await breakers(gw))[0]?.state, 'closed')
+})
+
 t.test('only failOn outcomes count: statuses, per-try timeouts, connection errors; never client aborts or the request deadline', async (t) => {
   const strict = '{ minRequests: 2, failureRatio: 0, openFor: 10s'
   t.test('statuses outside failOn.statuses', async (t) => {

@@ -3,6 +3,8 @@
 // `minRequests` calls failed. Open: the gateway answers itself (503 breaker-open, or the fallback)
 // without touching the upstream. After `openFor`, half-open: exactly `halfOpenProbes` requests go
 // through; the breaker closes once all of them succeeded and reopens at the first that fails.
+// opossum's own half-open lets one call through and closes on any success; the open period and
+// half-open are ours instead (see `resetTimeout` below), with opossum kept open until we close it.
 //
 // What "failed" means is ours, not opossum's: it only counts rejections, so a response whose status
 // is in `failOn.statuses` is thrown as a FailingResponse and unwrapped again after `fire()`, and the
@@ -62,6 +64,9 @@ export type BreakerConfig = Static<typeof BreakerConfig>
 export type BreakerState = 'closed' | 'half-open' | 'open'
 
 const STATE_CODE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 }
+
+/** The longest delay setTimeout takes (2^31 - 1 ms); beyond it Node fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** A failing upstream response on its way through opossum. Not an Error: no stack to capture. */
 class FailingResponse {
@@ -133,6 +138,7 @@ export class RouteBreaker {
   private probesSucceeded = 0
   /** Counts half-open periods, so a probe that settles after its period ended changes nothing. */
   private halfOpenRound = 0
+  private halfOpenTimer: NodeJS.Timeout | undefined
 
   constructor(
     readonly route: RouteInfo,
@@ -151,14 +157,16 @@ export class RouteBreaker {
       rollingCountTimeout: settings.windowMs,
       rollingCountBuckets: 10,
       volumeThreshold: settings.minRequests,
-      resetTimeout: settings.openForMs,
+      // We run `openFor` and half-open ourselves, and opossum stays open meanwhile: in its own
+      // half-open, any call that started before it opened and ends then (even a client abort,
+      // which errorFilter reports as a success) would close it without a probe.
+      resetTimeout: MAX_TIMER_MS,
       rollingPercentilesEnabled: false,
       enableSnapshots: false,
       // opossum passes fire()'s arguments after the error; @types/opossum 8 leaves them out.
       errorFilter: ((error: unknown, exchange: Exchange) => !rule.failedError(error, exchange)) as (error: unknown) => boolean,
     })
     this.circuit.on('open', () => this.transition('open'))
-    this.circuit.on('halfOpen', () => this.transition('half-open'))
     this.circuit.on('close', () => this.transition('closed'))
   }
 
@@ -169,7 +177,7 @@ export class RouteBreaker {
   handle(exchange: Exchange, next: Upstream, whenOpen: OpenAnswer): Promise<ProxyResponse> {
     const circuit = this.circuit
     if (circuit.closed) return this.pass(exchange, next)
-    if (circuit.halfOpen && this.probesLeft > 0) return this.probe(exchange, next)
+    if (this.state === 'half-open' && this.probesLeft > 0) return this.probe(exchange, next)
     this.rejections.inc()
     circuit.emit('reject') // opossum counts it in the window's `rejects`, as its own fire() would
     return Promise.resolve(whenOpen(exchange))
@@ -191,6 +199,7 @@ export class RouteBreaker {
   }
 
   shutdown(): void {
+    clearTimeout(this.halfOpenTimer)
     this.circuit.shutdown()
   }
 
@@ -203,7 +212,7 @@ export class RouteBreaker {
     }
   }
 
-  /** opossum lets one call through when half-open; we count our own probes to let `halfOpenProbes` through. */
+  /** A half-open probe goes straight to the upstream: opossum is still open, and we count the probes. */
   private async probe(exchange: Exchange, next: Upstream): Promise<ProxyResponse> {
     this.probesLeft--
     const round = this.halfOpenRound
@@ -219,8 +228,8 @@ export class RouteBreaker {
   }
 
   private probeSettled(round: number, outcome: ProbeOutcome): void {
-    if (round !== this.halfOpenRound || !this.circuit.halfOpen) return
-    if (outcome === 'failed') this.circuit.open()
+    if (round !== this.halfOpenRound || this.state !== 'half-open') return
+    if (outcome === 'failed') this.transition('open')
     else if (outcome === 'uncounted') this.probesLeft++ // the slot goes to the next request
     else if (++this.probesSucceeded >= this.settings.halfOpenProbes) this.circuit.close()
   }
@@ -229,9 +238,13 @@ export class RouteBreaker {
     const from = this.state
     if (from === to) return
     this.state = to
-    if (to === 'open') this.openedAt = Date.now()
-    else if (to === 'closed') this.openedAt = undefined
-    else {
+    clearTimeout(this.halfOpenTimer)
+    if (to === 'open') {
+      this.openedAt = Date.now()
+      this.halfOpenTimer = setTimeout(this.halfOpen, this.settings.openForMs).unref()
+    } else if (to === 'closed') {
+      this.openedAt = undefined
+    } else {
       this.halfOpenRound++
       this.probesLeft = this.settings.halfOpenProbes
       this.probesSucceeded = 0
@@ -243,6 +256,8 @@ export class RouteBreaker {
     )
     if (to === 'closed') clearWindow(this.circuit)
   }
+
+  private readonly halfOpen = (): void => this.transition('half-open')
 }
 
 /** opossum's action: one per breaker, the exchange and the next layer come as fire()'s arguments. */
