@@ -1,6 +1,8 @@
 // The `waypost` command as users run it.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
+import { readdirSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { MAIN, tempConfig } from './helpers.js'
 
@@ -15,6 +17,16 @@ t.test('validate: ok', async (t) => {
   const result = waypost(['validate', example])
   t.equal(result.code, 0)
   t.match(result.stdout, /ok \(2 routes, 1 upstreams, hash [0-9a-f]{16}\)/)
+})
+
+t.test('validate: every example in config/examples is valid', async (t) => {
+  const examples = fileURLToPath(new URL('../../config/examples/', import.meta.url))
+  const files = readdirSync(examples).filter((name) => name.endsWith('.yaml'))
+  t.ok(files.includes('chaos.yaml'))
+  for (const name of files) {
+    const result = waypost(['validate', join(examples, name)])
+    t.equal(result.code, 0, `${name}: ${result.stderr}`)
+  }
 })
 
 t.test('validate: every error as file:line:col: field.path: message, exit 1', async (t) => {

@@ -1,8 +1,10 @@
 // Config → immutable Plan: a router over compiled routes, each an onion of policy layers around
 // the dispatch to its upstream's endpoint group (kept across reloads while its config is unchanged).
 // The layer order is fixed here, not by the YAML author:
-//   timeout (request) → rate limit → concurrency → retry → timeout (per try) → dispatch
-// Later policies slot in at their documented place (auth, rate limit, cache, breaker, retry).
+//   timeout (request) → rate limit → fault → concurrency → breaker → retry → timeout (per try) → dispatch
+// The request deadline is outermost so injected delays, queueing and retries count against it;
+// a refused (rate-limited) request costs nothing further; the breaker sits outside retry so it
+// sees one outcome per exchange. Later policies slot in at their documented place (auth, cache).
 import { BlockList } from 'node:net'
 import type { Static, TSchema } from '@sinclair/typebox'
 import type { Logger } from 'pino'
@@ -12,6 +14,8 @@ import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
 import { concurrency } from '../policies/concurrency.js'
 import { retry } from '../policies/retry/retry.js'
 import { rateLimit } from '../policies/rate-limit/rate-limit.js'
+import { breaker, type BreakerBoard } from '../policies/breaker.js'
+import { fault } from '../policies/fault.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
 import { dispatchTo } from '../proxy/dispatch.js'
@@ -23,7 +27,7 @@ import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 
 /** Outermost first. Each entry reads its own YAML section under `policies:`. */
-const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, rateLimit, concurrency, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
+const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, rateLimit, fault, concurrency, breaker, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
 
 export interface CompiledRoute {
   readonly info: RouteInfo
@@ -67,6 +71,7 @@ export interface CompileContext {
   readonly source: string
   readonly state: KeptState
   readonly metrics: GatewayMetrics
+  readonly breakers: BreakerBoard
   readonly log: Logger
   /** Environment and CLI values that win over the file. */
   readonly overrides: { listen?: string; admin?: string; logLevel?: string }
@@ -79,7 +84,7 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     upstreams.set(name, context.state.keep('upstream', name, upstream, () => buildUpstream(name, upstream, upstreamDeps), (group) => group.dispose()))
   }
   const settings = settingsOf(config, context.overrides)
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams.get(route.upstream)!, settings, config.redis, context))
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams, settings, config.redis, context))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -94,7 +99,15 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   }
 }
 
-function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, endpoints: EndpointGroup, settings: Settings, redis: RedisConfig | undefined, context: CompileContext): CompiledRoute {
+function compileRoute(
+  route: RouteConfig,
+  defaults: PoliciesConfig | undefined,
+  upstreams: ReadonlyMap<string, EndpointGroup>,
+  settings: Settings,
+  redis: RedisConfig | undefined,
+  context: CompileContext,
+): CompiledRoute {
+  const endpoints = upstreams.get(route.upstream)!
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
   const deps: Deps = {
     route: info,
@@ -103,6 +116,12 @@ function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, 
     trustedProxies: settings.trustedProxies,
     redis,
     keep: (name, config, create, dispose) => context.state.keep(`route:${route.name}`, name, config, create, dispose),
+    upstream: (name) => {
+      const other = upstreams.get(name)
+      if (other === undefined) throw new Error(`route ${route.name}: unknown upstream "${name}"`)
+      return dispatchTo(other)
+    },
+    breakers: context.breakers,
   }
   const policies = mergePolicies(defaults, route.policies)
   let handler = dispatchTo(endpoints)

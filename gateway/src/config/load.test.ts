@@ -109,6 +109,32 @@ routes:
   t.match(errors, /routes\[1\]\.rewrite\.pathPrefix: needs match\.path\.prefix/)
 })
 
+t.test('breaker checks: the fallback upstream exists, the window has some length', async (t) => {
+  const errors = errorsOf(`upstreams:
+  app: { url: "http://127.0.0.1:3000" }
+defaults:
+  policies:
+    breaker: { fallback: { upstream: spare } }
+routes:
+  - name: a
+    upstream: app
+    policies:
+      breaker:
+        window: 50ms
+        fallback: { upstream: ghost }
+  - name: b
+    upstream: app
+    policies:
+      breaker: { fallback: { upstream: app } }
+`)
+  t.same(errors, [
+    'w.yaml:5:38: defaults.policies.breaker.fallback.upstream: unknown upstream "spare"; defined: app',
+    'w.yaml:12:31: routes[0].policies.breaker.fallback.upstream: unknown upstream "ghost"; defined: app',
+    'w.yaml:11:17: routes[0].policies.breaker.window: expected at least 100ms',
+  ])
+  t.match(errorsOf(valid.replace('upstream: app', 'upstream: app\n    policies: { breaker: { fallback: { status: 700 } } }')).join('\n'), /:7:\d+: routes\[0\]\.policies\.breaker\.fallback: expected \{ status: 200-599, body\?, headers\? \} or \{ upstream: NAME \}/)
+})
+
 t.test('durations', async (t) => {
   t.equal(toMs('250ms'), 250)
   t.equal(toMs('1.5s'), 1500)

@@ -136,9 +136,7 @@ function semanticErrors(config: GatewayConfig): Array<{ path: string; message: s
     const first = names.get(route.name)
     if (first !== undefined) errors.push({ path: `/routes/${index}/name`, message: `duplicate route name "${route.name}" (first used by routes[${first}])` })
     else names.set(route.name, index)
-    if (config.upstreams[route.upstream] === undefined) {
-      errors.push({ path: `/routes/${index}/upstream`, message: `unknown upstream "${route.upstream}"; defined: ${upstreams.join(', ') || 'none'}` })
-    }
+    if (config.upstreams[route.upstream] === undefined) errors.push(unknownUpstream(`/routes/${index}/upstream`, route.upstream, upstreams))
     const path = route.match?.path
     if (path !== undefined) {
       const kinds = (['exact', 'prefix', 'regex'] as const).filter((kind) => path[kind] !== undefined)
@@ -160,6 +158,8 @@ function semanticErrors(config: GatewayConfig): Array<{ path: string; message: s
   })
   policyErrors(config, config.defaults?.policies, '/defaults/policies', errors)
   config.routes.forEach((route, index) => policyErrors(config, route.policies, `/routes/${index}/policies`, errors))
+  errors.push(...breakerErrors('/defaults/policies', config.defaults?.policies, config.upstreams))
+  config.routes.forEach((route, index) => errors.push(...breakerErrors(`/routes/${index}/policies`, route.policies, config.upstreams)))
   config.listen?.trustedProxies?.forEach((entry, index) => {
     if (parseCidr(entry) === undefined) errors.push({ path: `/listen/trustedProxies/${index}`, message: `not an IP address or CIDR: "${entry}"` })
   })
@@ -175,6 +175,23 @@ function policyErrors(config: GatewayConfig, policies: PoliciesConfig | undefine
   if (backoff?.base !== undefined && backoff.max !== undefined && toMs(backoff.base) > toMs(backoff.max)) {
     errors.push({ path: `${path}/retry/backoff/base`, message: `base (${backoff.base}) is longer than max (${backoff.max})` })
   }
+}
+
+function unknownUpstream(path: string, name: string, defined: ReadonlyArray<string>): { path: string; message: string } {
+  return { path, message: `unknown upstream "${name}"; defined: ${defined.join(', ') || 'none'}` }
+}
+
+/** A breaker's fallback upstream must exist; its window is kept in 10 buckets, so it needs some length. */
+function breakerErrors(path: string, policies: PoliciesConfig | undefined, upstreams: GatewayConfig['upstreams']): Array<{ path: string; message: string }> {
+  const breaker = policies?.breaker
+  if (breaker === undefined || breaker === false) return []
+  const errors: Array<{ path: string; message: string }> = []
+  const fallback = breaker.fallback
+  if (fallback !== undefined && 'upstream' in fallback && upstreams[fallback.upstream] === undefined) {
+    errors.push(unknownUpstream(`${path}/breaker/fallback/upstream`, fallback.upstream, Object.keys(upstreams)))
+  }
+  if (breaker.window !== undefined && toMs(breaker.window) < 100) errors.push({ path: `${path}/breaker/window`, message: 'expected at least 100ms' })
+  return errors
 }
 
 function regexProblem(source: string): string | undefined {

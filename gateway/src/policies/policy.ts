@@ -6,6 +6,7 @@ import type { RedisConfig } from '../store/redis.js'
 import type { TSchema, Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
+import type { BreakerBoard } from './breaker.js'
 
 /** The request as it will be sent upstream: headers already mapped (hop-by-hop stripped, forwarded set). */
 export interface ProxyRequest {
@@ -110,6 +111,10 @@ export interface Deps {
    * route name, policy name and config hash, and drops what the new plan no longer uses.
    */
   keep<T>(name: string, config: unknown, create: () => T, dispose?: (value: T) => void): T
+  /** The dispatch to another upstream of the plan (for fallbacks); the name is known to exist. */
+  upstream(name: string): Upstream
+  /** The gateway's live circuit breakers, which `GET /breakers` and the state gauge read. */
+  readonly breakers: BreakerBoard
 }
 
 export interface Policy<S extends TSchema> {

@@ -1,5 +1,6 @@
-// The admin listener: probes, config state, upstream endpoints, reload and metrics. Kept off the proxy port so a load
-// balancer or a client can never reach it through the data path.
+// The admin listener: probes, config state, upstream endpoints, circuit breakers, reload and
+// metrics. Kept off the proxy port so a load balancer or a client can never reach it through the
+// data path.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Gateway } from './gateway.js'
 import { formatError } from '../config/load.js'
@@ -49,6 +50,8 @@ export function createAdminHandler(gateway: Gateway) {
           (error: unknown) => json(response, 500, { ok: false, errors: [(error as Error).message] }),
         )
         return
+      case 'GET /breakers':
+        return json(response, 200, { breakers: gateway.breakers.list().map((breaker) => breaker.snapshot()) })
       case 'GET /metrics':
         gateway.metrics.registry.metrics().then(
           (body) => {
@@ -59,8 +62,8 @@ export function createAdminHandler(gateway: Gateway) {
         )
         return
       default:
-        if (['/live', '/ready', '/config', '/upstreams', '/reload', '/metrics'].includes(path ?? '')) return text(response, 405, 'method not allowed\n')
-        return text(response, 404, 'not found: try /live /ready /config /upstreams /reload (POST) /metrics\n')
+        if (['/live', '/ready', '/config', '/upstreams', '/breakers', '/reload', '/metrics'].includes(path ?? '')) return text(response, 405, 'method not allowed\n')
+        return text(response, 404, 'not found: try /live /ready /config /upstreams /breakers /reload (POST) /metrics\n')
     }
   }
 }

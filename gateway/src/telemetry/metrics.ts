@@ -1,6 +1,6 @@
 // Prometheus metrics. Per-route children are bound once per route and status class, so the request
 // path does one map lookup instead of prom-client's per-call label hashing.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
@@ -151,18 +151,19 @@ export class RouteMetrics {
 }
 
 /**
- * A policy's counter, created on first use: every route's layer (and every reload) asks for the
- * same series family, and a registry holds each name once.
+ * A metric a policy registers on first use: every route and every reload after that gets the same
+ * one, since prom-client refuses a second registration of a name in one registry.
  */
-export function sharedCounter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
-  const existing = registry.getSingleMetric(name)
-  if (existing !== undefined) return existing as Counter<L>
-  return new Counter({ name, help, labelNames, registers: [registry] })
+export function registeredOnce<T extends Metric>(registry: Registry, name: string, create: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? create()
 }
 
-/** A policy's gauge, created on first use (see sharedCounter). */
+/** A policy's counter, created on first use (see registeredOnce). */
+export function sharedCounter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
+  return registeredOnce(registry, name, () => new Counter({ name, help, labelNames, registers: [registry] }))
+}
+
+/** A policy's gauge, created on first use (see registeredOnce). */
 export function sharedGauge<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Gauge<L> {
-  const existing = registry.getSingleMetric(name)
-  if (existing !== undefined) return existing as Gauge<L>
-  return new Gauge({ name, help, labelNames, registers: [registry] })
+  return registeredOnce(registry, name, () => new Gauge({ name, help, labelNames, registers: [registry] }))
 }

@@ -1,0 +1,373 @@
+// A circuit breaker per route and upstream, built on opossum. Closed: every call goes through
+// opossum, whose rolling window opens the circuit once more than `failureRatio` of at least
+// `minRequests` calls failed. Open: the gateway answers itself (503 breaker-open, or the fallback)
+// without touching the upstream. After `openFor`, half-open: exactly `halfOpenProbes` requests go
+// through; the breaker closes once all of them succeeded and reopens at the first that fails.
+// opossum's own half-open lets one call through and closes on any success; the open period and
+// half-open are ours instead (see `resetTimeout` below), with opossum kept open until we close it.
+//
+// What "failed" means is ours, not opossum's: it only counts rejections, so a response whose status
+// is in `failOn.statuses` is thrown as a FailingResponse and unwrapped again after `fire()`, and the
+// client still gets the upstream's answer. Errors that are not the upstream's fault (the client left,
+// the whole-exchange deadline passed) are filtered out. The breaker is kept across reloads while
+// its config is unchanged.
+import CircuitBreaker from 'opossum'
+import { Type, type Static } from '@sinclair/typebox'
+import { Counter, Gauge, type Registry } from 'prom-client'
+import type { Logger } from 'pino'
+import { Duration, toMs } from '../config/units.js'
+import { answerForError } from '../proxy/errors.js'
+import { localResponse, type Deps, type Exchange, type Policy, type ProxyResponse, type RouteInfo, type Upstream } from './policy.js'
+
+const FailOn = Type.Object(
+  {
+    statuses: Type.Optional(Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { description: 'Upstream statuses that count as failures. Default [500, 502, 503, 504].' })),
+    timeouts: Type.Optional(Type.Boolean({ description: 'Per-try deadlines and upstream timeouts count as failures. Default true.' })),
+    connectionErrors: Type.Optional(Type.Boolean({ description: 'Refused, reset and failed connections count as failures. Default true.' })),
+  },
+  { additionalProperties: false, description: 'What counts as a failure. Client aborts and the whole-exchange deadline never do.' },
+)
+
+const StaticFallback = Type.Object(
+  {
+    status: Type.Integer({ minimum: 200, maximum: 599 }),
+    body: Type.Optional(Type.String()),
+    headers: Type.Optional(Type.Record(Type.String(), Type.String())),
+  },
+  { additionalProperties: false, description: 'Answer with this response while open (it still carries `x-waypost-reason: breaker-open ...`).' },
+)
+
+const UpstreamFallback = Type.Object(
+  { upstream: Type.String({ minLength: 1, description: 'The name of another upstream.' }) },
+  { additionalProperties: false, description: 'Send requests to this upstream while open.' },
+)
+
+export const BreakerConfig = Type.Object(
+  {
+    failureRatio: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'Opens when more than this share of the calls in the window failed. Default 0.5.' })),
+    window: Type.Optional(Duration),
+    minRequests: Type.Optional(Type.Integer({ minimum: 1, description: 'Calls the window must hold before the breaker may open. Default 20.' })),
+    openFor: Type.Optional(Duration),
+    halfOpenProbes: Type.Optional(Type.Integer({ minimum: 1, description: 'Requests let through when half-open; all must succeed to close. Default 1.' })),
+    failOn: Type.Optional(FailOn),
+    fallback: Type.Optional(Type.Union([StaticFallback, UpstreamFallback], { errorMessage: 'expected { status: 200-599, body?, headers? } or { upstream: NAME }' })),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Circuit breaker per route and upstream: opens when more than `failureRatio` (0.5) of at least `minRequests` (20) calls in the rolling `window` (10s) failed; ' +
+      'stays open `openFor` (10s), then lets `halfOpenProbes` (1) requests through. While open: 503 breaker-open, or `fallback`.',
+  },
+)
+export type BreakerConfig = Static<typeof BreakerConfig>
+
+export type BreakerState = 'closed' | 'half-open' | 'open'
+
+const STATE_CODE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 }
+
+/** The longest delay setTimeout takes (2^31 - 1 ms); beyond it Node fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** A failing upstream response on its way through opossum. Not an Error: no stack to capture. */
+class FailingResponse {
+  constructor(readonly response: ProxyResponse) {}
+}
+
+/** Which outcomes count as the upstream's failure (`failOn`). */
+class FailureRule {
+  private readonly statuses: ReadonlySet<number>
+  private readonly timeouts: boolean
+  private readonly connectionErrors: boolean
+
+  constructor(config: BreakerConfig['failOn']) {
+    this.statuses = new Set(config?.statuses ?? [500, 502, 503, 504])
+    this.timeouts = config?.timeouts ?? true
+    this.connectionErrors = config?.connectionErrors ?? true
+  }
+
+  /** The layers below answer with the upstream's response, or locally when the per-try deadline passed. */
+  failedResponse(response: ProxyResponse, exchange: Exchange): boolean {
+    if (response.origin === 'upstream') return this.statuses.has(response.status)
+    return this.timeouts && exchange.record.reason === 'attempt-timeout'
+  }
+
+  failedError(error: unknown, exchange: Exchange): boolean {
+    if (error instanceof FailingResponse) return true
+    // The client left or the whole-exchange deadline passed: nothing the upstream did.
+    if (exchange.signal.aborted) return false
+    const status = answerForError(error).status
+    if (status === 504) return this.timeouts
+    if (status === 502) return this.connectionErrors
+    return false // 4xx: the request was at fault
+  }
+}
+
+/** A breaker's settings in milliseconds and counts. */
+interface BreakerSettings {
+  readonly failureRatio: number
+  readonly windowMs: number
+  readonly minRequests: number
+  readonly openForMs: number
+  readonly halfOpenProbes: number
+}
+
+function settingsOf(config: BreakerConfig): BreakerSettings {
+  return {
+    failureRatio: config.failureRatio ?? 0.5,
+    windowMs: toMs(config.window ?? '10s'),
+    minRequests: config.minRequests ?? 20,
+    openForMs: toMs(config.openFor ?? '10s'),
+    halfOpenProbes: config.halfOpenProbes ?? 1,
+  }
+}
+
+type ProbeOutcome = 'succeeded' | 'failed' | 'uncounted'
+
+/** What the breaker answers while open: built with each plan, since the fallback upstream's pool belongs to the plan. */
+export type OpenAnswer = (exchange: Exchange) => ProxyResponse | Promise<ProxyResponse>
+
+/** The breaker of one route and upstream; kept across reloads while its config is unchanged. */
+export class RouteBreaker {
+  state: BreakerState = 'closed'
+  /** When the breaker last opened (ms since the epoch); undefined unless open or half-open. */
+  openedAt: number | undefined
+  private readonly circuit: CircuitBreaker<[Exchange, Upstream], ProxyResponse>
+  private readonly rule: FailureRule
+  private readonly rejections: ReturnType<Counter<'route' | 'upstream'>['labels']>
+  private probesLeft = 0
+  private probesSucceeded = 0
+  /** Counts half-open periods, so a probe that settles after its period ended changes nothing. */
+  private halfOpenRound = 0
+  private halfOpenTimer: NodeJS.Timeout | undefined
+
+  constructor(
+    readonly route: RouteInfo,
+    readonly settings: BreakerSettings,
+    failOn: BreakerConfig['failOn'],
+    private readonly log: Logger,
+    rejections: Counter<'route' | 'upstream'>,
+  ) {
+    this.rule = new FailureRule(failOn)
+    this.rejections = rejections.labels(route.name, route.upstream)
+    const rule = this.rule
+    this.circuit = new CircuitBreaker(callCounting(rule), {
+      name: `${route.name}/${route.upstream}`,
+      timeout: false, // our timeout layers own the deadlines
+      errorThresholdPercentage: settings.failureRatio * 100,
+      rollingCountTimeout: settings.windowMs,
+      rollingCountBuckets: 10,
+      volumeThreshold: settings.minRequests,
+      // We run `openFor` and half-open ourselves, and opossum stays open meanwhile: in its own
+      // half-open, any call that started before it opened and ends then (even a client abort,
+      // which errorFilter reports as a success) would close it without a probe.
+      resetTimeout: MAX_TIMER_MS,
+      rollingPercentilesEnabled: false,
+      enableSnapshots: false,
+      // opossum passes fire()'s arguments after the error; @types/opossum 8 leaves them out.
+      errorFilter: ((error: unknown, exchange: Exchange) => !rule.failedError(error, exchange)) as (error: unknown) => boolean,
+    })
+    this.circuit.on('open', () => this.transition('open'))
+    this.circuit.on('close', () => this.transition('closed'))
+  }
+
+  get stateCode(): number {
+    return STATE_CODE[this.state]
+  }
+
+  handle(exchange: Exchange, next: Upstream, whenOpen: OpenAnswer): Promise<ProxyResponse> {
+    const circuit = this.circuit
+    if (circuit.closed) return this.pass(exchange, next)
+    if (this.state === 'half-open' && this.probesLeft > 0) return this.probe(exchange, next)
+    this.rejections.inc()
+    circuit.emit('reject') // opossum counts it in the window's `rejects`, as its own fire() would
+    return Promise.resolve(whenOpen(exchange))
+  }
+
+  /** What `GET /breakers` shows. */
+  snapshot(): Record<string, unknown> {
+    const stats = this.circuit.stats
+    const openedAt = this.openedAt
+    return {
+      route: this.route.name,
+      upstream: this.route.upstream,
+      state: this.state,
+      stats: { windowMs: this.settings.windowMs, fires: stats.fires, successes: stats.successes, failures: stats.failures, rejects: stats.rejects },
+      openedAt: openedAt === undefined ? null : new Date(openedAt).toISOString(),
+      halfOpenAt: openedAt === undefined || this.state !== 'open' ? null : new Date(openedAt + this.settings.openForMs).toISOString(),
+      halfOpenProbes: this.settings.halfOpenProbes,
+    }
+  }
+
+  shutdown(): void {
+    clearTimeout(this.halfOpenTimer)
+    this.circuit.shutdown()
+  }
+
+  private async pass(exchange: Exchange, next: Upstream): Promise<ProxyResponse> {
+    try {
+      return await this.circuit.fire(exchange, next)
+    } catch (error) {
+      if (error instanceof FailingResponse) return error.response
+      throw error
+    }
+  }
+
+  /** A half-open probe goes straight to the upstream: opossum is still open, and we count the probes. */
+  private async probe(exchange: Exchange, next: Upstream): Promise<ProxyResponse> {
+    this.probesLeft--
+    const round = this.halfOpenRound
+    let response: ProxyResponse
+    try {
+      response = await next(exchange)
+    } catch (error) {
+      this.probeSettled(round, this.rule.failedError(error, exchange) ? 'failed' : 'uncounted')
+      throw error
+    }
+    this.probeSettled(round, this.rule.failedResponse(response, exchange) ? 'failed' : 'succeeded')
+    return response
+  }
+
+  private probeSettled(round: number, outcome: ProbeOutcome): void {
+    if (round !== this.halfOpenRound || this.state !== 'half-open') return
+    if (outcome === 'failed') this.transition('open')
+    else if (outcome === 'uncounted') this.probesLeft++ // the slot goes to the next request
+    else if (++this.probesSucceeded >= this.settings.halfOpenProbes) this.circuit.close()
+  }
+
+  private transition(to: BreakerState): void {
+    const from = this.state
+    if (from === to) return
+    this.state = to
+    clearTimeout(this.halfOpenTimer)
+    if (to === 'open') {
+      this.openedAt = Date.now()
+      this.halfOpenTimer = setTimeout(this.halfOpen, this.settings.openForMs).unref()
+    } else if (to === 'closed') {
+      this.openedAt = undefined
+    } else {
+      this.halfOpenRound++
+      this.probesLeft = this.settings.halfOpenProbes
+      this.probesSucceeded = 0
+    }
+    const stats = this.circuit.stats
+    this.log.warn(
+      { route: this.route.name, upstream: this.route.upstream, from, to, window: { ms: this.settings.windowMs, fires: stats.fires, successes: stats.successes, failures: stats.failures, rejects: stats.rejects } },
+      `breaker ${from} → ${to}`,
+    )
+    if (to === 'closed') clearWindow(this.circuit)
+  }
+
+  private readonly halfOpen = (): void => this.transition('half-open')
+}
+
+/** opossum's action: one per breaker, the exchange and the next layer come as fire()'s arguments. */
+function callCounting(rule: FailureRule) {
+  return async (exchange: Exchange, next: Upstream): Promise<ProxyResponse> => {
+    const response = await next(exchange)
+    // Unwrapped again in RouteBreaker.pass; thrown only because opossum counts rejections alone.
+    if (rule.failedResponse(response, exchange)) throw new FailingResponse(response)
+    return response
+  }
+}
+
+/**
+ * opossum keeps its window across a close; without this, the failures from before the breaker
+ * opened would reopen it at the first failure after it closed. Its `window` holds the live buckets.
+ */
+function clearWindow(circuit: CircuitBreaker<[Exchange, Upstream], ProxyResponse>): void {
+  for (const bucket of circuit.status.window) {
+    bucket.fires = 0
+    bucket.successes = 0
+    bucket.failures = 0
+    bucket.rejects = 0
+    bucket.timeouts = 0
+    bucket.latencyTimes.length = 0
+  }
+}
+
+/**
+ * The gateway's live breakers: `GET /breakers` and the state gauge read them. A breaker joins when
+ * created and leaves when disposed (its plan retired); while a reload overlaps two plans, the
+ * newest breaker of a route and upstream is the one shown.
+ */
+export class BreakerBoard {
+  readonly rejections: Counter<'route' | 'upstream'>
+  private readonly live = new Set<RouteBreaker>()
+
+  constructor(registry: Registry) {
+    // Read at scrape time, so a retired breaker's series goes with it.
+    const state: Gauge<'route' | 'upstream'> = new Gauge({
+      name: 'waypost_breaker_state',
+      help: 'Circuit breaker state by route and upstream: 0 closed, 1 half-open, 2 open.',
+      labelNames: ['route', 'upstream'] as const,
+      registers: [registry],
+      collect: () => {
+        state.reset()
+        for (const breaker of this.list()) state.labels(breaker.route.name, breaker.route.upstream).set(breaker.stateCode)
+      },
+    })
+    this.rejections = new Counter({
+      name: 'waypost_breaker_rejections_total',
+      help: 'Requests a breaker turned away from the upstream (open, or half-open beyond its probes), by route and upstream.',
+      labelNames: ['route', 'upstream'] as const,
+      registers: [registry],
+    })
+  }
+
+  add(breaker: RouteBreaker): RouteBreaker {
+    this.live.add(breaker)
+    return breaker
+  }
+
+  remove(breaker: RouteBreaker): void {
+    this.live.delete(breaker)
+  }
+
+  list(): RouteBreaker[] {
+    const newest = new Map<string, RouteBreaker>()
+    for (const breaker of this.live) newest.set(`${breaker.route.name}\0${breaker.route.upstream}`, breaker)
+    return [...newest.values()]
+  }
+}
+
+function openAnswer(fallback: BreakerConfig['fallback'], deps: Deps): OpenAnswer {
+  if (fallback === undefined) return (exchange) => localResponse(503, 'breaker-open', exchange)
+  if ('upstream' in fallback) {
+    const name = fallback.upstream
+    const upstream = deps.upstream(name)
+    return async (exchange) => {
+      exchange.record.reason = 'breaker-fallback'
+      const response = await upstream(exchange)
+      response.headers['x-waypost-reason'] = `breaker-fallback route=${exchange.route.name} upstream=${exchange.route.upstream} fallback=${name}`
+      return response
+    }
+  }
+  const headers: Record<string, string> = {}
+  for (const [name, value] of Object.entries(fallback.headers ?? {})) headers[name.toLowerCase()] = value
+  const body = fallback.body === undefined ? undefined : Buffer.from(fallback.body)
+  return (exchange) => {
+    const answer = localResponse(fallback.status, 'breaker-open', exchange, headers)
+    return body === undefined ? answer : { ...answer, body }
+  }
+}
+
+export const breaker: Policy<typeof BreakerConfig> = {
+  name: 'breaker',
+  schema: BreakerConfig,
+  build(config, deps) {
+    const route = deps.route
+    const board = deps.breakers
+    // The upstream is part of the identity: a route moved to another upstream starts afresh.
+    const kept = deps.keep(
+      'breaker',
+      { upstream: route.upstream, config },
+      () => board.add(new RouteBreaker(route, settingsOf(config), config.failOn, deps.log, board.rejections)),
+      (retired) => {
+        board.remove(retired)
+        retired.shutdown()
+      },
+    )
+    const whenOpen = openAnswer(config.fallback, deps)
+    return (next) => (exchange) => kept.handle(exchange, next, whenOpen)
+  },
+}

@@ -1,0 +1,78 @@
+// Fault injection for chaos testing in staging: delay and/or abort a share of a route's requests,
+// optionally only those carrying a header (by convention `x-waypost-fault`), so test traffic gets
+// hurt and nothing else. The delay comes first and honours the exchange's signal: a client that
+// leaves or the request deadline ends it. An injected abort never reaches the upstream.
+import { Type } from '@sinclair/typebox'
+import { Counter } from 'prom-client'
+import { Duration, toMs } from '../config/units.js'
+import { registeredOnce } from '../telemetry/metrics.js'
+import { localResponse, type AbortListener, type ExchangeSignal, type Policy } from './policy.js'
+
+const Percent = Type.Number({ minimum: 0, maximum: 100, description: 'Share of eligible requests, 0-100.' })
+
+export const FaultConfig = Type.Object(
+  {
+    header: Type.Optional(Type.String({ pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", errorMessage: 'expected a header name, e.g. "x-waypost-fault"', description: 'Only requests carrying this header are eligible (e.g. "x-waypost-fault").' })),
+    delay: Type.Optional(Type.Object({ percent: Percent, duration: Duration }, { additionalProperties: false, description: 'Delay `percent` of eligible requests by `duration` before they go on.' })),
+    abort: Type.Optional(
+      Type.Object(
+        { percent: Percent, status: Type.Integer({ minimum: 400, maximum: 599, description: 'The status to answer with.' }) },
+        { additionalProperties: false, description: 'Answer `percent` of eligible requests with `status` (reason fault-abort) instead of the upstream.' },
+      ),
+    ),
+  },
+  { additionalProperties: false, description: 'Chaos testing: inject delays and aborts into a share of the requests, optionally only those carrying `header`.' },
+)
+
+/** Waits `ms`, or rejects with the signal's reason as soon as it aborts. */
+function delayUnlessAborted(ms: number, signal: ExchangeSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const listener: AbortListener = {
+      onAbort: (reason) => {
+        clearTimeout(timer)
+        reject(reason)
+      },
+    }
+    const timer = setTimeout(() => {
+      signal.unsubscribe(listener)
+      resolve()
+    }, ms)
+    signal.subscribe(listener)
+  })
+}
+
+export const fault: Policy<typeof FaultConfig> = {
+  name: 'fault',
+  schema: FaultConfig,
+  build(config, deps) {
+    const delayShare = (config.delay?.percent ?? 0) / 100
+    const abortShare = (config.abort?.percent ?? 0) / 100
+    if (delayShare === 0 && abortShare === 0) return null
+    const delayMs = config.delay === undefined ? 0 : toMs(config.delay.duration)
+    const abortStatus = config.abort?.status ?? 503
+    const header = config.header?.toLowerCase()
+    const injected = registeredOnce(deps.metrics, 'waypost_faults_injected_total', () =>
+      new Counter({
+        name: 'waypost_faults_injected_total',
+        help: 'Faults injected by the fault policy, by route and kind (delay, abort).',
+        labelNames: ['route', 'kind'] as const,
+        registers: [deps.metrics],
+      }))
+    const delays = injected.labels(deps.route.name, 'delay')
+    const aborts = injected.labels(deps.route.name, 'abort')
+    return (next) => async (exchange) => {
+      if (header === undefined || exchange.request.incoming.headers[header] !== undefined) {
+        // Math.random() is in [0, 1): a share of 1 always injects, 0 never.
+        if (delayShare > 0 && Math.random() < delayShare) {
+          delays.inc()
+          await delayUnlessAborted(delayMs, exchange.signal)
+        }
+        if (abortShare > 0 && Math.random() < abortShare) {
+          aborts.inc()
+          return localResponse(abortStatus, 'fault-abort', exchange)
+        }
+      }
+      return next(exchange)
+    }
+  },
+}
