@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { catchAllConfig, startGateway } from './helpers.js'
+import { catchAllConfig, catchAllUpstreamConfig, startGateway } from './helpers.js'
 
 const stub = await startStub()
 t.teardown(() => stub.close())
@@ -235,4 +235,27 @@ t.test('Expect: 100-continue: one 100 Continue, whether the body is kept for rep
   const streamed = await expectContinue(gw.url, 'PUT /sequence/continue-2?codes=503,200 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n', '5\r\nhello\r\n0\r\n\r\n')
   t.equal(streamed.split('100 Continue').length - 1, 1, 'one 100 Continue when the body turned out too big to keep')
   t.match(streamed, /HTTP\/1\.1 503[\s\S]*x-waypost-attempts: 1[\s\S]*"bodyLength":5/i)
+})
+
+t.test('with several endpoints a retry goes to another one', async (t) => {
+  const closed = createServer()
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+  const deadPort = (closed.address() as AddressInfo).port
+  await new Promise((resolve) => closed.close(resolve))
+  const gw = await startGateway(
+    catchAllUpstreamConfig(`endpoints:\n  - url: http://127.0.0.1:${deadPort}\n  - url: ${stub.url}\nbalancer: least-request`, {
+      policies: '      retry: { attempts: 3, backoff: { base: 1ms, max: 2ms } }\n',
+    }),
+  )
+  t.teardown(() => gw.close())
+  const attempts: string[] = []
+  for (let i = 0; i < 20; i++) {
+    const response = await request(`${gw.url}/status/200?i=${i}`)
+    await response.body.dump()
+    t.equal(response.statusCode, 200)
+    attempts.push(response.headers['x-waypost-attempts'] as string)
+  }
+  t.ok(attempts.every((count) => count === '1' || count === '2'), `never the dead endpoint twice: attempts ${attempts.join(',')}`)
+  const retried = gw.accessLines().filter((line) => line.tries === 'connect-refused,200')
+  t.ok(retried.length > 0, `some first attempts hit the dead endpoint and were retried on the live one (${retried.length})`)
 })

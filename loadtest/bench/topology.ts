@@ -155,6 +155,7 @@ const nginxStaticConf: NginxConf = (prefix, port) => `${nginxCommon(prefix)}
 const DEFAULT_CHAIN = {
   timeout: { request: '30s' },
   concurrency: { max: 1024, queue: 256 },
+  breaker: {},
   retry: { attempts: 3 },
 }
 
