@@ -1,7 +1,8 @@
 // Config → immutable Plan: a router over compiled routes, each an onion of policy layers around
 // the dispatch to its upstream's endpoint group (kept across reloads while its config is unchanged).
 // The layer order is fixed here, not by the YAML author:
-//   timeout (request) → rate limit → fault → concurrency → breaker → retry → timeout (per try) → dispatch
+//   timeout (request) → rate limit → fault → concurrency → adaptive concurrency → breaker → retry
+//   → timeout (per try) → dispatch
 // The request deadline is outermost so injected delays, queueing and retries count against it;
 // a refused (rate-limited) request costs nothing further; the breaker sits outside retry so it
 // sees one outcome per exchange. Later policies slot in at their documented place (auth, cache).
@@ -16,6 +17,7 @@ import { retry } from '../policies/retry/retry.js'
 import { rateLimit } from '../policies/rate-limit/rate-limit.js'
 import { breaker, type BreakerBoard } from '../policies/breaker.js'
 import { fault } from '../policies/fault.js'
+import { adaptiveConcurrency } from '../policies/adaptive-concurrency/adaptive-concurrency.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
 import { dispatchTo } from '../proxy/dispatch.js'
@@ -27,7 +29,7 @@ import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 
 /** Outermost first. Each entry reads its own YAML section under `policies:`. */
-const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, rateLimit, fault, concurrency, breaker, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
+const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, rateLimit, fault, concurrency, adaptiveConcurrency, breaker, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
 
 export interface CompiledRoute {
   readonly info: RouteInfo
