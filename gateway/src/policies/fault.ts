@@ -3,10 +3,9 @@
 // hurt and nothing else. The delay comes first and honours the exchange's signal: a client that
 // leaves or the request deadline ends it. An injected abort never reaches the upstream.
 import { Type } from '@sinclair/typebox'
-import { Counter } from 'prom-client'
 import { Duration, toMs } from '../config/units.js'
-import { registeredOnce } from '../telemetry/metrics.js'
-import { localResponse, type AbortListener, type ExchangeSignal, type Policy } from './policy.js'
+import { sharedCounter } from '../telemetry/metrics.js'
+import { localResponse, sleep, type Policy } from './policy.js'
 
 const Percent = Type.Number({ minimum: 0, maximum: 100, description: 'Share of eligible requests, 0-100.' })
 
@@ -24,23 +23,6 @@ export const FaultConfig = Type.Object(
   { additionalProperties: false, description: 'Chaos testing: inject delays and aborts into a share of the requests, optionally only those carrying `header`.' },
 )
 
-/** Waits `ms`, or rejects with the signal's reason as soon as it aborts. */
-function delayUnlessAborted(ms: number, signal: ExchangeSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const listener: AbortListener = {
-      onAbort: (reason) => {
-        clearTimeout(timer)
-        reject(reason)
-      },
-    }
-    const timer = setTimeout(() => {
-      signal.unsubscribe(listener)
-      resolve()
-    }, ms)
-    signal.subscribe(listener)
-  })
-}
-
 export const fault: Policy<typeof FaultConfig> = {
   name: 'fault',
   schema: FaultConfig,
@@ -51,13 +33,7 @@ export const fault: Policy<typeof FaultConfig> = {
     const delayMs = config.delay === undefined ? 0 : toMs(config.delay.duration)
     const abortStatus = config.abort?.status ?? 503
     const header = config.header?.toLowerCase()
-    const injected = registeredOnce(deps.metrics, 'waypost_faults_injected_total', () =>
-      new Counter({
-        name: 'waypost_faults_injected_total',
-        help: 'Faults injected by the fault policy, by route and kind (delay, abort).',
-        labelNames: ['route', 'kind'] as const,
-        registers: [deps.metrics],
-      }))
+    const injected = sharedCounter(deps.metrics, 'waypost_faults_injected_total', 'Faults injected by the fault policy, by route and kind (delay, abort).', ['route', 'kind'])
     const delays = injected.labels(deps.route.name, 'delay')
     const aborts = injected.labels(deps.route.name, 'abort')
     return (next) => async (exchange) => {
@@ -65,7 +41,7 @@ export const fault: Policy<typeof FaultConfig> = {
         // Math.random() is in [0, 1): a share of 1 always injects, 0 never.
         if (delayShare > 0 && Math.random() < delayShare) {
           delays.inc()
-          await delayUnlessAborted(delayMs, exchange.signal)
+          await sleep(delayMs, exchange.signal)
         }
         if (abortShare > 0 && Math.random() < abortShare) {
           aborts.inc()

@@ -154,7 +154,7 @@ export class RouteMetrics {
  * A metric a policy registers on first use: every route and every reload after that gets the same
  * one, since prom-client refuses a second registration of a name in one registry.
  */
-export function registeredOnce<T extends Metric>(registry: Registry, name: string, create: () => T): T {
+function registeredOnce<T extends Metric>(registry: Registry, name: string, create: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? create()
 }
 
