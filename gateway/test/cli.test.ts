@@ -17,6 +17,13 @@ t.test('validate: ok', async (t) => {
   t.match(result.stdout, /ok \(2 routes, 1 upstreams, hash [0-9a-f]{16}\)/)
 })
 
+t.test('validate: the example files under config/examples are valid', async (t) => {
+  for (const name of ['cache.yaml', 'cache-conformance.yaml', 'resilience.yaml']) {
+    const result = waypost(['validate', fileURLToPath(new URL(`../../config/examples/${name}`, import.meta.url))])
+    t.equal(result.code, 0, `${name}: ${result.stderr}`)
+  }
+})
+
 t.test('validate: every error as file:line:col: field.path: message, exit 1', async (t) => {
   const file = tempConfig(`upstreams:
   app: { url: "http://127.0.0.1:3000" }

@@ -1,16 +1,19 @@
 // Config → immutable Plan: a router over compiled routes, each an onion of policy layers around
 // the upstream dispatch. The layer order is fixed here, not by the YAML author:
-//   timeout (request) → concurrency → retry → timeout (per try) → dispatch
-// Later policies slot in at their documented place (auth, rate limit, cache, breaker, retry).
+//   timeout (request) → cache → concurrency → retry → timeout (per try) → dispatch
+// The cache sits inside the request deadline (waiting on another request's miss counts against it)
+// and outside everything that guards the upstream, so a hit never takes a slot or a retry.
+// Later policies slot in at their documented place (auth, rate limit, breaker).
 import { BlockList } from 'node:net'
 import type { Pool } from 'undici'
 import type { Static, TSchema } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
-import type { Deps, Policy, RouteInfo, Upstream } from '../policies/policy.js'
+import type { Deps, Policy, Purgeable, RouteInfo, Upstream } from '../policies/policy.js'
 import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
 import { concurrency } from '../policies/concurrency.js'
 import { retry } from '../policies/retry/retry.js'
+import { cache } from '../policies/cache/cache.js'
 import { createPool } from '../proxy/pool.js'
 import { dispatchTo } from '../proxy/dispatch.js'
 import { toMs } from './units.js'
@@ -20,7 +23,7 @@ import type { KeptState } from './kept-state.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 
 /** Outermost first. Each entry reads its own YAML section under `policies:`. */
-const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, concurrency, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
+const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, cache, concurrency, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
 
 export interface CompiledRoute {
   readonly info: RouteInfo
@@ -53,6 +56,8 @@ export interface Plan {
   readonly settings: Settings
   readonly router: Router<CompiledRoute>
   readonly routes: ReadonlyArray<CompiledRoute>
+  /** The response caches of this plan's routes, for the admin API's purge. */
+  readonly purgeables: ReadonlyArray<Purgeable>
 }
 
 export interface CompileContext {
@@ -71,7 +76,8 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   for (const [name, upstream] of Object.entries(config.upstreams)) {
     pools.set(name, context.state.keep('upstream', name, upstream, () => createPool(upstream), (pool) => void pool.close().catch(() => undefined)))
   }
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, pools.get(route.upstream)!, context))
+  const purgeables: Purgeable[] = []
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, pools.get(route.upstream)!, context, purgeables))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -82,16 +88,18 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     settings: settingsOf(config, context.overrides),
     router,
     routes,
+    purgeables,
   }
 }
 
-function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, pool: Pool, context: CompileContext): CompiledRoute {
+function compileRoute(route: RouteConfig, defaults: PoliciesConfig | undefined, pool: Pool, context: CompileContext, purgeables: Purgeable[]): CompiledRoute {
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
   const deps: Deps = {
     route: info,
     log: context.log,
     metrics: context.metrics.registry,
     keep: (name, config, create, dispose) => context.state.keep(`route:${route.name}`, name, config, create, dispose),
+    addPurgeable: (target) => void purgeables.push(target),
   }
   const policies = mergePolicies(defaults, route.policies)
   let handler = dispatchTo(pool)

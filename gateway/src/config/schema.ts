@@ -7,6 +7,7 @@ import { UpstreamConfig } from '../proxy/pool.js'
 import { TimeoutConfig } from '../policies/timeout.js'
 import { ConcurrencyConfig } from '../policies/concurrency.js'
 import { RetryConfig } from '../policies/retry/retry.js'
+import { CacheConfig } from '../policies/cache/cache.js'
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', errorMessage: 'expected a name of letters, digits, ".", "_" or "-" (at most 63 characters)' })
 const Address = Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]*):\\d{1,5}$', errorMessage: 'expected HOST:PORT, e.g. "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"' })
@@ -15,10 +16,11 @@ const Address = Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]*):\
 export const PoliciesConfig = Type.Object(
   {
     timeout: Type.Optional(Type.Union([TimeoutConfig, Type.Literal(false)])),
+    cache: Type.Optional(Type.Union([CacheConfig, Type.Literal(false)])),
     concurrency: Type.Optional(Type.Union([ConcurrencyConfig, Type.Literal(false)])),
     retry: Type.Optional(Type.Union([RetryConfig, Type.Literal(false)])),
   },
-  { additionalProperties: false, description: 'Policies applied to a route, in a fixed order: timeout → concurrency → retry → per-try timeout → upstream.' },
+  { additionalProperties: false, description: 'Policies applied to a route, in a fixed order: timeout → cache → concurrency → retry → per-try timeout → upstream.' },
 )
 export type PoliciesConfig = Static<typeof PoliciesConfig>
 

@@ -98,3 +98,10 @@ export function sharedCounter<L extends string>(registry: Registry, name: string
   if (existing !== undefined) return existing as Counter<L>
   return new Counter({ name, help, labelNames, registers: [registry] })
 }
+
+/** A policy's gauge, created on first use, for the same reason as sharedCounter. */
+export function sharedGauge<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Gauge<L> {
+  const existing = registry.getSingleMetric(name)
+  if (existing !== undefined) return existing as Gauge<L>
+  return new Gauge({ name, help, labelNames, registers: [registry] })
+}
