@@ -10,6 +10,7 @@ export interface CacheControl {
   readonly mustRevalidate: boolean
   readonly proxyRevalidate: boolean
   readonly onlyIfCached: boolean
+  readonly mustUnderstand: boolean
   /** Seconds, or undefined when absent. */
   readonly maxAge: number | undefined
   readonly sMaxAge: number | undefined
@@ -33,6 +34,7 @@ function blank(): MutableCacheControl {
     mustRevalidate: false,
     proxyRevalidate: false,
     onlyIfCached: false,
+    mustUnderstand: false,
     maxAge: undefined,
     sMaxAge: undefined,
     minFresh: undefined,
@@ -97,6 +99,9 @@ export function parseCacheControl(header: string | string[] | undefined): CacheC
         break
       case 'only-if-cached':
         out.onlyIfCached = true
+        break
+      case 'must-understand':
+        out.mustUnderstand = true
         break
       case 'max-age':
         // A repeated or invalid max-age makes the response stale (§4.2.1): take the cautious 0.

@@ -52,4 +52,7 @@ t.test('age: apparent age, Age header and transit delay (§4.2.3)', async (t) =>
   t.equal(correctedInitialAge({ age: '30' }, NOW, NOW), 30)
   t.equal(correctedInitialAge({ date: 'Wed, 01 Jan 2025 11:59:00 GMT', age: '10' }, NOW, NOW), 60, 'the larger of apparent and corrected age')
   t.equal(currentAge(5, NOW, NOW + 3000), 8)
+  t.equal(correctedInitialAge({ age: '1.5' }, NOW, NOW), Infinity, 'an unreadable Age makes the response stale')
+  t.equal(correctedInitialAge({ age: ['0', '7200'] }, NOW, NOW), Infinity)
+  t.equal(correctedInitialAge({ age: '0, 7200' }, NOW, NOW), Infinity)
 })

@@ -7,6 +7,9 @@ import type { CacheControl } from './cache-control.js'
 /** Statuses a cache may store without explicit freshness (RFC 9110 §15.1). 206 is left out: no range support. */
 export const HEURISTICALLY_CACHEABLE = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
 
+/** Other statuses whose semantics we know, stored with explicit freshness. */
+const UNDERSTOOD_EXPLICITLY = new Set([201, 202, 302, 303, 307, 400, 403, 500, 502, 503, 504])
+
 /** Statuses stored at all (with explicit freshness when not heuristically cacheable). */
 function understood(status: number): boolean {
   return status >= 200 && status !== 206 && status !== 304 && status < 600
@@ -34,6 +37,8 @@ export interface FreshnessSettings {
 /** Why a response is not stored, or undefined when it may be. */
 export function notStorableBecause(status: number, headers: ResponseHeaders, cc: CacheControl, requestCc: CacheControl, authorized: boolean, settings: FreshnessSettings): string | undefined {
   if (!understood(status)) return 'status'
+  // must-understand (RFC 9111 §5.2.2.3): store only statuses whose caching rules we know.
+  if (cc.mustUnderstand && !HEURISTICALLY_CACHEABLE.has(status) && !UNDERSTOOD_EXPLICITLY.has(status)) return 'must-understand'
   if (cc.noStore || requestCc.noStore) return 'no-store'
   if (cc.private) return 'private'
   // §3.5: a shared cache stores an answer to an authorized request only when the response says so.
@@ -76,8 +81,9 @@ function heuristicLifetime(headers: ResponseHeaders, responseTime: number, setti
 export function correctedInitialAge(headers: ResponseHeaders, requestTime: number, responseTime: number): number {
   const date = httpDate(headers.date)
   const apparentAge = Number.isNaN(date) ? 0 : Math.max(0, (responseTime - date) / 1000)
+  // An Age that is not one non-negative integer (a float, a suffix, a list) is unreliable: take the response as stale.
   const ageText = headerText(headers.age)
-  const ageValue = ageText !== undefined && /^\s*\d+\s*$/.test(ageText) ? Number(ageText) : 0
+  const ageValue = ageText === undefined ? 0 : /^\s*\d+\s*$/.test(ageText) ? Number(ageText) : Infinity
   const responseDelay = (responseTime - requestTime) / 1000
   return Math.max(apparentAge, ageValue + responseDelay)
 }
