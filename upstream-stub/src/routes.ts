@@ -179,6 +179,43 @@ function notModified(req: IncomingMessage, etag: string, lastModified: Date): bo
   return !Number.isNaN(since) && lastModified.getTime() <= since
 }
 
+/**
+ * A response whose caching headers the caller scripts in the query: `cc` (Cache-Control), `etag`,
+ * `lastModified`, `vary`, `tag` (Surrogate-Key), `codes` (a status sequence, as /sequence),
+ * `bytes` (a pattern body of that size instead of JSON) and `delayMs`. A matching If-None-Match
+ * gets a 304 with the same headers; every answer (304 included) advances the key's count.
+ */
+async function cacheable({ req, res, params, url, state, signal }: Exchange): Promise<void> {
+  const key = params[0] ?? ''
+  const query = url.searchParams
+  const codes = (query.get('codes') ?? '200').split(',').map((code) => parseStatus(code.trim(), 'codes'))
+  const bytesParam = query.get('bytes')
+  const size = bytesParam === null ? undefined : parseNumber(bytesParam, 'bytes', { min: 0, max: MAX_BYTES, integer: true })
+  const delayMs = parseNumber(query.get('delayMs'), 'delayMs', { min: 0, max: MAX_FAULT_MS, integer: true }, 0)
+  const index = state.cacheable.get(key) ?? 0
+  state.cacheable.set(key, index + 1)
+  await sleep(delayMs, signal)
+  const headers: Record<string, string> = { 'x-generation': String(index) }
+  const scripted = { 'cache-control': query.get('cc') ?? 'max-age=60', etag: query.get('etag'), 'last-modified': query.get('lastModified'), vary: query.get('vary'), 'surrogate-key': query.get('tag') }
+  for (const [name, value] of Object.entries(scripted)) if (value !== null) headers[name] = value
+  const etag = query.get('etag')
+  const ifNoneMatch = req.headers['if-none-match']
+  if (etag !== null && ifNoneMatch !== undefined && ifNoneMatch.split(',').some((tag) => tag.trim() === etag)) {
+    res.writeHead(304, headers)
+    res.end()
+    return
+  }
+  const code = codes[Math.min(index, codes.length - 1)]!
+  if (size === undefined) {
+    const vary = query.get('vary')
+    sendJson(res, code, { key, generation: index, status: code, varied: vary === null ? null : (req.headers[vary.toLowerCase()] ?? null) }, headers)
+    return
+  }
+  res.writeHead(code, { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(size) })
+  await writePattern(res, size, signal)
+  res.end()
+}
+
 // ---- faults ------------------------------------------------------------------------------
 
 /** Kills the connection: FIN by default, a TCP RST with `?rst=1`. */
@@ -302,6 +339,7 @@ export const routes: readonly Route[] = [
   { pattern: /^\/echo$/, handle: echo },
   { pattern: /^\/trailers$/, handle: trailers },
   { pattern: /^\/cache\/([^/]+)$/, handle: cache },
+  { pattern: /^\/cacheable\/([^/]+)$/, handle: cacheable },
   { pattern: /^\/fault\/reset-before-headers$/, handle: breakConnection },
   { pattern: /^\/fault\/reset-mid-body$/, handle: resetMidBody },
   { pattern: /^\/fault\/hang$/, handle: hang },

@@ -17,6 +17,8 @@ export interface StubState {
   readonly stats: StubStats
   /** /sequence/:key: how many requests each key has answered. */
   readonly sequences: Map<string, number>
+  /** /cacheable/:key: requests each key has answered (its status sequence position and body generation). */
+  readonly cacheable: Map<string, number>
   /** /flaky?seed=S: one PRNG stream per seed, so a seeded run is a reproducible sequence. */
   readonly randomStreams: Map<string, () => number>
   /** /cache/:seconds: full (200) answers generated so far, so callers can tell origin hits from cache hits. */
@@ -29,6 +31,7 @@ export function createState(): StubState {
   return {
     stats: { requests: 0, inFlight: 0, maxInFlight: 0, byPath: new Map(), connections: 0 },
     sequences: new Map(),
+    cacheable: new Map(),
     randomStreams: new Map(),
     cacheGenerated: 0,
     // Whole seconds, because Last-Modified / If-Modified-Since carry no milliseconds.

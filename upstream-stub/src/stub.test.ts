@@ -412,6 +412,22 @@ t.test('/cache/:seconds sets validators and answers 304 to a matching If-None-Ma
   t.equal((await text('/cache/forever')).status, 400)
 })
 
+t.test('/cacheable/:key scripts caching headers, a status sequence and 304s per key', TEST_TIMEOUT, async (t) => {
+  const first = await json<{ key: string; generation: number; varied: string | null }>('/cacheable/k1?cc=public,max-age=5&etag=%22e1%22&vary=X-Lang&tag=a%20b&codes=200,503', { headers: { 'x-lang': 'fr' } })
+  t.equal(first.status, 200)
+  t.match(first.headers, { 'cache-control': 'public,max-age=5', etag: '"e1"', vary: 'X-Lang', 'surrogate-key': 'a b', 'x-generation': '0' })
+  t.same(first.body, { key: 'k1', generation: 0, status: 200, varied: 'fr' })
+  const notModified = await text('/cacheable/k1?etag=%22e1%22', { headers: { 'if-none-match': '"e1"' } })
+  t.equal(notModified.status, 304)
+  t.equal(notModified.headers['x-generation'], '1', 'a 304 advances the key too')
+  t.equal((await text('/cacheable/k1?codes=200,503,503')).status, 503, 'the third request gets the third code')
+  const big = await call('/cacheable/k2?bytes=70000')
+  t.equal(big.headers['content-length'], '70000')
+  t.equal((await big.body.arrayBuffer()).byteLength, 70000)
+  t.equal((await text('/cacheable/k3')).headers['cache-control'], 'max-age=60', 'default Cache-Control')
+  t.equal((await text('/cacheable/k4?bytes=x')).status, 400)
+})
+
 t.test('/fault/reset-before-headers drops the connection without an answer', TEST_TIMEOUT, async (t) => {
   const own = await ownStub(t)
   await t.rejects(call('/fault/reset-before-headers', {}, own))

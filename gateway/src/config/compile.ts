@@ -1,16 +1,18 @@
 // Config → immutable Plan: a router over compiled routes, each an onion of policy layers around
 // the dispatch to its upstream's endpoint group (kept across reloads while its config is unchanged).
 // The layer order is fixed here, not by the YAML author:
-//   timeout (request) → rate limit → fault → concurrency → adaptive concurrency → breaker → retry
+//   timeout (request) → rate limit → cache → fault → concurrency → adaptive concurrency → breaker → retry
 //   → timeout (per try) → dispatch
 // The request deadline is outermost so injected delays, queueing and retries count against it;
-// a refused (rate-limited) request costs nothing further; the breaker sits outside retry so it
-// sees one outcome per exchange. Later policies slot in at their documented place (auth, cache).
+// a refused (rate-limited) request costs nothing further; the cache sits outside everything that
+// guards the upstream, so a hit never takes a slot, a breaker probe or a retry (waiting on another
+// request's miss still counts against the deadline); the breaker sits outside retry so it sees one
+// outcome per exchange. Auth slots in before the rate limit.
 import { BlockList } from 'node:net'
 import type { Static, TSchema } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
-import type { Deps, Policy, RouteInfo, Upstream } from '../policies/policy.js'
+import type { Deps, Policy, Purgeable, RouteInfo, Upstream } from '../policies/policy.js'
 import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
 import { concurrency } from '../policies/concurrency.js'
 import { retry } from '../policies/retry/retry.js'
@@ -20,6 +22,7 @@ import { fault } from '../policies/fault.js'
 import { adaptiveConcurrency } from '../policies/adaptive-concurrency/adaptive-concurrency.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
+import { cache } from '../policies/cache/cache.js'
 import { dispatchTo } from '../proxy/dispatch.js'
 import { toMs } from './units.js'
 import { parseCidr } from './load.js'
@@ -29,7 +32,7 @@ import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 
 /** Outermost first. Each entry reads its own YAML section under `policies:`. */
-const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, rateLimit, fault, concurrency, adaptiveConcurrency, breaker, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
+const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, rateLimit, cache, fault, concurrency, adaptiveConcurrency, breaker, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
 
 export interface CompiledRoute {
   readonly info: RouteInfo
@@ -65,6 +68,8 @@ export interface Plan {
   readonly routes: ReadonlyArray<CompiledRoute>
   /** Endpoint groups by upstream name (GET /upstreams). */
   readonly upstreams: ReadonlyMap<string, EndpointGroup>
+  /** The response caches of this plan's routes, for the admin API's purge. */
+  readonly purgeables: ReadonlyArray<Purgeable>
 }
 
 export interface CompileContext {
@@ -86,7 +91,8 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     upstreams.set(name, context.state.keep('upstream', name, upstream, () => buildUpstream(name, upstream, upstreamDeps), (group) => group.dispose()))
   }
   const settings = settingsOf(config, context.overrides)
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams, settings, config.redis, context))
+  const purgeables: Purgeable[] = []
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams, settings, config.redis, context, purgeables))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -98,6 +104,7 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     router,
     routes,
     upstreams,
+    purgeables,
   }
 }
 
@@ -108,6 +115,7 @@ function compileRoute(
   settings: Settings,
   redis: RedisConfig | undefined,
   context: CompileContext,
+  purgeables: Purgeable[],
 ): CompiledRoute {
   const endpoints = upstreams.get(route.upstream)!
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
@@ -124,6 +132,7 @@ function compileRoute(
       return dispatchTo(other)
     },
     breakers: context.breakers,
+    addPurgeable: (target) => void purgeables.push(target),
   }
   const policies = mergePolicies(defaults, route.policies)
   let handler = dispatchTo(endpoints)

@@ -56,9 +56,10 @@ export interface StreamingBody {
 export interface ProxyResponse {
   readonly status: number
   readonly headers: ResponseHeaders
-  /** A streaming body from the upstream, a buffer for local answers, null for none. */
+  /** A streaming body from the upstream, a buffer for local answers and cache hits, null for none. */
   readonly body: StreamingBody | Buffer | null
-  readonly origin: 'upstream' | 'local'
+  /** 'cache': a stored upstream response, delivered with the same header mapping as 'upstream'. */
+  readonly origin: 'upstream' | 'local' | 'cache'
 }
 
 /** Facts about one exchange that layers record and the access log reads; shared by derived exchanges. */
@@ -115,6 +116,24 @@ export interface Deps {
   upstream(name: string): Upstream
   /** The gateway's live circuit breakers, which `GET /breakers` and the state gauge read. */
   readonly breakers: BreakerBoard
+  /** Offers a store to the admin API's `POST /cache/purge` for as long as this plan is in force. */
+  addPurgeable(target: Purgeable): void
+}
+
+/** Which stored responses to drop: exactly one field is set. */
+export interface PurgeSelector {
+  /** A URI (`host/path?query`, an `http://` prefix is ignored) or a path (`/path?query`, any host). */
+  readonly key?: string
+  /** The same forms, matched as a prefix. */
+  readonly prefix?: string
+  /** A tag from the entry's tag header (Surrogate-Key by default). */
+  readonly tag?: string
+}
+
+/** Something holding stored responses that an operator may purge. */
+export interface Purgeable {
+  /** Returns how many entries were dropped. */
+  purge(selector: PurgeSelector): number
 }
 
 export interface Policy<S extends TSchema> {

@@ -101,14 +101,20 @@ export function upstreamRequestHeaders(request: IncomingMessage, context: Forwar
   return out
 }
 
-/** Response headers for the client: upstream's minus connection-specific ones, plus Via. */
-export function clientResponseHeaders(upstream: ResponseHeaders): ResponseHeaders {
+/** A response's end-to-end headers: connection-specific ones dropped (what a cache may store, RFC 9111 §3.1). */
+export function endToEndHeaders(upstream: ResponseHeaders): ResponseHeaders {
   const nominated = nominatedByConnection(upstream.connection)
   const out: ResponseHeaders = {}
   for (const name in upstream) {
     if (HOP_BY_HOP.has(name) || nominated?.has(name) === true) continue
     out[name] = upstream[name]
   }
+  return out
+}
+
+/** Response headers for the client: upstream's minus connection-specific ones, plus Via. */
+export function clientResponseHeaders(upstream: ResponseHeaders): ResponseHeaders {
+  const out = endToEndHeaders(upstream)
   const via = upstream.via
   out.via = via === undefined ? VIA : `${Array.isArray(via) ? via.join(', ') : via}, ${VIA}`
   return out

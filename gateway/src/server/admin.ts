@@ -4,6 +4,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Gateway } from './gateway.js'
 import { formatError } from '../config/load.js'
+import type { PurgeSelector } from '../policies/policy.js'
+
+/** A purge request's JSON is tiny; anything bigger is refused unread. */
+const PURGE_BODY_LIMIT = 16 * 1024
 
 function json(response: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body, null, 2)
@@ -20,6 +24,7 @@ export function createAdminHandler(gateway: Gateway) {
   return (request: IncomingMessage, response: ServerResponse): void => {
     const path = (request.url ?? '/').split('?')[0]
     const method = request.method ?? 'GET'
+    if (method === 'POST' && path === '/cache/purge') return purge(gateway, request, response)
     request.resume()
     switch (`${method} ${path}`) {
       case 'GET /live':
@@ -62,8 +67,43 @@ export function createAdminHandler(gateway: Gateway) {
         )
         return
       default:
-        if (['/live', '/ready', '/config', '/upstreams', '/breakers', '/reload', '/metrics'].includes(path ?? '')) return text(response, 405, 'method not allowed\n')
-        return text(response, 404, 'not found: try /live /ready /config /upstreams /breakers /reload (POST) /metrics\n')
+        if (['/live', '/ready', '/config', '/upstreams', '/breakers', '/reload', '/metrics', '/cache/purge'].includes(path ?? '')) return text(response, 405, 'method not allowed\n')
+        return text(response, 404, 'not found: try /live /ready /config /upstreams /breakers /reload (POST) /metrics /cache/purge (POST)\n')
     }
   }
+}
+
+/** Exactly one of key, prefix or tag, each a non-empty string; else a message saying what is wrong. */
+function purgeSelector(value: unknown): PurgeSelector | string {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'expected a JSON object such as {"key": "/path"}, {"prefix": "/api/"} or {"tag": "product-42"}'
+  const fields = Object.entries(value as Record<string, unknown>)
+  if (fields.length !== 1) return 'expected exactly one of "key", "prefix" or "tag"'
+  const [name, selector] = fields[0]!
+  if (name !== 'key' && name !== 'prefix' && name !== 'tag') return `unknown field "${name}": expected "key", "prefix" or "tag"`
+  if (typeof selector !== 'string' || selector === '') return `"${name}" must be a non-empty string`
+  return { [name]: selector }
+}
+
+/** POST /cache/purge {key|prefix|tag}: drops matching entries from every route's cache in the plan in force. */
+function purge(gateway: Gateway, request: IncomingMessage, response: ServerResponse): void {
+  const chunks: Buffer[] = []
+  let size = 0
+  request.on('data', (chunk: Buffer) => {
+    size += chunk.length
+    if (size <= PURGE_BODY_LIMIT) chunks.push(chunk)
+  })
+  request.on('end', () => {
+    if (size > PURGE_BODY_LIMIT) return json(response, 413, { ok: false, error: 'body too large' })
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+    } catch {
+      return json(response, 400, { ok: false, error: 'invalid JSON' })
+    }
+    const selector = purgeSelector(parsed)
+    if (typeof selector === 'string') return json(response, 400, { ok: false, error: selector })
+    let purged = 0
+    for (const target of gateway.plan.purgeables) purged += target.purge(selector)
+    json(response, 200, { ok: true, purged })
+  })
 }

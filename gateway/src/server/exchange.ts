@@ -221,7 +221,8 @@ function deliver(state: ExchangeState, answer: ProxyResponse): void {
     discardResponse(answer, new ClientGone())
     return
   }
-  const headers: ResponseHeaders = answer.origin === 'upstream' ? clientResponseHeaders(answer.headers) : answer.headers
+  // Cache hits are upstream responses too: they get the same hop-by-hop stripping and Via.
+  const headers: ResponseHeaders = answer.origin === 'local' ? answer.headers : clientResponseHeaders(answer.headers)
   headers['x-request-id'] = state.requestId
   // A request body that was not read to its end (an upload the upstream refused or reset, a local
   // answer) leaves the connection in an unknown place: close it rather than read the next request

@@ -1,0 +1,503 @@
+// A shared HTTP cache (RFC 9111) in front of the upstream: fresh responses answer from memory,
+// stale ones are revalidated with a conditional request, and stale-while-revalidate /
+// stale-if-error (RFC 5861) hide a slow or failing upstream. It sits right inside the request
+// timeout, so hits skip the concurrency limit, the breaker and retries, and waiting for another
+// request's miss still counts against the deadline.
+//
+// Stampede protection uses our own in-flight map (one pending promise per URI), not lru-cache's
+// fetch(): fetch() coalesces on a promise of the finished value, so the first client would wait
+// for the whole body before its first byte. Here the first client streams the body as it arrives
+// (teed into memory by CapturingBody) and the others wait for it to be stored, then answer from it.
+import { Type, type Static } from '@sinclair/typebox'
+import { Duration, Size, toBytes, toMs } from '../../config/units.js'
+import { sharedCounter, sharedGauge } from '../../telemetry/metrics.js'
+import { endToEndHeaders } from '../../proxy/headers.js'
+import {
+  DeadlineExceeded,
+  discardResponse,
+  ExchangeSignal,
+  localResponse,
+  onResponseDone,
+  type AbortListener,
+  type Exchange,
+  type Policy,
+  type ProxyRequest,
+  type ProxyResponse,
+  type ResponseHeaders,
+  type Upstream,
+} from '../policy.js'
+import { parseCacheControl, type CacheControl } from './cache-control.js'
+import { correctedInitialAge, currentAge, freshnessLifetime, headerText, httpDate, notStorableBecause, type FreshnessSettings } from './freshness.js'
+import { CacheStore, entrySize, type StoredResponse } from './store.js'
+import { CapturingBody } from './capture.js'
+
+export const CacheConfig = Type.Object(
+  {
+    maxSize: Type.Optional(Size),
+    maxObjectSize: Type.Optional(Size),
+    maxTtl: Type.Optional(Duration),
+    defaultTtl: Type.Optional(Duration),
+    staleWhileRevalidate: Type.Optional(Duration),
+    staleIfError: Type.Optional(Duration),
+    allowAuthorized: Type.Optional(Type.Boolean({ description: 'Store answers to requests with Authorization even when the response does not allow it (RFC 9111 §3.5). Default false.' })),
+    purge: Type.Optional(Type.Boolean({ description: 'Accept the PURGE method on this route: it drops the stored responses of the request URI. Default false.' })),
+    tagHeader: Type.Optional(Type.String({ minLength: 1, description: 'Response header listing the entry\'s tags, space-separated, for purging by tag. Default Surrogate-Key.' })),
+    keyHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'Request headers added to the cache key, as if every response varied on them.' })),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'A shared HTTP cache (RFC 9111) for GET and HEAD. `maxSize` (default 64MiB) bounds the stored bytes; bodies over `maxObjectSize` (default 1MiB) stream through unstored. ' +
+      '`maxTtl` (default 24h) caps any freshness; `defaultTtl` applies only where the RFC allows a heuristic. `staleWhileRevalidate` / `staleIfError` are defaults for responses that do not say.',
+  },
+)
+export type CacheConfig = Static<typeof CacheConfig>
+
+interface CacheSettings extends FreshnessSettings {
+  readonly maxSize: number
+  readonly maxObjectSize: number
+  readonly staleWhileRevalidateS: number
+  readonly staleIfErrorS: number
+  readonly purge: boolean
+  readonly tagHeader: string
+  readonly keyHeaders: readonly string[]
+}
+
+function settingsOf(config: CacheConfig): CacheSettings {
+  const seconds = (value: Duration | undefined): number | undefined => (value === undefined ? undefined : toMs(value) / 1000)
+  return {
+    maxSize: toBytes(config.maxSize ?? '64MiB'),
+    maxObjectSize: toBytes(config.maxObjectSize ?? '1MiB'),
+    maxTtlS: seconds(config.maxTtl ?? '24h')!,
+    defaultTtlS: seconds(config.defaultTtl),
+    staleWhileRevalidateS: seconds(config.staleWhileRevalidate) ?? 0,
+    staleIfErrorS: seconds(config.staleIfError) ?? 0,
+    allowAuthorized: config.allowAuthorized ?? false,
+    purge: config.purge ?? false,
+    tagHeader: (config.tagHeader ?? 'Surrogate-Key').toLowerCase(),
+    keyHeaders: (config.keyHeaders ?? []).map((name) => name.toLowerCase()),
+  }
+}
+
+const CACHEABLE_METHODS = new Set(['GET', 'HEAD'])
+/** Methods that never invalidate (RFC 9110 §9.2.1 safe methods). */
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
+const CONDITIONAL_HEADERS = new Set(['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range'])
+/** Fields a 304 must not change in the stored response (RFC 9111 §3.2, and the cache-tests suite). */
+const NOT_UPDATED_BY_304 = new Set(['content-length', 'content-encoding', 'content-range', 'content-md5', 'etag', 'age'])
+/** A background revalidation has no client deadline of its own: this one keeps it from hanging forever. */
+const BACKGROUND_TIMEOUT_MS = 30_000
+const RESULTS = ['hit', 'miss', 'stale', 'bypass', 'revalidated'] as const
+type Result = (typeof RESULTS)[number]
+
+/** What the cache knows about one request before it looks anything up. */
+interface Lookup {
+  readonly uri: string
+  readonly path: string
+  readonly host: string
+  readonly cacheControl: CacheControl
+}
+
+function requestCacheControl(request: ProxyRequest): CacheControl {
+  const headers = request.incoming.headers
+  const cacheControl = headers['cache-control']
+  // Pragma: no-cache counts only without Cache-Control (RFC 9111 §5.4).
+  if (cacheControl === undefined && headers.pragma !== undefined && /no-cache/i.test(headerText(headers.pragma)!)) return parseCacheControl('no-cache')
+  return parseCacheControl(cacheControl)
+}
+
+function lookupOf(request: ProxyRequest): Lookup {
+  const incoming = request.incoming
+  const host = (incoming.headers.host ?? '').toLowerCase()
+  const url = incoming.url ?? request.path
+  const path = url.charCodeAt(0) === 47 /* / */ ? url : request.path
+  return { uri: host + path, path, host, cacheControl: requestCacheControl(request) }
+}
+
+/** A request header's value as Vary compares it: absent differs from empty, list spacing does not matter. */
+function varyValue(value: string | string[] | undefined): string {
+  if (value === undefined) return '\u0000'
+  return (Array.isArray(value) ? value.join(',') : value).split(',').map((part) => part.trim()).join(',')
+}
+
+function varyNamesOf(headers: ResponseHeaders, keyHeaders: readonly string[]): string[] {
+  const vary = headerText(headers.vary)
+  const names = vary === undefined ? [] : vary.split(',').map((name) => name.trim().toLowerCase()).filter((name) => name !== '')
+  for (const name of keyHeaders) if (!names.includes(name)) names.push(name)
+  return names.sort()
+}
+
+function matchesVary(entry: StoredResponse, request: ProxyRequest): boolean {
+  const headers = request.incoming.headers
+  for (let i = 0; i < entry.varyNames.length; i++) if (varyValue(headers[entry.varyNames[i]!]) !== entry.varyValues[i]) return false
+  return true
+}
+
+/** Weak comparison of entity tags (RFC 9110 §8.8.3.2), as If-None-Match uses. */
+function etagMatches(condition: string, etag: string | undefined): boolean {
+  if (etag === undefined) return false
+  if (condition.trim() === '*') return true
+  const opaque = etag.replace(/^W\//, '')
+  return condition.split(',').some((tag) => tag.trim().replace(/^W\//, '') === opaque)
+}
+
+/** Whether the client's own conditional headers let us answer 304 from this entry (RFC 9110 §13.2.2). */
+function clientHasCurrentCopy(request: ProxyRequest, entry: StoredResponse): boolean {
+  const headers = request.incoming.headers
+  const ifNoneMatch = headers['if-none-match']
+  if (ifNoneMatch !== undefined) return etagMatches(ifNoneMatch, headerText(entry.headers.etag))
+  const since = httpDate(headers['if-modified-since'])
+  if (Number.isNaN(since)) return false
+  const modified = httpDate(entry.headers['last-modified'] ?? entry.headers.date)
+  return !Number.isNaN(modified) && modified <= since
+}
+
+/** The request sent upstream to revalidate `entry`: the client's conditionals replaced with ours. */
+function conditionalRequest(request: ProxyRequest, entry: StoredResponse): ProxyRequest {
+  const headers: string[] = []
+  const source = request.headers
+  for (let i = 0; i < source.length; i += 2) if (!CONDITIONAL_HEADERS.has(source[i]!.toLowerCase())) headers.push(source[i]!, source[i + 1]!)
+  const etag = headerText(entry.headers.etag)
+  const lastModified = headerText(entry.headers['last-modified'])
+  if (etag !== undefined) headers.push('if-none-match', etag)
+  if (lastModified !== undefined) headers.push('if-modified-since', lastModified)
+  return { ...request, headers }
+}
+
+function hasValidator(entry: StoredResponse): boolean {
+  return entry.headers.etag !== undefined || entry.headers['last-modified'] !== undefined
+}
+
+/** Directives that forbid serving this entry stale (RFC 9111 §4.2.4; s-maxage implies proxy-revalidate). */
+function mustRevalidate(cc: CacheControl): boolean {
+  return cc.mustRevalidate || cc.proxyRevalidate || cc.sMaxAge !== undefined || cc.noCache
+}
+
+function appendCacheStatus(headers: ResponseHeaders, value: string): void {
+  const prior = headerText(headers['cache-status'])
+  headers['cache-status'] = prior === undefined ? value : `${prior}, ${value}`
+}
+
+/** Waits for another request's miss to finish, or rejects when this exchange is aborted. */
+function waitForLeader(pending: Promise<void>, signal: ExchangeSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error)
+  return new Promise((resolve, reject) => {
+    const listener: AbortListener = { onAbort: (reason) => reject(reason as Error) }
+    signal.subscribe(listener)
+    void pending.then(() => {
+      signal.unsubscribe(listener)
+      resolve()
+    })
+  })
+}
+
+class ResponseCache {
+  private readonly results: Record<Result, { inc(): void }>
+
+  constructor(
+    private readonly settings: CacheSettings,
+    private readonly store: CacheStore,
+    /** Per URI, the promise of the one request now fetching it (stampede protection). */
+    private readonly pending: Map<string, Promise<void>>,
+    counter: ReturnType<typeof sharedCounter<'route' | 'result'>>,
+    route: string,
+  ) {
+    this.results = Object.fromEntries(RESULTS.map((result) => [result, counter.labels(route, result)])) as Record<Result, { inc(): void }>
+  }
+
+  async handle(next: Upstream, exchange: Exchange): Promise<ProxyResponse> {
+    const request = exchange.request
+    const method = request.method
+    if (!CACHEABLE_METHODS.has(method)) return this.passUnsafe(next, exchange)
+    const lookup = lookupOf(request)
+    for (let waited = false; ; waited = true) {
+      const now = Date.now()
+      const entry = this.select(lookup.uri, request)
+      if (entry !== undefined) {
+        const age = currentAge(entry.initialAge, entry.responseTime, now)
+        const served = this.fromStoreIfUsable(next, exchange, lookup, entry, age, waited)
+        if (served !== undefined) return served
+      }
+      if (lookup.cacheControl.onlyIfCached) return localResponse(504, 'cache-only-if-cached', exchange, { 'cache-status': 'waypost; fwd=miss; detail=only-if-cached' })
+      // HEAD never fills the cache (it has no body to keep), so it does not lead or wait.
+      if (method === 'HEAD') return this.forward(next, exchange, lookup, entry, fwdOf(entry, lookup, this.store))
+      const pending = this.pending.get(lookup.uri)
+      if (pending === undefined || waited) {
+        const release = this.lead(lookup.uri)
+        return this.forward(next, exchange, lookup, entry, fwdOf(entry, lookup, this.store), release)
+      }
+      await waitForLeader(pending, exchange.signal)
+    }
+  }
+
+  /** The newest stored variant whose Vary fields match the request. */
+  private select(uri: string, request: ProxyRequest): StoredResponse | undefined {
+    const variants = this.store.variants(uri)
+    if (variants === undefined) return undefined
+    let chosen: StoredResponse | undefined
+    for (const entry of variants) if (matchesVary(entry, request)) chosen = entry
+    return chosen
+  }
+
+  /** A hit (fresh, or stale where allowed) or undefined when the upstream must be asked. */
+  private fromStoreIfUsable(next: Upstream, exchange: Exchange, lookup: Lookup, entry: StoredResponse, age: number, collapsed: boolean): ProxyResponse | undefined {
+    const requested = lookup.cacheControl
+    const stored = entry.cacheControl
+    if (requested.noCache || stored.noCache) return undefined
+    if (requested.maxAge !== undefined && age > requested.maxAge) return undefined
+    const ttl = entry.lifetime - age
+    if (requested.minFresh !== undefined && ttl < requested.minFresh) return undefined
+    if (ttl > 0) {
+      this.results.hit.inc()
+      return this.answer(exchange, entry, age, collapsed ? 'fwd=uri-miss; collapsed' : `hit; ttl=${Math.floor(ttl)}`)
+    }
+    if (mustRevalidate(stored)) return undefined
+    const staleness = -ttl
+    if (requested.maxStale !== undefined && staleness <= requested.maxStale) {
+      this.results.stale.inc()
+      return this.answer(exchange, entry, age, `hit; ttl=${Math.floor(ttl)}; detail=max-stale`)
+    }
+    const window = stored.staleWhileRevalidate ?? this.settings.staleWhileRevalidateS
+    if (staleness <= window) {
+      this.results.stale.inc()
+      this.revalidateInBackground(next, exchange, lookup, entry)
+      return this.answer(exchange, entry, age, `fwd=stale; detail=stale-while-revalidate`)
+    }
+    return undefined
+  }
+
+  /** A response built from a stored one: a 304 when the client already holds it, HEAD without body. */
+  private answer(exchange: Exchange, entry: StoredResponse, age: number, status: string): ProxyResponse {
+    // Age saturates at 2^31 (RFC 9111 §1.2.2); an unreadable upstream Age counts as infinitely old.
+    const headers: ResponseHeaders = { ...entry.headers, age: String(Math.min(Math.floor(age), 2 ** 31)) }
+    appendCacheStatus(headers, `waypost; ${status}`)
+    const request = exchange.request
+    if (entry.status >= 200 && entry.status < 300 && clientHasCurrentCopy(request, entry)) {
+      delete headers['content-length']
+      return { status: 304, headers, body: null, origin: 'cache' }
+    }
+    return { status: entry.status, headers, body: request.method === 'HEAD' ? null : entry.body, origin: 'cache' }
+  }
+
+  /** Marks this request as the one fetching `uri`; returns the function that lets the waiters in. */
+  private lead(uri: string): () => void {
+    let wake!: () => void
+    const pending = new Promise<void>((resolve) => (wake = resolve))
+    this.pending.set(uri, pending)
+    return () => {
+      if (this.pending.get(uri) === pending) this.pending.delete(uri)
+      wake()
+    }
+  }
+
+  /**
+   * Asks the upstream (conditionally when a stored entry has validators) and returns what the
+   * client gets: the refreshed entry after a 304, the stale entry when the upstream failed and
+   * stale-if-error allows it, or the upstream's response, teed into the store when storable.
+   * `release` lets waiting requests in once the outcome is stored (or known not to be).
+   */
+  private async forward(next: Upstream, exchange: Exchange, lookup: Lookup, entry: StoredResponse | undefined, fwd: string, release?: () => void, background = false): Promise<ProxyResponse> {
+    const request = exchange.request
+    const conditional = entry !== undefined && hasValidator(entry)
+    const sent = conditional ? { ...exchange, request: conditionalRequest(request, entry) } : exchange
+    const requestTime = Date.now()
+    let response: ProxyResponse
+    try {
+      response = await next(sent)
+    } catch (error) {
+      const stale = entry === undefined ? undefined : this.staleIfError(exchange, entry, Date.now(), undefined)
+      release?.()
+      if (stale === undefined) throw error
+      if (!background) this.results.stale.inc()
+      return stale
+    }
+    const responseTime = Date.now()
+    if (entry !== undefined) {
+      if (conditional && response.status === 304 && response.origin === 'upstream') {
+        discardResponse(response, new Error('revalidated'))
+        this.refresh(entry, response.headers, requestTime, responseTime)
+        release?.()
+        if (!background) this.results.revalidated.inc()
+        return this.answer(exchange, entry, currentAge(entry.initialAge, entry.responseTime, Date.now()), `fwd=${fwd}; fwd-status=304`)
+      }
+      if (response.status >= 500 || response.origin === 'local') {
+        const stale = this.staleIfError(exchange, entry, responseTime, response)
+        if (stale !== undefined) {
+          release?.()
+          if (!background) this.results.stale.inc()
+          return stale
+        }
+      }
+    }
+    if (!background) this.results.miss.inc()
+    const stored = request.method === 'GET' && response.origin === 'upstream' ? this.storeWhileStreaming(response, exchange, lookup, requestTime, responseTime, release) : undefined
+    if (stored !== undefined) {
+      appendCacheStatus(stored.headers, `waypost; fwd=${fwd}; stored`)
+      return stored
+    }
+    release?.()
+    // A new answer supersedes the stored one even when it cannot be kept itself.
+    if (entry !== undefined && response.status < 500 && response.status !== 304) this.store.delete(entry)
+    appendCacheStatus(response.headers, `waypost; fwd=${fwd}`)
+    return response
+  }
+
+  /** The stale entry when stale-if-error covers this failure, else undefined. */
+  private staleIfError(exchange: Exchange, entry: StoredResponse, now: number, failed: ProxyResponse | undefined): ProxyResponse | undefined {
+    const stored = entry.cacheControl
+    const age = currentAge(entry.initialAge, entry.responseTime, now)
+    const staleness = age - entry.lifetime
+    // An explicit stale-if-error in the response wins over must-revalidate (RFC 5861 §4); the route default does not.
+    const window = stored.staleIfError ?? (mustRevalidate(stored) ? -1 : this.settings.staleIfErrorS)
+    if (staleness > window) return undefined
+    let fwdStatus = ''
+    if (failed !== undefined) {
+      fwdStatus = `; fwd-status=${failed.status}`
+      discardResponse(failed, new Error('stale-if-error'))
+    }
+    return this.answer(exchange, entry, age, `fwd=stale${fwdStatus}; detail=stale-if-error`)
+  }
+
+  /** §4.3.4: a 304 refreshes the stored headers and the entry's clock. */
+  private refresh(entry: StoredResponse, headers: ResponseHeaders, requestTime: number, responseTime: number): void {
+    const updated = { ...entry.headers }
+    const fresh = endToEndHeaders(headers)
+    for (const name in fresh) if (!NOT_UPDATED_BY_304.has(name)) updated[name] = fresh[name]
+    entry.headers = updated
+    entry.cacheControl = parseCacheControl(updated['cache-control'])
+    entry.responseTime = responseTime
+    entry.initialAge = correctedInitialAge(headers, requestTime, responseTime)
+    entry.lifetime = freshnessLifetime(entry.status, updated, entry.cacheControl, responseTime, this.settings)
+    this.store.touch(entry)
+  }
+
+  /** Returns the response with its body teed into the store, or undefined when it must not be stored. */
+  private storeWhileStreaming(response: ProxyResponse, exchange: Exchange, lookup: Lookup, requestTime: number, responseTime: number, release: (() => void) | undefined): ProxyResponse | undefined {
+    const headers = response.headers
+    const cacheControl = parseCacheControl(headers['cache-control'])
+    const request = exchange.request
+    const authorized = request.incoming.headers.authorization !== undefined
+    if (notStorableBecause(response.status, headers, cacheControl, lookup.cacheControl, authorized, this.settings) !== undefined) return undefined
+    const lifetime = freshnessLifetime(response.status, headers, cacheControl, responseTime, this.settings)
+    const staleWindow = Math.max(cacheControl.staleWhileRevalidate ?? this.settings.staleWhileRevalidateS, cacheControl.staleIfError ?? this.settings.staleIfErrorS)
+    // Useless once stored: stale at once and nothing to revalidate it with.
+    if (lifetime <= 0 && staleWindow <= 0 && headers.etag === undefined && headers['last-modified'] === undefined) return undefined
+    const declared = Number(headerText(headers['content-length']) ?? NaN)
+    if (declared > this.settings.maxObjectSize) return undefined
+    const body = response.body
+    if (body === null || Buffer.isBuffer(body)) return undefined
+
+    const varyNames = varyNamesOf(headers, this.settings.keyHeaders)
+    const varyValues = varyNames.map((name) => varyValue(request.incoming.headers[name]))
+    const tags = headerText(headers[this.settings.tagHeader])?.split(/\s+/).filter((tag) => tag !== '') ?? []
+    const initialAge = correctedInitialAge(headers, requestTime, responseTime)
+    const capture = new CapturingBody(body, this.settings.maxObjectSize, (captured) => {
+      if (captured !== undefined) {
+        const storedHeaders = endToEndHeaders(headers)
+        storedHeaders['content-length'] = String(captured.length)
+        delete storedHeaders['cache-status']
+        // The trailers themselves are not kept.
+        delete storedHeaders.trailer
+        this.store.put({
+          id: `${lookup.uri}\u0000${varyNames.join(',')}\u0000${varyValues.join('\u0000')}`,
+          uri: lookup.uri,
+          path: lookup.path,
+          status: response.status,
+          headers: storedHeaders,
+          cacheControl,
+          body: captured,
+          varyNames,
+          varyValues,
+          tags,
+          responseTime,
+          initialAge,
+          lifetime,
+          size: entrySize(captured, storedHeaders, lookup.uri),
+        })
+      }
+      release?.()
+    })
+    return { ...response, body: capture }
+  }
+
+  /** Serves stale now; one request (the first to get here) refreshes the entry behind the client's back. */
+  private revalidateInBackground(next: Upstream, exchange: Exchange, lookup: Lookup, entry: StoredResponse): void {
+    if (this.pending.has(lookup.uri)) return
+    const release = this.lead(lookup.uri)
+    const signal = new ExchangeSignal()
+    const timer = setTimeout(() => signal.abort(new DeadlineExceeded('timeout', BACKGROUND_TIMEOUT_MS)), BACKGROUND_TIMEOUT_MS)
+    timer.unref()
+    const background: Exchange = {
+      ...exchange,
+      request: { ...exchange.request, hasBody: false, body: undefined, sendContinue: undefined },
+      signal,
+      record: { attempts: 0, upstreamMs: -1, reason: '', tries: '', tried: null, endpoint: '' },
+    }
+    this.forward(next, background, lookup, entry, 'stale', release, true).then(
+      (response) => {
+        const body = response.body
+        if (body instanceof CapturingBody) body.drain()
+        else discardResponse(response, new Error('background revalidation'))
+        onResponseDone(response, () => clearTimeout(timer))
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        exchange.log.debug({ err: (error as Error).message, uri: lookup.uri }, 'cache: background revalidation failed')
+      },
+    )
+  }
+
+  /** Unsafe methods pass through; a non-error answer invalidates the URI and its Location / Content-Location (§4.4). */
+  private async passUnsafe(next: Upstream, exchange: Exchange): Promise<ProxyResponse> {
+    const request = exchange.request
+    const lookup = lookupOf(request)
+    if (request.method === 'PURGE' && this.settings.purge) {
+      const purged = this.store.deleteUri(lookup.uri)
+      return localResponse(purged > 0 ? 200 : 404, purged > 0 ? 'cache-purged' : 'cache-not-found', exchange, { 'cache-status': `waypost; detail=purged-${purged}` })
+    }
+    this.results.bypass.inc()
+    const response = await next(exchange)
+    if (SAFE_METHODS.has(request.method) || response.status >= 400 || response.status < 200) return response
+    this.store.deleteUri(lookup.uri)
+    for (const name of ['location', 'content-location']) {
+      const value = headerText(response.headers[name])
+      if (value === undefined) continue
+      try {
+        const target = new URL(value, `http://${lookup.host}${lookup.path}`)
+        if (target.host === lookup.host) this.store.deleteUri(target.host + target.pathname + target.search)
+      } catch {
+        // An unparsable Location invalidates nothing.
+      }
+    }
+    return response
+  }
+}
+
+/** Why the request goes upstream, as Cache-Status `fwd` says it (RFC 9211 §2.2). */
+function fwdOf(entry: StoredResponse | undefined, lookup: Lookup, store: CacheStore): string {
+  if (entry === undefined) return store.variants(lookup.uri) === undefined ? 'uri-miss' : 'vary-miss'
+  const requested = lookup.cacheControl
+  if (requested.noCache || requested.maxAge !== undefined || requested.minFresh !== undefined) return 'request'
+  return 'stale'
+}
+
+export const cache: Policy<typeof CacheConfig> = {
+  name: 'cache',
+  schema: CacheConfig,
+  build(config, deps) {
+    const settings = settingsOf(config)
+    const route = deps.route.name
+    const bytes = sharedGauge(deps.metrics, 'waypost_cache_stored_bytes', 'Bytes held by the response cache, by route.', ['route']).labels(route)
+    const counter = sharedCounter(deps.metrics, 'waypost_cache_requests_total', 'Requests seen by the response cache, by route and result (hit, miss, stale, bypass, revalidated).', ['route', 'result'])
+    // Kept across reloads while this config is unchanged; a changed config starts empty.
+    const kept = deps.keep(
+      'cache',
+      config,
+      () => ({ store: new CacheStore(settings.maxSize, (size) => bytes.set(size)), pending: new Map<string, Promise<void>>() }),
+      (state) => state.store.clear(),
+    )
+    deps.addPurgeable(kept.store)
+    const responseCache = new ResponseCache(settings, kept.store, kept.pending, counter, route)
+    return (next) => (exchange) => responseCache.handle(next, exchange)
+  },
+}

@@ -1,0 +1,281 @@
+// The response cache end to end: real gateways in front of the real stub, over loopback sockets.
+// Each test uses its own stub keys, so counts on the stub tell upstream requests from hits.
+import t from 'tap'
+import { writeFileSync } from 'node:fs'
+import { request } from 'undici'
+import { startStub } from '../../upstream-stub/src/stub.js'
+import { catchAllConfig, sleep, startGateway, type RunningGateway } from './helpers.js'
+
+const stub = await startStub()
+t.teardown(() => stub.close())
+
+const CACHE = '      cache: { maxObjectSize: 64KiB }\n'
+
+interface Answer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: string
+}
+
+async function get(gw: RunningGateway, path: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' | 'POST' | 'PURGE' = 'GET'): Promise<Answer> {
+  const response = await request(`${gw.url}${path}`, { method: method as 'GET', headers })
+  return { status: response.statusCode, headers: response.headers, body: await response.body.text() }
+}
+
+function generation(answer: Answer): number {
+  return (JSON.parse(answer.body) as { generation: number }).generation
+}
+
+/** Requests the stub saw for one path (no query) since it started. */
+function seen(path: string): number {
+  return stub.stats.byPath.get(path) ?? 0
+}
+
+async function cachingGateway(t: { teardown(fn: () => unknown): void }, policies = CACHE): Promise<RunningGateway> {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies, accessLog: false }))
+  t.teardown(() => gw.close())
+  return gw
+}
+
+t.test('a second GET is a hit with an Age; the upstream is asked once', async (t) => {
+  const gw = await cachingGateway(t)
+  const first = await get(gw, '/cacheable/hit-1?cc=max-age=60')
+  t.equal(first.status, 200)
+  t.match(first.headers['cache-status'], /^waypost; fwd=uri-miss; stored$/)
+  await sleep(1100)
+  const second = await get(gw, '/cacheable/hit-1?cc=max-age=60')
+  t.equal(second.status, 200)
+  t.match(second.headers['cache-status'], /^waypost; hit; ttl=5\d$/)
+  t.ok(Number(second.headers.age) >= 1, `age ${String(second.headers.age)} counts the time stored`)
+  t.equal(second.body, first.body)
+  t.equal(second.headers.via, '1.1 waypost', 'a hit is mapped like an upstream response')
+  t.equal(seen('/cacheable/hit-1'), 1)
+  const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+  t.match(metrics, /waypost_cache_requests_total\{route="all",result="hit"\} 1/)
+  t.match(metrics, /waypost_cache_requests_total\{route="all",result="miss"\} 1/)
+  t.match(metrics, /waypost_cache_stored_bytes\{route="all"\} [1-9]\d*/)
+})
+
+t.test('max-age expires: the entry goes stale and the upstream is asked again', async (t) => {
+  const gw = await cachingGateway(t)
+  await get(gw, '/cacheable/expiry-1?cc=max-age=1')
+  t.match((await get(gw, '/cacheable/expiry-1?cc=max-age=1')).headers['cache-status'], /hit/)
+  await sleep(1600)
+  const after = await get(gw, '/cacheable/expiry-1?cc=max-age=1')
+  t.match(after.headers['cache-status'], /fwd=stale; stored/)
+  t.equal(generation(after), 1)
+  t.equal(seen('/cacheable/expiry-1'), 2)
+})
+
+t.test('no-store and private responses are never stored', async (t) => {
+  const gw = await cachingGateway(t)
+  for (const cc of ['no-store', 'private, max-age=60']) {
+    const path = `/cacheable/never-${cc.split(',')[0]}`
+    await get(gw, `${path}?cc=${encodeURIComponent(cc)}`)
+    const second = await get(gw, `${path}?cc=${encodeURIComponent(cc)}`)
+    t.equal(generation(second), 1, `${cc}: the second request went upstream`)
+    t.equal(second.headers['cache-status'], 'waypost; fwd=uri-miss')
+  }
+})
+
+t.test('answers to requests with Authorization are stored only when allowed', async (t) => {
+  const gw = await cachingGateway(t)
+  const auth = { authorization: 'Bearer secret' }
+  await get(gw, '/cacheable/auth-1?cc=max-age=60', auth)
+  t.equal(generation(await get(gw, '/cacheable/auth-1?cc=max-age=60', auth)), 1, 'max-age alone does not allow it')
+  await get(gw, '/cacheable/auth-2?cc=public,max-age=60', auth)
+  t.equal(generation(await get(gw, '/cacheable/auth-2?cc=public,max-age=60', auth)), 0, '`public` allows it (RFC 9111 §3.5)')
+
+  const optedIn = await cachingGateway(t, '      cache: { allowAuthorized: true }\n')
+  await get(optedIn, '/cacheable/auth-3?cc=max-age=60', auth)
+  t.equal(generation(await get(optedIn, '/cacheable/auth-3?cc=max-age=60', auth)), 0, 'the route opted in')
+})
+
+t.test('Vary keeps variants apart; Vary: * never matches', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/vary-1?vary=X-Variant'
+  const a = await get(gw, path, { 'x-variant': 'a' })
+  const b = await get(gw, path, { 'x-variant': 'b' })
+  const a2 = await get(gw, path, { 'x-variant': 'a' })
+  const b2 = await get(gw, path, { 'x-variant': 'b' })
+  t.match(JSON.parse(a.body), { varied: 'a' })
+  t.match(JSON.parse(b.body), { varied: 'b' })
+  t.equal(a2.body, a.body)
+  t.equal(b2.body, b.body)
+  t.match(b.headers['cache-status'], /fwd=vary-miss; stored/)
+  t.equal(seen('/cacheable/vary-1'), 2)
+
+  await get(gw, '/cacheable/vary-2?vary=*')
+  await get(gw, '/cacheable/vary-2?vary=*')
+  t.equal(seen('/cacheable/vary-2'), 2)
+})
+
+t.test('50 concurrent misses for one URI make one upstream request', async (t) => {
+  const gw = await cachingGateway(t)
+  const answers = await Promise.all(Array.from({ length: 50 }, () => get(gw, '/cacheable/stampede-1?cc=max-age=60&delayMs=300')))
+  t.equal(seen('/cacheable/stampede-1'), 1)
+  t.ok(answers.every((answer) => answer.status === 200 && generation(answer) === 0))
+  t.equal(answers.filter((answer) => /collapsed/.test(String(answer.headers['cache-status']))).length, 49)
+})
+
+t.test('stale-while-revalidate answers stale at once and refreshes once in the background', async (t) => {
+  const gw = await cachingGateway(t)
+  // The upstream's 500 ms count towards the stored answer's age (RFC 9111 §4.2.3): max-age=2 leaves room.
+  const path = '/cacheable/swr-1?cc=max-age=2,stale-while-revalidate=30&delayMs=500'
+  await get(gw, path)
+  await sleep(2600)
+  const started = performance.now()
+  const stale = await Promise.all([get(gw, path), get(gw, path), get(gw, path)])
+  t.ok(performance.now() - started < 450, 'no client waited for the slow upstream')
+  for (const answer of stale) {
+    t.equal(generation(answer), 0)
+    t.match(answer.headers['cache-status'], /fwd=stale; detail=stale-while-revalidate/)
+  }
+  await sleep(1000)
+  const fresh = await get(gw, path)
+  t.equal(generation(fresh), 1, 'the background request stored the new answer')
+  t.match(fresh.headers['cache-status'], /hit/)
+  t.equal(seen('/cacheable/swr-1'), 2, 'one request to fill, one to refresh')
+})
+
+t.test('stale-if-error answers stale when the upstream fails with 5xx or is down', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/sie-1?cc=max-age=1,stale-if-error=60&codes=200,503'
+  await get(gw, path)
+  await sleep(1600)
+  const answer = await get(gw, path)
+  t.equal(answer.status, 200)
+  t.equal(generation(answer), 0)
+  t.equal(answer.headers['cache-status'], 'waypost; fwd=stale; fwd-status=503; detail=stale-if-error')
+
+  const own = await startStub()
+  t.teardown(() => own.close())
+  const down = await startGateway(catchAllConfig(own.url, { policies: '      cache: { staleIfError: 60s }\n', accessLog: false }))
+  t.teardown(() => down.close())
+  await get(down, '/cacheable/sie-2?cc=max-age=1')
+  await own.close()
+  await sleep(1600)
+  const whileDown = await get(down, '/cacheable/sie-2?cc=max-age=1')
+  t.equal(whileDown.status, 200, 'the route default covers a refused connection')
+  t.equal(generation(whileDown), 0)
+  t.match(whileDown.headers['cache-status'], /fwd=stale; detail=stale-if-error/)
+})
+
+t.test('a stale entry with an ETag is revalidated: 304 upstream, 200 with refreshed headers to the client', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/etag-1?cc=max-age=1&etag=%22v1%22'
+  const first = await get(gw, path)
+  t.equal(first.headers['x-generation'], '0')
+  await sleep(1600)
+  const revalidated = await get(gw, path)
+  t.equal(revalidated.status, 200)
+  t.equal(revalidated.body, first.body, 'the stored body')
+  t.equal(revalidated.headers['x-generation'], '1', 'headers from the 304')
+  t.equal(revalidated.headers['cache-status'], 'waypost; fwd=stale; fwd-status=304')
+  const hit = await get(gw, path)
+  t.match(hit.headers['cache-status'], /hit/, 'fresh again after the 304')
+  t.equal(hit.headers['x-generation'], '1')
+  t.equal(seen('/cacheable/etag-1'), 2)
+
+  const conditional = await get(gw, path, { 'if-none-match': '"v1"' })
+  t.equal(conditional.status, 304, "the client's own conditional is answered from the store")
+})
+
+t.test('a body over maxObjectSize streams through whole and is not stored', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      cache: { maxObjectSize: 64KiB, defaultTtl: 60s }\n', accessLog: false }))
+  t.teardown(() => gw.close())
+  for (const path of ['/cacheable/big-1?bytes=300000', '/bytes/300000?chunked=1']) {
+    for (let i = 0; i < 2; i++) {
+      const response = await request(`${gw.url}${path}`)
+      const body = Buffer.from(await response.body.arrayBuffer())
+      t.equal(body.length, 300000, `${path}: whole`)
+      t.equal(body[299_999], 299_999 & 0xff)
+    }
+    t.equal(seen(path.split('?')[0]!), 2, `${path}: both requests went upstream`)
+  }
+  const small = '/bytes/1000?chunked=1'
+  await get(gw, small)
+  await get(gw, small)
+  t.equal(seen('/bytes/1000'), 1, 'a small chunked body is stored (defaultTtl, no explicit expiry)')
+})
+
+t.test('purge by key, prefix and tag (admin API), and the PURGE method when the route allows it', async (t) => {
+  const gw = await cachingGateway(t, '      cache: { purge: true }\n')
+  const paths = ['/cacheable/purge-a?tag=t1%20t2', '/cacheable/purge-b?tag=t2', '/cacheable/purge-c']
+  const fill = async (): Promise<void> => void (await Promise.all(paths.map((path) => get(gw, path))))
+  const purge = async (selector: unknown): Promise<{ status: number; body: { purged?: number; error?: string } }> => {
+    const response = await request(`${gw.adminUrl}/cache/purge`, { method: 'POST', body: JSON.stringify(selector) })
+    return { status: response.statusCode, body: (await response.body.json()) as { purged?: number } }
+  }
+  const upstreamCounts = (): number[] => paths.map((path) => seen(path.split('?')[0]!))
+  await fill()
+  t.same((await purge({ key: '/cacheable/purge-a?tag=t1%20t2' })).body, { ok: true, purged: 1 })
+  await fill()
+  t.same(upstreamCounts(), [2, 1, 1], 'by key: only that one was fetched again')
+  t.same((await purge({ tag: 't2' })).body, { ok: true, purged: 2 })
+  await fill()
+  t.same(upstreamCounts(), [3, 2, 1], 'by tag')
+  t.same((await purge({ prefix: '/cacheable/purge-' })).body, { ok: true, purged: 3 })
+  await fill()
+  t.same(upstreamCounts(), [4, 3, 2], 'by prefix')
+  t.equal((await purge({ nothing: 1 })).status, 400)
+  t.equal((await purge({ key: 'a', tag: 'b' })).status, 400)
+
+  const purged = await get(gw, '/cacheable/purge-c', {}, 'PURGE')
+  t.equal(purged.status, 200)
+  t.equal((await get(gw, '/cacheable/purge-c', {}, 'PURGE')).status, 404, 'nothing left to purge')
+  await get(gw, '/cacheable/purge-c')
+  t.equal(seen('/cacheable/purge-c'), 3)
+
+  const closed = await cachingGateway(t)
+  await get(closed, '/cacheable/purge-d')
+  await get(closed, '/cacheable/purge-d', {}, 'PURGE')
+  await get(closed, '/cacheable/purge-d')
+  t.equal(seen('/cacheable/purge-d'), 3, 'without `purge: true` PURGE goes upstream like any unsafe method, and its 200 invalidates (§4.4)')
+})
+
+t.test('a successful POST invalidates the stored GET of the same URI', async (t) => {
+  const gw = await cachingGateway(t)
+  await get(gw, '/cacheable/post-1')
+  t.match((await get(gw, '/cacheable/post-1')).headers['cache-status'], /hit/)
+  const post = await get(gw, '/cacheable/post-1', {}, 'POST')
+  t.equal(post.status, 200)
+  const after = await get(gw, '/cacheable/post-1')
+  t.match(after.headers['cache-status'], /uri-miss/)
+  t.equal(seen('/cacheable/post-1'), 3)
+})
+
+t.test('HEAD is answered from a stored GET', async (t) => {
+  const gw = await cachingGateway(t)
+  const full = await get(gw, '/cacheable/head-1')
+  const head = await get(gw, '/cacheable/head-1', {}, 'HEAD')
+  t.equal(head.status, 200)
+  t.equal(head.body, '')
+  t.equal(head.headers['content-length'], String(Buffer.byteLength(full.body)))
+  t.match(head.headers['cache-status'], /hit/)
+  t.equal(seen('/cacheable/head-1'), 1)
+})
+
+t.test('request directives: no-cache revalidates, only-if-cached answers 504 on a miss, max-stale accepts stale', async (t) => {
+  const gw = await cachingGateway(t)
+  await get(gw, '/cacheable/req-1?cc=max-age=1')
+  const noCache = await get(gw, '/cacheable/req-1?cc=max-age=1', { 'cache-control': 'no-cache' })
+  t.match(noCache.headers['cache-status'], /fwd=request/)
+  t.equal((await get(gw, '/cacheable/req-2', { 'cache-control': 'only-if-cached' })).status, 504)
+  await sleep(1600)
+  const stale = await get(gw, '/cacheable/req-1?cc=max-age=1', { 'cache-control': 'max-stale=60' })
+  t.match(stale.headers['cache-status'], /detail=max-stale/)
+  t.equal(seen('/cacheable/req-1'), 2)
+})
+
+t.test('stored entries survive a reload that leaves the cache config unchanged', async (t) => {
+  const gw = await cachingGateway(t)
+  await get(gw, '/cacheable/reload-1')
+  writeFileSync(gw.configFile, catchAllConfig(stub.url, { policies: CACHE + '      timeout: { request: 9s }\n', accessLog: false }))
+  t.match(await gw.gateway.reload('test'), { ok: true, changed: true })
+  t.match((await get(gw, '/cacheable/reload-1')).headers['cache-status'], /hit/, 'kept')
+  writeFileSync(gw.configFile, catchAllConfig(stub.url, { policies: '      cache: { maxObjectSize: 32KiB }\n', accessLog: false }))
+  t.match(await gw.gateway.reload('test'), { ok: true, changed: true })
+  t.match((await get(gw, '/cacheable/reload-1')).headers['cache-status'], /uri-miss/, 'a changed cache config starts empty')
+  t.equal(seen('/cacheable/reload-1'), 2)
+})
