@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
-// The `waypost` command: run | validate | version.
+// The `waypost` command: run | validate | inject | version.
 import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
@@ -9,11 +9,13 @@ import { createLogger, flushLogger, LOG_LEVELS } from './telemetry/logger.js'
 import { loadConfigFile, formatError } from './config/load.js'
 import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
 import { parseAddress } from './server/address.js'
+import { injectCommand, INJECT_USAGE } from './inject/command.js'
 import type { LevelWithSilent } from 'pino'
 
 const USAGE = `usage:
   waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL]
   waypost validate FILE
+  ${INJECT_USAGE}
   waypost version
 
 Precedence: flags > environment (WAYPOST_CONFIG, WAYPOST_LISTEN, WAYPOST_ADMIN, WAYPOST_LOG_LEVEL) > the file > defaults.
@@ -101,6 +103,9 @@ async function main(argv: string[]): Promise<number> {
       return run(rest)
     case 'validate':
       return validate(rest[0])
+    case 'inject':
+      // The image this command comes from, tagged as `docker build -t waypost:VERSION .` tags it.
+      return injectCommand(rest, `waypost:${version()}`)
     case 'version':
     case '--version':
       console.log(`waypost ${version()}`)
