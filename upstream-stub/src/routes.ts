@@ -281,13 +281,14 @@ async function flaky({ res, url, state, signal }: Exchange): Promise<void> {
   const code = parseStatus(query.get('status'), 'status', 503)
   const slow = parseNumber(query.get('slow'), 'slow', { min: 0, max: 1 }, 0.02)
   const slowMs = parseNumber(query.get('slowMs'), 'slowMs', { min: 0, max: MAX_FAULT_MS, integer: true }, 2000)
+  const maxAge = query.has('maxAge') ? parseNumber(query.get('maxAge'), 'maxAge', { min: 0, max: 2 ** 31, integer: true }, 0) : undefined
   const random = randomSource(state, query.get('seed'))
   // Both draws happen every time, so a seeded stream advances the same way whatever the outcome.
   const failed = random() < fail
   const slowed = random() < slow
   if (failed) return sendJson(res, code, { error: 'flaky failure', status: code })
   if (slowed) await sleep(slowMs, signal)
-  sendJson(res, 200, { ok: true, slow: slowed })
+  sendJson(res, 200, { ok: true, slow: slowed }, maxAge === undefined ? {} : { 'cache-control': `max-age=${maxAge}` })
 }
 
 function randomSource(state: StubState, seed: string | null): () => number {

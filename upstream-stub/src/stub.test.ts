@@ -566,11 +566,17 @@ t.test('/flaky fails and slows down with the given probabilities', TEST_TIMEOUT,
   const slow = await json('/flaky?fail=0&slow=1&slowMs=150')
   t.ok(elapsedSince(started) >= 140)
   t.same(slow.body, { ok: true, slow: true })
+  t.equal(never.headers['cache-control'], undefined, 'no freshness unless asked for')
+  const fresh = await json('/flaky?fail=0&slow=0&maxAge=30')
+  t.equal(fresh.headers['cache-control'], 'max-age=30')
+  const failedFresh = await json('/flaky?fail=1&maxAge=30')
+  t.equal(failedFresh.headers['cache-control'], undefined, 'a failure is never made cacheable')
   for (const [query, name] of [
     ['fail=1.5', 'fail'],
     ['status=700', 'status'],
     ['slow=-0.1', 'slow'],
     ['slowMs=x', 'slowMs'],
+    ['maxAge=-1', 'maxAge'],
   ]) {
     const res = await json<{ error: string }>(`/flaky?${query}`)
     t.equal(res.status, 400, query)
