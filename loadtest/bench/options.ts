@@ -4,8 +4,12 @@ import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
 
-export const CONFIG_NAMES = ['direct', 'nginx', 'gateway-bare', 'gateway-default'] as const
+export const CONFIG_NAMES = ['direct', 'nginx', 'gateway-bare', 'gateway-default', 'nginx-static', 'gateway-cache'] as const
 export type ConfigName = (typeof CONFIG_NAMES)[number]
+/** What `npm run bench` measures unless told otherwise: the proxy comparison. */
+export const DEFAULT_CONFIGS: readonly ConfigName[] = ['direct', 'nginx', 'gateway-bare', 'gateway-default']
+/** `npm run bench:cache`: a cache hit (the default chain plus `cache`) beside nginx serving the same 1 KiB file. */
+export const CACHE_CONFIGS: readonly ConfigName[] = ['nginx-static', 'gateway-cache', 'nginx', 'gateway-default']
 export type UpstreamKind = 'node' | 'nginx'
 
 /** Repository root, from dist/loadtest/bench/options.js (or loadtest/bench/options.ts). */
@@ -110,14 +114,15 @@ function common(values: Record<string, string | boolean | undefined>): CommonOpt
   }
 }
 
-export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--configs direct,nginx,gateway-bare,gateway-default]
+export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--cache | --configs direct,nginx,gateway-bare,gateway-default]
   [--duration S] [--reps N] [--warmup S] [--rate RPS] [--connections N] [--latency-duration S]
   [--upstream node|nginx] [--port-base PORT] [--load-cpus LIST] [--server-cpus LIST]
   [--gateway-node-flags "FLAGS"] [--keep] [--quiet-wait S] [--foreign-max PCT] [--retries N] [--extra-budget S]
   [--results-dir DIR]
 Environment: DURATION REPS WARMUP RATE CONNECTIONS LATENCY_DURATION CONFIGS UPSTREAM PORT_BASE LOAD_CPUS
   SERVER_CPUS GATEWAY_NODE_FLAGS KEEP QUIET_WAIT FOREIGN_MAX RETRIES EXTRA_BUDGET RESULTS_DIR STRICT
-Flags win over the environment, which wins over --quick (DURATION=2 REPS=1), which wins over the defaults.`
+Flags win over the environment, which wins over --quick (DURATION=2 REPS=1), which wins over the defaults.
+Configs: ${CONFIG_NAMES.join(', ')}; default ${DEFAULT_CONFIGS.join(',')}; --cache: ${CACHE_CONFIGS.join(',')}.`
 
 export function benchOptions(argv: string[]): BenchOptions | 'help' {
   const { values } = parseArgs({
@@ -126,6 +131,7 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
       ...COMMON_FLAGS,
       quick: { type: 'boolean' },
       strict: { type: 'boolean' },
+      cache: { type: 'boolean' },
       configs: { type: 'string' },
       duration: { type: 'string' },
       reps: { type: 'string' },
@@ -141,7 +147,7 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
   const quick = bool(values.quick, 'QUICK')
   const base = common(values)
   const duration = num(values.duration, 'DURATION', quick ? 2 : 5, { minimum: 1 })
-  const configs = str(values.configs, 'CONFIGS', CONFIG_NAMES.join(','))
+  const configs = str(values.configs, 'CONFIGS', (values.cache === true ? CACHE_CONFIGS : DEFAULT_CONFIGS).join(','))
     .split(',')
     .map((name) => name.trim())
     .filter(Boolean)

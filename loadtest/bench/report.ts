@@ -80,7 +80,7 @@ export interface BenchReport {
 }
 
 /** Median over rounds of f(config's run, reference's run) for the rounds where both exist. */
-function paired<R extends { config: ConfigName; rep: number }>(runs: readonly R[], config: ConfigName, reference: ConfigName, f: (a: R, b: R) => number): number {
+export function paired<R extends { config: ConfigName; rep: number }>(runs: readonly R[], config: ConfigName, reference: ConfigName, f: (a: R, b: R) => number): number {
   const values: number[] = []
   for (const a of runs.filter((run) => run.config === config)) {
     const b = runs.find((run) => run.config === reference && run.rep === a.rep)

@@ -4,7 +4,7 @@ import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'nod
 import { spawnSync } from 'node:child_process'
 import { cpus, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BENCH_USAGE, benchOptions, UsageError, type BenchOptions, type ConfigName } from './options.js'
+import { BENCH_USAGE, benchOptions, DEFAULT_CONFIGS, UsageError, type BenchOptions, type ConfigName } from './options.js'
 import { findTool, installCleanup, requireTools, setStopGrace, stopAll } from './processes.js'
 import { GATEWAY_MAIN, startTopology, type Target, type Topology } from './topology.js'
 import { measure, waitQuiet } from './measure.js'
@@ -12,8 +12,8 @@ import { runWrk, wrkLogFile } from './wrk.js'
 import { runFixedRate } from './latency.js'
 import { NCPU, groupRssKiB } from './procfs.js'
 import { metricSum, scrapeMetrics } from './admin.js'
-import { formatTable, formatTargets, judge, summarize, writeReport, type BenchReport, type LatencyRun, type ThroughputRun } from './report.js'
-import { fmt, log } from './util.js'
+import { formatTable, formatTargets, judge, paired, summarize, writeReport, type BenchReport, type LatencyRun, type ThroughputRun } from './report.js'
+import { fmt, log, ratio } from './util.js'
 
 /** The fixed-rate generator sends at the target rate for this long before it starts recording. */
 const LATENCY_WARMUP_S = 1
@@ -133,7 +133,7 @@ function countLines(file: string): Promise<number> {
 }
 
 async function bench(options: BenchOptions): Promise<number> {
-  const needNginx = options.configs.includes('nginx') || options.upstream === 'nginx'
+  const needNginx = options.configs.some((config) => config.startsWith('nginx')) || options.upstream === 'nginx'
   requireTools(['wrk', 'taskset', ...(needNginx ? ['nginx'] : [])])
   if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} not found: build first (npm run build), or use npm run bench`)
   installCleanup()
@@ -144,7 +144,7 @@ async function bench(options: BenchOptions): Promise<number> {
   if (!options.keep) process.on('exit', () => rmSync(runDir, { recursive: true, force: true }))
   const started = Date.now()
   const date = new Date().toISOString()
-  const mode = options.quick ? 'quick' : options.duration === 5 && options.reps === 3 && options.configs.length === 4 ? 'full' : 'custom'
+  const mode = options.quick ? 'quick' : options.duration === 5 && options.reps === 3 && options.configs.join() === DEFAULT_CONFIGS.join() ? 'full' : 'custom'
   const machine = {
     node: process.version,
     kernel: release(),
@@ -192,6 +192,14 @@ async function bench(options: BenchOptions): Promise<number> {
           `4xx are 499s: wrk closes its connections with requests in flight when a run ends)`,
       )
     }
+    const cached = topology.targets.get('gateway-cache')
+    if (cached?.adminPort !== undefined) {
+      const metrics = await scrapeMetrics(cached.adminPort)
+      const result = (name: string): number => metricSum(metrics, 'waypost_cache_requests_total', { result: name }) || 0
+      const hits = result('hit')
+      const all = ['hit', 'miss', 'stale', 'bypass', 'revalidated'].reduce((sum, name) => sum + result(name), 0)
+      notes.push(`gateway-cache metrics: ${fmt(hits)} cache hits of ${fmt(all)} lookups (${fmt((hits / all) * 100, 3)}%)`)
+    }
     log(`measurements done in ${fmt((Date.now() - started) / 1000)} s (${fmt(runner.extraSeconds)} s of it waiting for quiet or retrying); stopping`)
     await stopAll()
     if (gw !== undefined) {
@@ -201,6 +209,12 @@ async function bench(options: BenchOptions): Promise<number> {
     const summary = summarize(options.configs, runner.throughput, runner.latency, { idle: rssIdle, loaded: rss }, options.rate)
     const notMeasured = summary.filter((s) => s.rps.runs === 0)
     if (notMeasured.length > 0) notes.push(`no runs for: ${notMeasured.map((s) => s.config).join(', ')}`)
+    const hit = summary.find((s) => s.config === 'gateway-cache')
+    if (hit !== undefined && options.configs.includes('nginx-static')) {
+      const cpu = paired(runner.throughput, 'gateway-cache', 'nginx-static', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq)
+      const rps = paired(runner.throughput, 'gateway-cache', 'nginx-static', (a, b) => a.rps / b.rps)
+      notes.push(`cache hit vs nginx serving the same file: CPU per request ${ratio(cpu)}, throughput ${ratio(rps)}`)
+    }
     const failing = summary.filter((s) => s.errors + s.latency.errors > 0)
     if (failing.length > 0) notes.push(`errors (non-2xx, socket errors, failed requests) in: ${failing.map((s) => `${s.config} ${s.errors + s.latency.errors}`).join(', ')}`)
     const slow = summary.filter((s) => s.latency.achievedRate < 0.95 * options.rate)

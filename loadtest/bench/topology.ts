@@ -12,7 +12,10 @@ const DIST_BENCH = fileURLToPath(new URL('.', import.meta.url))
 export const GATEWAY_MAIN = fileURLToPath(new URL('../../gateway/src/main.js', import.meta.url))
 
 /** Port offsets from PORT_BASE. */
-const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, adminBare: 12, adminDefault: 13 } as const
+const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5 } as const
+/** The gateways' admin ports, from PORT_BASE. */
+const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-cache': 15 } as const
+type GatewayConfigName = keyof typeof ADMIN_OFFSET
 
 export interface Target {
   readonly config: ConfigName
@@ -37,8 +40,7 @@ export function portsOf(base: number, configs: readonly ConfigName[]): number[] 
   for (const config of configs) {
     if (config === 'direct') continue
     ports.push(base + OFFSET[config])
-    if (config === 'gateway-bare') ports.push(base + OFFSET.adminBare)
-    if (config === 'gateway-default') ports.push(base + OFFSET.adminDefault)
+    if (config in ADMIN_OFFSET) ports.push(base + ADMIN_OFFSET[config as GatewayConfigName])
   }
   return ports
 }
@@ -63,9 +65,15 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
         targets.set(config, { config, port, server, logFile: server.logFile })
         break
       }
+      case 'nginx-static': {
+        const server = startNginx(runDir, 'nginx-static', nginxStaticConf, port, upstreamPort, options)
+        targets.set(config, { config, port, server, logFile: server.logFile })
+        break
+      }
       case 'gateway-bare':
-      case 'gateway-default': {
-        const adminPort = base + (config === 'gateway-bare' ? OFFSET.adminBare : OFFSET.adminDefault)
+      case 'gateway-default':
+      case 'gateway-cache': {
+        const adminPort = base + ADMIN_OFFSET[config]
         const server = startGateway(runDir, config, port, adminPort, upstreamPort, options)
         targets.set(config, { config, port, server, adminPort, logFile: server.logFile })
         break
@@ -138,7 +146,7 @@ const nginxProxyConf: NginxConf = (prefix, port, upstreamPort) => `${nginxCommon
 }
 `
 
-/** The alternative upstream (--upstream nginx): a static 1 KiB file. */
+/** The alternative upstream (--upstream nginx), and nginx-static: a static 1 KiB file, the upstream's body. */
 const nginxStaticConf: NginxConf = (prefix, port) => `${nginxCommon(prefix)}
     default_type text/plain;
     sendfile on;
@@ -159,9 +167,19 @@ const DEFAULT_CHAIN = {
   retry: { attempts: 3 },
 }
 
-/** The gateway's policy file for a config: one catch-all route; gateway-default adds the default policy chain and the access log. */
-export function gatewayConfig(config: 'gateway-bare' | 'gateway-default', port: number, adminPort: number, upstreamPort: number): string {
-  const full = config === 'gateway-default'
+/**
+ * gateway-cache: the default chain plus a response cache. The upstream's answer has no freshness of its
+ * own, so `defaultTtl` (the RFC's heuristic freshness) keeps it fresh for the whole run: every request
+ * after the first is a hit.
+ */
+const CACHE_CHAIN = { ...DEFAULT_CHAIN, cache: { defaultTtl: '1h' } }
+
+/**
+ * The gateway's policy file for a config: one catch-all route; gateway-default adds the default
+ * policy chain and the access log, gateway-cache the same with a cache.
+ */
+export function gatewayConfig(config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number): string {
+  const full = config !== 'gateway-bare'
   const doc = {
     listen: { address: `127.0.0.1:${port}` },
     admin: { address: `127.0.0.1:${adminPort}` },
@@ -169,13 +187,13 @@ export function gatewayConfig(config: 'gateway-bare' | 'gateway-default', port: 
     // Stop at once on SIGTERM: nothing to wait for between runs (and --cpu-prof is written sooner).
     drain: { delay: '0s', timeout: '2s' },
     upstreams: { app: { url: `http://127.0.0.1:${upstreamPort}`, connections: 128 } },
-    ...(full ? { defaults: { policies: DEFAULT_CHAIN } } : {}),
+    ...(full ? { defaults: { policies: config === 'gateway-cache' ? CACHE_CHAIN : DEFAULT_CHAIN } } : {}),
     routes: [{ name: 'all', upstream: 'app' }],
   }
   return `# ${config}: written by loadtest/bench/topology.ts\n${stringify(doc)}`
 }
 
-function startGateway(runDir: string, config: 'gateway-bare' | 'gateway-default', port: number, adminPort: number, upstreamPort: number, options: CommonOptions): Started {
+function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions): Started {
   const configFile = join(runDir, `${config}.yaml`)
   writeFileSync(configFile, gatewayConfig(config, port, adminPort, upstreamPort))
   // Settings from the caller's environment must not override the file.
