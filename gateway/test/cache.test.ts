@@ -279,3 +279,30 @@ t.test('stored entries survive a reload that leaves the cache config unchanged',
   t.match((await get(gw, '/cacheable/reload-1')).headers['cache-status'], /uri-miss/, 'a changed cache config starts empty')
   t.equal(seen('/cacheable/reload-1'), 2)
 })
+
+t.test('layer order: the rate limit sits before the cache, so a hit costs a token', async (t) => {
+  const gw = await cachingGateway(t, `${CACHE}      rateLimit: { rate: 0.1, burst: 4, key: route }\n      breaker: { minRequests: 2, failureRatio: 0.5, openFor: 30s }\n`)
+  const path = '/cacheable/order-1?cc=max-age=60'
+  t.match((await get(gw, path)).headers['cache-status'], /fwd=uri-miss; stored/)
+  for (let i = 0; i < 2; i++) t.equal((await get(gw, '/status/503')).status, 503)
+  const open = await get(gw, '/status/200')
+  t.equal(open.status, 503, 'the breaker is open: an uncached request is refused')
+  t.match(open.headers['x-waypost-reason'], /^breaker-open /)
+  // That was the 4th token of the burst: the hit below is the 5th request, over the limit.
+  const limited = await get(gw, path)
+  t.equal(limited.status, 429, 'the rate limit sits before the cache: a hit costs a token too')
+  t.equal(limited.headers['cache-status'], undefined)
+  t.equal(seen('/cacheable/order-1'), 1)
+})
+
+t.test('an open breaker does not stop hits', async (t) => {
+  const gw = await cachingGateway(t, `${CACHE}      breaker: { minRequests: 2, failureRatio: 0.5, openFor: 30s }\n`)
+  const path = '/cacheable/order-2?cc=max-age=60'
+  await get(gw, path)
+  for (let i = 0; i < 2; i++) await get(gw, '/status/503')
+  t.equal((await get(gw, '/status/200')).status, 503, 'the breaker is open')
+  const hit = await get(gw, path)
+  t.equal(hit.status, 200, 'the cache sits outside the breaker: a hit is served while it is open')
+  t.match(hit.headers['cache-status'], /^waypost; hit/)
+  t.equal(seen('/cacheable/order-2'), 1)
+})

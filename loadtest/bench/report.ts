@@ -186,13 +186,17 @@ export function formatTargets(targets: readonly TargetResult[]): string {
   return ['targets (gateway-default):', ...lines].join('\n')
 }
 
-/** Writes bench-<date>.json and latest.json; returns the dated file's path. */
+/**
+ * Writes bench-<date>.json and latest.json (a run measuring the cache: bench-cache-<date>.json and
+ * cache-latest.json, so it does not replace the proxy comparison); returns the dated file's path.
+ */
 export function writeReport(dir: string, report: BenchReport): string {
   mkdirSync(dir, { recursive: true })
+  const cache = report.summary.some((s) => s.config === 'gateway-cache')
   const stamp = report.date.replace(/\.\d+Z$/, 'Z').replaceAll(':', '-')
-  const file = join(dir, `bench-${stamp}.json`)
+  const file = join(dir, `${cache ? 'bench-cache' : 'bench'}-${stamp}.json`)
   const text = `${JSON.stringify(report, (_key, value: unknown) => (typeof value === 'number' && !Number.isFinite(value) ? null : value), 2)}\n`
   writeFileSync(file, text)
-  writeFileSync(join(dir, 'latest.json'), text)
+  writeFileSync(join(dir, cache ? 'cache-latest.json' : 'latest.json'), text)
   return file
 }

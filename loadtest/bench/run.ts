@@ -243,7 +243,7 @@ async function bench(options: BenchOptions): Promise<number> {
   for (const note of report.notes) console.log(`note: ${note}`)
   console.log(formatTargets(report.targets))
   const file = writeReport(options.resultsDir, report)
-  console.log(`\nwrote ${file} and latest.json; total ${fmt((Date.now() - started) / 1000)} s`)
+  console.log(`\nwrote ${file} and ${file.includes('bench-cache-') ? 'cache-latest.json' : 'latest.json'}; total ${fmt((Date.now() - started) / 1000)} s`)
   const failed = report.targets.filter((t) => t.pass === false)
   if (options.strict && failed.length > 0) {
     console.log(`--strict: ${failed.length} target(s) missed`)
