@@ -306,3 +306,27 @@ t.test('an open breaker does not stop hits', async (t) => {
   t.match(hit.headers['cache-status'], /^waypost; hit/)
   t.equal(seen('/cacheable/order-2'), 1)
 })
+
+t.test('Surrogate-Control: directives for us win over Cache-Control and are not forwarded', async (t) => {
+  const gw = await cachingGateway(t)
+  const capability = await get(gw, '/cacheable/sc-0?vary=surrogate-capability')
+  t.equal((JSON.parse(capability.body) as { varied: string }).varied, 'waypost="Surrogate/1.0"', 'the origin is told our device token')
+
+  const fresh = '/cacheable/sc-1?cc=no-store&sc=max-age%3D60'
+  const first = await get(gw, fresh)
+  t.equal(first.headers['surrogate-control'], undefined, 'our directives are stripped')
+  t.equal(first.headers['cache-control'], 'no-store', 'Cache-Control goes on for the caches after us')
+  t.match((await get(gw, fresh)).headers['cache-status'], /^waypost; hit/)
+  t.equal(seen('/cacheable/sc-1'), 1)
+
+  const noStore = '/cacheable/sc-2?cc=max-age%3D60&sc=no-store%3Bwaypost'
+  await get(gw, noStore)
+  await get(gw, noStore)
+  t.equal(seen('/cacheable/sc-2'), 2, 'no-store targeted at us: never stored')
+
+  const theirs = '/cacheable/sc-3?cc=no-store&sc=max-age%3D60%3Bcdn'
+  const forwarded = await get(gw, theirs)
+  t.equal(forwarded.headers['surrogate-control'], 'max-age=60;cdn', "another device's directives pass through")
+  await get(gw, theirs)
+  t.equal(seen('/cacheable/sc-3'), 2, 'and Cache-Control decides for us')
+})

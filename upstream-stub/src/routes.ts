@@ -196,7 +196,7 @@ async function cacheable({ req, res, params, url, state, signal }: Exchange): Pr
   state.cacheable.set(key, index + 1)
   await sleep(delayMs, signal)
   const headers: Record<string, string> = { 'x-generation': String(index) }
-  const scripted = { 'cache-control': query.get('cc') ?? 'max-age=60', etag: query.get('etag'), 'last-modified': query.get('lastModified'), vary: query.get('vary'), 'surrogate-key': query.get('tag') }
+  const scripted = { 'cache-control': query.get('cc') ?? 'max-age=60', etag: query.get('etag'), 'last-modified': query.get('lastModified'), vary: query.get('vary'), 'surrogate-key': query.get('tag'), 'surrogate-control': query.get('sc') }
   for (const [name, value] of Object.entries(scripted)) if (value !== null) headers[name] = value
   const etag = query.get('etag')
   const ifNoneMatch = req.headers['if-none-match']

@@ -53,7 +53,7 @@ function deltaSeconds(value: string | undefined): number | undefined {
 }
 
 /** Splits on commas outside quoted strings (a `no-cache="a, b"` field list must stay whole). */
-function directives(text: string): string[] {
+export function directives(text: string): string[] {
   if (!text.includes('"')) return text.split(',')
   const parts: string[] = []
   let start = 0

@@ -30,6 +30,7 @@ import { parseCacheControl, type CacheControl } from './cache-control.js'
 import { correctedInitialAge, currentAge, freshnessLifetime, headerText, httpDate, notStorableBecause, type FreshnessSettings } from './freshness.js'
 import { CacheStore, entrySize, type StoredResponse } from './store.js'
 import { CapturingBody } from './capture.js'
+import { responseDirectives, stripOurSurrogateControl, SURROGATE_CAPABILITY } from './surrogate-control.js'
 
 export const CacheConfig = Type.Object(
   {
@@ -152,8 +153,8 @@ function clientHasCurrentCopy(request: ProxyRequest, entry: StoredResponse): boo
   return !Number.isNaN(modified) && modified <= since
 }
 
-/** The request sent upstream to revalidate `entry`: the client's conditionals replaced with ours. */
-function conditionalRequest(request: ProxyRequest, entry: StoredResponse): ProxyRequest {
+/** The request headers sent upstream to revalidate `entry`: the client's conditionals replaced with ours. */
+function conditionalHeaders(request: ProxyRequest, entry: StoredResponse): string[] {
   const headers: string[] = []
   const source = request.headers
   for (let i = 0; i < source.length; i += 2) if (!CONDITIONAL_HEADERS.has(source[i]!.toLowerCase())) headers.push(source[i]!, source[i + 1]!)
@@ -161,7 +162,7 @@ function conditionalRequest(request: ProxyRequest, entry: StoredResponse): Proxy
   const lastModified = headerText(entry.headers['last-modified'])
   if (etag !== undefined) headers.push('if-none-match', etag)
   if (lastModified !== undefined) headers.push('if-modified-since', lastModified)
-  return { ...request, headers }
+  return headers
 }
 
 function hasValidator(entry: StoredResponse): boolean {
@@ -271,6 +272,7 @@ class ResponseCache {
     // Age saturates at 2^31 (RFC 9111 §1.2.2); an unreadable upstream Age counts as infinitely old.
     const headers: ResponseHeaders = { ...entry.headers, age: String(Math.min(Math.floor(age), 2 ** 31)) }
     appendCacheStatus(headers, `waypost; ${status}`)
+    stripOurSurrogateControl(headers)
     const request = exchange.request
     if (entry.status >= 200 && entry.status < 300 && clientHasCurrentCopy(request, entry)) {
       delete headers['content-length']
@@ -299,7 +301,10 @@ class ResponseCache {
   private async forward(next: Upstream, exchange: Exchange, lookup: Lookup, entry: StoredResponse | undefined, fwd: string, release?: () => void, background = false): Promise<ProxyResponse> {
     const request = exchange.request
     const conditional = entry !== undefined && hasValidator(entry)
-    const sent = conditional ? { ...exchange, request: conditionalRequest(request, entry) } : exchange
+    // Surrogate-Capability tells the origin our device token, for Surrogate-Control targeted at us.
+    const headers = conditional ? conditionalHeaders(request, entry) : [...request.headers]
+    headers.push('surrogate-capability', SURROGATE_CAPABILITY)
+    const sent = { ...exchange, request: { ...request, headers } }
     const requestTime = Date.now()
     let response: ProxyResponse
     try {
@@ -331,6 +336,7 @@ class ResponseCache {
     }
     if (!background) this.results.miss.inc()
     const stored = request.method === 'GET' && response.origin === 'upstream' ? this.storeWhileStreaming(response, exchange, lookup, requestTime, responseTime, release) : undefined
+    stripOurSurrogateControl(response.headers)
     if (stored !== undefined) {
       appendCacheStatus(stored.headers, `waypost; fwd=${fwd}; stored`)
       return stored
@@ -364,7 +370,7 @@ class ResponseCache {
     const fresh = endToEndHeaders(headers)
     for (const name in fresh) if (!NOT_UPDATED_BY_304.has(name)) updated[name] = fresh[name]
     entry.headers = updated
-    entry.cacheControl = parseCacheControl(updated['cache-control'])
+    entry.cacheControl = responseDirectives(updated)
     entry.responseTime = responseTime
     entry.initialAge = correctedInitialAge(headers, requestTime, responseTime)
     entry.lifetime = freshnessLifetime(entry.status, updated, entry.cacheControl, responseTime, this.settings)
@@ -374,7 +380,7 @@ class ResponseCache {
   /** Returns the response with its body teed into the store, or undefined when it must not be stored. */
   private storeWhileStreaming(response: ProxyResponse, exchange: Exchange, lookup: Lookup, requestTime: number, responseTime: number, release: (() => void) | undefined): ProxyResponse | undefined {
     const headers = response.headers
-    const cacheControl = parseCacheControl(headers['cache-control'])
+    const cacheControl = responseDirectives(headers)
     const request = exchange.request
     const authorized = request.incoming.headers.authorization !== undefined
     if (notStorableBecause(response.status, headers, cacheControl, lookup.cacheControl, authorized, this.settings) !== undefined) return undefined
@@ -391,11 +397,14 @@ class ResponseCache {
     const varyValues = varyNames.map((name) => varyValue(request.incoming.headers[name]))
     const tags = headerText(headers[this.settings.tagHeader])?.split(/\s+/).filter((tag) => tag !== '') ?? []
     const initialAge = correctedInitialAge(headers, requestTime, responseTime)
+    // Copied now: the client's copy loses our Surrogate-Control directives, the stored one keeps them
+    // so that a 304 refresh reads them again.
+    const storedHeaders = endToEndHeaders(headers)
+    // Cache-Status describes one exchange; hits get their own.
+    delete storedHeaders['cache-status']
     const capture = new CapturingBody(body, this.settings.maxObjectSize, (captured) => {
       if (captured !== undefined) {
-        const storedHeaders = endToEndHeaders(headers)
         storedHeaders['content-length'] = String(captured.length)
-        delete storedHeaders['cache-status']
         // The trailers themselves are not kept.
         delete storedHeaders.trailer
         this.store.put({
