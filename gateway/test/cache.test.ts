@@ -330,3 +330,21 @@ t.test('Surrogate-Control: directives for us win over Cache-Control and are not 
   await get(gw, theirs)
   t.equal(seen('/cacheable/sc-3'), 2, 'and Cache-Control decides for us')
 })
+
+t.test('the access log says what the cache did', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: CACHE }))
+  t.teardown(() => gw.close())
+  const path = '/cacheable/logged-1?cc=max-age=60'
+  await get(gw, path)
+  await get(gw, path)
+  await get(gw, path, {}, 'POST')
+  await get(gw, '/status/200', {}, 'POST')
+  const results = gw.accessLines().map((line) => [line.method, line.path, line.cache])
+  // The access log leaves the query string out.
+  t.same(results, [
+    ['GET', '/cacheable/logged-1', 'miss'],
+    ['GET', '/cacheable/logged-1', 'hit'],
+    ['POST', '/cacheable/logged-1', 'bypass'],
+    ['POST', '/status/200', 'bypass'],
+  ])
+})

@@ -9,7 +9,7 @@ import { startStub, type Stub } from '../../upstream-stub/src/stub.js'
 import { catchAllUpstreamConfig, startGateway, type RunningGateway } from './helpers.js'
 import type { EndpointSnapshot } from '../src/proxy/upstream/group.js'
 import type { Exchange, ExchangeRecord, ProxyResponse } from '../src/policies/policy.js'
-import { ExchangeSignal } from '../src/policies/policy.js'
+import { ExchangeSignal, newExchangeRecord } from '../src/policies/policy.js'
 
 function endpointList(...urls: string[]): string {
   return `endpoints:\n${urls.map((url) => `  - url: ${url}`).join('\n')}`
@@ -154,7 +154,7 @@ t.test('a second attempt on the same exchange record goes to another endpoint', 
   const gw = await startGateway(catchAllUpstreamConfig(endpointList(stubA.url, stubB.url, stubC.url)))
   t.teardown(() => gw.close())
   for (let exchange = 0; exchange < 10; exchange++) {
-    const record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '', tries: '', tried: null, endpoint: '' }
+    const record: ExchangeRecord = newExchangeRecord()
     const used: string[] = []
     for (let i = 0; i < 3; i++) {
       t.equal(await attempt(gw, record), 200)
@@ -167,7 +167,7 @@ t.test('a second attempt on the same exchange record goes to another endpoint', 
   }
   const single = await startGateway(catchAllUpstreamConfig(`url: ${stubA.url}`))
   t.teardown(() => single.close())
-  const record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '', tries: '', tried: null, endpoint: '' }
+  const record: ExchangeRecord = newExchangeRecord()
   t.equal(await attempt(single, record), 200)
   t.equal(await attempt(single, record), 200)
   t.equal(record.endpoint, stubA.url)

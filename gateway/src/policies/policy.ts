@@ -78,6 +78,13 @@ export interface ExchangeRecord {
   tried: object[] | null
   /** Address of the endpoint the last attempt went to (e.g. "http://10.0.0.7:8080"); '' when none. */
   endpoint: string
+  /** The response cache's result (hit, miss, stale, revalidated, bypass); '' when no cache looked. */
+  cache: string
+}
+
+/** A record before any layer has written to it. */
+export function newExchangeRecord(): ExchangeRecord {
+  return { attempts: 0, upstreamMs: -1, reason: '', tries: '', tried: null, endpoint: '', cache: '' }
 }
 
 export interface RouteInfo {

@@ -7,7 +7,7 @@ import type { Logger } from 'pino'
 import type { AccessLog } from '../telemetry/access-log.js'
 import type { CompiledRoute, Plan } from '../config/compile.js'
 import type { BodySink, Exchange, ExchangeRecord, ProxyRequest, ProxyResponse, ResponseHeaders, StreamingBody } from '../policies/policy.js'
-import { discardResponse, ExchangeSignal, localResponse } from '../policies/policy.js'
+import { discardResponse, ExchangeSignal, localResponse, newExchangeRecord } from '../policies/policy.js'
 import { clientAddress, clientResponseHeaders, requestIdFor, upstreamRequestHeaders } from '../proxy/headers.js'
 import { answerForError, ClientGone } from '../proxy/errors.js'
 
@@ -62,7 +62,7 @@ function hasBody(request: IncomingMessage): boolean {
 /** The state of one exchange; its `onClose` runs once, when the client response closes. */
 class ExchangeState {
   readonly signal = new ExchangeSignal()
-  readonly record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '', tries: '', tried: null, endpoint: '' }
+  readonly record: ExchangeRecord = newExchangeRecord()
   readonly started = performance.now()
   /** Node detaches the socket from the request when it closes, so keep our own reference. */
   readonly socket: Socket
@@ -124,6 +124,7 @@ class ExchangeState {
       bytesIn: socket.bytesRead - this.bytesReadAtStart,
       bytesOut: socket.bytesWritten - this.bytesWrittenAtStart,
       reason: this.record.reason,
+      cache: this.record.cache,
       error: this.error === undefined ? undefined : (this.error as Error).message,
       remote: clientAddress(socket),
     })

@@ -39,6 +39,7 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
       bytesIn: 0,
       bytesOut: 0,
       reason,
+      cache: '',
       error: (error as Error | undefined)?.message,
       remote: clientAddress(socket as { remoteAddress?: string }),
       upgrade: request.headers.upgrade,

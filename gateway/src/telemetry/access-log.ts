@@ -23,6 +23,8 @@ export interface AccessRecord {
   readonly bytesOut: number
   /** Empty when the upstream answered. */
   readonly reason: string
+  /** The response cache's result; empty when the route has no cache or the method skips it. */
+  readonly cache: string
   readonly error: string | undefined
   readonly remote: string
   readonly upgrade?: string
@@ -80,6 +82,7 @@ export class AccessLog {
     line += `,"attempts":${entry.attempts},"bytesIn":${entry.bytesIn},"bytesOut":${entry.bytesOut}`
     if (entry.tries !== '') line += `,"tries":"${entry.tries}"`
     if (entry.reason !== '') line += `,"reason":"${entry.reason}"`
+    if (entry.cache !== '') line += `,"cache":"${entry.cache}"`
     if (entry.error !== undefined) line += `,"error":${JSON.stringify(entry.error)}`
     if (entry.upgrade !== undefined) line += `,"upgrade":${JSON.stringify(entry.upgrade)}`
     this.pending += `${line},"remote":"${entry.remote}","msg":"access"}\n`

@@ -17,6 +17,7 @@ import {
   discardResponse,
   ExchangeSignal,
   localResponse,
+  newExchangeRecord,
   onResponseDone,
   type AbortListener,
   type Exchange,
@@ -206,6 +207,12 @@ class ResponseCache {
     this.results = Object.fromEntries(RESULTS.map((result) => [result, counter.labels(route, result)])) as Record<Result, { inc(): void }>
   }
 
+  /** Counts the lookup's result, and records it for the access log. */
+  private count(exchange: Exchange, result: Result): void {
+    this.results[result].inc()
+    exchange.record.cache = result
+  }
+
   async handle(next: Upstream, exchange: Exchange): Promise<ProxyResponse> {
     const request = exchange.request
     const method = request.method
@@ -249,18 +256,18 @@ class ResponseCache {
     const ttl = entry.lifetime - age
     if (requested.minFresh !== undefined && ttl < requested.minFresh) return undefined
     if (ttl > 0) {
-      this.results.hit.inc()
+      this.count(exchange, 'hit')
       return this.answer(exchange, entry, age, collapsed ? 'fwd=uri-miss; collapsed' : `hit; ttl=${Math.floor(ttl)}`)
     }
     if (mustRevalidate(stored)) return undefined
     const staleness = -ttl
     if (requested.maxStale !== undefined && staleness <= requested.maxStale) {
-      this.results.stale.inc()
+      this.count(exchange, 'stale')
       return this.answer(exchange, entry, age, `hit; ttl=${Math.floor(ttl)}; detail=max-stale`)
     }
     const window = stored.staleWhileRevalidate ?? this.settings.staleWhileRevalidateS
     if (staleness <= window) {
-      this.results.stale.inc()
+      this.count(exchange, 'stale')
       this.revalidateInBackground(next, exchange, lookup, entry)
       return this.answer(exchange, entry, age, `fwd=stale; detail=stale-while-revalidate`)
     }
@@ -313,7 +320,7 @@ class ResponseCache {
       const stale = entry === undefined ? undefined : this.staleIfError(exchange, entry, Date.now(), undefined)
       release?.()
       if (stale === undefined) throw error
-      if (!background) this.results.stale.inc()
+      if (!background) this.count(exchange, 'stale')
       return stale
     }
     const responseTime = Date.now()
@@ -322,19 +329,19 @@ class ResponseCache {
         discardResponse(response, new Error('revalidated'))
         this.refresh(entry, response.headers, requestTime, responseTime)
         release?.()
-        if (!background) this.results.revalidated.inc()
+        if (!background) this.count(exchange, 'revalidated')
         return this.answer(exchange, entry, currentAge(entry.initialAge, entry.responseTime, Date.now()), `fwd=${fwd}; fwd-status=304`)
       }
       if (response.status >= 500 || response.origin === 'local') {
         const stale = this.staleIfError(exchange, entry, responseTime, response)
         if (stale !== undefined) {
           release?.()
-          if (!background) this.results.stale.inc()
+          if (!background) this.count(exchange, 'stale')
           return stale
         }
       }
     }
-    if (!background) this.results.miss.inc()
+    if (!background) this.count(exchange, 'miss')
     const stored = request.method === 'GET' && response.origin === 'upstream' ? this.storeWhileStreaming(response, exchange, lookup, requestTime, responseTime, release) : undefined
     stripOurSurrogateControl(response.headers)
     if (stored !== undefined) {
@@ -440,7 +447,7 @@ class ResponseCache {
       ...exchange,
       request: { ...exchange.request, hasBody: false, body: undefined, sendContinue: undefined },
       signal,
-      record: { attempts: 0, upstreamMs: -1, reason: '', tries: '', tried: null, endpoint: '' },
+      record: newExchangeRecord(),
     }
     this.forward(next, background, lookup, entry, 'stale', release, true).then(
       (response) => {
@@ -464,7 +471,7 @@ class ResponseCache {
       const purged = this.store.deleteUri(lookup.uri)
       return localResponse(purged > 0 ? 200 : 404, purged > 0 ? 'cache-purged' : 'cache-not-found', exchange, { 'cache-status': `waypost; detail=purged-${purged}` })
     }
-    this.results.bypass.inc()
+    this.count(exchange, 'bypass')
     const response = await next(exchange)
     if (SAFE_METHODS.has(request.method) || response.status >= 400 || response.status < 200) return response
     this.store.deleteUri(lookup.uri)

@@ -7,7 +7,7 @@ import type { BalancerName } from './balancer.js'
 import type { Endpoint } from './endpoint.js'
 import { dispatchTo } from '../dispatch.js'
 import { answerForError } from '../errors.js'
-import type { Exchange, ExchangeRecord } from '../../policies/policy.js'
+import { newExchangeRecord, type Exchange, type ExchangeRecord } from '../../policies/policy.js'
 
 /** Nothing here sends a request: the pools never connect. */
 function group(t: { teardown(cleanup: () => void): void }, specs: Array<[port: number, priority: number, weight?: number]>, balancer: BalancerName = 'round-robin'): EndpointGroup {
@@ -81,7 +81,7 @@ t.test('a new endpoint set keeps the state of endpoints that stay and closes the
 t.test('an empty group (DNS not answered yet) has nothing to pick: dispatch answers 503 no-endpoints', async (t) => {
   const endpoints = group(t, [])
   t.equal(endpoints.pick(null), null)
-  const record: ExchangeRecord = { attempts: 0, upstreamMs: -1, reason: '', tries: '', tried: null, endpoint: '' }
+  const record: ExchangeRecord = newExchangeRecord()
   const failure = await dispatchTo(endpoints)({ record } as Exchange).then(() => undefined, (error: unknown) => error)
   t.same(answerForError(failure), { status: 503, reason: 'no-endpoints' })
   t.equal(record.attempts, 0, 'no attempt was made')
