@@ -131,6 +131,61 @@ t.test('terminationGracePeriodSeconds: raised when too short for the drain, neve
   t.equal(podSpecOf(objects(inject(workloads.Deployment!, drain).yaml)[0]!).terminationGracePeriodSeconds, 80)
 })
 
+t.test('terminationGracePeriodSeconds also covers the app preStop, which runs before the gateway is stopped', async (t) => {
+  const withPreStop = (hook: string) => workloads.Deployment!.replace('          image: shop:1\n', `          image: shop:1\n          lifecycle: { preStop: ${hook} }\n`)
+  t.equal(podSpecOf(objects(inject(withPreStop('{ exec: { command: [sh, -c, "sleep 20"] } }'), options).yaml)[0]!).terminationGracePeriodSeconds, 65, '20 + 5 + 30 + 10')
+  t.equal(podSpecOf(objects(inject(withPreStop('{ sleep: { seconds: 15 } }'), options).yaml)[0]!).terminationGracePeriodSeconds, 60)
+  const notes = inject(workloads.Deployment!, options).notes
+  t.match(notes.join('\n'), /the app has no preStop/, 'a Deployment without preStop gets a note')
+  t.notMatch(inject(workloads.Job!, options).notes.join('\n'), /preStop/, 'a Job needs none')
+})
+
+t.test('odd input: a clear refusal or a careful edit, never a crash', async (t) => {
+  t.match(refusal('apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: empty }\nspec: { template: { spec: } }\n'), /^document 1 \(Deployment empty\): no pod template at spec\.template\.spec/)
+  t.match(refusal('apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: odd }\nspec: { template: { spec: { containers: web } } }\n'), /spec\.template\.spec\.containers is not a list/)
+  const noSelector = 'apiVersion: v1\nkind: Service\nmetadata: { name: s }\nspec:\n  selector:\n  ports: [{ port: 80 }]\n'
+  t.equal(inject(`${workloads.Deployment}---\n${noSelector}`, options).yaml.endsWith(noSelector), true, 'a Service with an empty selector is left alone')
+  const aliased = `pod: &pod\n  containers: [{ name: shop, image: shop:1 }]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: { name: shared }\nspec:\n  template:\n    spec: &spec\n      containers: [{ name: shop, image: shop:1 }]\n    other: *spec\n`
+  t.equal(inject(aliased, options).yaml.includes('waypost'), true, 'an anchor on the edit path is fine; the alias is elsewhere')
+  const aliasOnPath = 'apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: a }\nx: &pod\n  containers: [{ name: shop, image: shop:1 }]\nspec:\n  template:\n    spec: *pod\n'
+  t.match(refusal(aliasOnPath), /^document 1 \(Deployment a\): spec\.template\.spec is an alias \(\*pod\): write it out in full/)
+  const volumesAlias = workloads.Deployment!.replace('  spec:\n', '  spec:\n      volumes: *vols\n').replace('metadata: { name: shop }', 'metadata: { name: shop }\nx: &vols [{ name: data, emptyDir: {} }]')
+  t.match(refusal(volumesAlias), /spec\.template\.spec\.volumes is an alias \(\*vols\)/)
+  const merged = workloads.Deployment!.replace('  spec:\n', '  spec:\n      <<: { volumes: [{ name: data, emptyDir: {} }] }\n')
+  t.match(refusal(merged), /spec\.template\.spec uses a merge key \(<<\)/)
+  const octal = workloads.Deployment!.replace('  spec:\n', '  spec:\n      volumes: [{ name: data, configMap: { name: c, defaultMode: 0644 } }]\n')
+  const octalOut = inject(octal, options).yaml
+  t.match(octalOut, 'defaultMode: 0644', 'octal stays octal, as kubectl reads it')
+  const asKubectlReadsIt = parseAllDocuments(octalOut, { version: '1.1' })[0]!.toJS() as KubernetesObject
+  t.equal((podSpecOf(asKubectlReadsIt).volumes![0]!.configMap as { defaultMode: number }).defaultMode, 0o644)
+  t.equal(inject('# only a comment\n', options).yaml, '# only a comment\n')
+})
+
+t.test('ports: the gateway port in use by an init container or an undeclared app port is refused', async (t) => {
+  const envoy = workloads.Deployment!.replace('  spec:\n', '  spec:\n      initContainers: [{ name: envoy, image: envoy:1, restartPolicy: Always, ports: [{ containerPort: 9901 }] }]\n')
+  t.match(refusal(envoy), /a container already uses port 9901/)
+  const undeclared = workloads.Deployment!.replace(/ {10}ports:\n {12}- name: web\n {14}containerPort: 3000\n/, '')
+  t.match(refusal(`${undeclared}---\n${service('    - { port: 80, targetPort: 8080 }')}`), /Service shop\): already targets port 8080, the gateway's port, but document 1 \(Deployment shop\) had no gateway/)
+})
+
+t.test('a Service naming one of several pod ports settles the app port; --app-port also covers pods without ports', async (t) => {
+  const twoAppPorts = workloads.Deployment!.replace('containerPort: 3000', 'containerPort: 3000\n            - name: metrics\n              containerPort: 9090')
+  const output = objects(inject(`${twoAppPorts}---\n${service('    - { port: 80, targetPort: web }')}`, options).yaml)
+  t.equal((output[1]!.spec as { ports: Array<{ targetPort: number }> }).ports[0]!.targetPort, 8080)
+  const noPorts = workloads.CronJob!.replace(/ {14}ports:\n {16}- name: web\n {18}containerPort: 3000\n/, '')
+  const both = inject(`${workloads.Deployment}---\n${noPorts}`, { ...options, appPort: 3000 })
+  t.equal(objects(both.yaml).filter((object) => JSON.stringify(object).includes('"name":"waypost"')).length, 2)
+})
+
+t.test('kind: List (what kubectl get -o yaml prints): each item is injected', async (t) => {
+  const indent = (text: string) => text.trimEnd().split('\n').map((line, i) => (i === 0 ? `  - ${line}` : `    ${line}`)).join('\n')
+  const list = `apiVersion: v1\nkind: List\nitems:\n${indent(workloads.Deployment!)}\n${indent(service('    - { port: 80, targetPort: 3000 }'))}\n`
+  const [output] = objects(inject(list, options).yaml) as Array<{ items: KubernetesObject[] }>
+  t.equal(podSpecOf(output!.items[0]!).initContainers![0]!.name, 'waypost')
+  t.equal((output!.items[1]!.spec as { ports: Array<{ targetPort: number }> }).ports[0]!.targetPort, 8080)
+  t.equal(inject(inject(list, options).yaml, options).yaml, inject(list, options).yaml, 'idempotent')
+})
+
 t.test('the command: stdin, stdout, options, exit codes', async (t) => {
   const run = (args: string[], input: string) => spawnSync(process.execPath, [MAIN, 'inject', ...args], { input, encoding: 'utf8', timeout: 10_000 })
   const ok = run(['-', '--image', 'waypost:test', '--config-map', 'shop-policy', '--port', '8081', '--admin-port', '9902', '--drain-delay', '2s', '--drain-timeout', '20s'], workloads.Deployment!)

@@ -65,8 +65,9 @@ export async function injectCommand(args: string[], defaultImage: string): Promi
     for (const note of result.notes) console.error(note)
     return 0
   } catch (error) {
-    if (!(error instanceof InjectError)) throw error
-    console.error(`waypost inject: nothing written:\n${error.message}`)
+    // Anything but a refusal is our bug: still one clear line, not a stack trace.
+    const message = error instanceof InjectError ? error.message : `internal error: ${(error as Error).message} (please report it with the input)`
+    console.error(`waypost inject: nothing written:\n${message}`)
     return 1
   }
 }

@@ -2,7 +2,7 @@
 // Deployment, StatefulSet, DaemonSet, Job and CronJob, and the Services selecting them sent to the
 // gateway's port. Edits go through the yaml package's Document API, so comments, key order and
 // every field it does not touch stay as written; other documents are passed through as they are.
-import { parseAllDocuments, isSeq, type Document } from 'yaml'
+import { parseAllDocuments, isAlias, isMap, isScalar, isSeq, type Document } from 'yaml'
 import { SIDECAR_NAME, CONFIG_VOLUME, configVolume, neededGraceSeconds, sidecarContainer, type InjectOptions } from './sidecar.js'
 
 /** Where each workload kind keeps its pod template. */
@@ -28,17 +28,39 @@ export interface InjectResult {
 }
 
 interface ContainerPort { name?: string; containerPort?: number }
-interface Container { name?: string; ports?: ContainerPort[] }
+interface Container { name?: string; ports?: ContainerPort[]; lifecycle?: { preStop?: { exec?: { command?: unknown[] }; sleep?: { seconds?: number } } } }
 interface PodSpec { hostNetwork?: boolean; containers?: Container[]; initContainers?: Container[]; volumes?: Array<{ name?: string }>; terminationGracePeriodSeconds?: number }
-interface Manifest { kind?: unknown; metadata?: { name?: unknown }; spec?: { selector?: Record<string, string>; ports?: ServicePort[] } }
+interface Manifest { kind?: unknown; metadata?: { name?: unknown }; spec?: { selector?: Record<string, string> | null; ports?: ServicePort[] }; items?: unknown[] }
 interface ServicePort { name?: string; port?: number; targetPort?: number | string }
 
 /** A workload's pods, as far as Services need to know them. */
-interface Workload { label: string; labels: Record<string, string>; appPort: ContainerPort | undefined; appPorts: ContainerPort[] }
+interface Workload {
+  label: string
+  labels: Record<string, string>
+  appPort: ContainerPort | undefined
+  appPorts: ContainerPort[]
+  /** It had the sidecar before this run. */
+  alreadyInjected: boolean
+}
+
+/** A manifest of the input, and where it sits in its document (inside a `kind: List`, under items.N). */
+interface Located { manifest: Manifest; at: Array<string | number>; label: string }
+
+/** Every manifest of a document: the document itself, or the items of a `kind: List` (what `kubectl get -o yaml` prints). */
+function manifestsOf(document: Document, index: number): Located[] {
+  const manifest = document.toJS() as Manifest | null
+  if (manifest === null || typeof manifest !== 'object') return []
+  const name = (m: Manifest): string => `${String(m.kind)} ${String(m.metadata?.name)}`
+  if (manifest.kind !== 'List' || !Array.isArray(manifest.items)) return [{ manifest, at: [], label: `document ${index + 1} (${name(manifest)})` }]
+  return manifest.items.flatMap((item, position) =>
+    item !== null && typeof item === 'object' ? [{ manifest: item as Manifest, at: ['items', position], label: `document ${index + 1} item ${position + 1} (${name(item as Manifest)})` }] : [],
+  )
+}
 
 export function inject(text: string, options: InjectOptions): InjectResult {
-  const documents = parseAllDocuments(text)
-  if (!Array.isArray(documents)) return { yaml: text, notes: [] } // an empty stream
+  // YAML 1.1, as kubectl reads manifests: `0644` is octal, `yes` a boolean, and they print back the same way.
+  const documents = parseAllDocuments(text, { version: '1.1' })
+  if (!Array.isArray(documents) || documents.length === 0) return { yaml: text, notes: [] } // an empty stream, or only comments
   const problems: string[] = []
   const notes: string[] = []
   const workloads: Workload[] = []
@@ -49,18 +71,17 @@ export function inject(text: string, options: InjectOptions): InjectResult {
   // What each document would print as if unchanged: a document still printing the same is
   // copied from the input byte for byte, so its formatting survives too.
   const unchanged = documents.map((document) => document.toString())
+  const located = documents.map(manifestsOf)
   documents.forEach((document, index) => {
-    const manifest = document.toJS() as Manifest | null
-    const path = POD_TEMPLATE[String(manifest?.kind)]
-    if (manifest === null || path === undefined) return
-    const label = `document ${index + 1} (${String(manifest.kind)} ${String(manifest.metadata?.name)})`
-    const workload = injectWorkload(document, manifest, path, label, options, problems, notes)
-    if (workload !== undefined) workloads.push(workload)
+    for (const { manifest, at, label } of located[index]!) {
+      const path = POD_TEMPLATE[String(manifest.kind)]
+      if (path === undefined) continue
+      const workload = injectWorkload(document, manifest, at, path, label, options, problems, notes)
+      if (workload !== undefined) workloads.push(workload)
+    }
   })
   documents.forEach((document, index) => {
-    const manifest = document.toJS() as Manifest | null
-    if (manifest?.kind !== 'Service') return
-    retargetService(document, manifest, `document ${index + 1} (Service ${String(manifest.metadata?.name)})`, workloads, options, problems)
+    for (const { manifest, at, label } of located[index]!) if (manifest.kind === 'Service') retargetService(document, manifest, at, label, workloads, options, problems)
   })
   if (problems.length > 0) throw new InjectError(problems)
   const yaml = documents.map((document, index) => {
@@ -71,36 +92,87 @@ export function inject(text: string, options: InjectOptions): InjectResult {
   return { yaml: yaml.join(''), notes }
 }
 
-function injectWorkload(document: Document, manifest: Manifest, template: readonly string[], label: string, options: InjectOptions, problems: string[], notes: string[]): Workload | undefined {
-  const pod = template.reduce<unknown>((node, key) => (node as Record<string, unknown> | undefined)?.[key], manifest) as { metadata?: { labels?: Record<string, string> }; spec?: PodSpec } | undefined
-  if (pod?.spec === undefined) {
-    problems.push(`${label}: no pod template at ${[...template, 'spec'].join('.')}`)
-    return undefined
-  }
-  const podSpec = pod.spec
-  const containers = podSpec.containers ?? []
-  const appPorts = containers.flatMap((container) => container.ports ?? [])
-  const workload: Workload = { label, labels: pod.metadata?.labels ?? {}, appPorts, appPort: pickAppPort(appPorts, options) }
-  const injected = [...containers, ...(podSpec.initContainers ?? [])].some((container) => container.name === SIDECAR_NAME)
-  if (injected) return workload // idempotent: a second run changes nothing
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+}
+
+function injectWorkload(document: Document, manifest: Manifest, at: Array<string | number>, template: readonly string[], label: string, options: InjectOptions, problems: string[], notes: string[]): Workload | undefined {
   const refuse = (message: string): undefined => void problems.push(`${label}: ${message}`)
+  const pod = template.reduce<unknown>((node, key) => (isObject(node) ? node[key] : undefined), manifest) as { metadata?: { labels?: Record<string, string> }; spec?: unknown } | undefined
+  if (!isObject(pod) || !isObject(pod.spec)) return refuse(`no pod template at ${[...template, 'spec'].join('.')}`)
+  const podSpec = pod.spec as PodSpec
+  for (const key of ['containers', 'initContainers', 'volumes'] as const) {
+    if (podSpec[key] !== undefined && podSpec[key] !== null && !Array.isArray(podSpec[key])) return refuse(`${[...template, 'spec', key].join('.')} is not a list`)
+  }
+  const specPath = [...at, ...template, 'spec']
+  const containers = podSpec.containers ?? []
+  const initContainers = podSpec.initContainers ?? []
+  const declared = containers.flatMap((container) => container.ports ?? [])
+  // An app that declares no port but was named with --app-port listens there all the same.
+  const appPorts = declared.length === 0 && options.appPort !== undefined ? [{ containerPort: options.appPort }] : declared
+  const alreadyInjected = [...containers, ...initContainers].some((container) => container.name === SIDECAR_NAME)
+  const workload: Workload = { label, labels: isObject(pod.metadata?.labels) ? pod.metadata.labels : {}, appPorts, appPort: pickAppPort(appPorts, options), alreadyInjected }
+  if (alreadyInjected) return workload // idempotent: a second run changes nothing
+  const shared = sharedStructure(document, specPath)
+  if (shared !== undefined) return refuse(shared)
   if (podSpec.hostNetwork === true) return refuse("the pod uses hostNetwork: the gateway's ports would be the node's, shared by every such pod")
-  const clash = appPorts.find((port) => port.containerPort === options.port || port.containerPort === options.adminPort)
+  const clash = [...containers, ...initContainers].flatMap((container) => container.ports ?? []).find((port) => port.containerPort === options.port || port.containerPort === options.adminPort)
   if (clash !== undefined) return refuse(`a container already uses port ${clash.containerPort}; choose other gateway ports with --port / --admin-port`)
   if ((podSpec.volumes ?? []).some((volume) => volume.name === CONFIG_VOLUME)) return refuse(`a volume is already named "${CONFIG_VOLUME}" but there is no "${SIDECAR_NAME}" container`)
   if (options.appPort !== undefined && workload.appPort === undefined) return refuse(`no container declares --app-port ${options.appPort}; ports: ${describePorts(appPorts)}`)
 
-  const specPath = [...template, 'spec']
   prepend(document, [...specPath, 'initContainers'], sidecarContainer(options))
   append(document, [...specPath, 'volumes'], configVolume(options))
+  // The app's preStop runs before the gateway is even told to stop (it stops after the app): both fit in the grace period.
+  const appPreStop = Math.max(0, ...containers.map(preStopSeconds))
+  const needed = neededGraceSeconds(options) + appPreStop
   const grace = podSpec.terminationGracePeriodSeconds ?? 30 // the Kubernetes default
-  if (grace < neededGraceSeconds(options)) document.setIn([...specPath, 'terminationGracePeriodSeconds'], neededGraceSeconds(options))
+  if (grace < needed) document.setIn([...specPath, 'terminationGracePeriodSeconds'], needed)
   notes.push(
     workload.appPort === undefined
       ? `${label}: injected; point the policy file's upstream at the app's port: url: http://127.0.0.1:<app port>`
       : `${label}: injected; in ConfigMap ${options.configMap}, the upstream is the app: url: http://127.0.0.1:${workload.appPort.containerPort}`,
   )
+  if (!containers.some((container) => container.lifecycle?.preStop !== undefined) && !isBatch(manifest)) {
+    notes.push(`${label}: the app has no preStop: give it one (e.g. sleep 5) so it keeps serving while the Service stops sending it traffic`)
+  }
   return workload
+}
+
+function isBatch(manifest: Manifest): boolean {
+  return manifest.kind === 'Job' || manifest.kind === 'CronJob'
+}
+
+/** Seconds a container's preStop hook waits: `sleep: {seconds}`, or `sleep N` in an exec command; 0 when unknown. */
+function preStopSeconds(container: Container): number {
+  const preStop = container.lifecycle?.preStop
+  if (preStop === undefined || preStop === null) return 0
+  if (typeof preStop.sleep?.seconds === 'number') return preStop.sleep.seconds
+  const command = Array.isArray(preStop.exec?.command) ? preStop.exec.command.map(String).join(' ') : ''
+  const sleep = /(?:^|[\s;&|/])sleep\s+(\d+)(?:s\b|\b)/.exec(command)
+  return sleep === null ? 0 : Number(sleep[1])
+}
+
+/**
+ * Anchors shared through aliases (`*pod`) or merge keys (`<<:`) on the path we edit: an edit would
+ * replace the alias, or add keys that hide the merged ones, so the output would lose what the input
+ * meant. Returns the reason to refuse, or undefined.
+ */
+function sharedStructure(document: Document, specPath: Array<string | number>): string | undefined {
+  const paths = [...specPath.map((_, i) => specPath.slice(0, i + 1)), [...specPath, 'initContainers'], [...specPath, 'volumes'], [...specPath, 'terminationGracePeriodSeconds']]
+  for (const path of paths) {
+    const node = document.getIn(path, true)
+    if (isAlias(node)) return `${path.join('.')} is an alias (*${node.source}): write it out in full before injecting`
+    if (isMap(node) && node.items.some((pair) => isMergeKey(pair.key))) return `${path.join('.')} uses a merge key (<<): write it out in full before injecting`
+  }
+  return undefined
+}
+
+/** `<<` (YAML 1.1 merge): the yaml package gives it as a symbol. */
+function isMergeKey(key: unknown): boolean {
+  if (!isScalar(key)) return false
+  const value = key.value
+  return value === '<<' || (typeof value === 'symbol' && value.description === '<<')
 }
 
 /** The app's port: the one --app-port names, or the only one the pod declares. */
@@ -111,16 +183,22 @@ function pickAppPort(ports: ContainerPort[], options: InjectOptions): ContainerP
 }
 
 /** Sends the Service's port that targeted the app to the gateway's port instead. */
-function retargetService(document: Document, service: Manifest, label: string, workloads: Workload[], options: InjectOptions, problems: string[]): void {
+function retargetService(document: Document, service: Manifest, at: Array<string | number>, label: string, workloads: Workload[], options: InjectOptions, problems: string[]): void {
   const selector = service.spec?.selector
-  if (selector === undefined || Object.keys(selector).length === 0) return
+  if (!isObject(selector) || Object.keys(selector).length === 0) return
   const selected = workloads.filter((workload) => Object.entries(selector).every(([key, value]) => workload.labels[key] === value))
   if (selected.length === 0) return
-  const ports = service.spec?.ports ?? []
+  const ports = Array.isArray(service.spec?.ports) ? service.spec.ports.filter(isObject) as ServicePort[] : []
   const targets = (port: ServicePort): number | string | undefined => port.targetPort ?? port.port
-  if (ports.some((port) => targets(port) === options.port)) return // already sent to the gateway
+  if (ports.some((port) => targets(port) === options.port)) {
+    // Sent to the gateway by an earlier run; but if a pod had no gateway before this run, the app itself may listen there.
+    const fresh = selected.find((workload) => !workload.alreadyInjected)
+    if (fresh !== undefined) problems.push(`${label}: already targets port ${options.port}, the gateway's port, but ${fresh.label} had no gateway: the app may listen there; choose another gateway port with --port`)
+    return
+  }
   for (const workload of selected) {
-    const appPort = workload.appPort
+    // A Service naming one of the pod's ports settles which one is the app's when the pod has several.
+    const appPort = workload.appPort ?? singleTarget(workload.appPorts, ports.map(targets))
     const matching = ports
       .map((port, index) => ({ port, index }))
       .filter(({ port }) => appPort !== undefined && (targets(port) === appPort.containerPort || (appPort.name !== undefined && targets(port) === appPort.name)))
@@ -134,21 +212,27 @@ function retargetService(document: Document, service: Manifest, label: string, w
       return
     }
     // A number, not the sidecar's port name: Services resolve named ports of init containers only from Kubernetes 1.32.
-    document.setIn(['spec', 'ports', matching[0]!.index, 'targetPort'], options.port)
+    document.setIn([...at, 'spec', 'ports', matching[0]!.index, 'targetPort'], options.port)
   }
+}
+
+/** The one declared port that the Service's targets name (by number or name), if exactly one. */
+function singleTarget(ports: ContainerPort[], targets: Array<number | string | undefined>): ContainerPort | undefined {
+  const named = ports.filter((port) => targets.some((target) => target === port.containerPort || (port.name !== undefined && target === port.name)))
+  return named.length === 1 ? named[0] : undefined
 }
 
 function describePorts(ports: ContainerPort[]): string {
   return ports.length === 0 ? 'none declared' : ports.map((port) => port.containerPort).join(', ')
 }
 
-function prepend(document: Document, path: string[], value: unknown): void {
+function prepend(document: Document, path: Array<string | number>, value: unknown): void {
   const list = document.getIn(path, true)
   if (isSeq(list)) list.items.unshift(document.createNode(value))
   else document.setIn(path, document.createNode([value]))
 }
 
-function append(document: Document, path: string[], value: unknown): void {
+function append(document: Document, path: Array<string | number>, value: unknown): void {
   const list = document.getIn(path, true)
   if (isSeq(list)) list.items.push(document.createNode(value))
   else document.setIn(path, document.createNode([value]))
