@@ -2,6 +2,7 @@
 // Each test uses its own stub keys, so counts on the stub tell upstream requests from hits.
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
 import { catchAllConfig, sleep, startGateway, type RunningGateway } from './helpers.js'
@@ -347,4 +348,89 @@ t.test('the access log says what the cache did', async (t) => {
     ['POST', '/cacheable/logged-1', 'bypass'],
     ['POST', '/status/200', 'bypass'],
   ])
+})
+
+/** Raw HTTP/1.1, for what undici will not send (Connection-nominated headers, absolute-form targets); ends with Connection: close. */
+function raw(gw: RunningGateway, head: string): Promise<string> {
+  const { hostname, port } = new URL(gw.url)
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname)
+    let text = ''
+    socket.setEncoding('latin1')
+    socket.on('data', (chunk: string) => (text += chunk))
+    socket.on('end', () => resolve(text))
+    socket.on('error', reject)
+    socket.write(head)
+  })
+}
+
+t.test('Vary is matched on what went upstream: a header the client nominates in Connection cannot poison a variant', async (t) => {
+  const gw = await cachingGateway(t)
+  const host = new URL(gw.url).host
+  const path = '/cacheable/v-poison?vary=accept-language'
+  const poisoned = await raw(gw, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nAccept-Language: fr\r\nConnection: close, accept-language\r\n\r\n`)
+  t.match(poisoned, /"varied":null/, 'the upstream never saw Accept-Language')
+  const french = await get(gw, path, { 'accept-language': 'fr' })
+  t.notMatch(french.headers['cache-status'], /hit/, 'so that answer is not the French variant')
+  t.equal((JSON.parse(french.body) as { varied: string }).varied, 'fr')
+  t.match((await get(gw, path)).headers['cache-status'], /^waypost; hit/, 'it is the variant without the header')
+  t.equal(seen('/cacheable/v-poison'), 2)
+})
+
+t.test("the key is the client's own target, also in absolute form on a rewriting route", async (t) => {
+  const gw = await cachingGateway(t, `${CACHE}    rewrite: { pathPrefix: /cacheable/ }\n`)
+  const host = new URL(gw.url).host
+  const absolute = await raw(gw, `GET http://${host}/abs-1?cc=max-age%3D60 HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)
+  t.match(absolute, /^HTTP\/1\.1 200 /)
+  t.match(absolute, /"key":"abs-1"/)
+  const again = await get(gw, '/abs-1?cc=max-age%3D60')
+  t.match(again.headers['cache-status'], /^waypost; hit/, 'origin form, same target: a hit')
+  const collision = await get(gw, '/cacheable/abs-1?cc=max-age%3D60')
+  t.notMatch(collision.headers['cache-status'], /hit/, 'a target spelled like the rewritten path is another resource')
+  t.notMatch(collision.body, /"key":"abs-1"/)
+})
+
+t.test('a 304 that makes the entry private or per-user takes it out of the cache', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/r304-1?cc=max-age%3D0&etag=%22v1%22&cc304=private,max-age%3D60&cookie304=session%3Dalice'
+  t.match((await get(gw, path)).headers['cache-status'], /stored/)
+  const revalidated = await get(gw, path)
+  t.match(revalidated.headers['cache-status'], /fwd-status=304/, 'this client gets its answer')
+  const next = await get(gw, path)
+  t.match(next.headers['cache-status'], /fwd=uri-miss/, 'the next client does not get it from the cache')
+  t.equal(next.headers['set-cookie'], undefined, "and never sees the other client's cookie")
+  t.equal(seen('/cacheable/r304-1'), 3)
+})
+
+t.test('requests cannot evict entries: no-store, Authorization and HEAD leave the stored GET alone', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/evict-1?cc=max-age%3D60'
+  await get(gw, path)
+  await get(gw, path, { 'cache-control': 'no-cache, no-store' })
+  await get(gw, path, { 'cache-control': 'no-cache', authorization: 'Bearer x' })
+  t.match((await get(gw, path)).headers['cache-status'], /^waypost; hit/)
+  const swr = '/cacheable/evict-2?cc=max-age%3D1,stale-while-revalidate%3D60'
+  await get(gw, swr)
+  await sleep(1100)
+  t.match((await get(gw, swr, {}, 'HEAD')).headers['cache-status'], /stale-while-revalidate/)
+  await sleep(200)
+  const after = await get(gw, swr)
+  t.match(after.headers['cache-status'], /^waypost; hit/, 'the HEAD refreshed the entry with a GET in the background')
+  t.equal(generation(after), 1)
+})
+
+t.test('waiters are let go as soon as the leader answer turns out too big to keep, whatever its client reads', async (t) => {
+  // Chunked, so its size is known only once it passes maxObjectSize; storable thanks to defaultTtl.
+  const gw = await cachingGateway(t, '      cache: { maxObjectSize: 64KiB, defaultTtl: 60s }\n')
+  const size = 16 * 1024 * 1024 // far more than the sockets between here and the stub can buffer
+  const url = `${gw.url}/bytes/${size}?chunked=1`
+  const leader = await request(url)
+  t.equal(leader.statusCode, 200)
+  const started = performance.now()
+  const waiter = await request(url, { headersTimeout: 3000, bodyTimeout: 3000 })
+  let bytes = 0
+  for await (const chunk of waiter.body) bytes += (chunk as Buffer).length
+  t.equal(bytes, size, 'the waiter got the whole body from the upstream')
+  t.ok(performance.now() - started < 2000, 'without waiting for the leader, whose client has not read a byte')
+  await leader.body.dump()
 })

@@ -201,6 +201,11 @@ async function cacheable({ req, res, params, url, state, signal }: Exchange): Pr
   const etag = query.get('etag')
   const ifNoneMatch = req.headers['if-none-match']
   if (etag !== null && ifNoneMatch !== undefined && ifNoneMatch.split(',').some((tag) => tag.trim() === etag)) {
+    // `cc304` / `cookie304`: what a 304 may change about the stored response.
+    const cc304 = query.get('cc304')
+    if (cc304 !== null) headers['cache-control'] = cc304
+    const cookie304 = query.get('cookie304')
+    if (cookie304 !== null) headers['set-cookie'] = cookie304
     res.writeHead(304, headers)
     res.end()
     return

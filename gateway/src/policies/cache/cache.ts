@@ -27,7 +27,7 @@ import {
   type ResponseHeaders,
   type Upstream,
 } from '../policy.js'
-import { parseCacheControl, type CacheControl } from './cache-control.js'
+import { NO_DIRECTIVES, parseCacheControl, type CacheControl } from './cache-control.js'
 import { correctedInitialAge, currentAge, freshnessLifetime, headerText, httpDate, notStorableBecause, type FreshnessSettings } from './freshness.js'
 import { CacheStore, entrySize, type StoredResponse } from './store.js'
 import { CapturingBody } from './capture.js'
@@ -89,6 +89,8 @@ const CONDITIONAL_HEADERS = new Set(['if-none-match', 'if-modified-since', 'if-m
 const NOT_UPDATED_BY_304 = new Set(['content-length', 'content-encoding', 'content-range', 'content-md5', 'etag', 'age'])
 /** A background revalidation has no client deadline of its own: this one keeps it from hanging forever. */
 const BACKGROUND_TIMEOUT_MS = 30_000
+/** Longest a request waits on another one's miss for the same URI (nginx's proxy_cache_lock_timeout is 5 s too). */
+const LEADER_WAIT_MS = 5_000
 const RESULTS = ['hit', 'miss', 'stale', 'bypass', 'revalidated'] as const
 type Result = (typeof RESULTS)[number]
 
@@ -108,11 +110,26 @@ function requestCacheControl(request: ProxyRequest): CacheControl {
   return parseCacheControl(cacheControl)
 }
 
+/**
+ * The key is the client's own target, never the path after a route's rewrite: two targets that
+ * rewrite to one upstream path are still different resources to their clients, and a rewritten
+ * path must not collide with a client target that happens to be spelled the same.
+ */
 function lookupOf(request: ProxyRequest): Lookup {
   const incoming = request.incoming
-  const host = (incoming.headers.host ?? '').toLowerCase()
   const url = incoming.url ?? request.path
-  const path = url.charCodeAt(0) === 47 /* / */ ? url : request.path
+  let host = (incoming.headers.host ?? '').toLowerCase()
+  let path = url
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    // absolute-form (RFC 9112 §3.2.2): its authority wins over Host.
+    try {
+      const parsed = new URL(url)
+      host = parsed.host.toLowerCase()
+      path = parsed.pathname + parsed.search
+    } catch {
+      path = url
+    }
+  }
   return { uri: host + path, path, host, cacheControl: requestCacheControl(request) }
 }
 
@@ -129,9 +146,23 @@ function varyNamesOf(headers: ResponseHeaders, keyHeaders: readonly string[]): s
   return names.sort()
 }
 
+/**
+ * A request header as it went upstream (names compared case-insensitively, repeats joined): Vary
+ * and keyHeaders are about what the origin saw, not what the client sent, since headers the client
+ * names in Connection are dropped and forwarding headers replaced on the way.
+ */
+function sentHeader(request: ProxyRequest, name: string): string | undefined {
+  const headers = request.headers
+  let value: string | undefined
+  for (let i = 0; i < headers.length; i += 2) {
+    const header = headers[i]!
+    if (header.length === name.length && header.toLowerCase() === name) value = value === undefined ? headers[i + 1]! : `${value},${headers[i + 1]!}`
+  }
+  return value
+}
+
 function matchesVary(entry: StoredResponse, request: ProxyRequest): boolean {
-  const headers = request.incoming.headers
-  for (let i = 0; i < entry.varyNames.length; i++) if (varyValue(headers[entry.varyNames[i]!]) !== entry.varyValues[i]) return false
+  for (let i = 0; i < entry.varyNames.length; i++) if (varyValue(sentHeader(request, entry.varyNames[i]!)) !== entry.varyValues[i]) return false
   return true
 }
 
@@ -180,14 +211,31 @@ function appendCacheStatus(headers: ResponseHeaders, value: string): void {
   headers['cache-status'] = prior === undefined ? value : `${prior}, ${value}`
 }
 
-/** Waits for another request's miss to finish, or rejects when this exchange is aborted. */
+/**
+ * Waits for another request's miss to finish, at most LEADER_WAIT_MS (then this request goes
+ * upstream itself: a leader whose client reads slowly must not hold everyone else), or rejects
+ * when this exchange is aborted.
+ */
 function waitForLeader(pending: Promise<void>, signal: ExchangeSignal): Promise<void> {
   if (signal.aborted) return Promise.reject(signal.reason as Error)
   return new Promise((resolve, reject) => {
-    const listener: AbortListener = { onAbort: (reason) => reject(reason as Error) }
+    const done = (): void => {
+      clearTimeout(timer)
+      signal.unsubscribe(listener)
+    }
+    const listener: AbortListener = {
+      onAbort: (reason) => {
+        done()
+        reject(reason as Error)
+      },
+    }
+    const timer = setTimeout(() => {
+      done()
+      resolve()
+    }, LEADER_WAIT_MS)
     signal.subscribe(listener)
     void pending.then(() => {
-      signal.unsubscribe(listener)
+      done()
       resolve()
     })
   })
@@ -327,7 +375,7 @@ class ResponseCache {
     if (entry !== undefined) {
       if (conditional && response.status === 304 && response.origin === 'upstream') {
         discardResponse(response, new Error('revalidated'))
-        this.refresh(entry, response.headers, requestTime, responseTime)
+        this.refresh(entry, response.headers, requestTime, responseTime, request.incoming.headers.authorization !== undefined)
         release?.()
         if (!background) this.count(exchange, 'revalidated')
         return this.answer(exchange, entry, currentAge(entry.initialAge, entry.responseTime, Date.now()), `fwd=${fwd}; fwd-status=304`)
@@ -349,10 +397,15 @@ class ResponseCache {
       return stored
     }
     release?.()
-    // A new answer supersedes the stored one even when it cannot be kept itself.
-    if (entry !== undefined && response.status < 500 && response.status !== 304) this.store.delete(entry)
+    // A new answer to a GET supersedes the stored one even when it cannot be kept itself; but not when
+    // it is the request that kept it out (no-store, Authorization): any client could evict entries so.
+    if (entry !== undefined && request.method === 'GET' && response.status < 500 && response.status !== 304 && !this.requestKeepsOut(exchange, lookup)) this.store.delete(entry)
     appendCacheStatus(response.headers, `waypost; fwd=${fwd}`)
     return response
+  }
+
+  private requestKeepsOut(exchange: Exchange, lookup: Lookup): boolean {
+    return lookup.cacheControl.noStore || (exchange.request.incoming.headers.authorization !== undefined && !this.settings.allowAuthorized)
   }
 
   /** The stale entry when stale-if-error covers this failure, else undefined. */
@@ -372,7 +425,7 @@ class ResponseCache {
   }
 
   /** §4.3.4: a 304 refreshes the stored headers and the entry's clock. */
-  private refresh(entry: StoredResponse, headers: ResponseHeaders, requestTime: number, responseTime: number): void {
+  private refresh(entry: StoredResponse, headers: ResponseHeaders, requestTime: number, responseTime: number, authorized: boolean): void {
     const updated = { ...entry.headers }
     const fresh = endToEndHeaders(headers)
     for (const name in fresh) if (!NOT_UPDATED_BY_304.has(name)) updated[name] = fresh[name]
@@ -381,7 +434,9 @@ class ResponseCache {
     entry.responseTime = responseTime
     entry.initialAge = correctedInitialAge(headers, requestTime, responseTime)
     entry.lifetime = freshnessLifetime(entry.status, updated, entry.cacheControl, responseTime, this.settings)
-    this.store.touch(entry)
+    // The 304 may have made it private, per-user (Set-Cookie) or no-store: this client still gets it, nobody else.
+    if (notStorableBecause(entry.status, updated, entry.cacheControl, NO_DIRECTIVES, authorized, this.settings) !== undefined) this.store.delete(entry)
+    else this.store.touch(entry)
   }
 
   /** Returns the response with its body teed into the store, or undefined when it must not be stored. */
@@ -401,7 +456,7 @@ class ResponseCache {
     if (body === null || Buffer.isBuffer(body)) return undefined
 
     const varyNames = varyNamesOf(headers, this.settings.keyHeaders)
-    const varyValues = varyNames.map((name) => varyValue(request.incoming.headers[name]))
+    const varyValues = varyNames.map((name) => varyValue(sentHeader(request, name)))
     const tags = headerText(headers[this.settings.tagHeader])?.split(/\s+/).filter((tag) => tag !== '') ?? []
     const initialAge = correctedInitialAge(headers, requestTime, responseTime)
     // Copied now: the client's copy loses our Surrogate-Control directives, the stored one keeps them
@@ -441,19 +496,27 @@ class ResponseCache {
     if (this.pending.has(lookup.uri)) return
     const release = this.lead(lookup.uri)
     const signal = new ExchangeSignal()
-    const timer = setTimeout(() => signal.abort(new DeadlineExceeded('timeout', BACKGROUND_TIMEOUT_MS)), BACKGROUND_TIMEOUT_MS)
+    // Once headers are in, layers below (the per-try timeout) may no longer listen to the signal: cancel the body itself.
+    let body: CapturingBody | undefined
+    const timer = setTimeout(() => {
+      const deadline = new DeadlineExceeded('timeout', BACKGROUND_TIMEOUT_MS)
+      signal.abort(deadline)
+      body?.cancel(deadline)
+    }, BACKGROUND_TIMEOUT_MS)
     timer.unref()
     const background: Exchange = {
       ...exchange,
-      request: { ...exchange.request, hasBody: false, body: undefined, sendContinue: undefined },
+      // Always a GET, even for a HEAD that found the entry stale: only a GET's answer can replace it.
+      request: { ...exchange.request, method: 'GET', hasBody: false, body: undefined, sendContinue: undefined },
       signal,
       record: newExchangeRecord(),
     }
     this.forward(next, background, lookup, entry, 'stale', release, true).then(
       (response) => {
-        const body = response.body
-        if (body instanceof CapturingBody) body.drain()
-        else discardResponse(response, new Error('background revalidation'))
+        if (response.body instanceof CapturingBody) {
+          body = response.body
+          body.drain()
+        } else discardResponse(response, new Error('background revalidation'))
         onResponseDone(response, () => clearTimeout(timer))
       },
       (error: unknown) => {
@@ -473,6 +536,7 @@ class ResponseCache {
     }
     this.count(exchange, 'bypass')
     const response = await next(exchange)
+    stripOurSurrogateControl(response.headers)
     if (SAFE_METHODS.has(request.method) || response.status >= 400 || response.status < 200) return response
     this.store.deleteUri(lookup.uri)
     for (const name of ['location', 'content-location']) {

@@ -58,6 +58,8 @@ export class CapturingBody implements StreamingBody, BodySink {
       if (this.bytes <= this.limit) chunks.push(chunk)
       else {
         this.chunks = null
+        // It will not be kept: release the waiters now rather than when this client has read it all.
+        this.finish(undefined)
         // Nobody reads it and it will not be kept: stop downloading.
         if (this.sink === DISCARD) {
           this.source.cancel(new Error('too big to cache'))
