@@ -439,3 +439,20 @@ t.test('waiters are let go as soon as the leader answer turns out too big to kee
   t.ok(performance.now() - started < 2500, 'without waiting for the leader, whose client has not read a byte')
   await leader.body.dump()
 })
+
+t.test('a 304 that adds headers replaces the entry, and the stored bytes count them', async (t) => {
+  const gw = await cachingGateway(t)
+  const storedBytes = async (): Promise<number> => {
+    const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+    return Number(/waypost_cache_stored_bytes\{route="all"\} (\d+)/.exec(metrics)![1])
+  }
+  const longer = `max-age=60, stale-if-error=600, ${'x'.repeat(400)}`
+  const path = `/cacheable/r304-size?cc=max-age%3D0&etag=%22v1%22&cc304=${encodeURIComponent(longer)}`
+  await get(gw, path)
+  const before = await storedBytes()
+  t.match((await get(gw, path)).headers['cache-status'], /fwd-status=304/)
+  t.ok((await storedBytes()) >= before + 400, 'the longer Cache-Control is counted')
+  const hit = await get(gw, path)
+  t.match(hit.headers['cache-status'], /^waypost; hit/, 'the refreshed entry is fresh and served')
+  t.equal(hit.headers['cache-control'], longer)
+})

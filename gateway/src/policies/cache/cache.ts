@@ -375,10 +375,10 @@ class ResponseCache {
     if (entry !== undefined) {
       if (conditional && response.status === 304 && response.origin === 'upstream') {
         discardResponse(response, new Error('revalidated'))
-        this.refresh(entry, response.headers, requestTime, responseTime, request.incoming.headers.authorization !== undefined)
+        const refreshed = this.refresh(entry, response.headers, requestTime, responseTime, request.incoming.headers.authorization !== undefined)
         release?.()
         if (!background) this.count(exchange, 'revalidated')
-        return this.answer(exchange, entry, currentAge(entry.initialAge, entry.responseTime, Date.now()), `fwd=${fwd}; fwd-status=304`)
+        return this.answer(exchange, refreshed, currentAge(refreshed.initialAge, refreshed.responseTime, Date.now()), `fwd=${fwd}; fwd-status=304`)
       }
       if (response.status >= 500 || response.origin === 'local') {
         const stale = this.staleIfError(exchange, entry, responseTime, response)
@@ -425,18 +425,28 @@ class ResponseCache {
   }
 
   /** §4.3.4: a 304 refreshes the stored headers and the entry's clock. */
-  private refresh(entry: StoredResponse, headers: ResponseHeaders, requestTime: number, responseTime: number, authorized: boolean): void {
+  /**
+   * §4.3.4: a 304 updates the stored headers and the entry's clock. The updated entry replaces the
+   * old one in the store (so its size counts the new headers), or leaves it when the 304 made it
+   * private, per-user (Set-Cookie) or no-store: then only this client gets it. Returns it either way.
+   */
+  private refresh(entry: StoredResponse, headers: ResponseHeaders, requestTime: number, responseTime: number, authorized: boolean): StoredResponse {
     const updated = { ...entry.headers }
     const fresh = endToEndHeaders(headers)
     for (const name in fresh) if (!NOT_UPDATED_BY_304.has(name)) updated[name] = fresh[name]
-    entry.headers = updated
-    entry.cacheControl = responseDirectives(updated)
-    entry.responseTime = responseTime
-    entry.initialAge = correctedInitialAge(headers, requestTime, responseTime)
-    entry.lifetime = freshnessLifetime(entry.status, updated, entry.cacheControl, responseTime, this.settings)
-    // The 304 may have made it private, per-user (Set-Cookie) or no-store: this client still gets it, nobody else.
-    if (notStorableBecause(entry.status, updated, entry.cacheControl, NO_DIRECTIVES, authorized, this.settings) !== undefined) this.store.delete(entry)
-    else this.store.touch(entry)
+    const cacheControl = responseDirectives(updated)
+    const refreshed: StoredResponse = {
+      ...entry,
+      headers: updated,
+      cacheControl,
+      responseTime,
+      initialAge: correctedInitialAge(headers, requestTime, responseTime),
+      lifetime: freshnessLifetime(entry.status, updated, cacheControl, responseTime, this.settings),
+      size: entrySize(entry.body, updated, entry.uri),
+    }
+    if (notStorableBecause(entry.status, updated, cacheControl, NO_DIRECTIVES, authorized, this.settings) !== undefined) this.store.delete(entry)
+    else this.store.put(refreshed)
+    return refreshed
   }
 
   /** Returns the response with its body teed into the store, or undefined when it must not be stored. */

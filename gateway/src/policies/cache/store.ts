@@ -12,20 +12,20 @@ export interface StoredResponse {
   readonly uri: string
   readonly path: string
   readonly status: number
-  /** End-to-end headers only; updated in place by a 304 (§4.3.4). */
-  headers: ResponseHeaders
-  cacheControl: CacheControl
+  /** End-to-end headers only; a 304 replaces the entry with updated ones (§4.3.4). */
+  readonly headers: ResponseHeaders
+  readonly cacheControl: CacheControl
   readonly body: Buffer
   /** Request header names the response varies on (lower case), and the values the request had. */
   readonly varyNames: readonly string[]
   readonly varyValues: readonly string[]
   readonly tags: readonly string[]
   /** Clock readings (ms) around the exchange that produced or last validated it. */
-  responseTime: number
+  readonly responseTime: number
   /** Seconds (§4.2.3). */
-  initialAge: number
+  readonly initialAge: number
   /** Seconds (§4.2.1). */
-  lifetime: number
+  readonly lifetime: number
   readonly size: number
 }
 
@@ -65,11 +65,6 @@ export class CacheStore implements Purgeable {
   /** The variants stored for a URI (most recently stored last); marks none as used. */
   variants(uri: string): ReadonlySet<StoredResponse> | undefined {
     return this.byUri.get(uri)
-  }
-
-  /** Marks an entry as just used, for the LRU order. */
-  touch(entry: StoredResponse): void {
-    this.entries.get(entry.id)
   }
 
   put(entry: StoredResponse): boolean {
