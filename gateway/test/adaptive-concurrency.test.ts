@@ -4,7 +4,7 @@
 import t from 'tap'
 import { Agent, request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { catchAllConfig, startGateway } from './helpers.js'
+import { catchAllConfig, metricsText, startGateway } from './helpers.js'
 
 const stub = await startStub()
 t.teardown(() => stub.close())
@@ -44,7 +44,7 @@ t.test('the limit keeps the upstream out of overload and sheds the excess', asyn
   t.ok(result.shed > 0, `excess load is shed with 503 adaptive-concurrency-limit (${result.shed})`)
   t.equal(result.other, 0)
   t.ok(stub.stats.maxInFlight < 100, `the upstream saw at most ${stub.stats.maxInFlight} in flight of 120 clients`)
-  const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+  const metrics = await metricsText(gw)
   const limit = Number(/waypost_adaptive_concurrency_limit\{route="all"\} (\d+)/.exec(metrics)?.[1])
   t.ok(limit >= 4 && limit < 100, `the limit settled at ${limit}`)
   t.comment(`adaptive: ${result.ok.length} ok (p50 ${p50.toFixed(1)} ms), ${result.shed} shed, upstream max in flight ${stub.stats.maxInFlight}`)

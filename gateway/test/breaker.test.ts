@@ -4,7 +4,7 @@ import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { catchAllConfig, startGateway, sleep, type RunningGateway } from './helpers.js'
+import { catchAllConfig, metricsText, sleep, startGateway, type RunningGateway } from './helpers.js'
 
 const stub = await startStub()
 t.teardown(() => stub.close())
@@ -34,10 +34,6 @@ interface BreakerView {
 async function breakers(gw: RunningGateway): Promise<BreakerView[]> {
   const response = await request(`${gw.adminUrl}/breakers`)
   return ((await response.body.json()) as { breakers: BreakerView[] }).breakers
-}
-
-async function metrics(gw: RunningGateway): Promise<string> {
-  return (await request(`${gw.adminUrl}/metrics`)).body.text()
 }
 
 async function waitForState(gw: RunningGateway, state: string, timeoutMs = 5000): Promise<void> {
@@ -82,7 +78,7 @@ t.test('opens once more than failureRatio of at least minRequests calls failed, 
   t.equal(stub.stats.requests, 0, 'the upstream was not touched while open')
   t.match((await breakers(gw))[0], { stats: { rejects: 3 } })
 
-  const text = await metrics(gw)
+  const text = await metricsText(gw)
   t.match(text, /waypost_breaker_state\{route="all",upstream="app"\} 2/)
   t.match(text, /waypost_breaker_rejections_total\{route="all",upstream="app"\} 3/)
   t.match(text, /waypost_local_responses_total\{route="all",reason="breaker-open"\} 3/)
@@ -97,7 +93,7 @@ t.test('half-open lets exactly halfOpenProbes requests through; their success cl
   await fail(gw, 2)
   t.equal((await breakers(gw))[0]?.state, 'open')
   await waitForState(gw, 'half-open')
-  t.match(await metrics(gw), /waypost_breaker_state\{route="all",upstream="app"\} 1/)
+  t.match(await metricsText(gw), /waypost_breaker_state\{route="all",upstream="app"\} 1/)
 
   stub.resetStats()
   // Probes take a second upstream, so every request below arrives while they are still in flight.
@@ -250,5 +246,5 @@ t.test('state survives a reload while the breaker config is unchanged; a change 
   writeFileSync(gw.configFile, catchAllConfig(stub.url))
   t.match(await gw.gateway.reload('test'), { ok: true, changed: true })
   t.same(await breakers(gw), [], 'a retired breaker disappears')
-  t.notMatch(await metrics(gw), /waypost_breaker_state\{/)
+  t.notMatch(await metricsText(gw), /waypost_breaker_state\{/)
 })

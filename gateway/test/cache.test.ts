@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { catchAllConfig, sleep, startGateway, type RunningGateway } from './helpers.js'
+import { catchAllConfig, metricsText, sleep, startGateway, type RunningGateway } from './helpers.js'
 
 const stub = await startStub()
 t.teardown(() => stub.close())
@@ -51,7 +51,7 @@ t.test('a second GET is a hit with an Age; the upstream is asked once', async (t
   t.equal(second.body, first.body)
   t.equal(second.headers.via, '1.1 waypost', 'a hit is mapped like an upstream response')
   t.equal(seen('/cacheable/hit-1'), 1)
-  const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+  const metrics = await metricsText(gw)
   t.match(metrics, /waypost_cache_requests_total\{route="all",result="hit"\} 1/)
   t.match(metrics, /waypost_cache_requests_total\{route="all",result="miss"\} 1/)
   t.match(metrics, /waypost_cache_stored_bytes\{route="all"\} [1-9]\d*/)
@@ -443,7 +443,7 @@ t.test('waiters are let go as soon as the leader answer turns out too big to kee
 t.test('a 304 that adds headers replaces the entry, and the stored bytes count them', async (t) => {
   const gw = await cachingGateway(t)
   const storedBytes = async (): Promise<number> => {
-    const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+    const metrics = await metricsText(gw)
     return Number(/waypost_cache_stored_bytes\{route="all"\} (\d+)/.exec(metrics)![1])
   }
   const longer = `max-age=60, stale-if-error=600, ${'x'.repeat(400)}`

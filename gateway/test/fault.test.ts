@@ -2,7 +2,7 @@
 import t from 'tap'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { catchAllConfig, startGateway, type RunningGateway } from './helpers.js'
+import { catchAllConfig, metricsText, startGateway, type RunningGateway } from './helpers.js'
 
 const stub = await startStub()
 t.teardown(() => stub.close())
@@ -19,7 +19,7 @@ t.test('abort 100% answers every request with its status, without the upstream',
   stub.resetStats()
   for (let i = 0; i < 10; i++) t.same(await get(gw, '/status/200'), { status: 503, reason: 'fault-abort route=all upstream=app' })
   t.equal(stub.stats.requests, 0)
-  const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+  const metrics = await metricsText(gw)
   t.match(metrics, /waypost_faults_injected_total\{route="all",kind="abort"\} 10/)
   t.match(metrics, /waypost_local_responses_total\{route="all",reason="fault-abort"\} 10/)
 })
@@ -53,7 +53,7 @@ t.test('a delay adds latency; the request deadline cuts it short with 504 timeou
   const elapsed = performance.now() - started
   t.ok(elapsed < 2000, `answered after ${elapsed.toFixed(1)} ms, not after the 5 s delay`)
   t.equal(stub.stats.requests, 0, 'the cancelled request never went upstream')
-  const metrics = await (await request(`${bounded.adminUrl}/metrics`)).body.text()
+  const metrics = await metricsText(bounded)
   t.match(metrics, /waypost_faults_injected_total\{route="all",kind="delay"\} 1/)
 })
 

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
+import { request } from 'undici'
 import { Gateway } from '../src/server/gateway.js'
 
 export const MAIN = fileURLToPath(new URL('../../dist/gateway/src/main.js', import.meta.url))
@@ -193,4 +194,9 @@ export async function spawnGateway(configFile: string, env: NodeJS.ProcessEnv = 
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** The gateway's admin /metrics text (Prometheus format). */
+export async function metricsText(gw: { readonly adminUrl: string }): Promise<string> {
+  return (await request(`${gw.adminUrl}/metrics`)).body.text()
 }

@@ -4,7 +4,7 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Client, request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { catchAllConfig, startGateway } from './helpers.js'
+import { catchAllConfig, metricsText, startGateway } from './helpers.js'
 
 const stub = await startStub()
 t.teardown(() => stub.close())
@@ -72,7 +72,7 @@ t.test('concurrency overflow answers 503 concurrency-limit; the queue waits and 
   const after = await request(`${gw.url}/status/200`)
   await after.body.dump()
   t.equal(after.statusCode, 200, 'slots are released once bodies are delivered')
-  const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+  const metrics = await metricsText(gw)
   t.match(metrics, /waypost_local_responses_total\{route="all",reason="concurrency-limit"\} 1/)
 })
 

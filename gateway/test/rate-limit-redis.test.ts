@@ -4,7 +4,7 @@
 import t from 'tap'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { catchAllConfig, spawnGateway, startGateway, tempConfig } from './helpers.js'
+import { catchAllConfig, metricsText, spawnGateway, startGateway, tempConfig } from './helpers.js'
 import { redisAvailable, startRedis } from './redis-server.js'
 
 if (!redisAvailable()) {
@@ -28,7 +28,7 @@ if (!redisAvailable()) {
   }
 
   async function metric(adminUrl: string, pattern: RegExp): Promise<number | undefined> {
-    const text = await (await request(`${adminUrl}/metrics`)).body.text()
+    const text = await metricsText({ adminUrl })
     const match = pattern.exec(text)
     return match === null ? undefined : Number(match[1])
   }

@@ -3,7 +3,7 @@
 import t from 'tap'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { catchAllConfig, startGateway } from './helpers.js'
+import { catchAllConfig, metricsText, startGateway } from './helpers.js'
 
 const stub = await startStub()
 t.teardown(() => stub.close())
@@ -40,7 +40,7 @@ t.test('a burst is allowed, then 429 with Retry-After and the RateLimit fields',
   t.match(body, /429 rate-limited/)
   t.equal(stub.stats.byPath.get('/status/200'), 3, 'the refused request never reached the upstream')
   t.match(gw.accessLines().at(-1), { status: 429, reason: 'rate-limited' })
-  const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+  const metrics = await metricsText(gw)
   t.match(metrics, /waypost_rate_limit_total\{route="all",result="allowed"\} 3/)
   t.match(metrics, /waypost_rate_limit_total\{route="all",result="limited"\} 1/)
 })
@@ -89,7 +89,7 @@ t.test('shadow mode lets everything through, counts and logs what it would refus
   const statuses = []
   for (let i = 0; i < 4; i++) statuses.push(await status(`${gw.url}/status/200`))
   t.same(statuses, [200, 200, 200, 200])
-  const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+  const metrics = await metricsText(gw)
   t.match(metrics, /waypost_rate_limit_total\{route="all",result="shadow-limited"\} 3/)
   t.equal(gw.logs.filter((line) => line.msg === 'rate limit exceeded (shadow mode: let through)').length, 3)
 })

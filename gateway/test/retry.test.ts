@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { catchAllConfig, catchAllUpstreamConfig, startGateway } from './helpers.js'
+import { catchAllConfig, catchAllUpstreamConfig, metricsText, startGateway } from './helpers.js'
 
 const stub = await startStub()
 t.teardown(() => stub.close())
@@ -41,7 +41,7 @@ t.test('a GET is retried on 503 until it succeeds; every attempt is visible', as
   t.equal(seen('/sequence/get-1'), 3)
   const line = gw.accessLines().find((entry) => entry.path === '/sequence/get-1')
   t.match(line, { status: 200, attempts: 3, tries: '503,502,200' }, 'the access line lists each attempt')
-  const metrics = await (await request(`${gw.adminUrl}/metrics`)).body.text()
+  const metrics = await metricsText(gw)
   t.match(metrics, /waypost_upstream_attempts_total\{route="all",outcome="5xx"\} 2/)
   t.match(metrics, /waypost_upstream_attempts_total\{route="all",outcome="2xx"\} 1/)
   t.match(metrics, /waypost_retries_total\{route="all",cause="503"\} 1/)
@@ -193,7 +193,7 @@ t.test('the retry budget stops a retry storm', async (t) => {
   const withBudget = await storm(budgeted.url, offered, 10)
   t.ok(withBudget <= offered * 1.2 + 1, `upstream load ${withBudget} stays within (1 + ratio) × ${offered} offered`)
   t.ok(withBudget > offered, `some retries were still made (${withBudget - offered})`)
-  const metrics = await (await request(`${budgeted.adminUrl}/metrics`)).body.text()
+  const metrics = await metricsText(budgeted)
   const exhausted = Number(/waypost_retry_budget_exhausted_total\{route="all"\} (\d+)/.exec(metrics)?.[1])
   t.ok(exhausted > 0, `refused retries are counted (${exhausted})`)
 

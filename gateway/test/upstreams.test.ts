@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { request } from 'undici'
 import { startStub, type Stub } from '../../upstream-stub/src/stub.js'
-import { catchAllUpstreamConfig, startGateway, type RunningGateway } from './helpers.js'
+import { catchAllUpstreamConfig, metricsText, startGateway, type RunningGateway } from './helpers.js'
 import type { EndpointSnapshot } from '../src/proxy/upstream/group.js'
 import type { Exchange, ExchangeRecord, ProxyResponse } from '../src/policies/policy.js'
 import { ExchangeSignal, newExchangeRecord } from '../src/policies/policy.js'
@@ -62,10 +62,6 @@ async function endpointsOf(gw: RunningGateway): Promise<EndpointSnapshot[]> {
   const response = await request(`${gw.adminUrl}/upstreams`)
   const body = (await response.body.json()) as Record<string, { endpoints: EndpointSnapshot[] }>
   return body.app!.endpoints
-}
-
-async function metricsOf(gw: RunningGateway): Promise<string> {
-  return (await request(`${gw.adminUrl}/metrics`)).body.text()
 }
 
 /** Polls until `check` holds; generous bounds, as the machine is shared. */
@@ -189,7 +185,7 @@ healthCheck: { path: /status/204, interval: 100ms, timeout: 500ms, healthyThresh
   await b.close()
   await waitFor('b is unhealthy', async () => !(await endpointState(gw, b.url)).healthy)
   t.ok(gw.logs.some((line) => line.msg === 'upstream endpoint unhealthy' && line.endpoint === b.url), 'the transition is logged')
-  t.match(await metricsOf(gw), new RegExp(`waypost_upstream_endpoint_healthy\\{upstream="app",endpoint="${b.url.replace(/\./g, '\\.')}"\\} 0`))
+  t.match(await metricsText(gw), new RegExp(`waypost_upstream_endpoint_healthy\\{upstream="app",endpoint="${b.url.replace(/\./g, '\\.')}"\\} 0`))
   a.resetStats()
   t.same(await sendMany(`${gw.url}/status/200`, 10), Array(10).fill(200), 'no request reaches the stopped endpoint')
   t.equal(served(a), 10)
@@ -213,7 +209,7 @@ outlierDetection: { consecutive5xx: 3, baseEjectionTime: 300ms }`))
   t.equal(bad.requests, 3, 'ejected after its third 500 in a row')
   t.equal(statuses.filter((status) => status === 500).length, 3, 'the 500s themselves are passed on (retries are another layer\'s job)')
   t.match(await endpointState(gw, bad.url), { ejected: true, ejectedUntil: String, timesEjected: 1 })
-  const metrics = await metricsOf(gw)
+  const metrics = await metricsText(gw)
   t.match(metrics, /waypost_upstream_ejections_total\{upstream="app"\} 1/)
   t.match(metrics, /waypost_upstream_endpoints_ejected\{upstream="app"\} 1/)
   t.ok(gw.logs.some((line) => line.msg === 'upstream endpoint ejected' && line.endpoint === bad.url))
@@ -300,7 +296,7 @@ healthCheck: { path: /status/500, interval: 100ms, timeout: 500ms }`))
   t.same(await sendMany(`${gw.url}/status/200`, 10), Array(10).fill(200), 'requests are still served')
   t.equal(served(stubA) + served(stubB), 10)
   t.ok(gw.logs.some((line) => line.msg.startsWith('upstream panic')), 'panic is logged')
-  t.match(await metricsOf(gw), /waypost_upstream_panic_total\{upstream="app"\} 10/)
+  t.match(await metricsText(gw), /waypost_upstream_panic_total\{upstream="app"\} 10/)
 })
 
 t.test('DNS: localhost resolves to the stub (IPv4 only, so a stub on 127.0.0.1 is every endpoint)', async (t) => {
