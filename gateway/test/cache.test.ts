@@ -2,7 +2,8 @@
 // Each test uses its own stub keys, so counts on the stub tell upstream requests from hits.
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
-import { connect } from 'node:net'
+import { createServer } from 'node:http'
+import { connect, type AddressInfo } from 'node:net'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
 import { catchAllConfig, metricsText, sleep, startGateway, type RunningGateway } from './helpers.js'
@@ -455,4 +456,46 @@ t.test('a 304 that adds headers replaces the entry, and the stored bytes count t
   const hit = await get(gw, path)
   t.match(hit.headers['cache-status'], /^waypost; hit/, 'the refreshed entry is fresh and served')
   t.equal(hit.headers['cache-control'], longer)
+})
+
+t.test('copies being made share a budget of maxSize: one over it streams through unstored', async (t) => {
+  // An upstream that sends 40 KiB of each body, then (while holding) waits to be told to finish.
+  const finishers = new Map<string, () => void>()
+  let holding = true
+  const upstream = createServer((request, response) => {
+    response.writeHead(200, { 'content-type': 'application/octet-stream' }) // chunked: size unknown up front
+    response.write(Buffer.alloc(40 * 1024, 0x61))
+    if (holding) finishers.set(request.url!, () => response.end('end'))
+    else response.end('end')
+  })
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(catchAllConfig(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, { policies: '      cache: { maxSize: 100KiB, maxObjectSize: 64KiB, defaultTtl: 60s }\n', accessLog: false }))
+  t.teardown(() => gw.close())
+
+  // Three misses at once, each holding a 40 KiB copy: the third would take the copies past 100 KiB.
+  const bodies = []
+  for (const path of ['/held/1', '/held/2', '/held/3']) {
+    const response = await request(`${gw.url}${path}`)
+    const chunks: Buffer[] = []
+    let received = 0
+    const iterator = response.body[Symbol.asyncIterator]()
+    while (received < 40 * 1024) {
+      const { value } = (await iterator.next()) as { value: Buffer }
+      chunks.push(value)
+      received += value.length
+    }
+    bodies.push({ path, iterator, chunks })
+  }
+  // Finished in order, so that without the budget storing the third would evict the first.
+  for (const { path, iterator, chunks } of bodies) {
+    finishers.get(path)!()
+    for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) chunks.push(next.value as Buffer)
+    t.equal(Buffer.concat(chunks).length, 40 * 1024 + 3, `${path}: whole to its client`)
+  }
+
+  holding = false
+  t.match((await get(gw, '/held/1')).headers['cache-status'], /^waypost; hit/, 'the first copy was stored')
+  t.match((await get(gw, '/held/2')).headers['cache-status'], /^waypost; hit/, 'the second copy was stored')
+  t.match((await get(gw, '/held/3')).headers['cache-status'], /fwd=uri-miss/, 'the third was not: it went over the budget')
 })

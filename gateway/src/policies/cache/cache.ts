@@ -49,7 +49,7 @@ export const CacheConfig = Type.Object(
   {
     additionalProperties: false,
     description:
-      'A shared HTTP cache (RFC 9111) for GET and HEAD. `maxSize` (default 64MiB) bounds the stored bytes; bodies over `maxObjectSize` (default 1MiB) stream through unstored. ' +
+      'A shared HTTP cache (RFC 9111) for GET and HEAD. `maxSize` (default 64MiB) bounds the stored bytes, and again the copies still being made; bodies over `maxObjectSize` (default 1MiB) stream through unstored. ' +
       '`maxTtl` (default 24h) caps any freshness; `defaultTtl` applies only where the RFC allows a heuristic. `staleWhileRevalidate` / `staleIfError` are defaults for responses that do not say.',
   },
 )
@@ -474,7 +474,7 @@ class ResponseCache {
     const storedHeaders = endToEndHeaders(headers)
     // Cache-Status describes one exchange; hits get their own.
     delete storedHeaders['cache-status']
-    const capture = new CapturingBody(body, this.settings.maxObjectSize, (captured) => {
+    const capture = new CapturingBody(body, this.settings.maxObjectSize, this.store.copies, (captured) => {
       if (captured !== undefined) {
         storedHeaders['content-length'] = String(captured.length)
         // The trailers themselves are not kept.

@@ -1,7 +1,32 @@
 // Keeps a copy of a streaming body while it flows to the client: each chunk goes to the client's
-// sink first (never delayed, backpressure untouched) and into memory while the total stays within
-// the limit. Past the limit the copy is dropped and the body simply streams through.
+// sink first (never delayed, backpressure untouched) and into memory while the copy stays within
+// maxObjectSize and all copies being made stay within their shared budget. Past either, the copy is
+// dropped and the body simply streams through.
 import type { BodySink, ResponseHeaders, StreamingBody } from '../policy.js'
+
+/**
+ * Bytes that a route's unfinished copies may hold together. Each copy is bounded by maxObjectSize,
+ * but many concurrent misses could otherwise hold that many times over, outside maxSize.
+ */
+export class CopyBudget {
+  private held = 0
+
+  constructor(readonly limit: number) {}
+
+  get bytes(): number {
+    return this.held
+  }
+
+  take(bytes: number): boolean {
+    if (this.held + bytes > this.limit) return false
+    this.held += bytes
+    return true
+  }
+
+  give(bytes: number): void {
+    this.held -= bytes
+  }
+}
 
 /** A sink for bodies nobody reads (a background revalidation): only the copy matters. */
 const DISCARD: BodySink = {
@@ -16,10 +41,11 @@ export class CapturingBody implements StreamingBody, BodySink {
   private sink: BodySink = DISCARD
   private settled = false
 
-  /** `settle` runs once: with the whole body when it ended within `limit`, else with undefined. */
+  /** `settle` runs once: with the whole body when it ended within `limit` and `budget`, else with undefined. */
   constructor(
     private readonly source: StreamingBody,
     private readonly limit: number,
+    private readonly budget: CopyBudget,
     private readonly settle: (body: Buffer | undefined) => void,
   ) {
     // However the body ends (even cancelled before anyone piped it), the waiters are released.
@@ -42,7 +68,7 @@ export class CapturingBody implements StreamingBody, BodySink {
   }
 
   cancel(reason: Error): void {
-    this.chunks = null
+    this.dropCopy()
     this.source.cancel(reason)
   }
 
@@ -54,15 +80,16 @@ export class CapturingBody implements StreamingBody, BodySink {
   write(chunk: Buffer): boolean {
     const chunks = this.chunks
     if (chunks !== null) {
-      this.bytes += chunk.length
-      if (this.bytes <= this.limit) chunks.push(chunk)
-      else {
-        this.chunks = null
+      if (this.bytes + chunk.length <= this.limit && this.budget.take(chunk.length)) {
+        this.bytes += chunk.length
+        chunks.push(chunk)
+      } else {
+        this.dropCopy()
         // It will not be kept: release the waiters now rather than when this client has read it all.
         this.finish(undefined)
         // Nobody reads it and it will not be kept: stop downloading.
         if (this.sink === DISCARD) {
-          this.source.cancel(new Error('too big to cache'))
+          this.source.cancel(new Error('not kept: over maxObjectSize or the copy budget'))
           return false
         }
       }
@@ -73,14 +100,23 @@ export class CapturingBody implements StreamingBody, BodySink {
   end(trailers: ResponseHeaders): void {
     this.sink.end(trailers)
     const chunks = this.chunks
-    this.chunks = null
-    this.finish(chunks === null ? undefined : Buffer.concat(chunks, this.bytes))
+    const body = chunks === null ? undefined : Buffer.concat(chunks, this.bytes)
+    // The store counts it from here on (or it is gone).
+    this.dropCopy()
+    this.finish(body)
   }
 
   fail(error: Error): void {
-    this.chunks = null
+    this.dropCopy()
     this.sink.fail(error)
     this.finish(undefined)
+  }
+
+  /** Lets go of the copy and gives its bytes back to the budget. */
+  private dropCopy(): void {
+    if (this.chunks === null) return
+    this.chunks = null
+    this.budget.give(this.bytes)
   }
 
   private finish(body: Buffer | undefined): void {

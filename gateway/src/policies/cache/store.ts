@@ -4,6 +4,7 @@
 import { LRUCache } from 'lru-cache'
 import type { Purgeable, PurgeSelector, ResponseHeaders } from '../policy.js'
 import type { CacheControl } from './cache-control.js'
+import { CopyBudget } from './capture.js'
 
 export interface StoredResponse {
   /** The LRU key: the URI key and the variant's secondary key. */
@@ -45,8 +46,11 @@ export class CacheStore implements Purgeable {
   private readonly entries: LRUCache<string, StoredResponse>
   private readonly byUri = new Map<string, Set<StoredResponse>>()
   private readonly byTag = new Map<string, Set<StoredResponse>>()
+  /** Copies being made hold at most maxSize more: the route's cache never holds over 2 × maxSize. */
+  readonly copies: CopyBudget
 
   constructor(maxSize: number, private readonly onSizeChange: (bytes: number) => void) {
+    this.copies = new CopyBudget(maxSize)
     this.entries = new LRUCache<string, StoredResponse>({
       maxSize,
       sizeCalculation: (entry) => entry.size,
