@@ -317,7 +317,8 @@ class ResponseCache {
     if (staleness <= window) {
       this.count(exchange, 'stale')
       this.revalidateInBackground(next, exchange, lookup, entry)
-      return this.answer(exchange, entry, age, `fwd=stale; detail=stale-while-revalidate`)
+      // Not forwarded: the refresh is the gateway's own request, so RFC 9211 calls this a hit (a negative ttl says stale).
+      return this.answer(exchange, entry, age, `hit; ttl=${Math.floor(ttl)}; detail=stale-while-revalidate`)
     }
     return undefined
   }
