@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Writable } from 'node:stream'
@@ -199,4 +200,13 @@ export function sleep(ms: number): Promise<void> {
 /** The gateway's admin /metrics text (Prometheus format). */
 export async function metricsText(gw: { readonly adminUrl: string }): Promise<string> {
   return (await request(`${gw.adminUrl}/metrics`)).body.text()
+}
+
+/** A loopback port free a moment ago, for processes that take fixed ports (the OS may hand it out again). */
+export async function freePort(): Promise<number> {
+  const server = createNetServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+  await new Promise((resolve) => server.close(resolve))
+  return port
 }

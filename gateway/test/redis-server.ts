@@ -1,8 +1,8 @@
 // A real redis-server (Debian package redis-server) on a free loopback port, for tests of state
 // shared across replicas. No persistence: a restart starts empty, like a failed-over cache node.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { createServer, connect } from 'node:net'
-import type { AddressInfo } from 'node:net'
+import { connect } from 'node:net'
+import { freePort } from './helpers.js'
 
 export interface RedisServer {
   readonly port: number
@@ -16,14 +16,6 @@ export function redisAvailable(): boolean {
   const found = spawnSync('redis-server', ['--version']).status === 0
   if (!found && process.env.WAYPOST_REQUIRE_REDIS === '1') throw new Error('redis-server is not installed (apt-get install redis-server)')
   return found
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as AddressInfo).port
-  await new Promise((resolve) => server.close(resolve))
-  return port
 }
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
