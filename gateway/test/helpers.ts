@@ -202,11 +202,18 @@ export async function metricsText(gw: { readonly adminUrl: string }): Promise<st
   return (await request(`${gw.adminUrl}/metrics`)).body.text()
 }
 
-/** A loopback port free a moment ago, for processes that take fixed ports (the OS may hand it out again). */
+/**
+ * Loopback ports free a moment ago, for processes that take fixed ports. All are held until every
+ * one is known, so they differ; once let go, the OS may still hand one out again.
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = Array.from({ length: count }, () => createNetServer())
+  await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))))
+  const ports = servers.map((server) => (server.address() as AddressInfo).port)
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))))
+  return ports
+}
+
 export async function freePort(): Promise<number> {
-  const server = createNetServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as AddressInfo).port
-  await new Promise((resolve) => server.close(resolve))
-  return port
+  return (await freePorts(1))[0]!
 }

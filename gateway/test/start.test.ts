@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
-import { freePort, sleep, tempConfig } from './helpers.js'
+import { freePorts, sleep, tempConfig } from './helpers.js'
 
 const START = fileURLToPath(new URL('../../dist/gateway/scripts/start.js', import.meta.url))
 const BUNDLED = fileURLToPath(new URL('../../config/waypost.yaml', import.meta.url))
@@ -23,15 +23,26 @@ function refused(port: number): Promise<boolean> {
 }
 
 t.test('npm start serves the bundled policy in front of the stub; Ctrl-C stops both', async (t) => {
-  const [proxyPort, adminPort, stubPort] = [await freePort(), await freePort(), await freePort()]
+  const [proxyPort, adminPort, stubPort] = await freePorts(3)
   const bundled = readFileSync(BUNDLED, 'utf8')
   for (const address of ['127.0.0.1:8080', '127.0.0.1:9901', '127.0.0.1:3000']) t.ok(bundled.includes(address), `the bundled file uses ${address}`)
   const config = tempConfig(
     bundled.replaceAll('127.0.0.1:8080', `127.0.0.1:${proxyPort}`).replaceAll('127.0.0.1:9901', `127.0.0.1:${adminPort}`).replaceAll('127.0.0.1:3000', `127.0.0.1:${stubPort}`),
   )
-  const child = spawn(process.execPath, [START], { env: { ...process.env, WAYPOST_CONFIG: config, STUB_PORT: String(stubPort) }, stdio: 'ignore' })
+  // Settings from the caller's environment must not override the file.
+  const env: NodeJS.ProcessEnv = { ...process.env, WAYPOST_CONFIG: config, STUB_PORT: String(stubPort) }
+  delete env.WAYPOST_LISTEN
+  delete env.WAYPOST_ADMIN
+  const child = spawn(process.execPath, [START], { env, stdio: 'ignore' })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  t.teardown(() => void child.kill('SIGKILL'))
+  t.teardown(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    // SIGTERM, so start.js stops its (detached) children; a SIGKILL would leave them running.
+    child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    await exited
+    clearTimeout(timer)
+  })
 
   let status = 0
   for (const deadline = Date.now() + 20_000; status !== 200 && Date.now() < deadline; ) {

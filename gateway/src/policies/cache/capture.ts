@@ -49,7 +49,10 @@ export class CapturingBody implements StreamingBody, BodySink {
     private readonly settle: (body: Buffer | undefined) => void,
   ) {
     // However the body ends (even cancelled before anyone piped it), the waiters are released.
-    source.onDone(() => this.finish(undefined))
+    source.onDone(() => {
+      this.dropCopy()
+      this.finish(undefined)
+    })
   }
 
   /** Reads the body only to keep it (nobody else wants it). */
