@@ -425,7 +425,6 @@ class ResponseCache {
     return this.answer(exchange, entry, age, `fwd=stale${fwdStatus}; detail=stale-if-error`)
   }
 
-  /** §4.3.4: a 304 refreshes the stored headers and the entry's clock. */
   /**
    * §4.3.4: a 304 updates the stored headers and the entry's clock. The updated entry replaces the
    * old one in the store (so its size counts the new headers), or leaves it when the 304 made it

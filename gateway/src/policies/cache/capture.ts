@@ -11,11 +11,7 @@ import type { BodySink, ResponseHeaders, StreamingBody } from '../policy.js'
 export class CopyBudget {
   private held = 0
 
-  constructor(readonly limit: number) {}
-
-  get bytes(): number {
-    return this.held
-  }
+  constructor(private readonly limit: number) {}
 
   take(bytes: number): boolean {
     if (this.held + bytes > this.limit) return false
