@@ -4,10 +4,13 @@ import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
 
-export const CONFIG_NAMES = ['direct', 'nginx', 'gateway-bare', 'gateway-default', 'nginx-static', 'gateway-cache'] as const
+export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'nginx-static', 'gateway-cache'] as const
 export type ConfigName = (typeof CONFIG_NAMES)[number]
-/** What `npm run bench` measures unless told otherwise: the proxy comparison. */
-export const DEFAULT_CONFIGS: readonly ConfigName[] = ['direct', 'nginx', 'gateway-bare', 'gateway-default']
+/**
+ * What `npm run bench` measures unless told otherwise: the proxy comparison, with undici-proxy (the
+ * least a node:http + undici proxy can do) as the floor under the gateway.
+ */
+export const DEFAULT_CONFIGS: readonly ConfigName[] = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default']
 /** `npm run bench:cache`: a cache hit (the default chain plus `cache`) beside nginx serving the same 1 KiB file. */
 export const CACHE_CONFIGS: readonly ConfigName[] = ['nginx-static', 'gateway-cache', 'nginx', 'gateway-default']
 export type UpstreamKind = 'node' | 'nginx'

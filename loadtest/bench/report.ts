@@ -52,6 +52,8 @@ export interface ConfigSummary {
     throughputVsNginx: number
     cpuVsNginx: number
     cpuVsGatewayBare: number
+    /** Against undici-proxy, the floor under the gateway (a bare undici Pool.stream proxy). */
+    cpuVsUndici: number
     /** Latency added over `direct` at the fixed rate, ms. */
     p50AddedMs: number
     p99AddedMs: number
@@ -122,6 +124,7 @@ export function summarize(configs: readonly ConfigName[], throughput: readonly T
         throughputVsNginx: has('nginx') ? paired(throughput, config, 'nginx', (a, b) => a.rps / b.rps) : NaN,
         cpuVsNginx: has('nginx') && config !== 'direct' ? paired(throughput, config, 'nginx', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq) : NaN,
         cpuVsGatewayBare: has('gateway-bare') && config !== 'direct' ? paired(throughput, config, 'gateway-bare', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq) : NaN,
+        cpuVsUndici: has('undici-proxy') && config !== 'direct' ? paired(throughput, config, 'undici-proxy', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq) : NaN,
         p50AddedMs: has('direct') ? paired(latency, config, 'direct', (a, b) => a.p50Ms - b.p50Ms) : NaN,
         p99AddedMs: has('direct') ? paired(latency, config, 'direct', (a, b) => a.p99Ms - b.p99Ms) : NaN,
       },
@@ -150,9 +153,26 @@ export function judge(summary: readonly ConfigSummary[], rate: number): TargetRe
   ]
 }
 
+/**
+ * What the floor says about the targets: the throughput an undici-based proxy can reach at all on
+ * this machine, and how much of it the gateway keeps. Undefined unless undici-proxy, nginx and
+ * gateway-default were all measured.
+ */
+export function floorNote(throughput: readonly ThroughputRun[], summary: readonly ConfigSummary[]): string | undefined {
+  const floor = summary.find((s) => s.config === 'undici-proxy')
+  const gw = summary.find((s) => s.config === 'gateway-default')
+  if (floor === undefined || gw === undefined || !Number.isFinite(floor.ratios.throughputVsNginx)) return undefined
+  const keeps = paired(throughput, 'gateway-default', 'undici-proxy', (a, b) => a.rps / b.rps)
+  return (
+    `floor: undici-proxy (undici Pool.stream and node:http, nothing else) ${fmt(floor.proxyCpuUsPerReq, 1)} us/req, ` +
+    `${ratio(floor.ratios.throughputVsNginx)} nginx throughput; gateway-default ${ratio(gw.ratios.cpuVsUndici)} its CPU per request, ` +
+    `${ratio(keeps)} its throughput`
+  )
+}
+
 export function formatTable(summary: readonly ConfigSummary[], rate: number): string {
   const rows: string[][] = [
-    ['config', 'req/s median (min-max)', 'vs nginx', 'proxy CPU us/req', 'vs nginx', 'vs bare', 'upstream us/req', `p50 ms @${rate}`, `p99 ms @${rate}`, '+p50 ms', '+p99 ms', 'RSS MiB idle/load', 'errors', 'foreign% max'],
+    ['config', 'req/s median (min-max)', 'vs nginx', 'proxy CPU us/req', 'vs nginx', 'vs undici', 'vs bare', 'upstream us/req', `p50 ms @${rate}`, `p99 ms @${rate}`, '+p50 ms', '+p99 ms', 'RSS MiB idle/load', 'errors', 'foreign% max'],
   ]
   for (const s of summary) {
     rows.push([
@@ -161,6 +181,7 @@ export function formatTable(summary: readonly ConfigSummary[], rate: number): st
       ratio(s.ratios.throughputVsNginx),
       fmt(s.proxyCpuUsPerReq, 1),
       ratio(s.ratios.cpuVsNginx),
+      ratio(s.ratios.cpuVsUndici),
       ratio(s.ratios.cpuVsGatewayBare),
       fmt(s.upstreamCpuUsPerReq, 1),
       fmt(s.latency.p50Ms, 2),

@@ -12,7 +12,7 @@ import { runWrk, wrkLogFile } from './wrk.js'
 import { runFixedRate } from './latency.js'
 import { NCPU, groupRssKiB } from './procfs.js'
 import { metricSum, scrapeMetrics } from './admin.js'
-import { formatTable, formatTargets, judge, paired, summarize, writeReport, type BenchReport, type LatencyRun, type ThroughputRun } from './report.js'
+import { floorNote, formatTable, formatTargets, judge, paired, summarize, writeReport, type BenchReport, type LatencyRun, type ThroughputRun } from './report.js'
 import { fmt, log, ratio } from './util.js'
 
 /** The fixed-rate generator sends at the target rate for this long before it starts recording. */
@@ -207,6 +207,8 @@ async function bench(options: BenchOptions): Promise<number> {
       notes.push(`gateway-default access log: ${lines} lines, ${fmt(statSync(gw.logFile).size / 2 ** 20, 1)} MiB written to its stdout file`)
     }
     const summary = summarize(options.configs, runner.throughput, runner.latency, { idle: rssIdle, loaded: rss }, options.rate)
+    const floor = floorNote(runner.throughput, summary)
+    if (floor !== undefined) notes.push(floor)
     const notMeasured = summary.filter((s) => s.rps.runs === 0)
     if (notMeasured.length > 0) notes.push(`no runs for: ${notMeasured.map((s) => s.config).join(', ')}`)
     const hit = summary.find((s) => s.config === 'gateway-cache')

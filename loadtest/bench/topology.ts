@@ -12,7 +12,7 @@ const DIST_BENCH = fileURLToPath(new URL('.', import.meta.url))
 export const GATEWAY_MAIN = fileURLToPath(new URL('../../gateway/src/main.js', import.meta.url))
 
 /** Port offsets from PORT_BASE. */
-const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5 } as const
+const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6 } as const
 /** The gateways' admin ports, from PORT_BASE. */
 const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-cache': 15 } as const
 type GatewayConfigName = keyof typeof ADMIN_OFFSET
@@ -70,6 +70,11 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
         targets.set(config, { config, port, server, logFile: server.logFile })
         break
       }
+      case 'undici-proxy': {
+        const server = startUndiciProxy(runDir, port, upstreamPort, options)
+        targets.set(config, { config, port, server, logFile: server.logFile })
+        break
+      }
       case 'gateway-bare':
       case 'gateway-default':
       case 'gateway-cache': {
@@ -88,6 +93,15 @@ function startNodeUpstream(runDir: string, port: number, options: CommonOptions)
   return startPinned('upstream-node', process.execPath, [join(DIST_BENCH, 'upstream.js'), String(port)], {
     cpus: options.serverCpus,
     logFile: join(runDir, 'upstream-node.log'),
+  })
+}
+
+/** The floor: runs with the gateway's heap and GC flags (not its profiler's), so only the code differs. */
+function startUndiciProxy(runDir: string, port: number, upstreamPort: number, options: CommonOptions): Started {
+  const flags = options.gatewayNodeFlags.filter((flag) => /^--(max-semi-space-size|max-old-space-size|single-threaded-gc)\b/.test(flag))
+  return startPinned('undici-proxy', process.execPath, [...flags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], {
+    cpus: options.serverCpus,
+    logFile: join(runDir, 'undici-proxy.log'),
   })
 }
 
