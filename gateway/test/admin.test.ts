@@ -36,6 +36,39 @@ t.test('/metrics exposes request, duration, in-flight and reload series', async 
   t.match(text, /process_resident_memory_bytes/)
 })
 
+/** The value of one series in a /metrics text, 0 when absent. */
+function series(text: string, name: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
+  return line === undefined ? 0 : Number(line.slice(name.length + 1))
+}
+
+t.test('request counts and the duration histogram are exact, however often they are scraped', async (t) => {
+  // The request path counts in plain numbers and the scrape brings prom-client up to date: a
+  // scrape must neither lose nor repeat what was counted before it.
+  const count = 'waypost_request_duration_seconds_count{route="all"}'
+  const ok = 'waypost_requests_total{route="all",method="GET",status_class="2xx"}'
+  const fast = 'waypost_request_duration_seconds_bucket{le="0.025",route="all"}'
+  const slow = 'waypost_request_duration_seconds_bucket{le="+Inf",route="all"}'
+  const send = async (path: string, method: 'GET' | 'DELETE' = 'GET') => (await request(`${gw.url}${path}`, { method })).body.dump()
+  const before = (await get('/metrics')).text
+  await send('/status/200')
+  await send('/status/200')
+  const between = (await get('/metrics')).text
+  t.equal(series(between, ok) - series(before, ok), 2)
+  await send('/delay/0.05')
+  await send('/status/404', 'DELETE')
+  const after = (await get('/metrics')).text
+  const again = (await get('/metrics')).text
+  t.equal(series(after, ok) - series(before, ok), 3, 'each request counted once across three scrapes')
+  t.equal(series(again, ok), series(after, ok), 'a scrape adds nothing by itself')
+  t.equal(series(after, 'waypost_requests_total{route="all",method="DELETE",status_class="4xx"}'), 1)
+  t.equal(series(after, count) - series(before, count), 4)
+  t.equal(series(after, slow), series(after, count), 'the +Inf bucket holds every observation')
+  t.equal(series(after, slow) - series(after, fast) - (series(before, slow) - series(before, fast)), 1, 'only the 50 ms request is above 25 ms')
+  const sum = series(after, 'waypost_request_duration_seconds_sum{route="all"}') - series(before, 'waypost_request_duration_seconds_sum{route="all"}')
+  t.ok(sum >= 0.05 && sum < 1, `the sum grew by the requests' durations (${sum} s)`)
+})
+
 t.test('/config shows the active version and hash; POST /reload applies or rejects', async (t) => {
   const before = JSON.parse((await get('/config')).text) as { active: { version: number; hash: string }; lastError: unknown }
   t.equal(before.active.version, 1)

@@ -84,7 +84,7 @@ class ExchangeState {
     this.bytesReadAtStart = this.socket.bytesRead
     this.bytesWrittenAtStart = this.socket.bytesWritten
     host.exchangeStarted(plan)
-    route?.metrics.inFlight.inc()
+    if (route !== undefined) route.metrics.inFlight++
     response.once('close', this.onClose)
   }
 
@@ -99,7 +99,7 @@ class ExchangeState {
     const seconds = (performance.now() - this.started) / 1000
     const route = this.route
     if (route !== undefined) {
-      route.metrics.inFlight.dec()
+      route.metrics.inFlight--
       route.metrics.observe(this.request.method ?? 'OTHER', status, seconds)
       if (this.record.reason !== '' && status !== 499) route.metrics.local(this.record.reason)
     }
