@@ -45,6 +45,10 @@ t.test('a GET is retried on 503 until it succeeds; every attempt is visible', as
   t.match(metrics, /waypost_upstream_attempts_total\{route="all",outcome="5xx"\} 2/)
   t.match(metrics, /waypost_upstream_attempts_total\{route="all",outcome="2xx"\} 1/)
   t.match(metrics, /waypost_retries_total\{route="all",cause="503"\} 1/)
+  // Attempts are counted in plain numbers and added when scraped: a second scrape adds nothing.
+  const again = await metricsText(gw)
+  t.match(again, /waypost_upstream_attempts_total\{route="all",outcome="5xx"\} 2/)
+  t.match(again, /waypost_upstream_attempts_total\{route="all",outcome="2xx"\} 1/)
 })
 
 t.test('attempts are bounded: the last failure goes back to the client', async (t) => {

@@ -17,7 +17,7 @@ import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Logger } from 'pino'
 import { Duration, toMs } from '../config/units.js'
 import { answerForError } from '../proxy/errors.js'
-import { localResponse, type Deps, type Exchange, type Policy, type ProxyResponse, type RouteInfo, type Upstream } from './policy.js'
+import { callNext, localResponse, type Deps, type Exchange, type Policy, type ProxyResponse, type RouteInfo, type Upstream } from './policy.js'
 
 const FailOn = Type.Object(
   {
@@ -203,13 +203,8 @@ export class RouteBreaker {
     this.circuit.shutdown()
   }
 
-  private async pass(exchange: Exchange, next: Upstream): Promise<ProxyResponse> {
-    try {
-      return await this.circuit.fire(exchange, next)
-    } catch (error) {
-      if (error instanceof FailingResponse) return error.response
-      throw error
-    }
+  private pass(exchange: Exchange, next: Upstream): Promise<ProxyResponse> {
+    return this.circuit.fire(exchange, next).then(undefined, unwrapFailing)
   }
 
   /** A half-open probe goes straight to the upstream: opossum is still open, and we count the probes. */
@@ -262,12 +257,18 @@ export class RouteBreaker {
 
 /** opossum's action: one per breaker, the exchange and the next layer come as fire()'s arguments. */
 function callCounting(rule: FailureRule) {
-  return async (exchange: Exchange, next: Upstream): Promise<ProxyResponse> => {
-    const response = await next(exchange)
-    // Unwrapped again in RouteBreaker.pass; thrown only because opossum counts rejections alone.
-    if (rule.failedResponse(response, exchange)) throw new FailingResponse(response)
-    return response
-  }
+  return (exchange: Exchange, next: Upstream): Promise<ProxyResponse> =>
+    callNext(next, exchange).then((response) => {
+      // Unwrapped again in RouteBreaker.pass; thrown only because opossum counts rejections alone.
+      if (rule.failedResponse(response, exchange)) throw new FailingResponse(response)
+      return response
+    })
+}
+
+/** A failing response counted by opossum is still the client's answer. */
+function unwrapFailing(error: unknown): ProxyResponse {
+  if (error instanceof FailingResponse) return error.response
+  throw error
 }
 
 /**

@@ -4,7 +4,7 @@
 // requests in flight across a reload are still counted.
 import { Type } from '@sinclair/typebox'
 import { Duration, toMs } from '../config/units.js'
-import { localResponse, onResponseDone, type ExchangeSignal, type Policy } from './policy.js'
+import { callNext, localResponse, onResponseDone, type Exchange, type ExchangeSignal, type Policy, type ProxyResponse } from './policy.js'
 
 export const ConcurrencyConfig = Type.Object(
   {
@@ -77,21 +77,23 @@ export const concurrency: Policy<typeof ConcurrencyConfig> = {
   build(config, deps) {
     const limiter = deps.keep('concurrency', config, () =>
       new ConcurrencyLimiter(config.max, config.queue ?? 0, toMs(config.queueTimeout ?? '1s')))
-    return (next) => async (exchange) => {
-      if (!limiter.tryAcquire()) {
-        const waiting = limiter.wait(exchange.signal)
-        if (waiting === QUEUE_FULL) return localResponse(503, 'concurrency-limit', exchange)
-        if (!(await waiting)) return localResponse(503, 'concurrency-queue-timeout', exchange)
+    return (next) => {
+      const admitted = (response: ProxyResponse): ProxyResponse => {
+        onResponseDone(response, limiter.release)
+        return response
       }
-      let response
-      try {
-        response = await next(exchange)
-      } catch (error) {
+      const failed = (error: unknown): never => {
         limiter.release()
         throw error
       }
-      onResponseDone(response, limiter.release)
-      return response
+      const proceed = (exchange: Exchange): Promise<ProxyResponse> => callNext(next, exchange).then(admitted, failed)
+      const queued = async (exchange: Exchange): Promise<ProxyResponse> => {
+        const waiting = limiter.wait(exchange.signal)
+        if (waiting === QUEUE_FULL) return localResponse(503, 'concurrency-limit', exchange)
+        if (!(await waiting)) return localResponse(503, 'concurrency-queue-timeout', exchange)
+        return proceed(exchange)
+      }
+      return (exchange) => (limiter.tryAcquire() ? proceed(exchange) : queued(exchange))
     }
   },
 }

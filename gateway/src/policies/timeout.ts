@@ -5,7 +5,7 @@
 // are not cut off mid-stream.
 import { Type } from '@sinclair/typebox'
 import { Duration, toMs } from '../config/units.js'
-import { DeadlineExceeded, ExchangeSignal, localResponse, type Layer, type Policy } from './policy.js'
+import { callNext, DeadlineExceeded, ExchangeSignal, localResponse, type Layer, type Policy } from './policy.js'
 
 export const TimeoutConfig = Type.Object(
   {
@@ -39,16 +39,19 @@ function abortOnDeadline(signal: ExchangeSignal, reason: string, ms: number): vo
 
 /** Aborts the whole exchange when the deadline passes: no signal or listener of its own on the hot path. */
 function exchangeDeadline(ms: number): Layer {
-  return (next) => async (exchange) => {
+  return (next) => (exchange) => {
     const timer = setTimeout(abortOnDeadline, ms, exchange.signal, 'timeout', ms)
-    try {
-      return await next(exchange)
-    } catch (error) {
-      if (isDeadline(exchange.signal.reason, 'timeout')) return localResponse(504, 'timeout', exchange)
-      throw error
-    } finally {
-      clearTimeout(timer)
-    }
+    return callNext(next, exchange).then(
+      (response) => {
+        clearTimeout(timer)
+        return response
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        if (isDeadline(exchange.signal.reason, 'timeout')) return localResponse(504, 'timeout', exchange)
+        throw error
+      },
+    )
   }
 }
 

@@ -242,9 +242,59 @@ function registeredOnce<T extends Metric>(registry: Registry, name: string, crea
   return (registry.getSingleMetric(name) as T | undefined) ?? create()
 }
 
-/** A policy's counter, created on first use (see registeredOnce). */
+/** Series counted in plain numbers on the request path, per counter, by their label values. */
+const pendingSeries = new WeakMap<Counter<string>, Map<string, PendingCount>>()
+
+/** A policy's counter, created on first use (see registeredOnce); a scrape first adds its pending series. */
 export function sharedCounter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
-  return registeredOnce(registry, name, () => new Counter({ name, help, labelNames, registers: [registry] }))
+  return registeredOnce(registry, name, () => {
+    const series = new Map<string, PendingCount>()
+    const counter = new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect: () => {
+        for (const count of series.values()) count.flush()
+      },
+    })
+    pendingSeries.set(counter, series)
+    return counter
+  })
+}
+
+/**
+ * One series of a shared counter, for the request path: inc() adds to a plain number, which the
+ * next scrape adds to the counter (prom-client hashes the labels and allocates on every inc(), even
+ * on a bound child). Every caller with the same label values gets the same series.
+ */
+export class PendingCount {
+  private pending = 0
+
+  constructor(private readonly counter: Counter<string>, private readonly values: readonly string[]) {}
+
+  inc(): void {
+    this.pending++
+  }
+
+  flush(): void {
+    if (this.pending === 0) return
+    this.counter.labels(...this.values).inc(this.pending)
+    this.pending = 0
+  }
+}
+
+/** The pending series of a counter made by sharedCounter, for these label values. */
+export function pendingCount<L extends string>(counter: Counter<L>, ...values: string[]): PendingCount {
+  const series = pendingSeries.get(counter as Counter<string>)
+  if (series === undefined) throw new Error('pendingCount: the counter was not made by sharedCounter, so no scrape would flush it')
+  const key = values.join('\0')
+  let count = series.get(key)
+  if (count === undefined) {
+    count = new PendingCount(counter as Counter<string>, values)
+    series.set(key, count)
+  }
+  return count
 }
 
 /** A policy's gauge, created on first use (see registeredOnce). */

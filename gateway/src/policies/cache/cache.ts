@@ -10,7 +10,7 @@
 // (teed into memory by CapturingBody) and the others wait for it to be stored, then answer from it.
 import { Type, type Static } from '@sinclair/typebox'
 import { Duration, Size, toBytes, toMs } from '../../config/units.js'
-import { sharedCounter, sharedGauge } from '../../telemetry/metrics.js'
+import { pendingCount, sharedCounter, sharedGauge } from '../../telemetry/metrics.js'
 import { endToEndHeaders } from '../../proxy/headers.js'
 import {
   DeadlineExceeded,
@@ -252,7 +252,9 @@ class ResponseCache {
     counter: ReturnType<typeof sharedCounter<'route' | 'result'>>,
     route: string,
   ) {
-    this.results = Object.fromEntries(RESULTS.map((result) => [result, counter.labels(route, result)])) as Record<Result, { inc(): void }>
+    const results = {} as Record<Result, { inc(): void }>
+    for (const result of RESULTS) results[result] = pendingCount(counter, route, result)
+    this.results = results
   }
 
   /** Counts the lookup's result, and records it for the access log. */

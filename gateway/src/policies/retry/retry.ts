@@ -12,8 +12,8 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Duration, Size, toBytes, toMs } from '../../config/units.js'
 import { answerForError } from '../../proxy/errors.js'
-import { sharedCounter } from '../../telemetry/metrics.js'
-import { discardResponse, sleep, type Exchange, type Policy, type ProxyResponse, type Upstream } from '../policy.js'
+import { pendingCount, sharedCounter } from '../../telemetry/metrics.js'
+import { callNext, discardResponse, sleep, type Exchange, type Policy, type ProxyResponse, type Upstream } from '../policy.js'
 import { RetryBudget, RetryBudgetConfig } from './budget.js'
 import { readReplayableBody } from './replayable-body.js'
 
@@ -134,7 +134,7 @@ export const retry: Policy<typeof RetryConfig> = {
     const attemptsCounter = sharedCounter(deps.metrics, 'waypost_upstream_attempts_total', 'Upstream attempts, by route and outcome (status class, or the reason the attempt failed).', ['route', 'outcome'])
     const retriesCounter = sharedCounter(deps.metrics, 'waypost_retries_total', 'Retries made, by route and the outcome that caused them.', ['route', 'cause'])
     const budgetExhausted = sharedCounter(deps.metrics, 'waypost_retry_budget_exhausted_total', 'Retries refused because the retry budget was spent, by route.', ['route']).labels(route)
-    const byClass = STATUS_CLASSES.map((statusClass) => attemptsCounter.labels(route, statusClass))
+    const byClass = STATUS_CLASSES.map((statusClass) => pendingCount(attemptsCounter, route, statusClass))
 
     const countAttempt = (outcome: Outcome): void => {
       const status = outcome.response?.origin === 'upstream' ? outcome.response.status : 0
@@ -149,54 +149,80 @@ export const retry: Policy<typeof RetryConfig> = {
       return outcome.response
     }
 
-    return (next: Upstream) => async (exchange: Exchange) => {
-      const request = exchange.request
-      budget?.recordRequest()
-      let attempts = IDEMPOTENT.has(request.method) || settings.nonIdempotent || request.incoming.headers['idempotency-key'] !== undefined ? settings.attempts : 1
-      let current = exchange
-      if (attempts > 1 && request.hasBody && request.body === undefined) {
+    return (next: Upstream) => {
+      /** Attempts after the first, entered only when the first one's outcome asks for a retry. */
+      const retryAfterFirst = async (exchange: Exchange, current: Exchange, attempts: number, first: Outcome): Promise<ProxyResponse> => {
+        const record = exchange.record
+        let outcome = first
+        for (let attempt = 1; ; attempt++) {
+          if (attempt > 1) {
+            let response: ProxyResponse | undefined
+            let error: unknown
+            try {
+              response = await next(current)
+            } catch (caught) {
+              error = caught
+            }
+            outcome = classify(settings, exchange, response, error)
+            countAttempt(outcome)
+          }
+          record.tries = attempt === 1 ? outcome.label : `${record.tries},${outcome.label}`
+          if (!outcome.retriable || attempt >= attempts || exchange.signal.aborted) return finish(exchange, outcome)
+
+          const response = outcome.response
+          let waitMs = backoffMs(settings, attempt)
+          if (response !== undefined && response.origin === 'upstream') {
+            const retryAfter = retryAfterMs(response.headers['retry-after'])
+            if (retryAfter !== undefined) {
+              if (retryAfter > settings.retryAfterMaxMs) {
+                record.tries += ',retry-after-too-long'
+                return finish(exchange, outcome)
+              }
+              waitMs = Math.max(waitMs, retryAfter)
+            }
+          }
+          if (budget !== null && !budget.tryWithdraw()) {
+            record.tries += ',budget-exhausted'
+            budgetExhausted.inc()
+            return finish(exchange, outcome)
+          }
+          retriesCounter.labels(route, outcome.label).inc()
+          if (response !== undefined) discardResponse(response, new Error('retried'))
+          record.reason = ''
+          await sleep(waitMs, exchange.signal)
+          current = { ...current, attempt }
+        }
+      }
+
+      /** The first attempt: the common case, an outcome that needs no retry, ends here without the loop. */
+      const firstAttempt = (exchange: Exchange, current: Exchange, attempts: number): Promise<ProxyResponse> => {
+        const settle = (response: ProxyResponse | undefined, error: unknown): ProxyResponse | Promise<ProxyResponse> => {
+          const outcome = classify(settings, exchange, response, error)
+          countAttempt(outcome)
+          if (!outcome.retriable || attempts === 1) return finish(exchange, outcome)
+          return retryAfterFirst(exchange, current, attempts, outcome)
+        }
+        return callNext(next, current).then(
+          (response) => settle(response, undefined),
+          (error: unknown) => settle(undefined, error),
+        )
+      }
+
+      /** A body that may be sent more than once is read into memory first (up to bodyLimit). */
+      const withReplayableBody = async (exchange: Exchange, attempts: number): Promise<ProxyResponse> => {
+        const request = exchange.request
         request.sendContinue?.()
         const body = await readReplayableBody(request.incoming, settings.bodyLimit, exchange.signal)
-        if (body === undefined) attempts = 1
-        else current = { ...exchange, request: { ...request, body, sendContinue: undefined } }
+        if (body === undefined) return firstAttempt(exchange, exchange, 1)
+        return firstAttempt(exchange, { ...exchange, request: { ...request, body, sendContinue: undefined } }, attempts)
       }
-      const record = exchange.record
-      for (let attempt = 1; ; attempt++) {
-        let response: ProxyResponse | undefined
-        let error: unknown
-        try {
-          response = await next(current)
-        } catch (caught) {
-          error = caught
-        }
-        const outcome = classify(settings, exchange, response, error)
-        countAttempt(outcome)
-        // The common case: a first attempt that needs no retry costs no string building.
-        if (attempt === 1 && (!outcome.retriable || attempts === 1)) return finish(exchange, outcome)
-        record.tries = attempt === 1 ? outcome.label : `${record.tries},${outcome.label}`
-        if (!outcome.retriable || attempt >= attempts || exchange.signal.aborted) return finish(exchange, outcome)
 
-        let waitMs = backoffMs(settings, attempt)
-        if (response !== undefined && response.origin === 'upstream') {
-          const retryAfter = retryAfterMs(response.headers['retry-after'])
-          if (retryAfter !== undefined) {
-            if (retryAfter > settings.retryAfterMaxMs) {
-              record.tries += ',retry-after-too-long'
-              return finish(exchange, outcome)
-            }
-            waitMs = Math.max(waitMs, retryAfter)
-          }
-        }
-        if (budget !== null && !budget.tryWithdraw()) {
-          record.tries += ',budget-exhausted'
-          budgetExhausted.inc()
-          return finish(exchange, outcome)
-        }
-        retriesCounter.labels(route, outcome.label).inc()
-        if (response !== undefined) discardResponse(response, new Error('retried'))
-        record.reason = ''
-        await sleep(waitMs, exchange.signal)
-        current = { ...current, attempt }
+      return (exchange: Exchange) => {
+        const request = exchange.request
+        budget?.recordRequest()
+        const attempts = IDEMPOTENT.has(request.method) || settings.nonIdempotent || request.incoming.headers['idempotency-key'] !== undefined ? settings.attempts : 1
+        if (attempts > 1 && request.hasBody && request.body === undefined) return withReplayableBody(exchange, attempts)
+        return firstAttempt(exchange, exchange, attempts)
       }
     }
   },
