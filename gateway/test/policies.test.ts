@@ -28,6 +28,25 @@ t.test('request timeout answers 504 within 50 ms of the deadline', async (t) => 
   t.equal(stub.stats.inFlight, 0, 'the upstream request was aborted, not left running')
 })
 
+t.test('requests in flight together each time out on their own deadline; a fast one in between is untouched', async (t) => {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      timeout: { request: 200ms }\n' }))
+  t.teardown(() => gw.close())
+  const send = async (offsetMs: number, path: string) => {
+    await new Promise((resolve) => setTimeout(resolve, offsetMs))
+    const started = performance.now()
+    const response = await request(`${gw.url}${path}`)
+    await response.body.dump()
+    return { status: response.statusCode, elapsed: performance.now() - started }
+  }
+  const [first, fast, second, third] = await Promise.all([send(0, '/delay/3'), send(30, '/status/200'), send(70, '/delay/3'), send(140, '/delay/3')])
+  t.equal(fast!.status, 200)
+  for (const [name, result] of Object.entries({ first, second, third })) {
+    t.equal(result!.status, 504, `${name}: 504`)
+    // Never before its own deadline, even though an older one passed first.
+    t.ok(result!.elapsed >= 195 && result!.elapsed < 600, `${name}: answered ${result!.elapsed.toFixed(1)} ms after it was sent (deadline 200 ms)`)
+  }
+})
+
 t.test('per-try timeout answers 504 attempt-timeout; defaults merge field by field', async (t) => {
   const gw = await startGateway(
     catchAllConfig(stub.url, { policies: '      timeout: { perTry: 200ms }\n' }).replace('routes:', 'defaults:\n  policies:\n    timeout: { request: 5s }\nroutes:'),
