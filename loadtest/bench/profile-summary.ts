@@ -1,6 +1,9 @@
 // Summarises a V8 CPU profile (node --cpu-prof): the functions with the most self time and the
-// most inclusive time (self + everything they called), as % of the non-idle samples.
+// most inclusive time (self + everything they called), as % of the non-idle samples. Also a
+// sampling heap profile (bench/alloc-profile.ts): the functions that allocate the most, per
+// request when given the number of requests.
 // usage: node dist/loadtest/bench/profile-summary.js FILE.cpuprofile [--top 25]
+//        node dist/loadtest/bench/profile-summary.js FILE.heapprofile [--top 25] [--requests N]
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { fmt, table } from './util.js'
@@ -29,7 +32,7 @@ function shortUrl(url: string): string {
   return path
 }
 
-function keyOf(node: ProfileNode): string {
+function keyOf(node: { callFrame: ProfileNode['callFrame'] }): string {
   const { functionName, url, lineNumber } = node.callFrame
   const name = functionName === '' ? '(anonymous)' : functionName
   return url === '' ? name : `${name} ${shortUrl(url)}:${lineNumber + 1}`
@@ -80,9 +83,44 @@ export function summarizeProfile(profile: Profile, top: number): string {
   ].join('\n')
 }
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' } } })
+/** A sampling heap profile (HeapProfiler.stopSampling): a call tree whose nodes carry bytes allocated. */
+interface HeapNode {
+  callFrame: ProfileNode['callFrame']
+  selfSize: number
+  children: HeapNode[]
+}
+
+export function summarizeAllocations(head: HeapNode, top: number, requests: number | undefined): string {
+  const self = new Map<string, number>()
+  let total = 0
+  const walk = (node: HeapNode): void => {
+    if (node.selfSize > 0) {
+      const key = keyOf(node)
+      self.set(key, (self.get(key) ?? 0) + node.selfSize)
+      total += node.selfSize
+    }
+    for (const child of node.children) walk(child)
+  }
+  walk(head)
+  const per = requests === undefined ? 1 : requests
+  const unit = requests === undefined ? 'KiB' : 'bytes/request'
+  const amount = (bytes: number): string => (requests === undefined ? fmt(bytes / 1024, 0) : fmt(bytes / per, 0))
+  const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, top)
+  return [
+    `allocations sampled: ${amount(total)} ${unit} in all`,
+    '',
+    table([['top allocating functions (self)', unit, '%'], ...rows.map(([key, bytes]) => [key, amount(bytes), fmt((bytes / total) * 100, 1)])]),
+  ].join('\n')
+}
+
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' }, requests: { type: 'string' } } })
 if (positionals.length !== 1) {
-  console.error('usage: profile-summary.js FILE.cpuprofile [--top 25]')
+  console.error('usage: profile-summary.js FILE.cpuprofile|FILE.heapprofile [--top 25] [--requests N]')
   process.exit(2)
 }
-console.log(summarizeProfile(JSON.parse(readFileSync(positionals[0]!, 'utf8')) as Profile, Number(values.top)))
+const parsed = JSON.parse(readFileSync(positionals[0]!, 'utf8')) as Profile | { head: HeapNode }
+console.log(
+  'head' in parsed
+    ? summarizeAllocations(parsed.head, Number(values.top), values.requests === undefined ? undefined : Number(values.requests))
+    : summarizeProfile(parsed, Number(values.top)),
+)
