@@ -1,8 +1,8 @@
 // The floor under the gateway: the least a reverse proxy on node:http and undici can do. One undici
 // Pool with keep-alive, `pool.stream()` straight into the client response, hop-by-hop headers
-// dropped and nothing else: no routing, forwarding headers, policies, logs or metrics. Issue 3
-// quotes it ("a bare undici Pool.stream proxy: about 82 µs") as the reference for the gateway's
-// CPU target; measuring it in the same run turns that reference into a ratio.
+// dropped and nothing else: no routing, forwarding headers, policies, logs or metrics. The
+// gateway's CPU target was set against it ("a bare undici Pool.stream proxy: about 82 µs");
+// measuring it in the same run turns that reference into a ratio.
 // usage: node dist/loadtest/bench/undici-proxy.js PORT UPSTREAM_PORT      (127.0.0.1 only)
 import { createServer, type IncomingHttpHeaders } from 'node:http'
 import { Pool } from 'undici'
