@@ -178,11 +178,6 @@ export class RouteMetrics {
   }
 }
 
-/**
- * A histogram by route whose counts live on each route's RouteMetrics, read only when scraped. It
- * gives the registry the same series prom-client's Histogram would (`_bucket` with `le`, `_sum`,
- * `_count`), through the registry's metric interface (`get`, `reset`).
- */
 /** What the registry reads from a metric (prom-client's typings call `type` an enum; at run time it is the name). */
 interface ExportedMetric {
   readonly name: string
@@ -192,6 +187,11 @@ interface ExportedMetric {
   readonly values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }>
 }
 
+/**
+ * A histogram by route whose counts live on each route's RouteMetrics, read only when scraped. It
+ * gives the registry the same series prom-client's Histogram would (`_bucket` with `le`, `_sum`,
+ * `_count`), through the registry's metric interface (`get`, `reset`).
+ */
 export class RouteHistogram {
   readonly type = 'histogram' as const
   readonly aggregator = 'sum' as const
