@@ -48,13 +48,13 @@ const base: AccessRecord = {
 
 t.test('timings are milliseconds rounded to three decimals', async (t) => {
   const { log, lines } = capture()
-  const values = [0, 0.0004, 0.0005, 0.001, 0.01, 0.05, 1.05, 3.9999, 12, 1234.5678, 0.123456, 99.9995]
-  for (const value of values) log.write({ ...base, durationMs: value, upstreamMs: value / 2 })
+  const values = [0, 0.0004, 0.0005, 0.001, 0.01, 0.05, 1.05, 3.9999, 12, 1234.5678, 0.123456, 99.9995, 0.9995, 1.9999, -0.0006, -2.5, 86_400_000.25]
+  for (const value of values) log.write({ ...base, durationMs: value, upstreamMs: value >= 0 ? value / 2 : -1 })
   const written = lines()
   t.equal(written.length, values.length)
   values.forEach((value, i) => {
     t.equal(written[i]!.durationMs, Math.round(value * 1e3) / 1e3, `durationMs ${value}`)
-    t.equal(written[i]!.upstreamMs, Math.round((value / 2) * 1e3) / 1e3, `upstreamMs ${value / 2}`)
+    if (value >= 0) t.equal(written[i]!.upstreamMs, Math.round((value / 2) * 1e3) / 1e3, `upstreamMs ${value / 2}`)
   })
 })
 

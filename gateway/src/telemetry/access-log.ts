@@ -45,6 +45,8 @@ const BATCH_MS = 100
  * shortest-representation conversion, a few times the cost of two small integers.
  */
 function millis(value: number): string {
+  // Durations are never negative or unbounded; if one ever were, print it as before rather than wrongly.
+  if (!(value >= 0 && value < 1e12)) return String(Math.round(value * 1e3) / 1e3)
   const micros = Math.round(value * 1e3)
   const whole = Math.floor(micros / 1e3)
   const fraction = micros - whole * 1e3
