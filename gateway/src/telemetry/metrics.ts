@@ -10,15 +10,7 @@ const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
 export class GatewayMetrics {
   readonly registry = new Registry()
   private readonly routes = new Map<string, RouteMetrics>()
-  readonly requests: Counter<'route' | 'method' | 'status_class'> = new Counter({
-    name: 'waypost_requests_total',
-    help: 'Requests answered, by route, method and status class.',
-    labelNames: ['route', 'method', 'status_class'] as const,
-    registers: [this.registry],
-    collect: () => {
-      for (const route of this.routes.values()) route.flushRequests()
-    },
-  })
+  readonly requests = pendingCounter(this.registry, 'waypost_requests_total', 'Requests answered, by route, method and status class.', ['route', 'method', 'status_class'] as const)
   readonly duration = new RouteHistogram(
     'waypost_request_duration_seconds',
     'Time from request start to response end, by route.',
@@ -132,8 +124,8 @@ export interface UpstreamStateSource {
 export class RouteMetrics {
   /** Exchanges in progress. */
   inFlight = 0
-  /** Answers not yet added to waypost_requests_total: per method, one count per status class. */
-  private readonly pendingByMethod = new Map<string, Float64Array>()
+  /** waypost_requests_total's series of this route: per method, one per status class. */
+  private readonly byMethodAndClass = new Map<string, PendingCount[]>()
   /** waypost_request_duration_seconds: observations per bucket (the last one is +Inf), not cumulative. */
   readonly durationCounts: Float64Array
   durationSum = 0
@@ -148,29 +140,18 @@ export class RouteMetrics {
 
   observe(method: string, status: number, seconds: number): void {
     const key = METHODS.has(method) ? method : 'OTHER'
-    let pending = this.pendingByMethod.get(key)
-    if (pending === undefined) {
-      pending = new Float64Array(STATUS_CLASSES.length)
-      this.pendingByMethod.set(key, pending)
+    let children = this.byMethodAndClass.get(key)
+    if (children === undefined) {
+      children = STATUS_CLASSES.map((statusClass) => pendingCount(this.metrics.requests, this.route, key, statusClass))
+      this.byMethodAndClass.set(key, children)
     }
-    pending[Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1]!++
+    children[Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1]!.inc()
     const bounds = this.metrics.duration.upperBounds
     let bucket = 0
     while (bucket < bounds.length && seconds > bounds[bucket]!) bucket++
     this.durationCounts[bucket]!++
     this.durationSum += seconds
     this.durationCount++
-  }
-
-  /** Adds what was counted since the last scrape to waypost_requests_total. */
-  flushRequests(): void {
-    for (const [method, pending] of this.pendingByMethod) {
-      for (let i = 0; i < pending.length; i++) {
-        if (pending[i] === 0) continue
-        this.metrics.requests.labels(this.route, method, STATUS_CLASSES[i]!).inc(pending[i])
-        pending[i] = 0
-      }
-    }
   }
 
   local(reason: string): void {
@@ -245,26 +226,29 @@ function registeredOnce<T extends Metric>(registry: Registry, name: string, crea
 /** Series counted in plain numbers on the request path, per counter, by their label values. */
 const pendingSeries = new WeakMap<Counter<string>, Map<string, PendingCount>>()
 
-/** A policy's counter, created on first use (see registeredOnce); a scrape first adds its pending series. */
-export function sharedCounter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
-  return registeredOnce(registry, name, () => {
-    const series = new Map<string, PendingCount>()
-    const counter = new Counter({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      collect: () => {
-        for (const count of series.values()) count.flush()
-      },
-    })
-    pendingSeries.set(counter, series)
-    return counter
+/** A counter whose series may count in plain numbers (pendingCount); a scrape first adds them. */
+function pendingCounter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
+  const series = new Map<string, PendingCount>()
+  const counter = new Counter({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect: () => {
+      for (const count of series.values()) count.flush()
+    },
   })
+  pendingSeries.set(counter as Counter<string>, series)
+  return counter
+}
+
+/** A policy's counter, created on first use (see registeredOnce). */
+export function sharedCounter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
+  return registeredOnce(registry, name, () => pendingCounter(registry, name, help, labelNames))
 }
 
 /**
- * One series of a shared counter, for the request path: inc() adds to a plain number, which the
+ * One series of a counter made by pendingCounter, for the request path: inc() adds to a plain number, which the
  * next scrape adds to the counter (prom-client hashes the labels and allocates on every inc(), even
  * on a bound child). Every caller with the same label values gets the same series.
  */
@@ -284,10 +268,10 @@ export class PendingCount {
   }
 }
 
-/** The pending series of a counter made by sharedCounter, for these label values. */
+/** The pending series of a counter made by pendingCounter (or sharedCounter), for these label values. */
 export function pendingCount<L extends string>(counter: Counter<L>, ...values: string[]): PendingCount {
   const series = pendingSeries.get(counter as Counter<string>)
-  if (series === undefined) throw new Error('pendingCount: the counter was not made by sharedCounter, so no scrape would flush it')
+  if (series === undefined) throw new Error('pendingCount: the counter was not made by pendingCounter, so no scrape would flush it')
   const key = values.join('\0')
   let count = series.get(key)
   if (count === undefined) {
