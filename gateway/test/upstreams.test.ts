@@ -8,8 +8,8 @@ import { request } from 'undici'
 import { startStub, type Stub } from '../../upstream-stub/src/stub.js'
 import { catchAllUpstreamConfig, metricsText, startGateway, type RunningGateway } from './helpers.js'
 import type { EndpointSnapshot } from '../src/proxy/upstream/group.js'
-import type { Exchange, ExchangeRecord, ProxyResponse } from '../src/policies/policy.js'
-import { ExchangeSignal, newExchangeRecord } from '../src/policies/policy.js'
+import type { Exchange, ExchangeRecord, ProxyResponse } from '../src/core/exchange.js'
+import { ExchangeSignal, newExchangeRecord } from '../src/core/exchange.js'
 
 function endpointList(...urls: string[]): string {
   return `endpoints:\n${urls.map((url) => `  - url: ${url}`).join('\n')}`

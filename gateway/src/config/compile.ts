@@ -1,38 +1,24 @@
 // Config → immutable Plan: a router over compiled routes, each an onion of policy layers around
 // the dispatch to its upstream's endpoint group (kept across reloads while its config is unchanged).
-// The layer order is fixed here, not by the YAML author:
-//   timeout (request) → rate limit → cache → fault → concurrency → adaptive concurrency → breaker → retry
-//   → timeout (per try) → dispatch
-// The request deadline is outermost so injected delays, queueing and retries count against it;
-// a refused (rate-limited) request costs nothing further; the cache sits outside everything that
-// guards the upstream, so a hit never takes a slot, a breaker probe or a retry (waiting on another
-// request's miss still counts against the deadline); the breaker sits outside retry so it sees one
-// outcome per exchange. Auth slots in before the rate limit.
+// The layer order is the registry's (policies/index.ts), not the YAML author's: each policy's
+// exchange layer in registry order, then each one's attempt layer (the per-try timeout), then dispatch.
 import { BlockList } from 'node:net'
-import type { Static, TSchema } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
-import type { Deps, Policy, Purgeable, RouteInfo, Upstream } from '../policies/policy.js'
-import { requestTimeout, attemptTimeout } from '../policies/timeout.js'
-import { concurrency } from '../policies/concurrency.js'
-import { retry } from '../policies/retry/retry.js'
-import { rateLimit } from '../policies/rate-limit/rate-limit.js'
-import { breaker, type BreakerBoard } from '../policies/breaker.js'
-import { fault } from '../policies/fault.js'
-import { adaptiveConcurrency } from '../policies/adaptive-concurrency/adaptive-concurrency.js'
+import type { Deps } from '../policies/policy.js'
+import { registry } from '../policies/index.js'
+import { withDefaults } from '../policies/defaults.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
-import { cache } from '../policies/cache/cache.js'
 import { dispatchTo } from '../proxy/dispatch.js'
-import { toMs } from './units.js'
+import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
+import { systemClock, type Clock } from '../core/clock.js'
+import { toMs } from '../core/units.js'
 import { parseCidr } from './load.js'
 import type { GatewayConfig, MatchConfig, PoliciesConfig, RouteConfig } from './schema.js'
 import type { KeptState } from './kept-state.js'
 import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
-
-/** Outermost first. Each entry reads its own YAML section under `policies:`. */
-const LAYER_ORDER: ReadonlyArray<Policy<TSchema>> = [requestTimeout, rateLimit, cache, fault, concurrency, adaptiveConcurrency, breaker, retry, attemptTimeout] as ReadonlyArray<Policy<TSchema>>
 
 export interface CompiledRoute {
   readonly info: RouteInfo
@@ -68,8 +54,8 @@ export interface Plan {
   readonly routes: ReadonlyArray<CompiledRoute>
   /** Endpoint groups by upstream name (GET /upstreams). */
   readonly upstreams: ReadonlyMap<string, EndpointGroup>
-  /** The response caches of this plan's routes, for the admin API's purge. */
-  readonly purgeables: ReadonlyArray<Purgeable>
+  /** What each policy's layers offered its admin endpoints (`deps.expose`), by policy name. */
+  readonly exposed: ReadonlyMap<string, ReadonlyArray<unknown>>
 }
 
 export interface CompileContext {
@@ -78,8 +64,9 @@ export interface CompileContext {
   readonly source: string
   readonly state: KeptState
   readonly metrics: GatewayMetrics
-  readonly breakers: BreakerBoard
   readonly log: Logger
+  /** Time for the layers; the system clock unless a test passes its own. */
+  readonly clock?: Clock
   /** Environment and CLI values that win over the file. */
   readonly overrides: { listen?: string; admin?: string; logLevel?: string }
 }
@@ -91,8 +78,8 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     upstreams.set(name, context.state.keep('upstream', name, upstream, () => buildUpstream(name, upstream, upstreamDeps), (group) => group.dispose()))
   }
   const settings = settingsOf(config, context.overrides)
-  const purgeables: Purgeable[] = []
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams, settings, config.redis, context, purgeables))
+  const exposed = new Map<string, unknown[]>()
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams, settings, config.redis, context, exposed))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -104,7 +91,7 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     router,
     routes,
     upstreams,
-    purgeables,
+    exposed,
   }
 }
 
@@ -115,34 +102,44 @@ function compileRoute(
   settings: Settings,
   redis: RedisConfig | undefined,
   context: CompileContext,
-  purgeables: Purgeable[],
+  exposed: Map<string, unknown[]>,
 ): CompiledRoute {
   const endpoints = upstreams.get(route.upstream)!
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
-  const deps: Deps = {
-    route: info,
-    log: context.log,
-    metrics: context.metrics.registry,
-    trustedProxies: settings.trustedProxies,
-    redis,
-    keep: (name, config, create, dispose) => context.state.keep(`route:${route.name}`, name, config, create, dispose),
-    upstream: (name) => {
-      const other = upstreams.get(name)
-      if (other === undefined) throw new Error(`route ${route.name}: unknown upstream "${name}"`)
-      return dispatchTo(other)
-    },
-    breakers: context.breakers,
-    addPurgeable: (target) => void purgeables.push(target),
-  }
-  const policies = mergePolicies(defaults, route.policies)
-  let handler = dispatchTo(endpoints)
-  for (let i = LAYER_ORDER.length - 1; i >= 0; i--) {
-    const policy = LAYER_ORDER[i]!
-    const section = policies[policy.name as keyof PoliciesConfig]
+  const merged = mergePolicies(defaults, route.policies) as Record<string, unknown>
+  const exchangeLayers: Layer[] = []
+  const attemptLayers: Layer[] = []
+  for (const policy of registry) {
+    const section = merged[policy.name]
     if (section === undefined || section === false) continue
-    const layer = policy.build(section as Static<TSchema>, deps)
-    if (layer !== null) handler = layer(handler)
+    const deps: Deps<unknown> = {
+      route: info,
+      log: context.log,
+      metrics: context.metrics.registry,
+      clock: context.clock ?? systemClock,
+      trustedProxies: settings.trustedProxies,
+      redis,
+      keep: (name, config, create, dispose) => context.state.keep(`route:${route.name}`, name, config, create, dispose),
+      upstream: (name) => {
+        const other = upstreams.get(name)
+        if (other === undefined) throw new Error(`route ${route.name}: unknown upstream "${name}"`)
+        return dispatchTo(other)
+      },
+      expose: (value) => {
+        let values = exposed.get(policy.name)
+        if (values === undefined) exposed.set(policy.name, (values = []))
+        values.push(value)
+      },
+    }
+    const config = withDefaults(policy.schema, section)
+    const layer = policy.build(config, deps)
+    if (layer !== null) exchangeLayers.push(layer)
+    const attemptLayer = policy.buildAttempt?.(config, deps) ?? null
+    if (attemptLayer !== null) attemptLayers.push(attemptLayer)
   }
+  let handler = dispatchTo(endpoints)
+  const layers = [...exchangeLayers, ...attemptLayers]
+  for (let i = layers.length - 1; i >= 0; i--) handler = layers[i]!(handler)
   const prefix = route.match?.path?.prefix
   return {
     info,

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseConfig, formatError } from './load.js'
 import { jsonSchema } from '../../scripts/gen-schema.js'
-import { toMs } from './units.js'
+import { toMs } from '../core/units.js'
 
 const valid = `
 upstreams:

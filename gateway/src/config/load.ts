@@ -7,7 +7,8 @@ import { LineCounter, parseDocument, type Document } from 'yaml'
 import { Value } from '@sinclair/typebox/value'
 import { DefaultErrorFunction, SetErrorFunction, ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
 import { GatewayConfig, type PoliciesConfig } from './schema.js'
-import { toMs } from './units.js'
+import { registry } from '../policies/index.js'
+import type { ValidateContext } from '../policies/policy.js'
 import { upstreamProblems } from '../proxy/upstream/config.js'
 
 export interface ConfigError {
@@ -158,40 +159,26 @@ function semanticErrors(config: GatewayConfig): Array<{ path: string; message: s
   })
   policyErrors(config, config.defaults?.policies, '/defaults/policies', errors)
   config.routes.forEach((route, index) => policyErrors(config, route.policies, `/routes/${index}/policies`, errors))
-  errors.push(...breakerErrors('/defaults/policies', config.defaults?.policies, config.upstreams))
-  config.routes.forEach((route, index) => errors.push(...breakerErrors(`/routes/${index}/policies`, route.policies, config.upstreams)))
   config.listen?.trustedProxies?.forEach((entry, index) => {
     if (parseCidr(entry) === undefined) errors.push({ path: `/listen/trustedProxies/${index}`, message: `not an IP address or CIDR: "${entry}"` })
   })
   return errors
 }
 
-/** Checks across fields of one policies section (a route's or the defaults). */
+/** Each policy's own cross-field check (Policy.validate) on one policies section, a route's or the defaults. */
 function policyErrors(config: GatewayConfig, policies: PoliciesConfig | undefined, path: string, errors: Array<{ path: string; message: string }>): void {
-  if (policies?.rateLimit !== undefined && policies.rateLimit !== false && policies.rateLimit.global === true && config.redis === undefined) {
-    errors.push({ path: `${path}/rateLimit/global`, message: 'a global limit needs the top-level `redis` section (redis: { url: "redis://HOST:6379" })' })
-  }
-  const backoff = policies?.retry === false ? undefined : policies?.retry?.backoff
-  if (backoff?.base !== undefined && backoff.max !== undefined && toMs(backoff.base) > toMs(backoff.max)) {
-    errors.push({ path: `${path}/retry/backoff/base`, message: `base (${backoff.base}) is longer than max (${backoff.max})` })
+  if (policies === undefined) return
+  const context: ValidateContext = { upstreams: new Set(Object.keys(config.upstreams)), redis: config.redis !== undefined }
+  const sections = policies as Record<string, unknown>
+  for (const policy of registry) {
+    const section = sections[policy.name]
+    if (section === undefined || section === false || policy.validate === undefined) continue
+    for (const problem of policy.validate(section, context)) errors.push({ path: `${path}/${policy.name}${problem.path}`, message: problem.message })
   }
 }
 
 function unknownUpstream(path: string, name: string, defined: ReadonlyArray<string>): { path: string; message: string } {
   return { path, message: `unknown upstream "${name}"; defined: ${defined.join(', ') || 'none'}` }
-}
-
-/** A breaker's fallback upstream must exist; its window is kept in 10 buckets, so it needs some length. */
-function breakerErrors(path: string, policies: PoliciesConfig | undefined, upstreams: GatewayConfig['upstreams']): Array<{ path: string; message: string }> {
-  const breaker = policies?.breaker
-  if (breaker === undefined || breaker === false) return []
-  const errors: Array<{ path: string; message: string }> = []
-  const fallback = breaker.fallback
-  if (fallback !== undefined && 'upstream' in fallback && upstreams[fallback.upstream] === undefined) {
-    errors.push(unknownUpstream(`${path}/breaker/fallback/upstream`, fallback.upstream, Object.keys(upstreams)))
-  }
-  if (breaker.window !== undefined && toMs(breaker.window) < 100) errors.push({ path: `${path}/breaker/window`, message: 'expected at least 100ms' })
-  return errors
 }
 
 function regexProblem(source: string): string | undefined {

@@ -1,37 +1,16 @@
 // The one schema source: TypeScript types (Static), validation (TypeBox Value) and the JSON Schema
 // in config/waypost.schema.json (written by `npm run schema`) all come from these definitions.
-// Each policy owns its section's schema; this file only assembles them.
+// Each policy owns its section's schema (policies/index.ts assembles `policies:`); this file adds the rest.
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration } from './units.js'
+import { Duration } from '../core/units.js'
 import { UpstreamConfig } from '../proxy/upstream/config.js'
-import { TimeoutConfig } from '../policies/timeout.js'
-import { ConcurrencyConfig } from '../policies/concurrency.js'
-import { RetryConfig } from '../policies/retry/retry.js'
-import { RateLimitConfig } from '../policies/rate-limit/rate-limit.js'
 import { RedisConfig } from '../store/redis.js'
-import { BreakerConfig } from '../policies/breaker.js'
-import { FaultConfig } from '../policies/fault.js'
-import { AdaptiveConcurrencyConfig } from '../policies/adaptive-concurrency/adaptive-concurrency.js'
-import { CacheConfig } from '../policies/cache/cache.js'
+import { PoliciesConfig } from '../policies/index.js'
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', errorMessage: 'expected a name of letters, digits, ".", "_" or "-" (at most 63 characters)' })
 const Address = Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]*):\\d{1,5}$', errorMessage: 'expected HOST:PORT, e.g. "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"' })
 
-/** Each policy section may be `false` to switch off a default for one route. */
-export const PoliciesConfig = Type.Object(
-  {
-    timeout: Type.Optional(Type.Union([TimeoutConfig, Type.Literal(false)])),
-    rateLimit: Type.Optional(Type.Union([RateLimitConfig, Type.Literal(false)])),
-    cache: Type.Optional(Type.Union([CacheConfig, Type.Literal(false)])),
-    concurrency: Type.Optional(Type.Union([ConcurrencyConfig, Type.Literal(false)])),
-    adaptiveConcurrency: Type.Optional(Type.Union([AdaptiveConcurrencyConfig, Type.Literal(false)])),
-    retry: Type.Optional(Type.Union([RetryConfig, Type.Literal(false)])),
-    breaker: Type.Optional(Type.Union([BreakerConfig, Type.Literal(false)])),
-    fault: Type.Optional(Type.Union([FaultConfig, Type.Literal(false)])),
-  },
-  { additionalProperties: false, description: 'Policies applied to a route, in a fixed order: timeout → rateLimit → cache → fault → concurrency → adaptiveConcurrency → breaker → retry → per-try timeout → upstream.' },
-)
-export type PoliciesConfig = Static<typeof PoliciesConfig>
+export { PoliciesConfig }
 
 const HeaderValueMatch = Type.Union(
   [

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises'
 import { text } from 'node:stream/consumers'
 import { inject, InjectError } from './inject.js'
 import type { InjectOptions } from './sidecar.js'
-import { toMs } from '../config/units.js'
+import { toMs } from '../core/units.js'
 
 export const INJECT_USAGE = `waypost inject FILE|- [--image IMAGE] [--config-map NAME] [--port 8080] [--admin-port 9901]
                  [--app-port PORT] [--drain-delay 5s] [--drain-timeout 30s]`

@@ -15,17 +15,19 @@ import CircuitBreaker from 'opossum'
 import { Type, type Static } from '@sinclair/typebox'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Logger } from 'pino'
-import { Duration, toMs } from '../config/units.js'
+import { duration, toMs } from '../core/units.js'
+import { unrefTimer, type Clock, type TimerHandle } from '../core/clock.js'
 import { answerForError } from '../proxy/errors.js'
-import { callNext, localResponse, type Deps, type Exchange, type Policy, type ProxyResponse, type RouteInfo, type Upstream } from './policy.js'
+import { callNext, localResponse, type Exchange, type ProxyResponse, type RouteInfo, type Upstream } from '../core/exchange.js'
+import { definePolicy, type AdminEndpoint, type Defaulted, type Deps, type ValidateContext } from './policy.js'
 
 const FailOn = Type.Object(
   {
-    statuses: Type.Optional(Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { description: 'Upstream statuses that count as failures. Default [500, 502, 503, 504].' })),
-    timeouts: Type.Optional(Type.Boolean({ description: 'Per-try deadlines and upstream timeouts count as failures. Default true.' })),
-    connectionErrors: Type.Optional(Type.Boolean({ description: 'Refused, reset and failed connections count as failures. Default true.' })),
+    statuses: Type.Optional(Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { default: [500, 502, 503, 504], description: 'Upstream statuses that count as failures.' })),
+    timeouts: Type.Optional(Type.Boolean({ default: true, description: 'Per-try deadlines and upstream timeouts count as failures.' })),
+    connectionErrors: Type.Optional(Type.Boolean({ default: true, description: 'Refused, reset and failed connections count as failures.' })),
   },
-  { additionalProperties: false, description: 'What counts as a failure. Client aborts and the whole-exchange deadline never do.' },
+  { additionalProperties: false, default: {}, description: 'What counts as a failure. Client aborts and the whole-exchange deadline never do.' },
 )
 
 const StaticFallback = Type.Object(
@@ -44,22 +46,25 @@ const UpstreamFallback = Type.Object(
 
 export const BreakerConfig = Type.Object(
   {
-    failureRatio: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'Opens when more than this share of the calls in the window failed. Default 0.5.' })),
-    window: Type.Optional(Duration),
-    minRequests: Type.Optional(Type.Integer({ minimum: 1, description: 'Calls the window must hold before the breaker may open. Default 20.' })),
-    openFor: Type.Optional(Duration),
-    halfOpenProbes: Type.Optional(Type.Integer({ minimum: 1, description: 'Requests let through when half-open; all must succeed to close. Default 1.' })),
+    failureRatio: Type.Optional(Type.Number({ minimum: 0, maximum: 1, default: 0.5, description: 'Opens when more than this share of the calls in the window failed.' })),
+    window: Type.Optional(duration({ default: '10s', description: 'The rolling window the failure ratio is counted over (at least 100ms).' })),
+    minRequests: Type.Optional(Type.Integer({ minimum: 1, default: 20, description: 'Calls the window must hold before the breaker may open.' })),
+    openFor: Type.Optional(duration({ default: '10s', description: 'How long the breaker stays open before it lets probes through.' })),
+    halfOpenProbes: Type.Optional(Type.Integer({ minimum: 1, default: 1, description: 'Requests let through when half-open; all must succeed to close.' })),
     failOn: Type.Optional(FailOn),
     fallback: Type.Optional(Type.Union([StaticFallback, UpstreamFallback], { errorMessage: 'expected { status: 200-599, body?, headers? } or { upstream: NAME }' })),
   },
   {
     additionalProperties: false,
     description:
-      'Circuit breaker per route and upstream: opens when more than `failureRatio` (0.5) of at least `minRequests` (20) calls in the rolling `window` (10s) failed; ' +
-      'stays open `openFor` (10s), then lets `halfOpenProbes` (1) requests through. While open: 503 breaker-open, or `fallback`.',
+      'Circuit breaker per route and upstream: opens when more than `failureRatio` of at least `minRequests` calls in the rolling `window` failed; ' +
+      'stays open `openFor`, then lets `halfOpenProbes` requests through. While open: 503 breaker-open, or `fallback`.',
   },
 )
 export type BreakerConfig = Static<typeof BreakerConfig>
+type ResolvedBreakerConfig = Defaulted<BreakerConfig, 'failureRatio' | 'window' | 'minRequests' | 'openFor' | 'halfOpenProbes' | 'failOn'> & {
+  failOn: Defaulted<NonNullable<BreakerConfig['failOn']>, 'statuses' | 'timeouts' | 'connectionErrors'>
+}
 
 export type BreakerState = 'closed' | 'half-open' | 'open'
 
@@ -79,10 +84,10 @@ class FailureRule {
   private readonly timeouts: boolean
   private readonly connectionErrors: boolean
 
-  constructor(config: BreakerConfig['failOn']) {
-    this.statuses = new Set(config?.statuses ?? [500, 502, 503, 504])
-    this.timeouts = config?.timeouts ?? true
-    this.connectionErrors = config?.connectionErrors ?? true
+  constructor(config: ResolvedBreakerConfig['failOn']) {
+    this.statuses = new Set(config.statuses)
+    this.timeouts = config.timeouts
+    this.connectionErrors = config.connectionErrors
   }
 
   /** The layers below answer with the upstream's response, or locally when the per-try deadline passed. */
@@ -111,13 +116,13 @@ interface BreakerSettings {
   readonly halfOpenProbes: number
 }
 
-function settingsOf(config: BreakerConfig): BreakerSettings {
+function settingsOf(config: ResolvedBreakerConfig): BreakerSettings {
   return {
-    failureRatio: config.failureRatio ?? 0.5,
-    windowMs: toMs(config.window ?? '10s'),
-    minRequests: config.minRequests ?? 20,
-    openForMs: toMs(config.openFor ?? '10s'),
-    halfOpenProbes: config.halfOpenProbes ?? 1,
+    failureRatio: config.failureRatio,
+    windowMs: toMs(config.window),
+    minRequests: config.minRequests,
+    openForMs: toMs(config.openFor),
+    halfOpenProbes: config.halfOpenProbes,
   }
 }
 
@@ -138,14 +143,15 @@ export class RouteBreaker {
   private probesSucceeded = 0
   /** Counts half-open periods, so a probe that settles after its period ended changes nothing. */
   private halfOpenRound = 0
-  private halfOpenTimer: NodeJS.Timeout | undefined
+  private halfOpenTimer: TimerHandle | undefined
 
   constructor(
     readonly route: RouteInfo,
     readonly settings: BreakerSettings,
-    failOn: BreakerConfig['failOn'],
+    failOn: ResolvedBreakerConfig['failOn'],
     private readonly log: Logger,
     rejections: Counter<'route' | 'upstream'>,
+    private readonly clock: Clock,
   ) {
     this.rule = new FailureRule(failOn)
     this.rejections = rejections.labels(route.name, route.upstream)
@@ -199,7 +205,7 @@ export class RouteBreaker {
   }
 
   shutdown(): void {
-    clearTimeout(this.halfOpenTimer)
+    this.clock.clearTimeout(this.halfOpenTimer)
     this.circuit.shutdown()
   }
 
@@ -233,10 +239,11 @@ export class RouteBreaker {
     const from = this.state
     if (from === to) return
     this.state = to
-    clearTimeout(this.halfOpenTimer)
+    this.clock.clearTimeout(this.halfOpenTimer)
     if (to === 'open') {
-      this.openedAt = Date.now()
-      this.halfOpenTimer = setTimeout(this.halfOpen, this.settings.openForMs).unref()
+      this.openedAt = this.clock.now()
+      this.halfOpenTimer = this.clock.setTimeout(this.halfOpen, this.settings.openForMs)
+      unrefTimer(this.halfOpenTimer)
     } else if (to === 'closed') {
       this.openedAt = undefined
     } else {
@@ -287,11 +294,11 @@ function clearWindow(circuit: CircuitBreaker<[Exchange, Upstream], ProxyResponse
 }
 
 /**
- * The gateway's live breakers: `GET /breakers` and the state gauge read them. A breaker joins when
- * created and leaves when disposed (its plan retired); while a reload overlaps two plans, the
- * newest breaker of a route and upstream is the one shown.
+ * The live breakers of one gateway (one metrics registry): the state gauge reads them at scrape. A
+ * breaker joins when created and leaves when disposed (its plan retired); while a reload overlaps
+ * two plans, the newest breaker of a route and upstream is the one counted.
  */
-export class BreakerBoard {
+class BreakerBoard {
   readonly rejections: Counter<'route' | 'upstream'>
   private readonly live = new Set<RouteBreaker>()
 
@@ -331,7 +338,15 @@ export class BreakerBoard {
   }
 }
 
-function openAnswer(fallback: BreakerConfig['fallback'], deps: Deps): OpenAnswer {
+const boards = new WeakMap<Registry, BreakerBoard>()
+
+function boardFor(registry: Registry): BreakerBoard {
+  let board = boards.get(registry)
+  if (board === undefined) boards.set(registry, (board = new BreakerBoard(registry)))
+  return board
+}
+
+function openAnswer(fallback: BreakerConfig['fallback'], deps: Deps<RouteBreaker>): OpenAnswer {
   if (fallback === undefined) return (exchange) => localResponse(503, 'breaker-open', exchange)
   if ('upstream' in fallback) {
     const name = fallback.upstream
@@ -352,23 +367,42 @@ function openAnswer(fallback: BreakerConfig['fallback'], deps: Deps): OpenAnswer
   }
 }
 
-export const breaker: Policy<typeof BreakerConfig> = {
+const breakersEndpoint: AdminEndpoint<RouteBreaker> = {
+  method: 'GET',
+  path: '/breakers',
+  description: 'circuit breakers: state, window stats, when half-open is due',
+  handle: (breakers) => ({ status: 200, body: { breakers: breakers.map((breaker) => breaker.snapshot()) } }),
+}
+
+export const breaker = definePolicy({
   name: 'breaker',
   schema: BreakerConfig,
-  build(config, deps) {
+  admin: [breakersEndpoint],
+  validate(config, context: ValidateContext) {
+    const problems = []
+    const fallback = config.fallback
+    if (fallback !== undefined && 'upstream' in fallback && !context.upstreams.has(fallback.upstream)) {
+      problems.push({ path: '/fallback/upstream', message: `unknown upstream "${fallback.upstream}"; defined: ${[...context.upstreams].join(', ') || 'none'}` })
+    }
+    if (config.window !== undefined && toMs(config.window) < 100) problems.push({ path: '/window', message: 'expected at least 100ms' })
+    return problems
+  },
+  build(section, deps: Deps<RouteBreaker>) {
+    const config = section as ResolvedBreakerConfig
     const route = deps.route
-    const board = deps.breakers
+    const board = boardFor(deps.metrics)
     // The upstream is part of the identity: a route moved to another upstream starts afresh.
     const kept = deps.keep(
       'breaker',
       { upstream: route.upstream, config },
-      () => board.add(new RouteBreaker(route, settingsOf(config), config.failOn, deps.log, board.rejections)),
+      () => board.add(new RouteBreaker(route, settingsOf(config), config.failOn, deps.log, board.rejections, deps.clock)),
       (retired) => {
         board.remove(retired)
         retired.shutdown()
       },
     )
+    deps.expose(kept)
     const whenOpen = openAnswer(config.fallback, deps)
     return (next) => (exchange) => kept.handle(exchange, next, whenOpen)
   },
-}
+})

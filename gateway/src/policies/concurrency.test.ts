@@ -1,9 +1,10 @@
 import t from 'tap'
 import { ConcurrencyLimiter } from './concurrency.js'
-import { ExchangeSignal } from './policy.js'
+import { ExchangeSignal } from '../core/exchange.js'
+import { systemClock } from '../core/clock.js'
 
 t.test('grants up to max, queues in order, hands released slots to the oldest waiter', async (t) => {
-  const limiter = new ConcurrencyLimiter(1, 2, 1000)
+  const limiter = new ConcurrencyLimiter(1, 2, 1000, systemClock)
   t.ok(limiter.tryAcquire())
   t.notOk(limiter.tryAcquire())
   const signal = new ExchangeSignal()
@@ -23,7 +24,7 @@ t.test('grants up to max, queues in order, hands released slots to the oldest wa
 })
 
 t.test('queue timeout resolves false and leaves the queue', async (t) => {
-  const limiter = new ConcurrencyLimiter(1, 1, 30)
+  const limiter = new ConcurrencyLimiter(1, 1, 30, systemClock)
   limiter.tryAcquire()
   const started = Date.now()
   t.equal(await limiter.wait(new ExchangeSignal()), false)
@@ -32,7 +33,7 @@ t.test('queue timeout resolves false and leaves the queue', async (t) => {
 })
 
 t.test('abort rejects with the signal reason and leaves the queue', async (t) => {
-  const limiter = new ConcurrencyLimiter(1, 1, 10_000)
+  const limiter = new ConcurrencyLimiter(1, 1, 10_000, systemClock)
   limiter.tryAcquire()
   const signal = new ExchangeSignal()
   const waiting = limiter.wait(signal) as Promise<boolean>

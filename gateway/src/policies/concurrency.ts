@@ -2,18 +2,21 @@
 // until the response body has been delivered, not just until headers, because that is the load the
 // upstream and this process carry. The limiter survives reloads while its config is unchanged, so
 // requests in flight across a reload are still counted.
-import { Type } from '@sinclair/typebox'
-import { Duration, toMs } from '../config/units.js'
-import { callNext, localResponse, onResponseDone, type Exchange, type ExchangeSignal, type Policy, type ProxyResponse } from './policy.js'
+import { Type, type Static } from '@sinclair/typebox'
+import { duration, toMs } from '../core/units.js'
+import type { Clock, TimerHandle } from '../core/clock.js'
+import { callNext, localResponse, onResponseDone, type Exchange, type ExchangeSignal, type ProxyResponse } from '../core/exchange.js'
+import { definePolicy, type Defaulted } from './policy.js'
 
 export const ConcurrencyConfig = Type.Object(
   {
     max: Type.Integer({ minimum: 1, description: 'Most exchanges in flight on this route at once.' }),
-    queue: Type.Optional(Type.Integer({ minimum: 0, description: 'Most exchanges waiting for a slot; beyond it, 503 at once. Default 0.' })),
-    queueTimeout: Type.Optional(Duration),
+    queue: Type.Optional(Type.Integer({ minimum: 0, default: 0, description: 'Most exchanges waiting for a slot; beyond it, 503 at once.' })),
+    queueTimeout: Type.Optional(duration({ default: '1s', description: 'Longest an exchange waits in the queue before a 503.' })),
   },
-  { additionalProperties: false, description: 'Concurrency limit: `max` in flight, up to `queue` waiting at most `queueTimeout` (default 1s).' },
+  { additionalProperties: false, description: 'Concurrency limit: `max` in flight, up to `queue` waiting at most `queueTimeout`.' },
 )
+type ResolvedConcurrencyConfig = Defaulted<Static<typeof ConcurrencyConfig>, 'queue' | 'queueTimeout'>
 
 const QUEUE_FULL = Symbol('queue-full')
 
@@ -22,7 +25,7 @@ export class ConcurrencyLimiter {
   /** Each waiter's grant function; a waiter removes itself on timeout or abort. */
   private readonly waiters: Array<() => void> = []
 
-  constructor(readonly max: number, readonly queueSize: number, readonly queueTimeoutMs: number) {}
+  constructor(readonly max: number, readonly queueSize: number, readonly queueTimeoutMs: number, private readonly clock: Clock) {}
 
   get queued(): number {
     return this.waiters.length
@@ -39,7 +42,7 @@ export class ConcurrencyLimiter {
     if (this.waiters.length >= this.queueSize) return QUEUE_FULL
     return new Promise<boolean>((resolve, reject) => {
       const leave = (): void => {
-        clearTimeout(timer)
+        this.clock.clearTimeout(timer)
         signal.unsubscribe(listener)
         const index = this.waiters.indexOf(grant)
         if (index !== -1) this.waiters.splice(index, 1)
@@ -54,7 +57,7 @@ export class ConcurrencyLimiter {
           reject(reason)
         },
       }
-      const timer = setTimeout(() => {
+      const timer: TimerHandle = this.clock.setTimeout(() => {
         leave()
         resolve(false)
       }, this.queueTimeoutMs)
@@ -71,12 +74,12 @@ export class ConcurrencyLimiter {
   }
 }
 
-export const concurrency: Policy<typeof ConcurrencyConfig> = {
+export const concurrency = definePolicy({
   name: 'concurrency',
   schema: ConcurrencyConfig,
-  build(config, deps) {
-    const limiter = deps.keep('concurrency', config, () =>
-      new ConcurrencyLimiter(config.max, config.queue ?? 0, toMs(config.queueTimeout ?? '1s')))
+  build(section, deps) {
+    const config = section as ResolvedConcurrencyConfig
+    const limiter = deps.keep('concurrency', config, () => new ConcurrencyLimiter(config.max, config.queue, toMs(config.queueTimeout), deps.clock))
     return (next) => {
       const admitted = (response: ProxyResponse): ProxyResponse => {
         onResponseDone(response, limiter.release)
@@ -96,4 +99,4 @@ export const concurrency: Policy<typeof ConcurrencyConfig> = {
       return (exchange) => (limiter.tryAcquire() ? proceed(exchange) : queued(exchange))
     }
   },
-}
+})

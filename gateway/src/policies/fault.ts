@@ -3,16 +3,17 @@
 // hurt and nothing else. The delay comes first and honours the exchange's signal: a client that
 // leaves or the request deadline ends it. An injected abort never reaches the upstream.
 import { Type } from '@sinclair/typebox'
-import { Duration, toMs } from '../config/units.js'
+import { duration, toMs } from '../core/units.js'
 import { sharedCounter } from '../telemetry/metrics.js'
-import { localResponse, sleep, type Policy } from './policy.js'
+import { localResponse, sleep } from '../core/exchange.js'
+import { definePolicy } from './policy.js'
 
 const Percent = Type.Number({ minimum: 0, maximum: 100, description: 'Share of eligible requests, 0-100.' })
 
 export const FaultConfig = Type.Object(
   {
     header: Type.Optional(Type.String({ pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", errorMessage: 'expected a header name, e.g. "x-waypost-fault"', description: 'Only requests carrying this header are eligible (e.g. "x-waypost-fault").' })),
-    delay: Type.Optional(Type.Object({ percent: Percent, duration: Duration }, { additionalProperties: false, description: 'Delay `percent` of eligible requests by `duration` before they go on.' })),
+    delay: Type.Optional(Type.Object({ percent: Percent, duration: duration({ description: 'How long an eligible request is held.' }) }, { additionalProperties: false, description: 'Delay `percent` of eligible requests by `duration` before they go on.' })),
     abort: Type.Optional(
       Type.Object(
         { percent: Percent, status: Type.Integer({ minimum: 400, maximum: 599, description: 'The status to answer with.' }) },
@@ -23,7 +24,7 @@ export const FaultConfig = Type.Object(
   { additionalProperties: false, description: 'Chaos testing: inject delays and aborts into a share of the requests, optionally only those carrying `header`.' },
 )
 
-export const fault: Policy<typeof FaultConfig> = {
+export const fault = definePolicy({
   name: 'fault',
   schema: FaultConfig,
   build(config, deps) {
@@ -41,7 +42,7 @@ export const fault: Policy<typeof FaultConfig> = {
         // Math.random() is in [0, 1): a share of 1 always injects, 0 never.
         if (delayShare > 0 && Math.random() < delayShare) {
           delays.inc()
-          await sleep(delayMs, exchange.signal)
+          await sleep(delayMs, exchange.signal, deps.clock)
         }
         if (abortShare > 0 && Math.random() < abortShare) {
           aborts.inc()
@@ -51,4 +52,4 @@ export const fault: Policy<typeof FaultConfig> = {
       return next(exchange)
     }
   },
-}
+})

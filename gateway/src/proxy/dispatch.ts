@@ -6,7 +6,7 @@
 // outlier detection, and the endpoint counts the attempt in flight until its body is done.
 import type { Dispatcher } from 'undici'
 import type { IncomingHttpHeaders } from 'node:http'
-import { DeadlineExceeded, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../policies/policy.js'
+import { DeadlineExceeded, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../core/exchange.js'
 import type { EndpointGroup } from './upstream/group.js'
 import type { Endpoint } from './upstream/endpoint.js'
 import { answerForError, NoEndpoints } from './errors.js'

@@ -1,10 +1,11 @@
 // Maps a failed upstream attempt to the status the client sees and a machine-readable reason.
 // Connect failures and resets are 502 (the upstream is broken); deadlines are 504 (it was slow).
-import { DeadlineExceeded } from '../policies/policy.js'
+import { DeadlineExceeded } from '../core/exchange.js'
+import type { Reason } from '../core/reasons.js'
 
 export interface ErrorAnswer {
   readonly status: number
-  readonly reason: string
+  readonly reason: Reason
 }
 
 const BY_CODE: Record<string, ErrorAnswer> = {

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import { isIP, type BlockList } from 'node:net'
 import type { IncomingMessage } from 'node:http'
-import type { ResponseHeaders } from '../policies/policy.js'
+import type { ResponseHeaders } from '../core/exchange.js'
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus legacy ones still seen in the wild. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'proxy-authorization', 'proxy-authenticate'])

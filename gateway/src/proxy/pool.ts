@@ -2,7 +2,7 @@
 // proxy never reuses a socket the app is about to close (the classic keep-alive 503 race): undici
 // follows the server's `Keep-Alive: timeout=N` hint minus a threshold, capped by our own maximum.
 import { Pool } from 'undici'
-import { toMs } from '../config/units.js'
+import { toMs } from '../core/units.js'
 import type { UpstreamConfig } from './upstream/config.js'
 
 export function createPool(origin: string, config: UpstreamConfig): Pool {

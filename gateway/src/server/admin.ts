@@ -1,13 +1,42 @@
-// The admin listener: probes, config state, upstream endpoints, circuit breakers, reload and
-// metrics. Kept off the proxy port so a load balancer or a client can never reach it through the
-// data path.
+// The admin listener: probes, config state, upstream endpoints, reload and metrics, plus whatever
+// endpoints the registered policies offer (GET /breakers, POST /cache/purge) through their admin
+// hook. Kept off the proxy port so a load balancer or a client can never reach it through the data path.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Gateway } from './gateway.js'
-import { formatError } from '../config/load.js'
-import type { PurgeSelector } from '../policies/policy.js'
+import { formatError, type ConfigError } from '../config/load.js'
+import type { Plan } from '../config/compile.js'
+import type { ConfigHistory } from '../config/history.js'
+import type { GatewayMetrics } from '../telemetry/metrics.js'
+import { registry } from '../policies/index.js'
+import type { AdminEndpoint } from '../policies/policy.js'
 
-/** A purge request's JSON is tiny; anything bigger is refused unread. */
-const PURGE_BODY_LIMIT = 16 * 1024
+/** An admin request's JSON is tiny; anything bigger is refused unread. */
+const ADMIN_BODY_LIMIT = 16 * 1024
+
+interface OfferedEndpoint {
+  readonly policy: string
+  readonly endpoint: AdminEndpoint<unknown>
+}
+
+/** What the admin API reads of the running gateway (the Gateway class implements it). */
+export interface AdminHost {
+  readonly ready: boolean
+  readonly state: string
+  readonly plan: Plan
+  readonly configFile: string
+  readonly lastError: unknown
+  readonly history: ConfigHistory
+  readonly metrics: GatewayMetrics
+  reload(source: string): Promise<{ ok: true } | { ok: false; errors: ConfigError[] }>
+}
+
+/** The policies' endpoints by "METHOD /path", fixed at start: the registry does not change at run time. */
+const offered = new Map<string, OfferedEndpoint>()
+for (const policy of registry) {
+  for (const endpoint of policy.admin ?? []) offered.set(`${endpoint.method} ${endpoint.path}`, { policy: policy.name, endpoint })
+}
+const OWN_PATHS = ['/live', '/ready', '/config', '/upstreams', '/reload', '/metrics']
+const KNOWN_PATHS = new Set([...OWN_PATHS, ...[...offered.values()].map((entry) => entry.endpoint.path)])
+const INDEX = `not found: try /live /ready /config /upstreams /reload (POST) /metrics ${[...offered.values()].map(({ endpoint }) => (endpoint.method === 'GET' ? endpoint.path : `${endpoint.path} (${endpoint.method})`)).join(' ')}\n`
 
 function json(response: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body, null, 2)
@@ -20,11 +49,12 @@ function text(response: ServerResponse, status: number, body: string): void {
   response.end(body)
 }
 
-export function createAdminHandler(gateway: Gateway) {
+export function createAdminHandler(gateway: AdminHost) {
   return (request: IncomingMessage, response: ServerResponse): void => {
-    const path = (request.url ?? '/').split('?')[0]
+    const [path = '/', query = ''] = (request.url ?? '/').split('?', 2)
     const method = request.method ?? 'GET'
-    if (method === 'POST' && path === '/cache/purge') return purge(gateway, request, response)
+    const policyEndpoint = offered.get(`${method} ${path}`)
+    if (policyEndpoint !== undefined) return serve(gateway, policyEndpoint, query, request, response)
     request.resume()
     switch (`${method} ${path}`) {
       case 'GET /live':
@@ -55,8 +85,6 @@ export function createAdminHandler(gateway: Gateway) {
           (error: unknown) => json(response, 500, { ok: false, errors: [(error as Error).message] }),
         )
         return
-      case 'GET /breakers':
-        return json(response, 200, { breakers: gateway.breakers.list().map((breaker) => breaker.snapshot()) })
       case 'GET /metrics':
         gateway.metrics.registry.metrics().then(
           (body) => {
@@ -67,43 +95,42 @@ export function createAdminHandler(gateway: Gateway) {
         )
         return
       default:
-        if (['/live', '/ready', '/config', '/upstreams', '/breakers', '/reload', '/metrics', '/cache/purge'].includes(path ?? '')) return text(response, 405, 'method not allowed\n')
-        return text(response, 404, 'not found: try /live /ready /config /upstreams /breakers /reload (POST) /metrics /cache/purge (POST)\n')
+        if (KNOWN_PATHS.has(path)) return text(response, 405, 'method not allowed\n')
+        return text(response, 404, INDEX)
     }
   }
 }
 
-/** Exactly one of key, prefix or tag, each a non-empty string; else a message saying what is wrong. */
-function purgeSelector(value: unknown): PurgeSelector | string {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'expected a JSON object such as {"key": "/path"}, {"prefix": "/api/"} or {"tag": "product-42"}'
-  const fields = Object.entries(value as Record<string, unknown>)
-  if (fields.length !== 1) return 'expected exactly one of "key", "prefix" or "tag"'
-  const [name, selector] = fields[0]!
-  if (name !== 'key' && name !== 'prefix' && name !== 'tag') return `unknown field "${name}": expected "key", "prefix" or "tag"`
-  if (typeof selector !== 'string' || selector === '') return `"${name}" must be a non-empty string`
-  return { [name]: selector }
-}
-
-/** POST /cache/purge {key|prefix|tag}: drops matching entries from every route's cache in the plan in force. */
-function purge(gateway: Gateway, request: IncomingMessage, response: ServerResponse): void {
+/** A policy's endpoint: a POST's JSON body is read (bounded) first; the answer is JSON. */
+function serve(gateway: AdminHost, { policy, endpoint }: OfferedEndpoint, query: string, request: IncomingMessage, response: ServerResponse): void {
+  const answer = (body: unknown): void => {
+    const exposed = gateway.plan.exposed.get(policy) ?? []
+    Promise.resolve()
+      .then(() => endpoint.handle(exposed, { query: new URLSearchParams(query), body }))
+      .then(
+        (reply) => json(response, reply.status, reply.body),
+        (error: unknown) => json(response, 500, { ok: false, error: (error as Error).message }),
+      )
+  }
+  if (endpoint.method === 'GET') {
+    request.resume()
+    return answer(undefined)
+  }
   const chunks: Buffer[] = []
   let size = 0
   request.on('data', (chunk: Buffer) => {
     size += chunk.length
-    if (size <= PURGE_BODY_LIMIT) chunks.push(chunk)
+    if (size <= ADMIN_BODY_LIMIT) chunks.push(chunk)
   })
   request.on('end', () => {
-    if (size > PURGE_BODY_LIMIT) return json(response, 413, { ok: false, error: 'body too large' })
+    if (size > ADMIN_BODY_LIMIT) return json(response, 413, { ok: false, error: 'body too large' })
+    if (size === 0) return answer(undefined)
     let parsed: unknown
     try {
       parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'))
     } catch {
       return json(response, 400, { ok: false, error: 'invalid JSON' })
     }
-    const selector = purgeSelector(parsed)
-    if (typeof selector === 'string') return json(response, 400, { ok: false, error: selector })
-    let purged = 0
-    for (const target of gateway.plan.purgeables) purged += target.purge(selector)
-    json(response, 200, { ok: true, purged })
+    answer(parsed)
   })
 }

@@ -11,7 +11,6 @@ import { KeptState } from '../config/kept-state.js'
 import { ConfigHistory } from '../config/history.js'
 import { watchConfig } from '../config/watch.js'
 import { GatewayMetrics } from '../telemetry/metrics.js'
-import { BreakerBoard } from '../policies/breaker.js'
 import { flushLogger } from '../telemetry/logger.js'
 import { AccessLog } from '../telemetry/access-log.js'
 import { handleExchange, type ExchangeHost } from './exchange.js'
@@ -43,7 +42,6 @@ interface PlanUse {
 
 export class Gateway implements ExchangeHost {
   readonly metrics = new GatewayMetrics()
-  readonly breakers = new BreakerBoard(this.metrics.registry)
   readonly history = new ConfigHistory()
   readonly protocol = 'http' as const
   readonly log: Logger
@@ -167,7 +165,7 @@ export class Gateway implements ExchangeHost {
     let plan: Plan
     this.kept.begin()
     try {
-      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, breakers: this.breakers, log: this.log, overrides: this.options.overrides ?? {} })
+      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, overrides: this.options.overrides ?? {} })
     } catch (error) {
       this.kept.rollback()
       return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `compile failed: ${(error as Error).message}` }])

@@ -4,7 +4,7 @@
 import { createRequire } from 'node:module'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Redis } from 'ioredis'
-import { Duration, toMs } from '../config/units.js'
+import { Duration, toMs } from '../core/units.js'
 
 /**
  * CommonJS packages that only a config with `redis` needs (ioredis, rate-limiter-flexible), loaded

@@ -3,28 +3,30 @@
 // does not queue: waiting is exactly what an overloaded upstream's clients should not do. Use it
 // alone or inside a static `concurrency` cap (which then acts as the ceiling for queued work).
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration, toMs } from '../../config/units.js'
+import { duration, toMs } from '../../core/units.js'
 import { sharedGauge } from '../../telemetry/metrics.js'
-import { localResponse, onResponseDone, type Exchange, type Policy, type Upstream } from '../policy.js'
+import { localResponse, onResponseDone, type Exchange, type Upstream } from '../../core/exchange.js'
+import { definePolicy, type Defaulted } from '../policy.js'
 import { GradientLimit } from './gradient.js'
 
 export const AdaptiveConcurrencyConfig = Type.Object(
   {
-    initialLimit: Type.Optional(Type.Integer({ minimum: 1, description: 'The limit before anything is measured. Default 20.' })),
-    minLimit: Type.Optional(Type.Integer({ minimum: 1, description: 'The limit never goes below this. Default 4.' })),
-    maxLimit: Type.Optional(Type.Integer({ minimum: 1, description: 'The limit never goes above this. Default 1000.' })),
-    tolerance: Type.Optional(Type.Number({ minimum: 1, maximum: 10, description: 'Latency may grow to this multiple of its baseline before the limit shrinks. Default 1.5.' })),
-    smoothing: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Share of each new estimate taken into the limit. Default 0.2.' })),
-    window: Type.Optional(Duration),
+    initialLimit: Type.Optional(Type.Integer({ minimum: 1, default: 20, description: 'The limit before anything is measured.' })),
+    minLimit: Type.Optional(Type.Integer({ minimum: 1, default: 4, description: 'The limit never goes below this.' })),
+    maxLimit: Type.Optional(Type.Integer({ minimum: 1, default: 1000, description: 'The limit never goes above this.' })),
+    tolerance: Type.Optional(Type.Number({ minimum: 1, maximum: 10, default: 1.5, description: 'Latency may grow to this multiple of its baseline before the limit shrinks.' })),
+    smoothing: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.2, description: 'Share of each new estimate taken into the limit.' })),
+    window: Type.Optional(duration({ default: '250ms', description: 'How often the limit adjusts (each window needs at least 10 samples).' })),
   },
   {
     additionalProperties: false,
     description:
       'A concurrency limit adjusted from measured latency: grows while latency stays within `tolerance` × its baseline, shrinks when it does not. ' +
-      'Over the limit: 503 adaptive-concurrency-limit at once. `window` (default 250ms, at least 10 samples) is how often it adjusts.',
+      'Over the limit: 503 adaptive-concurrency-limit at once.',
   },
 )
 export type AdaptiveConcurrencyConfig = Static<typeof AdaptiveConcurrencyConfig>
+type ResolvedAdaptiveConcurrencyConfig = Defaulted<AdaptiveConcurrencyConfig, 'initialLimit' | 'minLimit' | 'maxLimit' | 'tolerance' | 'smoothing' | 'window'>
 
 /** The limiter of one route: the controller plus the in-flight count it is compared with. */
 class AdaptiveLimiter {
@@ -32,20 +34,21 @@ class AdaptiveLimiter {
   constructor(readonly gradient: GradientLimit) {}
 }
 
-export const adaptiveConcurrency: Policy<typeof AdaptiveConcurrencyConfig> = {
+export const adaptiveConcurrency = definePolicy({
   name: 'adaptiveConcurrency',
   schema: AdaptiveConcurrencyConfig,
-  build(config, deps) {
-    const minLimit = config.minLimit ?? 4
+  build(section, deps) {
+    const config = section as ResolvedAdaptiveConcurrencyConfig
+    const minLimit = config.minLimit
     const limiter = deps.keep('adaptive-concurrency', config, () =>
       new AdaptiveLimiter(
         new GradientLimit({
-          initialLimit: Math.max(minLimit, config.initialLimit ?? 20),
+          initialLimit: Math.max(minLimit, config.initialLimit),
           minLimit,
-          maxLimit: config.maxLimit ?? 1000,
-          tolerance: config.tolerance ?? 1.5,
-          smoothing: config.smoothing ?? 0.2,
-          windowMs: toMs(config.window ?? '250ms'),
+          maxLimit: config.maxLimit,
+          tolerance: config.tolerance,
+          smoothing: config.smoothing,
+          windowMs: toMs(config.window),
           minSamples: 10,
           baselineWindows: 600,
         }),
@@ -81,4 +84,4 @@ export const adaptiveConcurrency: Policy<typeof AdaptiveConcurrencyConfig> = {
       return response
     }
   },
-}
+})

@@ -9,51 +9,35 @@
 // for the whole body before its first byte. Here the first client streams the body as it arrives
 // (teed into memory by CapturingBody) and the others wait for it to be stored, then answer from it.
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration, Size, toBytes, toMs } from '../../config/units.js'
+import { duration, size, toBytes, toMs } from '../../core/units.js'
 import { pendingCount, sharedCounter, sharedGauge } from '../../telemetry/metrics.js'
 import { endToEndHeaders } from '../../proxy/headers.js'
-import {
-  DeadlineExceeded,
-  discardResponse,
-  ExchangeSignal,
-  localResponse,
-  newExchangeRecord,
-  onResponseDone,
-  type AbortListener,
-  type Exchange,
-  type Policy,
-  type ProxyRequest,
-  type ProxyResponse,
-  type ResponseHeaders,
-  type Upstream,
-} from '../policy.js'
+import { DeadlineExceeded, discardResponse, ExchangeSignal, localResponse, newExchangeRecord, onResponseDone, type AbortListener, type Exchange, type ProxyRequest, type ProxyResponse, type ResponseHeaders, type Upstream } from '../../core/exchange.js'
+import { definePolicy, type Defaulted, type Deps } from '../policy.js'
 import { NO_DIRECTIVES, parseCacheControl, type CacheControl } from './cache-control.js'
 import { correctedInitialAge, currentAge, freshnessLifetime, headerText, httpDate, notStorableBecause, type FreshnessSettings } from './freshness.js'
 import { CacheStore, entrySize, type StoredResponse } from './store.js'
+import { purgeEndpoint } from './purge.js'
 import { CapturingBody } from './capture.js'
 import { responseDirectives, stripOurSurrogateControl, SURROGATE_CAPABILITY } from './surrogate-control.js'
 
 export const CacheConfig = Type.Object(
   {
-    maxSize: Type.Optional(Size),
-    maxObjectSize: Type.Optional(Size),
-    maxTtl: Type.Optional(Duration),
-    defaultTtl: Type.Optional(Duration),
-    staleWhileRevalidate: Type.Optional(Duration),
-    staleIfError: Type.Optional(Duration),
-    allowAuthorized: Type.Optional(Type.Boolean({ description: 'Store answers to requests with Authorization even when the response does not allow it (RFC 9111 §3.5). Default false.' })),
-    purge: Type.Optional(Type.Boolean({ description: 'Accept the PURGE method on this route: it drops the stored responses of the request URI. Default false.' })),
-    tagHeader: Type.Optional(Type.String({ minLength: 1, description: 'Response header listing the entry\'s tags, space-separated, for purging by tag. Default Surrogate-Key.' })),
-    keyHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'Request headers added to the cache key, as if every response varied on them.' })),
+    maxSize: Type.Optional(size({ default: '64MiB', description: 'Bounds the stored bytes, and again the copies still being made.' })),
+    maxObjectSize: Type.Optional(size({ default: '1MiB', description: 'Bodies over this stream through unstored.' })),
+    maxTtl: Type.Optional(duration({ default: '24h', description: 'Caps any freshness lifetime.' })),
+    defaultTtl: Type.Optional(duration({ description: 'Freshness where the RFC allows a heuristic and the response gives none.' })),
+    staleWhileRevalidate: Type.Optional(duration({ default: 0, description: 'For responses that do not say: how long a stale entry is served while it is refreshed in the background.' })),
+    staleIfError: Type.Optional(duration({ default: 0, description: 'For responses that do not say: how long a stale entry is served when the upstream fails.' })),
+    allowAuthorized: Type.Optional(Type.Boolean({ default: false, description: 'Store answers to requests with Authorization even when the response does not allow it (RFC 9111 §3.5).' })),
+    purge: Type.Optional(Type.Boolean({ default: false, description: 'Accept the PURGE method on this route: it drops the stored responses of the request URI.' })),
+    tagHeader: Type.Optional(Type.String({ minLength: 1, default: 'Surrogate-Key', description: 'Response header listing the entry\'s tags, space-separated, for purging by tag.' })),
+    keyHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Request headers added to the cache key, as if every response varied on them.' })),
   },
-  {
-    additionalProperties: false,
-    description:
-      'A shared HTTP cache (RFC 9111) for GET and HEAD. `maxSize` (default 64MiB) bounds the stored bytes, and again the copies still being made; bodies over `maxObjectSize` (default 1MiB) stream through unstored. ' +
-      '`maxTtl` (default 24h) caps any freshness; `defaultTtl` applies only where the RFC allows a heuristic. `staleWhileRevalidate` / `staleIfError` are defaults for responses that do not say.',
-  },
+  { additionalProperties: false, description: 'A shared HTTP cache (RFC 9111) for GET and HEAD.' },
 )
 export type CacheConfig = Static<typeof CacheConfig>
+type ResolvedCacheConfig = Defaulted<CacheConfig, 'maxSize' | 'maxObjectSize' | 'maxTtl' | 'staleWhileRevalidate' | 'staleIfError' | 'allowAuthorized' | 'purge' | 'tagHeader' | 'keyHeaders'>
 
 interface CacheSettings extends FreshnessSettings {
   readonly maxSize: number
@@ -65,19 +49,18 @@ interface CacheSettings extends FreshnessSettings {
   readonly keyHeaders: readonly string[]
 }
 
-function settingsOf(config: CacheConfig): CacheSettings {
-  const seconds = (value: Duration | undefined): number | undefined => (value === undefined ? undefined : toMs(value) / 1000)
+function settingsOf(config: ResolvedCacheConfig): CacheSettings {
   return {
-    maxSize: toBytes(config.maxSize ?? '64MiB'),
-    maxObjectSize: toBytes(config.maxObjectSize ?? '1MiB'),
-    maxTtlS: seconds(config.maxTtl ?? '24h')!,
-    defaultTtlS: seconds(config.defaultTtl),
-    staleWhileRevalidateS: seconds(config.staleWhileRevalidate) ?? 0,
-    staleIfErrorS: seconds(config.staleIfError) ?? 0,
-    allowAuthorized: config.allowAuthorized ?? false,
-    purge: config.purge ?? false,
-    tagHeader: (config.tagHeader ?? 'Surrogate-Key').toLowerCase(),
-    keyHeaders: (config.keyHeaders ?? []).map((name) => name.toLowerCase()),
+    maxSize: toBytes(config.maxSize),
+    maxObjectSize: toBytes(config.maxObjectSize),
+    maxTtlS: toMs(config.maxTtl) / 1000,
+    defaultTtlS: config.defaultTtl === undefined ? undefined : toMs(config.defaultTtl) / 1000,
+    staleWhileRevalidateS: toMs(config.staleWhileRevalidate) / 1000,
+    staleIfErrorS: toMs(config.staleIfError) / 1000,
+    allowAuthorized: config.allowAuthorized,
+    purge: config.purge,
+    tagHeader: config.tagHeader.toLowerCase(),
+    keyHeaders: config.keyHeaders.map((name) => name.toLowerCase()),
   }
 }
 
@@ -573,11 +556,12 @@ function fwdOf(entry: StoredResponse | undefined, lookup: Lookup, store: CacheSt
   return 'stale'
 }
 
-export const cache: Policy<typeof CacheConfig> = {
+export const cache = definePolicy({
   name: 'cache',
   schema: CacheConfig,
-  build(config, deps) {
-    const settings = settingsOf(config)
+  admin: [purgeEndpoint],
+  build(config, deps: Deps<CacheStore>) {
+    const settings = settingsOf(config as ResolvedCacheConfig)
     const route = deps.route.name
     const bytes = sharedGauge(deps.metrics, 'waypost_cache_stored_bytes', 'Bytes held by the response cache, by route.', ['route']).labels(route)
     const counter = sharedCounter(deps.metrics, 'waypost_cache_requests_total', 'Requests seen by the response cache, by route and result (hit, miss, stale, bypass, revalidated).', ['route', 'result'])
@@ -588,8 +572,8 @@ export const cache: Policy<typeof CacheConfig> = {
       () => ({ store: new CacheStore(settings.maxSize, (size) => bytes.set(size)), pending: new Map<string, Promise<void>>() }),
       (state) => state.store.clear(),
     )
-    deps.addPurgeable(kept.store)
+    deps.expose(kept.store)
     const responseCache = new ResponseCache(settings, kept.store, kept.pending, counter, route)
     return (next) => (exchange) => responseCache.handle(next, exchange)
   },
-}
+})

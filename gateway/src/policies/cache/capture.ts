@@ -2,7 +2,7 @@
 // sink first (never delayed, backpressure untouched) and into memory while the copy stays within
 // maxObjectSize and all copies being made stay within their shared budget. Past either, the copy is
 // dropped and the body simply streams through.
-import type { BodySink, ResponseHeaders, StreamingBody } from '../policy.js'
+import type { BodySink, ResponseHeaders, StreamingBody } from '../../core/exchange.js'
 
 /**
  * Bytes that a route's unfinished copies may hold together. Each copy is bounded by maxObjectSize,

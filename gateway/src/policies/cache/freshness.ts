@@ -1,7 +1,7 @@
 // The arithmetic of RFC 9111 for a shared cache: may a response be stored (§3, §3.5), how long it
 // stays fresh (§4.2.1, heuristics §4.2.2), and how old it is (§4.2.3). Pure functions over header
 // values and clock readings, so they are tested without sockets.
-import type { ResponseHeaders } from '../policy.js'
+import type { ResponseHeaders } from '../../core/exchange.js'
 import type { CacheControl } from './cache-control.js'
 
 /** Statuses a cache may store without explicit freshness (RFC 9110 §15.1). 206 is left out: no range support. */

@@ -2,7 +2,7 @@
 // two indexes beside it: the variants of each URI (Vary, RFC 9111 §4.1) and the entries of each
 // surrogate tag. lru-cache's dispose hook keeps both indexes in step with evictions.
 import { LRUCache } from 'lru-cache'
-import type { Purgeable, PurgeSelector, ResponseHeaders } from '../policy.js'
+import type { ResponseHeaders } from '../../core/exchange.js'
 import type { CacheControl } from './cache-control.js'
 import { CopyBudget } from './capture.js'
 
@@ -42,7 +42,17 @@ export function entrySize(body: Buffer, headers: ResponseHeaders, uri: string): 
   return size
 }
 
-export class CacheStore implements Purgeable {
+/** Which stored responses to drop: exactly one field is set. */
+export interface PurgeSelector {
+  /** A URI (`host/path?query`, an `http://` prefix is ignored) or a path (`/path?query`, any host). */
+  readonly key?: string
+  /** The same forms, matched as a prefix. */
+  readonly prefix?: string
+  /** A tag from the entry's tag header (Surrogate-Key by default). */
+  readonly tag?: string
+}
+
+export class CacheStore {
   private readonly entries: LRUCache<string, StoredResponse>
   private readonly byUri = new Map<string, Set<StoredResponse>>()
   private readonly byTag = new Map<string, Set<StoredResponse>>()

@@ -6,7 +6,7 @@
 // that honour it; and they are removed before the response goes on, leaving the other devices' ones.
 import { directives, parseCacheControl, type CacheControl } from './cache-control.js'
 import { headerText } from './freshness.js'
-import type { ResponseHeaders } from '../policy.js'
+import type { ResponseHeaders } from '../../core/exchange.js'
 
 export const DEVICE_TOKEN = 'waypost'
 /** Sent upstream on every request the cache forwards (appended to any downstream surrogate's). */

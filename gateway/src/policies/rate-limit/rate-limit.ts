@@ -7,7 +7,8 @@ import type { IncomingMessage } from 'node:http'
 import { originatingClient } from '../../proxy/headers.js'
 import { createRedisClient, keyPrefixOf } from '../../store/redis.js'
 import { sharedCounter, sharedGauge } from '../../telemetry/metrics.js'
-import { localResponse, type Deps, type Exchange, type Policy, type ProxyResponse, type Upstream } from '../policy.js'
+import { localResponse, type Exchange, type ProxyResponse, type Upstream } from '../../core/exchange.js'
+import { definePolicy, type Defaulted, type Deps } from '../policy.js'
 import { RedisTokenBuckets } from './redis-token-buckets.js'
 import { TokenBuckets, type Decision } from './token-buckets.js'
 
@@ -22,40 +23,45 @@ export const RateLimitConfig = Type.Object(
         errorMessage: 'expected "route", "ip" or { header: NAME }',
         description:
           'Whose bucket a request takes from: `route` (one for the route), `ip` (the client address, behind listen.trustedProxies), ' +
-          'or `{ header: NAME }` (e.g. an API key; requests without it fall back to their client address). Default ip.',
+          'or `{ header: NAME }` (e.g. an API key; requests without it fall back to their client address).',
+        default: 'ip',
       }),
     ),
-    maxKeys: Type.Optional(Type.Integer({ minimum: 1, description: 'Most buckets kept (least recently used are dropped). Default 100000.' })),
-    shadow: Type.Optional(Type.Boolean({ description: 'Only count and log what would be refused. Default false.' })),
+    maxKeys: Type.Optional(Type.Integer({ minimum: 1, default: 100_000, description: 'Most buckets kept (least recently used are dropped).' })),
+    shadow: Type.Optional(Type.Boolean({ default: false, description: 'Only count and log what would be refused.' })),
     global: Type.Optional(
-      Type.Boolean({ description: 'Keep the buckets in the top-level `redis`, shared by every replica; local buckets take over while Redis is unreachable. Default false.' }),
+      Type.Boolean({ default: false, description: 'Keep the buckets in the top-level `redis`, shared by every replica; local buckets take over while Redis is unreachable.' }),
     ),
-    headers: Type.Optional(Type.Boolean({ description: 'Send RateLimit-Policy and RateLimit on every response. Default true (always on 429s).' })),
+    headers: Type.Optional(Type.Boolean({ default: true, description: 'Send RateLimit-Policy and RateLimit on every response (429s always carry them).' })),
   },
   { additionalProperties: false, description: 'Token-bucket rate limit: `rate` per second, `burst` at once, per route, client address or header. 429 with Retry-After when exceeded.' },
 )
 export type RateLimitConfig = Static<typeof RateLimitConfig>
+type ResolvedRateLimitConfig = Defaulted<RateLimitConfig, 'key' | 'maxKeys' | 'shadow' | 'global' | 'headers'>
 
 /** The key of a request's bucket. */
 type KeyOf = (incoming: IncomingMessage) => string
 
-export const rateLimit: Policy<typeof RateLimitConfig> = {
+export const rateLimit = definePolicy({
   name: 'rateLimit',
   schema: RateLimitConfig,
-  build(config, deps) {
+  validate: (config, context) =>
+    config.global === true && !context.redis ? [{ path: '/global', message: 'a global limit needs the top-level `redis` section (redis: { url: "redis://HOST:6379" })' }] : [],
+  build(section, deps) {
+    const config = section as ResolvedRateLimitConfig
     const burst = config.burst ?? Math.ceil(config.rate)
-    const local = deps.keep('rate-limit', config, () => new TokenBuckets(config.rate, burst, config.maxKeys ?? 100_000))
+    const local = deps.keep('rate-limit', config, () => new TokenBuckets(config.rate, burst, config.maxKeys))
     const route = deps.route.name
-    const buckets: { take(key: string): Decision | Promise<Decision> } = config.global === true ? globalBuckets(config, burst, local, deps) : local
-    const shadow = config.shadow ?? false
-    const sendHeaders = config.headers ?? true
+    const buckets: { take(key: string): Decision | Promise<Decision> } = config.global ? globalBuckets(config, burst, local, deps) : local
+    const shadow = config.shadow
+    const sendHeaders = config.headers
     const policyHeader = `"${route}";q=${burst};w=${Math.ceil(burst / config.rate)}`
     const counter = sharedCounter(deps.metrics, 'waypost_rate_limit_total', 'Rate-limit decisions, by route and result (allowed, limited, shadow-limited).', ['route', 'result'])
     const allowed = counter.labels(route, 'allowed')
     const limited = counter.labels(route, 'limited')
     const shadowLimited = counter.labels(route, 'shadow-limited')
     const trustedProxies = deps.trustedProxies
-    const keyOf = keyFunction(config.key ?? 'ip', (incoming) => originatingClient(incoming, trustedProxies))
+    const keyOf = keyFunction(config.key, (incoming) => originatingClient(incoming, trustedProxies))
 
     const current = (decision: Decision): string => `"${route}";r=${decision.remaining};t=${decision.resetSeconds}`
     const withHeaders = (response: ProxyResponse, decision: Decision): ProxyResponse => {
@@ -79,12 +85,12 @@ export const rateLimit: Policy<typeof RateLimitConfig> = {
       return sendHeaders ? withHeaders(await next(exchange), decision) : next(exchange)
     }
   },
-}
+})
 
 /** Buckets in Redis, with the local ones as the fallback; one client per limiter (see redis-token-buckets.ts). */
 function globalBuckets(config: RateLimitConfig, burst: number, local: TokenBuckets, deps: Deps): RedisTokenBuckets {
   const redis = deps.redis
-  // load.ts refuses `global: true` without a top-level `redis`.
+  // validate() refuses `global: true` without a top-level `redis`.
   if (redis === undefined) throw new Error('rateLimit.global needs the top-level redis section')
   const route = deps.route.name
   const storeUp = sharedGauge(deps.metrics, 'waypost_rate_limit_store_up', 'Whether the global rate limit store (Redis) answers, by route: 0 means local buckets decide.', ['route']).labels(route)

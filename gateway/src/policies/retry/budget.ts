@@ -3,15 +3,17 @@
 // everything, retries therefore add a bounded fraction of load instead of multiplying it (the
 // retry storm), while a quiet route still gets its few retries.
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration, toMs } from '../../config/units.js'
+import { duration, toMs } from '../../core/units.js'
+import { withDefaults } from '../defaults.js'
+import type { Defaulted } from '../policy.js'
 
 export const RetryBudgetConfig = Type.Object(
   {
-    ratio: Type.Optional(Type.Number({ minimum: 0, maximum: 10, description: 'Retries allowed per request seen in the window. Default 0.2.' })),
-    minPerSecond: Type.Optional(Type.Number({ minimum: 0, description: 'Retries always allowed per second, so low-traffic routes can retry. Default 10.' })),
-    window: Type.Optional(Duration),
+    ratio: Type.Optional(Type.Number({ minimum: 0, maximum: 10, default: 0.2, description: 'Retries allowed per request seen in the window.' })),
+    minPerSecond: Type.Optional(Type.Number({ minimum: 0, default: 10, description: 'Retries always allowed per second, so low-traffic routes can retry.' })),
+    window: Type.Optional(duration({ default: '10s', description: 'The sliding window, kept in one-second slots.' })),
   },
-  { additionalProperties: false, description: 'Retry budget: at most `ratio` × requests + `minPerSecond` × seconds retries over `window` (default 10s).' },
+  { additionalProperties: false, description: 'Retry budget: at most `ratio` × requests + `minPerSecond` × seconds retries over `window`.' },
 )
 export type RetryBudgetConfig = Static<typeof RetryBudgetConfig>
 
@@ -32,8 +34,9 @@ export class RetryBudget {
     this.allowance = minPerSecond * this.slots
   }
 
-  static from(config: RetryBudgetConfig): RetryBudget {
-    return new RetryBudget(config.ratio ?? 0.2, config.minPerSecond ?? 10, toMs(config.window ?? '10s'))
+  static from(section: RetryBudgetConfig): RetryBudget {
+    const config = withDefaults(RetryBudgetConfig, section) as Defaulted<RetryBudgetConfig, 'ratio' | 'minPerSecond' | 'window'>
+    return new RetryBudget(config.ratio, config.minPerSecond, toMs(config.window))
   }
 
   /** A first attempt: deposits `ratio` of a retry. */

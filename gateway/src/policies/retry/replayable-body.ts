@@ -2,7 +2,7 @@
 // memory before the first attempt; a bigger one is handed back to its stream untouched (what was
 // read is unshifted) and goes upstream once, streaming, without retries.
 import type { IncomingMessage } from 'node:http'
-import type { AbortListener, ExchangeSignal } from '../policy.js'
+import type { AbortListener, ExchangeSignal } from '../../core/exchange.js'
 
 /**
  * Resolves with the whole body when it fits in `limit` bytes, or undefined when it does not (the

@@ -10,10 +10,12 @@
 // It sits inside the breaker and outside the per-try timeout, so each attempt gets its own
 // deadline and the whole exchange stays within `timeout.request`.
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration, Size, toBytes, toMs } from '../../config/units.js'
+import { duration, size, toBytes, toMs } from '../../core/units.js'
+import type { Reason } from '../../core/reasons.js'
 import { answerForError } from '../../proxy/errors.js'
 import { pendingCount, sharedCounter } from '../../telemetry/metrics.js'
-import { callNext, discardResponse, sleep, type Exchange, type Policy, type ProxyResponse, type Upstream } from '../policy.js'
+import { callNext, discardResponse, sleep, type Exchange, type ProxyResponse, type Upstream } from '../../core/exchange.js'
+import { definePolicy, type Defaulted } from '../policy.js'
 import { RetryBudget, RetryBudgetConfig } from './budget.js'
 import { readReplayableBody } from './replayable-body.js'
 
@@ -24,38 +26,41 @@ const RetryCondition = Type.Union(
 
 export const RetryConfig = Type.Object(
   {
-    attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, description: 'Most attempts, the first included. Default 3.' })),
+    attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, default: 3, description: 'Most attempts, the first included.' })),
     retryOn: Type.Optional(
       Type.Array(RetryCondition, {
         description:
           'What is retried: `connect-failure` (refused, unreachable, DNS, connect timeout), `reset` (connection reset or closed before the response), ' +
-          '`attempt-timeout` (timeout.perTry passed), `status` (a status in `statuses`). Default all four.',
+          '`attempt-timeout` (timeout.perTry passed), `status` (a status in `statuses`).',
+        default: ['connect-failure', 'reset', 'attempt-timeout', 'status'],
       }),
     ),
-    statuses: Type.Optional(Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { description: 'Statuses retried under `status`. Default [502, 503, 504].' })),
+    statuses: Type.Optional(Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { default: [502, 503, 504], description: 'Statuses retried under `status`.' })),
     backoff: Type.Optional(
       Type.Object(
-        { base: Type.Optional(Duration), max: Type.Optional(Duration) },
-        { additionalProperties: false, description: 'Exponential backoff with full jitter: before retry n, wait a random time up to min(max, base × 2^(n-1)). Defaults 25ms and 250ms.' },
+        { base: Type.Optional(duration({ default: '25ms', description: 'The first retry waits up to this.' })), max: Type.Optional(duration({ default: '250ms', description: 'No retry waits longer than this.' })) },
+        { additionalProperties: false, default: {}, description: 'Exponential backoff with full jitter: before retry n, wait a random time up to min(max, base × 2^(n-1)).' },
       ),
     ),
-    retryAfterMax: Type.Optional(Duration),
-    nonIdempotent: Type.Optional(Type.Boolean({ description: 'Also retry POST, PATCH and other non-idempotent methods. Default false (they are retried only with an Idempotency-Key header).' })),
-    bodyLimit: Type.Optional(Size),
-    budget: Type.Optional(Type.Union([RetryBudgetConfig, Type.Literal(false)])),
+    retryAfterMax: Type.Optional(duration({ default: '1s', description: 'A Retry-After up to this is waited for; a longer one is not retried.' })),
+    nonIdempotent: Type.Optional(Type.Boolean({ default: false, description: 'Also retry POST, PATCH and other non-idempotent methods (otherwise they are retried only with an Idempotency-Key header).' })),
+    bodyLimit: Type.Optional(size({ default: '64KiB', description: 'Request bodies up to this are kept for replay; bigger ones are sent once and not retried.' })),
+    budget: Type.Optional(Type.Union([RetryBudgetConfig, Type.Literal(false)], { default: {}, description: 'The retry budget; `false` turns it off.' })),
   },
   {
     additionalProperties: false,
     description:
-      'Retries with backoff and a budget. `retryAfterMax` (default 1s): a Retry-After up to this is waited for, a longer one is not retried. ' +
-      '`bodyLimit` (default 64KiB): request bodies up to this are kept for replay; bigger ones are sent once. `budget: false` turns the budget off.',
+      'Retries with backoff and a budget.',
   },
 )
 export type RetryConfig = Static<typeof RetryConfig>
+type ResolvedRetryConfig = Defaulted<RetryConfig, 'attempts' | 'retryOn' | 'statuses' | 'backoff' | 'retryAfterMax' | 'nonIdempotent' | 'bodyLimit' | 'budget'> & {
+  backoff: Defaulted<NonNullable<RetryConfig['backoff']>, 'base' | 'max'>
+}
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
-const CONNECT_FAILURES = new Set(['connect-refused', 'connect-failed', 'connect-timeout', 'dns-failure'])
-const RESETS = new Set(['upstream-reset', 'upstream-closed'])
+const CONNECT_FAILURES = new Set<Reason>(['connect-refused', 'connect-failed', 'connect-timeout', 'dns-failure'])
+const RESETS = new Set<Reason>(['upstream-reset', 'upstream-closed'])
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx']
 
 interface RetrySettings {
@@ -71,19 +76,19 @@ interface RetrySettings {
   readonly bodyLimit: number
 }
 
-function settingsOf(config: RetryConfig): RetrySettings {
-  const retryOn = new Set(config.retryOn ?? ['connect-failure', 'reset', 'attempt-timeout', 'status'])
+function settingsOf(config: ResolvedRetryConfig): RetrySettings {
+  const retryOn = new Set(config.retryOn)
   return {
-    attempts: config.attempts ?? 3,
+    attempts: config.attempts,
     onConnectFailure: retryOn.has('connect-failure'),
     onReset: retryOn.has('reset'),
     onAttemptTimeout: retryOn.has('attempt-timeout'),
-    statuses: new Set(retryOn.has('status') ? (config.statuses ?? [502, 503, 504]) : []),
-    backoffBaseMs: toMs(config.backoff?.base ?? '25ms'),
-    backoffMaxMs: toMs(config.backoff?.max ?? '250ms'),
-    retryAfterMaxMs: toMs(config.retryAfterMax ?? '1s'),
-    nonIdempotent: config.nonIdempotent ?? false,
-    bodyLimit: toBytes(config.bodyLimit ?? '64KiB'),
+    statuses: new Set(retryOn.has('status') ? config.statuses : []),
+    backoffBaseMs: toMs(config.backoff.base),
+    backoffMaxMs: toMs(config.backoff.max),
+    retryAfterMaxMs: toMs(config.retryAfterMax),
+    nonIdempotent: config.nonIdempotent,
+    bodyLimit: toBytes(config.bodyLimit),
   }
 }
 
@@ -122,13 +127,21 @@ function classify(settings: RetrySettings, exchange: Exchange, response: ProxyRe
   return { response, error, label: reason, retriable }
 }
 
-export const retry: Policy<typeof RetryConfig> = {
+export const retry = definePolicy({
   name: 'retry',
   schema: RetryConfig,
-  build(config, deps) {
+  validate(config) {
+    const backoff = config.backoff
+    if (backoff?.base !== undefined && backoff.max !== undefined && toMs(backoff.base) > toMs(backoff.max)) {
+      return [{ path: '/backoff/base', message: `base (${backoff.base}) is longer than max (${backoff.max})` }]
+    }
+    return []
+  },
+  build(section, deps) {
+    const config = section as ResolvedRetryConfig
     const settings = settingsOf(config)
     if (settings.attempts <= 1) return null
-    const budgetConfig = config.budget ?? {}
+    const budgetConfig = config.budget
     const budget = budgetConfig === false ? null : deps.keep('retry-budget', budgetConfig, () => RetryBudget.from(budgetConfig))
     const route = deps.route.name
     const attemptsCounter = sharedCounter(deps.metrics, 'waypost_upstream_attempts_total', 'Upstream attempts, by route and outcome (status class, or the reason the attempt failed).', ['route', 'outcome'])
@@ -172,7 +185,7 @@ export const retry: Policy<typeof RetryConfig> = {
           const response = outcome.response
           let waitMs = backoffMs(settings, attempt)
           if (response !== undefined && response.origin === 'upstream') {
-            const retryAfter = retryAfterMs(response.headers['retry-after'])
+            const retryAfter = retryAfterMs(response.headers['retry-after'], deps.clock.now())
             if (retryAfter !== undefined) {
               if (retryAfter > settings.retryAfterMaxMs) {
                 record.tries += ',retry-after-too-long'
@@ -189,7 +202,7 @@ export const retry: Policy<typeof RetryConfig> = {
           retriesCounter.labels(route, outcome.label).inc()
           if (response !== undefined) discardResponse(response, new Error('retried'))
           record.reason = ''
-          await sleep(waitMs, exchange.signal)
+          await sleep(waitMs, exchange.signal, deps.clock)
           current = { ...current, attempt }
         }
       }
@@ -226,4 +239,4 @@ export const retry: Policy<typeof RetryConfig> = {
       }
     }
   },
-}
+})

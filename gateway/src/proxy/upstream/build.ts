@@ -2,7 +2,7 @@
 // checks and outlier detection wired in. The compiler keeps the result across reloads while the
 // upstream's config is unchanged, and disposes of it (timers stopped, pools closed) when retired.
 import type { Logger } from 'pino'
-import { toMs } from '../../config/units.js'
+import { toMs } from '../../core/units.js'
 import type { GatewayMetrics } from '../../telemetry/metrics.js'
 import { createPool } from '../pool.js'
 import type { UpstreamConfig } from './config.js'

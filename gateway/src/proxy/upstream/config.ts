@@ -3,7 +3,7 @@
 // checks, passive outlier ejection). The schema is the one source; what it cannot say (exactly one
 // endpoint source, origins without a path, ranges) is checked by `upstreamProblems`.
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration, toMs } from '../../config/units.js'
+import { Duration, toMs } from '../../core/units.js'
 
 const Origin = Type.String({ description: 'An origin, e.g. "http://127.0.0.1:3000" (no path).', examples: ['http://127.0.0.1:3000'] })
 

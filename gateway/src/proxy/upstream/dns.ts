@@ -4,7 +4,7 @@
 // empty the upstream).
 import { lookup as dnsLookup } from 'node:dns/promises'
 import { isIPv6 } from 'node:net'
-import { toMs } from '../../config/units.js'
+import { toMs } from '../../core/units.js'
 import type { DnsConfig } from './config.js'
 import type { EndpointSpec } from './endpoint.js'
 import type { EndpointGroup } from './group.js'

@@ -7,7 +7,7 @@ import type { BalancerName } from './balancer.js'
 import type { Endpoint } from './endpoint.js'
 import { dispatchTo } from '../dispatch.js'
 import { answerForError } from '../errors.js'
-import { newExchangeRecord, type Exchange, type ExchangeRecord } from '../../policies/policy.js'
+import { newExchangeRecord, type Exchange, type ExchangeRecord } from '../../core/exchange.js'
 
 /** Nothing here sends a request: the pools never connect. */
 function group(t: { teardown(cleanup: () => void): void }, specs: Array<[port: number, priority: number, weight?: number]>, balancer: BalancerName = 'round-robin'): EndpointGroup {

@@ -9,7 +9,7 @@
 // a pool saturated by traffic cannot queue a check past its timeout and fail a busy but working
 // endpoint; the connection settings (connect timeout) are the upstream's.
 import { Client } from 'undici'
-import { toMs } from '../../config/units.js'
+import { toMs } from '../../core/units.js'
 import { statusRange, type HealthCheckConfig } from './config.js'
 import type { Endpoint } from './endpoint.js'
 import type { EndpointGroup } from './group.js'

@@ -6,10 +6,19 @@
 // `consecutiveGatewayErrors` counts 502/503/504 and connect/reset failures (and deadlines, which
 // answer 504). Any other answer resets both counts.
 import type { Counter } from 'prom-client'
-import { toMs } from '../../config/units.js'
+import { toMs } from '../../core/units.js'
 import type { OutlierDetectionConfig } from './config.js'
 import type { Endpoint } from './endpoint.js'
-import type { EndpointGroup } from './group.js'
+import type { Logger } from 'pino'
+
+/** What ejection needs of the endpoint group (the group implements it; no import back to group.ts). */
+export interface EjectionScope {
+  readonly name: string
+  readonly log: Logger
+  readonly ejectedCount: number
+  readonly size: number
+  readonly endpointList: ReadonlyArray<Endpoint>
+}
 
 export class OutlierDetector {
   private readonly max5xx: number
@@ -27,7 +36,7 @@ export class OutlierDetector {
   }
 
   /** Returns true when the endpoint was ejected (the group's candidates change). */
-  onStatus(endpoint: Endpoint, status: number, group: EndpointGroup): boolean {
+  onStatus(endpoint: Endpoint, status: number, group: EjectionScope): boolean {
     if (status < 500) {
       endpoint.consecutive5xx = 0
       endpoint.consecutiveGatewayErrors = 0
@@ -39,13 +48,13 @@ export class OutlierDetector {
     return this.judge(endpoint, group, `${status}`)
   }
 
-  onFailure(endpoint: Endpoint, group: EndpointGroup): boolean {
+  onFailure(endpoint: Endpoint, group: EjectionScope): boolean {
     endpoint.consecutive5xx++
     endpoint.consecutiveGatewayErrors++
     return this.judge(endpoint, group, 'connect/reset/timeout')
   }
 
-  private judge(endpoint: Endpoint, group: EndpointGroup, last: string): boolean {
+  private judge(endpoint: Endpoint, group: EjectionScope, last: string): boolean {
     if (endpoint.ejectedUntil !== 0) return false
     if (endpoint.consecutive5xx < this.max5xx && endpoint.consecutiveGatewayErrors < this.maxGatewayErrors) return false
     // Never past maxEjectionPercent: a bad signal (a broken health path, an overloaded fleet
@@ -69,7 +78,7 @@ export class OutlierDetector {
   }
 
   /** Ends the ejections due by `now`; true when any ended. */
-  returnDue(group: EndpointGroup, now: number): boolean {
+  returnDue(group: EjectionScope, now: number): boolean {
     let returned = false
     for (const endpoint of group.endpointList) {
       if (endpoint.ejectedUntil === 0 || endpoint.ejectedUntil > now) continue

@@ -1,0 +1,39 @@
+// Why the gateway answered itself or an attempt failed. One union, so a layer that reacts to another
+// layer's outcome (the breaker counting per-try timeouts, retry reading them) compares against a
+// name the compiler knows, and docs/reference/reasons.md can list them all.
+export type Reason =
+  // deadlines (timeout policy, undici)
+  | 'timeout'
+  | 'attempt-timeout'
+  | 'connect-timeout'
+  | 'upstream-headers-timeout'
+  // the upstream failed
+  | 'connect-refused'
+  | 'connect-failed'
+  | 'dns-failure'
+  | 'upstream-reset'
+  | 'upstream-closed'
+  | 'upstream-protocol-error'
+  | 'upstream-error'
+  | 'no-endpoints'
+  | 'upgrade-refused'
+  // the request was at fault
+  | 'no-route'
+  | 'invalid-request'
+  | 'invalid-request-target'
+  | 'invalid-upstream-header'
+  | 'request-body-length-mismatch'
+  | 'headers-too-large'
+  | 'malformed-request'
+  // a policy turned the request away
+  | 'rate-limited'
+  | 'concurrency-limit'
+  | 'concurrency-queue-timeout'
+  | 'adaptive-concurrency-limit'
+  | 'breaker-open'
+  | 'breaker-fallback'
+  | 'fault-abort'
+  | 'cache-only-if-cached'
+  // PURGE on a route with `cache.purge: true`
+  | 'cache-purged'
+  | 'cache-not-found'
