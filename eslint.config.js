@@ -15,4 +15,6 @@ export default tseslint.config(
       'no-console': 'off',
     },
   },
+  // CommonJS tool configs (.dependency-cruiser.cjs).
+  { files: ['**/*.cjs'], languageOptions: { sourceType: 'commonjs', globals: { module: 'writable', require: 'readonly' } } },
 )
