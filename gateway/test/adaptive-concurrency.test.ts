@@ -36,7 +36,7 @@ async function load(url: string, clients: number, ms: number): Promise<{ ok: num
 }
 
 t.test('the limit keeps the upstream out of overload and sheds the excess', async (t) => {
-  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      adaptiveConcurrency: { initialLimit: 10, window: 100ms }\n' }))
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: { adaptiveConcurrency: { initialLimit: 10, window: '100ms' } } }))
   t.teardown(() => gw.close())
   stub.resetStats()
   const result = await load(gw.url, 120, 4000)

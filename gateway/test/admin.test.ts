@@ -74,7 +74,7 @@ t.test('/config shows the active version and hash; POST /reload applies or rejec
   t.equal(before.active.version, 1)
   t.equal(before.lastError, null)
 
-  writeFileSync(gw.configFile, catchAllConfig(stub.url, { policies: '      timeout: { request: 1s }\n' }))
+  writeFileSync(gw.configFile, catchAllConfig(stub.url, { policies: { timeout: { request: '1s' } } }))
   const applied = await get('/reload', 'POST')
   t.equal(applied.status, 200)
   t.match(JSON.parse(applied.text), { ok: true, version: 2, changed: true })

@@ -11,7 +11,7 @@ import { catchAllConfig, metricsText, sleep, startGateway, type RunningGateway }
 const stub = await startStub()
 t.teardown(() => stub.close())
 
-const CACHE = '      cache: { maxObjectSize: 64KiB }\n'
+const CACHE = { cache: { maxObjectSize: '64KiB' } }
 
 interface Answer {
   status: number
@@ -33,8 +33,8 @@ function seen(path: string): number {
   return stub.stats.byPath.get(path) ?? 0
 }
 
-async function cachingGateway(t: { teardown(fn: () => unknown): void }, policies = CACHE): Promise<RunningGateway> {
-  const gw = await startGateway(catchAllConfig(stub.url, { policies, accessLog: false }))
+async function cachingGateway(t: { teardown(fn: () => unknown): void }, policies: Record<string, unknown> = CACHE, route?: Record<string, unknown>): Promise<RunningGateway> {
+  const gw = await startGateway(catchAllConfig(stub.url, { policies, route, accessLog: false }))
   t.teardown(() => gw.close())
   return gw
 }
@@ -88,7 +88,7 @@ t.test('answers to requests with Authorization are stored only when allowed', as
   await get(gw, '/cacheable/auth-2?cc=public,max-age=60', auth)
   t.equal(generation(await get(gw, '/cacheable/auth-2?cc=public,max-age=60', auth)), 0, '`public` allows it (RFC 9111 §3.5)')
 
-  const optedIn = await cachingGateway(t, '      cache: { allowAuthorized: true }\n')
+  const optedIn = await cachingGateway(t, { cache: { allowAuthorized: true } })
   await get(optedIn, '/cacheable/auth-3?cc=max-age=60', auth)
   t.equal(generation(await get(optedIn, '/cacheable/auth-3?cc=max-age=60', auth)), 0, 'the route opted in')
 })
@@ -152,7 +152,7 @@ t.test('stale-if-error answers stale when the upstream fails with 5xx or is down
 
   const own = await startStub()
   t.teardown(() => own.close())
-  const down = await startGateway(catchAllConfig(own.url, { policies: '      cache: { staleIfError: 60s }\n', accessLog: false }))
+  const down = await startGateway(catchAllConfig(own.url, { policies: { cache: { staleIfError: '60s' } }, accessLog: false }))
   t.teardown(() => down.close())
   await get(down, '/cacheable/sie-2?cc=max-age=1')
   await own.close()
@@ -184,7 +184,7 @@ t.test('a stale entry with an ETag is revalidated: 304 upstream, 200 with refres
 })
 
 t.test('a body over maxObjectSize streams through whole and is not stored', async (t) => {
-  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      cache: { maxObjectSize: 64KiB, defaultTtl: 60s }\n', accessLog: false }))
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: { cache: { maxObjectSize: '64KiB', defaultTtl: '60s' } }, accessLog: false }))
   t.teardown(() => gw.close())
   for (const path of ['/cacheable/big-1?bytes=300000', '/bytes/300000?chunked=1']) {
     for (let i = 0; i < 2; i++) {
@@ -202,7 +202,7 @@ t.test('a body over maxObjectSize streams through whole and is not stored', asyn
 })
 
 t.test('purge by key, prefix and tag (admin API), and the PURGE method when the route allows it', async (t) => {
-  const gw = await cachingGateway(t, '      cache: { purge: true }\n')
+  const gw = await cachingGateway(t, { cache: { purge: true } })
   const paths = ['/cacheable/purge-a?tag=t1%20t2', '/cacheable/purge-b?tag=t2', '/cacheable/purge-c']
   const fill = async (): Promise<void> => void (await Promise.all(paths.map((path) => get(gw, path))))
   const purge = async (selector: unknown): Promise<{ status: number; body: { purged?: number; error?: string } }> => {
@@ -273,17 +273,17 @@ t.test('request directives: no-cache revalidates, only-if-cached answers 504 on 
 t.test('stored entries survive a reload that leaves the cache config unchanged', async (t) => {
   const gw = await cachingGateway(t)
   await get(gw, '/cacheable/reload-1')
-  writeFileSync(gw.configFile, catchAllConfig(stub.url, { policies: CACHE + '      timeout: { request: 9s }\n', accessLog: false }))
+  writeFileSync(gw.configFile, catchAllConfig(stub.url, { policies: { ...CACHE, timeout: { request: '9s' } }, accessLog: false }))
   t.match(await gw.gateway.reload('test'), { ok: true, changed: true })
   t.match((await get(gw, '/cacheable/reload-1')).headers['cache-status'], /hit/, 'kept')
-  writeFileSync(gw.configFile, catchAllConfig(stub.url, { policies: '      cache: { maxObjectSize: 32KiB }\n', accessLog: false }))
+  writeFileSync(gw.configFile, catchAllConfig(stub.url, { policies: { cache: { maxObjectSize: '32KiB' } }, accessLog: false }))
   t.match(await gw.gateway.reload('test'), { ok: true, changed: true })
   t.match((await get(gw, '/cacheable/reload-1')).headers['cache-status'], /uri-miss/, 'a changed cache config starts empty')
   t.equal(seen('/cacheable/reload-1'), 2)
 })
 
 t.test('layer order: the rate limit sits before the cache, so a hit costs a token', async (t) => {
-  const gw = await cachingGateway(t, `${CACHE}      rateLimit: { rate: 0.1, burst: 4, key: route }\n      breaker: { minRequests: 2, failureRatio: 0.5, openFor: 30s }\n`)
+  const gw = await cachingGateway(t, { ...CACHE, rateLimit: { rate: 0.1, burst: 4, key: 'route' }, breaker: { minRequests: 2, failureRatio: 0.5, openFor: '30s' } })
   const path = '/cacheable/order-1?cc=max-age=60'
   t.match((await get(gw, path)).headers['cache-status'], /fwd=uri-miss; stored/)
   for (let i = 0; i < 2; i++) t.equal((await get(gw, '/status/503')).status, 503)
@@ -298,7 +298,7 @@ t.test('layer order: the rate limit sits before the cache, so a hit costs a toke
 })
 
 t.test('an open breaker does not stop hits', async (t) => {
-  const gw = await cachingGateway(t, `${CACHE}      breaker: { minRequests: 2, failureRatio: 0.5, openFor: 30s }\n`)
+  const gw = await cachingGateway(t, { ...CACHE, breaker: { minRequests: 2, failureRatio: 0.5, openFor: '30s' } })
   const path = '/cacheable/order-2?cc=max-age=60'
   await get(gw, path)
   for (let i = 0; i < 2; i++) await get(gw, '/status/503')
@@ -379,7 +379,7 @@ t.test('Vary is matched on what went upstream: a header the client nominates in 
 })
 
 t.test("the key is the client's own target, also in absolute form on a rewriting route", async (t) => {
-  const gw = await cachingGateway(t, `${CACHE}    rewrite: { pathPrefix: /cacheable/ }\n`)
+  const gw = await cachingGateway(t, CACHE, { rewrite: { pathPrefix: '/cacheable/' } })
   const host = new URL(gw.url).host
   const absolute = await raw(gw, `GET http://${host}/abs-1?cc=max-age%3D60 HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)
   t.match(absolute, /^HTTP\/1\.1 200 /)
@@ -427,7 +427,7 @@ t.test('requests cannot evict entries: no-store, Authorization and HEAD leave th
 
 t.test('waiters are let go as soon as the leader answer turns out too big to keep, whatever its client reads', async (t) => {
   // Chunked, so its size is known only once it passes maxObjectSize; storable thanks to defaultTtl.
-  const gw = await cachingGateway(t, '      cache: { maxObjectSize: 64KiB, defaultTtl: 60s }\n')
+  const gw = await cachingGateway(t, { cache: { maxObjectSize: '64KiB', defaultTtl: '60s' } })
   const size = 8 * 1024 * 1024 // far more than the sockets between here and the stub can buffer
   const url = `${gw.url}/bytes/${size}?chunked=1`
   const leader = await request(url)
@@ -470,7 +470,7 @@ t.test('copies being made share a budget of maxSize: one over it streams through
   })
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
   t.teardown(() => upstream.close())
-  const gw = await startGateway(catchAllConfig(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, { policies: '      cache: { maxSize: 100KiB, maxObjectSize: 64KiB, defaultTtl: 60s }\n', accessLog: false }))
+  const gw = await startGateway(catchAllConfig(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, { policies: { cache: { maxSize: '100KiB', maxObjectSize: '64KiB', defaultTtl: '60s' } }, accessLog: false }))
   t.teardown(() => gw.close())
 
   // Three misses at once, each holding a 40 KiB copy: the third would take the copies past 100 KiB.

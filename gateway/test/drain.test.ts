@@ -9,7 +9,7 @@ const stub = await startStub()
 t.teardown(() => stub.close())
 
 function drainConfig(delay: string, timeout: string): string {
-  return catchAllConfig(stub.url).replace('  delay: 0s\n  timeout: 5s', `  delay: ${delay}\n  timeout: ${timeout}`)
+  return catchAllConfig(stub.url, { drain: { delay, timeout } })
 }
 
 t.test('SIGTERM: not ready at once, serves through the delay, refuses new connections after, completes in-flight, exits 0', async (t) => {

@@ -9,44 +9,51 @@ import { fileURLToPath } from 'node:url'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { request } from 'undici'
+import YAML from 'yaml'
 import { Gateway } from '../src/server/gateway.js'
 
 export const MAIN = fileURLToPath(new URL('../../dist/gateway/src/main.js', import.meta.url))
 
 export interface CatchAllOptions {
-  /** The route's `policies:` body, indented six spaces. */
-  policies?: string
-  /** YAML appended at the end. */
-  extra?: string
-  /** More of the upstream's fields, indented four spaces. */
-  upstreamExtra?: string
+  /** The route's `policies:` section. */
+  policies?: Record<string, unknown>
+  /** `defaults.policies`, which the route's sections merge over. */
+  defaults?: Record<string, unknown>
+  /** More upstreams beside `app` (a breaker's fallback). */
+  upstreams?: Record<string, unknown>
+  /** The catch-all route's path prefix (default `/`). */
+  prefix?: string
+  /** More fields of the catch-all route (`rewrite`, ...). */
+  route?: Record<string, unknown>
+  /** Drain settings (default no delay, 5s timeout). */
+  drain?: { delay?: string; timeout?: string }
+  /** More `listen` fields (trustedProxies, ...). */
+  listen?: Record<string, unknown>
+  /** More top-level sections (`redis`, ...); `routes` here are appended after the catch-all. */
+  extra?: Record<string, unknown>
   accessLog?: boolean
 }
 
-/** A minimal valid config: one catch-all route to `upstreamUrl`, ephemeral ports. `extra` is appended YAML. */
-export function catchAllConfig(upstreamUrl: string, options: CatchAllOptions = {}): string {
-  return catchAllUpstreamConfig(`url: ${upstreamUrl}`, options)
-}
-
-/** The same with the upstream `app` written out in full (`endpoints:`, `dns:` ...), unindented. */
-export function catchAllUpstreamConfig(upstream: string, options: CatchAllOptions = {}): string {
-  return `${options.accessLog === false ? 'log:\n  access: false\n' : ''}listen:
-  address: 127.0.0.1:0
-admin:
-  address: 127.0.0.1:0
-drain:
-  delay: 0s
-  timeout: 5s
-upstreams:
-  app:
-${upstream.trim().split('\n').map((line) => `    ${line}`).join('\n')}
-${options.upstreamExtra ?? ''}
-routes:
-  - name: all
-    match: { path: { prefix: / } }
-    upstream: app
-${options.policies === undefined ? '' : `    policies:\n${options.policies}`}
-${options.extra ?? ''}`
+/**
+ * A minimal valid config, written with YAML.stringify (no indentation to get wrong): one catch-all
+ * route `all` to the upstream `app` (a URL, or its whole section), ephemeral ports, no drain delay.
+ */
+export function catchAllConfig(upstream: string | Record<string, unknown>, options: CatchAllOptions = {}): string {
+  const { routes: extraRoutes, ...extra } = options.extra ?? {}
+  const config = {
+    ...(options.accessLog === false ? { log: { access: false } } : {}),
+    listen: { address: '127.0.0.1:0', ...options.listen },
+    admin: { address: '127.0.0.1:0' },
+    drain: { delay: '0s', timeout: '5s', ...options.drain },
+    upstreams: { app: typeof upstream === 'string' ? { url: upstream } : upstream, ...options.upstreams },
+    ...(options.defaults === undefined ? {} : { defaults: { policies: options.defaults } }),
+    routes: [
+      { name: 'all', match: { path: { prefix: options.prefix ?? '/' } }, upstream: 'app', ...options.route, ...(options.policies === undefined ? {} : { policies: options.policies }) },
+      ...((extraRoutes as unknown[] | undefined) ?? []),
+    ],
+    ...extra,
+  }
+  return YAML.stringify(config)
 }
 
 export function tempConfig(text: string, name = 'waypost.yaml'): string {

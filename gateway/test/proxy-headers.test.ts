@@ -9,12 +9,9 @@ import { catchAllConfig, startGateway } from './helpers.js'
 const stub = await startStub()
 const gw = await startGateway(
   catchAllConfig(stub.url, {
-    extra: `  - name: rewritten
-    match: { path: { prefix: /old } }
-    upstream: app
-    rewrite: { pathPrefix: /anything/new, host: internal.example }
-`,
-  }).replace('  address: 127.0.0.1:0\nadmin', '  address: 127.0.0.1:0\n  trustedProxies: [10.0.0.0/8]\nadmin'),
+    listen: { trustedProxies: ['10.0.0.0/8'] },
+    extra: { routes: [{ name: 'rewritten', match: { path: { prefix: '/old' } }, upstream: 'app', rewrite: { pathPrefix: '/anything/new', host: 'internal.example' } }] },
+  }),
 )
 t.teardown(async () => {
   await gw.close()
@@ -129,7 +126,7 @@ t.test('Expect: 100-continue is answered by the gateway before the body goes ups
 })
 
 t.test('a refused request never asks for its body', async (t) => {
-  const small = await startGateway(catchAllConfig(stub.url).replace('prefix: /', 'prefix: /only-here'))
+  const small = await startGateway(catchAllConfig(stub.url, { prefix: '/only-here' }))
   t.teardown(() => small.close())
   const raw = await rawRequest('POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n', small.url)
   t.match(raw, /^HTTP\/1\.1 404 Not Found/)
@@ -164,7 +161,7 @@ t.test('every exchange writes one access-log line', async (t) => {
 })
 
 t.test('trusted proxies: X-Forwarded-* and Forwarded are appended to', async (t) => {
-  const trusting = await startGateway(catchAllConfig(stub.url).replace('  address: 127.0.0.1:0\nadmin', '  address: 127.0.0.1:0\n  trustedProxies: [127.0.0.0/8, "::1"]\nadmin'))
+  const trusting = await startGateway(catchAllConfig(stub.url, { listen: { trustedProxies: ['127.0.0.0/8', '::1'] } }))
   t.teardown(() => trusting.close())
   const response = await request(`${trusting.url}/anything`, { headers: { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'shop.example', forwarded: 'for=203.0.113.9;proto=https', via: '1.1 edge' } })
   const body = (await response.body.json()) as Echo

@@ -15,10 +15,10 @@ if (!redisAvailable()) {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
 
-  const globalConfig = (burst: number): string =>
+  const globalConfig = (burst: number, key = 'route'): string =>
     catchAllConfig(stub.url, {
-      policies: `      rateLimit: { rate: 0.05, burst: ${burst}, key: route, global: true }\n`,
-      extra: `redis:\n  url: ${redis.url}\n  commandTimeout: 200ms\n`,
+      policies: { rateLimit: { rate: 0.05, burst, key, global: true } },
+      extra: { redis: { url: redis.url, commandTimeout: '200ms' } },
     })
 
   async function status(url: string): Promise<number> {
@@ -58,7 +58,7 @@ if (!redisAvailable()) {
   })
 
   t.test('a Redis outage falls back to local limits, logged and counted; recovery makes it global again', async (t) => {
-    const gw = await startGateway(globalConfig(2).replace('burst: 2, key: route', 'burst: 2, key: ip'))
+    const gw = await startGateway(globalConfig(2, 'ip'))
     t.teardown(() => gw.close())
     await untilStoreIs(gw.adminUrl, 1)
     t.same([await status(gw.url), await status(gw.url), await status(gw.url)], [200, 200, 429], 'global bucket: burst 2')

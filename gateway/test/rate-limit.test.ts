@@ -8,10 +8,6 @@ import { catchAllConfig, metricsText, startGateway } from './helpers.js'
 const stub = await startStub()
 t.teardown(() => stub.close())
 
-function trusting(config: string): string {
-  return config.replace('listen:\n  address: 127.0.0.1:0', 'listen:\n  address: 127.0.0.1:0\n  trustedProxies: [127.0.0.1]')
-}
-
 async function status(url: string, headers: Record<string, string> = {}): Promise<number> {
   const response = await request(url, { headers })
   await response.body.dump()
@@ -19,7 +15,7 @@ async function status(url: string, headers: Record<string, string> = {}): Promis
 }
 
 t.test('a burst is allowed, then 429 with Retry-After and the RateLimit fields', async (t) => {
-  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      rateLimit: { rate: 0.5, burst: 3, key: route }\n' }))
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: { rateLimit: { rate: 0.5, burst: 3, key: 'route' } } }))
   t.teardown(() => gw.close())
   stub.resetStats()
   const remaining: string[] = []
@@ -46,7 +42,7 @@ t.test('a burst is allowed, then 429 with Retry-After and the RateLimit fields',
 })
 
 t.test('tokens refill at the rate', async (t) => {
-  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      rateLimit: { rate: 2, burst: 1, key: route }\n' }))
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: { rateLimit: { rate: 2, burst: 1, key: 'route' } } }))
   t.teardown(() => gw.close())
   t.equal(await status(`${gw.url}/status/200`), 200)
   t.equal(await status(`${gw.url}/status/200`), 429, 'the burst of 1 is spent')
@@ -55,7 +51,7 @@ t.test('tokens refill at the rate', async (t) => {
 })
 
 t.test('per-client buckets: behind a trusted proxy each X-Forwarded-For client has its own', async (t) => {
-  const gw = await startGateway(trusting(catchAllConfig(stub.url, { policies: '      rateLimit: { rate: 0.1, burst: 2 }\n' })))
+  const gw = await startGateway(catchAllConfig(stub.url, { listen: { trustedProxies: ['127.0.0.1'] }, policies: { rateLimit: { rate: 0.1, burst: 2 } } }))
   t.teardown(() => gw.close())
   const a = { 'x-forwarded-for': '203.0.113.7' }
   const b = { 'x-forwarded-for': '198.51.100.9' }
@@ -67,14 +63,14 @@ t.test('per-client buckets: behind a trusted proxy each X-Forwarded-For client h
 })
 
 t.test('without trusted proxies X-Forwarded-For is ignored: one bucket per peer address', async (t) => {
-  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      rateLimit: { rate: 0.1, burst: 1 }\n' }))
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: { rateLimit: { rate: 0.1, burst: 1 } } }))
   t.teardown(() => gw.close())
   t.equal(await status(`${gw.url}/status/200`, { 'x-forwarded-for': '203.0.113.1' }), 200)
   t.equal(await status(`${gw.url}/status/200`, { 'x-forwarded-for': '203.0.113.2' }), 429, 'a forged header does not buy a new bucket')
 })
 
 t.test('a header key (an API key) gives each key its own bucket', async (t) => {
-  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      rateLimit: { rate: 0.1, burst: 1, key: { header: X-Api-Key } }\n' }))
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: { rateLimit: { rate: 0.1, burst: 1, key: { header: 'X-Api-Key' } } } }))
   t.teardown(() => gw.close())
   t.equal(await status(`${gw.url}/status/200`, { 'x-api-key': 'alpha' }), 200)
   t.equal(await status(`${gw.url}/status/200`, { 'x-api-key': 'alpha' }), 429)
@@ -84,7 +80,7 @@ t.test('a header key (an API key) gives each key its own bucket', async (t) => {
 })
 
 t.test('shadow mode lets everything through, counts and logs what it would refuse', async (t) => {
-  const gw = await startGateway(catchAllConfig(stub.url, { policies: '      rateLimit: { rate: 0.1, burst: 1, key: route, shadow: true }\n' }))
+  const gw = await startGateway(catchAllConfig(stub.url, { policies: { rateLimit: { rate: 0.1, burst: 1, key: 'route', shadow: true } } }))
   t.teardown(() => gw.close())
   const statuses = []
   for (let i = 0; i < 4; i++) statuses.push(await status(`${gw.url}/status/200`))
@@ -95,7 +91,8 @@ t.test('shadow mode lets everything through, counts and logs what it would refus
 })
 
 t.test('buckets survive a reload while the limit is unchanged', async (t) => {
-  const config = catchAllConfig(stub.url, { policies: '      rateLimit: { rate: 0.1, burst: 1, key: route }\n' })
+  const limited = (burst: number): string => catchAllConfig(stub.url, { policies: { rateLimit: { rate: 0.1, burst, key: 'route' } } })
+  const config = limited(1)
   const gw = await startGateway(config)
   t.teardown(() => gw.close())
   t.equal(await status(`${gw.url}/status/200`), 200)
@@ -103,7 +100,7 @@ t.test('buckets survive a reload while the limit is unchanged', async (t) => {
   writeFileSync(gw.configFile, `${config}\n# an unrelated edit\n`)
   t.equal((await request(`${gw.adminUrl}/reload`, { method: 'POST' })).statusCode, 200)
   t.equal(await status(`${gw.url}/status/200`), 429, 'still spent after the reload')
-  writeFileSync(gw.configFile, config.replace('burst: 1', 'burst: 2'))
+  writeFileSync(gw.configFile, limited(2))
   t.equal((await request(`${gw.adminUrl}/reload`, { method: 'POST' })).statusCode, 200)
   t.equal(await status(`${gw.url}/status/200`), 200, 'a changed limit starts with full buckets')
 })

@@ -6,13 +6,14 @@ import type { AddressInfo } from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { request } from 'undici'
 import { startStub, type Stub } from '../../upstream-stub/src/stub.js'
-import { catchAllUpstreamConfig, metricsText, startGateway, type RunningGateway } from './helpers.js'
+import { catchAllConfig, metricsText, startGateway, type RunningGateway } from './helpers.js'
 import type { EndpointSnapshot } from '../src/proxy/upstream/group.js'
 import type { Exchange, ExchangeRecord, ProxyResponse } from '../src/core/exchange.js'
 import { ExchangeSignal, newExchangeRecord } from '../src/core/exchange.js'
 
-function endpointList(...urls: string[]): string {
-  return `endpoints:\n${urls.map((url) => `  - url: ${url}`).join('\n')}`
+/** The upstream section with these endpoints, and more of its fields. */
+function endpointList(urls: string[], more: Record<string, unknown> = {}): Record<string, unknown> {
+  return { endpoints: urls.map((url) => ({ url })), ...more }
 }
 
 /** A plain upstream that answers `status` to everything (changeable) and counts what it gets. */
@@ -91,7 +92,7 @@ function resetStubs(): void {
 }
 
 t.test('round-robin spreads requests evenly and the access log names the endpoint', async (t) => {
-  const gw = await startGateway(catchAllUpstreamConfig(`${endpointList(stubA.url, stubB.url, stubC.url)}\nbalancer: round-robin`))
+  const gw = await startGateway(catchAllConfig(endpointList([stubA.url, stubB.url, stubC.url], { balancer: 'round-robin' })))
   t.teardown(() => gw.close())
   resetStubs()
   t.same(await sendMany(`${gw.url}/status/200`, 30), Array(30).fill(200))
@@ -102,7 +103,7 @@ t.test('round-robin spreads requests evenly and the access log names the endpoin
 })
 
 t.test('least-request sends new requests to the idle endpoint', async (t) => {
-  const gw = await startGateway(catchAllUpstreamConfig(endpointList(stubA.url, stubB.url)))
+  const gw = await startGateway(catchAllConfig(endpointList([stubA.url, stubB.url])))
   t.teardown(() => gw.close())
   resetStubs()
   const controller = new AbortController()
@@ -147,7 +148,7 @@ async function attempt(gw: RunningGateway, record: ExchangeRecord): Promise<numb
 }
 
 t.test('a second attempt on the same exchange record goes to another endpoint', async (t) => {
-  const gw = await startGateway(catchAllUpstreamConfig(endpointList(stubA.url, stubB.url, stubC.url)))
+  const gw = await startGateway(catchAllConfig(endpointList([stubA.url, stubB.url, stubC.url])))
   t.teardown(() => gw.close())
   for (let exchange = 0; exchange < 10; exchange++) {
     const record: ExchangeRecord = newExchangeRecord()
@@ -161,7 +162,7 @@ t.test('a second attempt on the same exchange record goes to another endpoint', 
     // Every endpoint tried: a fourth attempt still goes somewhere.
     t.equal(await attempt(gw, record), 200)
   }
-  const single = await startGateway(catchAllUpstreamConfig(`url: ${stubA.url}`))
+  const single = await startGateway(catchAllConfig(stubA.url))
   t.teardown(() => single.close())
   const record: ExchangeRecord = newExchangeRecord()
   t.equal(await attempt(single, record), 200)
@@ -177,9 +178,7 @@ t.test('a health check takes a stopped endpoint out of rotation and back when it
     await a.close()
     await b.close()
   })
-  const gw = await startGateway(catchAllUpstreamConfig(`${endpointList(a.url, b.url)}
-balancer: round-robin
-healthCheck: { path: /status/204, interval: 100ms, timeout: 500ms, healthyThreshold: 2, unhealthyThreshold: 2 }`))
+  const gw = await startGateway(catchAllConfig(endpointList([a.url, b.url], { balancer: 'round-robin', healthCheck: { path: '/status/204', interval: '100ms', timeout: '500ms', healthyThreshold: 2, unhealthyThreshold: 2 } })))
   t.teardown(() => gw.close())
   t.match(await endpointsOf(gw), [{ healthy: true }, { healthy: true }], 'endpoints start healthy')
   await b.close()
@@ -201,9 +200,7 @@ healthCheck: { path: /status/204, interval: 100ms, timeout: 500ms, healthyThresh
 t.test('outlier ejection after consecutive 5xx, and return after the ejection time', async (t) => {
   const bad = await startStatusServer(500)
   t.teardown(() => bad.close())
-  const gw = await startGateway(catchAllUpstreamConfig(`${endpointList(stubA.url, bad.url)}
-balancer: round-robin
-outlierDetection: { consecutive5xx: 3, baseEjectionTime: 300ms }`))
+  const gw = await startGateway(catchAllConfig(endpointList([stubA.url, bad.url], { balancer: 'round-robin', outlierDetection: { consecutive5xx: 3, baseEjectionTime: '300ms' } })))
   t.teardown(() => gw.close())
   const statuses = await sendMany(`${gw.url}/status/200`, 20)
   t.equal(bad.requests, 3, 'ejected after its third 500 in a row')
@@ -225,9 +222,7 @@ outlierDetection: { consecutive5xx: 3, baseEjectionTime: 300ms }`))
 t.test('connect failures eject too; the second ejection lasts twice as long', async (t) => {
   const gone = await startStatusServer(200)
   await gone.close()
-  const gw = await startGateway(catchAllUpstreamConfig(`${endpointList(stubA.url, gone.url)}
-balancer: round-robin
-outlierDetection: { consecutiveGatewayErrors: 2, baseEjectionTime: 200ms }`))
+  const gw = await startGateway(catchAllConfig(endpointList([stubA.url, gone.url], { balancer: 'round-robin', outlierDetection: { consecutiveGatewayErrors: 2, baseEjectionTime: '200ms' } })))
   t.teardown(() => gw.close())
   const statuses = await sendMany(`${gw.url}/status/200`, 10)
   t.equal(statuses.filter((status) => status === 502).length, 2)
@@ -244,9 +239,7 @@ t.test('ejection never exceeds maxEjectionPercent', async (t) => {
   t.teardown(() => Promise.all(servers.map((server) => server.close())))
   // Round-robin, so the two left share the load evenly: least-request breaks ties at random and
   // once gave one of them fewer than 10 of the 36 requests.
-  const gw = await startGateway(catchAllUpstreamConfig(`${endpointList(...servers.map((server) => server.url))}
-balancer: round-robin
-outlierDetection: { consecutiveGatewayErrors: 2, baseEjectionTime: 1m, maxEjectionPercent: 50 }`))
+  const gw = await startGateway(catchAllConfig(endpointList(servers.map((server) => server.url), { balancer: 'round-robin', outlierDetection: { consecutiveGatewayErrors: 2, baseEjectionTime: '1m', maxEjectionPercent: 50 } })))
   t.teardown(() => gw.close())
   const statuses = await sendMany(`${gw.url}/status/200`, 40)
   t.ok(statuses.every((status) => status === 503), 'the upstream\'s own 503s, never a local no-endpoints')
@@ -254,7 +247,7 @@ outlierDetection: { consecutiveGatewayErrors: 2, baseEjectionTime: 1m, maxEjecti
   t.equal(endpoints.filter((endpoint) => endpoint.ejected).length, 2, 'two of four ejected, no more')
   t.ok(servers.filter((server) => server.requests > 10).length >= 2, 'the other two keep taking traffic')
 
-  const single = await startGateway(catchAllUpstreamConfig(`url: ${servers[0]!.url}\noutlierDetection: { consecutive5xx: 1 }`))
+  const single = await startGateway(catchAllConfig({ url: servers[0]!.url, outlierDetection: { consecutive5xx: 1 } }))
   t.teardown(() => single.close())
   await sendMany(`${single.url}/x`, 5)
   t.match(await endpointsOf(single), [{ ejected: false }], 'a lone endpoint is never ejected below 100%')
@@ -267,10 +260,13 @@ t.test('priority groups: fail over to the backup group and back when the primary
     await primary.close()
     await backup.close()
   })
-  const gw = await startGateway(catchAllUpstreamConfig(`endpoints:
-  - { url: ${primary.url}, priority: 0 }
-  - { url: ${backup.url}, priority: 1 }
-healthCheck: { path: /status/204, interval: 100ms, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 1 }`))
+  const gw = await startGateway(catchAllConfig({
+    endpoints: [
+      { url: primary.url, priority: 0 },
+      { url: backup.url, priority: 1 },
+    ],
+    healthCheck: { path: '/status/204', interval: '100ms', timeout: '500ms', healthyThreshold: 1, unhealthyThreshold: 1 },
+  }))
   t.teardown(() => gw.close())
   await sendMany(`${gw.url}/status/200`, 5)
   t.equal(served(primary), 5)
@@ -291,8 +287,7 @@ healthCheck: { path: /status/204, interval: 100ms, timeout: 500ms, healthyThresh
 })
 
 t.test('panic: with no endpoint available, every endpoint of the first group is used', async (t) => {
-  const gw = await startGateway(catchAllUpstreamConfig(`${endpointList(stubA.url, stubB.url)}
-healthCheck: { path: /status/500, interval: 100ms, timeout: 500ms }`))
+  const gw = await startGateway(catchAllConfig(endpointList([stubA.url, stubB.url], { healthCheck: { path: '/status/500', interval: '100ms', timeout: '500ms' } })))
   t.teardown(() => gw.close())
   await waitFor('both endpoints are unhealthy', async () => (await endpointsOf(gw)).every((endpoint) => !endpoint.healthy))
   resetStubs()
@@ -303,7 +298,7 @@ healthCheck: { path: /status/500, interval: 100ms, timeout: 500ms }`))
 })
 
 t.test('DNS: localhost resolves to the stub (IPv4 only, so a stub on 127.0.0.1 is every endpoint)', async (t) => {
-  const gw = await startGateway(catchAllUpstreamConfig(`dns: { name: localhost, port: ${stubA.port}, family: 4, ttl: 100ms }`))
+  const gw = await startGateway(catchAllConfig({ dns: { name: 'localhost', port: stubA.port, family: 4, ttl: '100ms' } }))
   t.teardown(() => gw.close())
   t.match(await endpointsOf(gw), [{ address: `http://127.0.0.1:${stubA.port}`, healthy: true }], 'ready only once the name has resolved')
   t.equal(await statusOf(`${gw.url}/status/200`), 200)
@@ -315,21 +310,19 @@ t.test('DNS: localhost resolves to the stub (IPv4 only, so a stub on 127.0.0.1 i
 t.test('reload keeps an unchanged upstream\'s state and replaces a changed one', async (t) => {
   const bad = await startStatusServer(503)
   t.teardown(() => bad.close())
-  const upstream = `${endpointList(stubA.url, bad.url)}
-balancer: round-robin
-outlierDetection: { consecutiveGatewayErrors: 1, baseEjectionTime: 1m }`
-  const gw = await startGateway(catchAllUpstreamConfig(upstream))
+  const upstream = endpointList([stubA.url, bad.url], { balancer: 'round-robin', outlierDetection: { consecutiveGatewayErrors: 1, baseEjectionTime: '1m' } })
+  const gw = await startGateway(catchAllConfig(upstream))
   t.teardown(() => gw.close())
   await sendMany(`${gw.url}/status/200`, 4)
   t.match(await endpointState(gw, bad.url), { ejected: true })
   const before = gw.gateway.plan.upstreams.get('app')!
 
-  writeFileSync(gw.configFile, catchAllUpstreamConfig(upstream, { policies: '      timeout: { request: 5s }\n' }))
+  writeFileSync(gw.configFile, catchAllConfig(upstream, { policies: { timeout: { request: '5s' } } }))
   t.match(await gw.gateway.reload('test'), { ok: true, changed: true })
   t.equal(gw.gateway.plan.upstreams.get('app'), before, 'the same endpoint group serves the new plan')
   t.match(await endpointState(gw, bad.url), { ejected: true }, 'and the ejection survived the reload')
 
-  writeFileSync(gw.configFile, catchAllUpstreamConfig(upstream.replace('1m', '2m')))
+  writeFileSync(gw.configFile, catchAllConfig({ ...upstream, outlierDetection: { consecutiveGatewayErrors: 1, baseEjectionTime: '2m' } }))
   t.match(await gw.gateway.reload('test'), { ok: true, changed: true })
   const after = gw.gateway.plan.upstreams.get('app')!
   t.not(after, before, 'a changed upstream gets a new group')

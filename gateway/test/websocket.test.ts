@@ -6,7 +6,7 @@ import { startStub } from '../../upstream-stub/src/stub.js'
 import { catchAllConfig, startGateway } from './helpers.js'
 
 const stub = await startStub()
-const gw = await startGateway(catchAllConfig(stub.url).replace('prefix: /', 'prefix: /ws'))
+const gw = await startGateway(catchAllConfig(stub.url, { prefix: '/ws' }))
 t.teardown(async () => {
   await gw.close()
   await stub.close()
