@@ -13,10 +13,14 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { request } from 'undici'
+import { startGatewayProcess } from '../lib/gateway.js'
+import { log, sleep } from '../lib/log.js'
+import { gatewayMetrics } from '../lib/metrics.js'
+import { REPO_ROOT } from '../lib/paths.js'
+import { installCleanup, stopAll, stopProcess } from '../lib/processes.js'
+import { startStubProcess } from '../lib/stub.js'
 import { LoadGenerator } from '../zero-downtime/load.js'
-import { installCleanup, stopAll, stopProcess } from '../zero-downtime/processes.js'
-import { gatewayMetrics, REPO, startGatewayProcess, startStubProcess } from '../zero-downtime/topology.js'
-import { fmt, log, percentiles, sleep, table, type Percentiles } from '../zero-downtime/util.js'
+import { fmt, percentiles, table, type Percentiles } from '../zero-downtime/util.js'
 
 const PATH = '/concurrency-latency?baseMs=5&perInFlightMs=3'
 
@@ -95,7 +99,7 @@ async function main(): Promise<number> {
   const durationS = Number(values.duration ?? (values.short ? 5 : 20))
   if (!(rate > 0) || !(durationS > 0)) throw new Error('--rate and --duration: expected positive numbers')
   const dir = mkdtempSync(join(tmpdir(), 'waypost-adaptive-'))
-  installCleanup()
+  installCleanup(3000)
   const results = [await runOne('unlimited', false, dir, rate, durationS), await runOne('adaptive', true, dir, rate, durationS)]
   await stopAll()
   rmSync(dir, { recursive: true, force: true })
@@ -114,7 +118,7 @@ async function main(): Promise<number> {
   ]
   console.log('')
   for (const check of checks) console.log(`  ${check.pass ? 'PASS' : 'FAIL'}  ${check.name}`)
-  const resultsDir = resolve(values['results-dir'] ?? join(REPO, 'loadtest/results'))
+  const resultsDir = resolve(values['results-dir'] ?? join(REPO_ROOT, 'loadtest/results'))
   mkdirSync(resultsDir, { recursive: true })
   const out = join(resultsDir, 'adaptive-latest.json')
   writeFileSync(out, `${JSON.stringify({ date: new Date().toISOString(), rate, durationS, path: PATH, results, checks }, null, 2)}\n`)

@@ -2,7 +2,7 @@
 // variables, which win over the `--quick` preset, which wins over the defaults.
 import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
-import { fileURLToPath } from 'node:url'
+import { DEFAULT_RESULTS_DIR } from '../lib/paths.js'
 
 export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'nginx-static', 'gateway-cache'] as const
 export type ConfigName = (typeof CONFIG_NAMES)[number]
@@ -14,9 +14,6 @@ export const DEFAULT_CONFIGS: readonly ConfigName[] = ['direct', 'nginx', 'undic
 /** `npm run bench:cache`: a cache hit (the default chain plus `cache`) beside nginx serving the same 1 KiB file. */
 export const CACHE_CONFIGS: readonly ConfigName[] = ['nginx-static', 'gateway-cache', 'nginx', 'gateway-default']
 export type UpstreamKind = 'node' | 'nginx'
-
-/** Repository root, from dist/loadtest/bench/options.js (or loadtest/bench/options.ts). */
-export const REPO_ROOT = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../../' : '../../', import.meta.url))
 
 export interface CommonOptions {
   /** First of the ports used (default 19000); see topology.ts for the offsets. */
@@ -170,7 +167,7 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
     retries: num(values.retries, 'RETRIES', quick ? 0 : 1, { integer: true }),
     extraBudget: num(values['extra-budget'], 'EXTRA_BUDGET', quick ? 15 : 60),
     quietWait: num(values['quiet-wait'], 'QUIET_WAIT', quick ? 3 : 10),
-    resultsDir: str(values['results-dir'], 'RESULTS_DIR', `${REPO_ROOT}loadtest/results`),
+    resultsDir: str(values['results-dir'], 'RESULTS_DIR', DEFAULT_RESULTS_DIR),
   }
 }
 
@@ -204,6 +201,6 @@ export function soakOptions(argv: string[]): SoakOptions | 'help' {
     rate: num(values.rate, 'SOAK_RATE', 1000, { minimum: 1 }),
     sampleEvery: num(values['sample-every'], 'SOAK_SAMPLE_EVERY', 30, { minimum: 1 }),
     maxGrowthPct: num(values['max-growth'], 'SOAK_MAX_GROWTH', 10, { minimum: 0 }),
-    resultsDir: str(values['results-dir'], 'RESULTS_DIR', `${REPO_ROOT}loadtest/results`),
+    resultsDir: str(values['results-dir'], 'RESULTS_DIR', DEFAULT_RESULTS_DIR),
   }
 }

@@ -7,12 +7,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { SOAK_USAGE, soakOptions, UsageError, type SoakOptions } from './options.js'
-import { installCleanup, requireTools, stopAll } from './processes.js'
-import { GATEWAY_MAIN, startTopology } from './topology.js'
+import { installCleanup, setStopGrace, stopAll } from '../lib/processes.js'
+import { GATEWAY_MAIN } from '../lib/paths.js'
+import { log, setLogStamp, sleep } from '../lib/log.js'
+import { metricSum, scrapeMetrics } from '../lib/metrics.js'
+import { requireBenchTools, startTopology, STOP_GRACE_MS } from './topology.js'
 import { runFixedRate, type FixedRateResult } from './latency.js'
 import { groupRssKiB } from './procfs.js'
-import { metricSum, scrapeMetrics } from './admin.js'
-import { fmt, log, signed, sleep, table } from './util.js'
+import { fmt, signed, table } from './util.js'
 
 interface Sample {
   /** Seconds since the load started. */
@@ -37,9 +39,10 @@ async function sample(pid: number, adminPort: number, t: number): Promise<Sample
 }
 
 async function soak(options: SoakOptions): Promise<number> {
-  requireTools(['taskset', ...(options.upstream === 'nginx' ? ['nginx'] : [])])
+  requireBenchTools(['taskset', ...(options.upstream === 'nginx' ? ['nginx'] : [])])
   if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} not found: build first (npm run build), or use npm run bench:soak`)
   installCleanup()
+  setStopGrace(STOP_GRACE_MS)
   const runDir = mkdtempSync(join(tmpdir(), 'waypost-soak-'))
   if (!options.keep) process.on('exit', () => rmSync(runDir, { recursive: true, force: true }))
   const date = new Date().toISOString()
@@ -114,6 +117,7 @@ async function soak(options: SoakOptions): Promise<number> {
 }
 
 async function main(): Promise<number> {
+  setLogStamp('clock')
   let options: SoakOptions | 'help'
   try {
     options = soakOptions(process.argv.slice(2))

@@ -14,13 +14,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import { installCleanup, startProcess, stopAll, waitForLine } from '../zero-downtime/processes.js'
-import { REPO, startGatewayProcess } from '../zero-downtime/topology.js'
-import { log, table } from '../zero-downtime/util.js'
+import { startGatewayProcess } from '../lib/gateway.js'
+import { log } from '../lib/log.js'
+import { REPO_ROOT } from '../lib/paths.js'
+import { installCleanup, startProcess, stopAll, waitForLine } from '../lib/processes.js'
+import { table } from '../zero-downtime/util.js'
 
-const SUITE = join(REPO, 'node_modules/http-cache-tests')
-const PRELOAD = join(REPO, 'dist/loadtest/conformance/loopback-only.js')
-const CONFIG = join(REPO, 'config/examples/cache-conformance.yaml')
+const SUITE = join(REPO_ROOT, 'node_modules/http-cache-tests')
+const PRELOAD = join(REPO_ROOT, 'dist/loadtest/conformance/loopback-only.js')
+const CONFIG = join(REPO_ROOT, 'config/examples/cache-conformance.yaml')
 const PUBLISHED = [
   { name: 'nginx', file: 'nginx.json' },
   { name: 'Squid', file: 'squid.json' },
@@ -116,7 +118,7 @@ async function main(): Promise<void> {
       'origin-port': { type: 'string', default: '8000' },
       'gateway-port': { type: 'string', default: '8080' },
       'admin-port': { type: 'string', default: '9901' },
-      'results-dir': { type: 'string', default: join(REPO, 'loadtest/results') },
+      'results-dir': { type: 'string', default: join(REPO_ROOT, 'loadtest/results') },
       // CI: fail when more required tests fail than this (the known failures are listed in README.md).
       'max-required-fail': { type: 'string' },
     },
@@ -126,7 +128,7 @@ async function main(): Promise<void> {
     console.error(`--max-required-fail: expected an integer >= 0, got ${JSON.stringify(values['max-required-fail'])}`)
     process.exit(2)
   }
-  installCleanup()
+  installCleanup(3000)
   const dir = mkdtempSync(join(tmpdir(), 'waypost-conformance-'))
   const originPort = values['origin-port']
   const config = readFileSync(CONFIG, 'utf8').replace('http://127.0.0.1:8000', `http://127.0.0.1:${originPort}`)

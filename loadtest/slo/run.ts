@@ -20,11 +20,14 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseDocument } from 'yaml'
 import { request } from 'undici'
-import { metricSum } from '../bench/admin.js'
+import { startGatewayProcess } from '../lib/gateway.js'
+import { log, sleep } from '../lib/log.js'
+import { gatewayMetrics, metricSum } from '../lib/metrics.js'
+import { GATEWAY_MAIN, REPO_ROOT, requireBuilt, STUB_CLI } from '../lib/paths.js'
+import { installCleanup, stopAll, stopProcess, type Started } from '../lib/processes.js'
+import { startStubProcess } from '../lib/stub.js'
 import { LoadGenerator, type Sample } from '../zero-downtime/load.js'
-import { installCleanup, stopAll, stopProcess, type Started } from '../zero-downtime/processes.js'
-import { GATEWAY_MAIN, REPO, startGatewayProcess, startStubProcess, STUB_CLI } from '../zero-downtime/topology.js'
-import { count, fmt, log, percentile, percentiles, round, sleep, sortedEntries, sortedNumbers, table, type Percentiles } from '../zero-downtime/util.js'
+import { count, fmt, percentile, percentiles, round, sortedEntries, sortedNumbers, table, type Percentiles } from '../zero-downtime/util.js'
 
 const USAGE = `usage: node dist/loadtest/slo/run.js [--short] [options]
   --short             10 s of measured load instead of 30 s
@@ -115,16 +118,16 @@ function parseOptions(argv: string[]): Options | 'help' {
     rate: number(values.rate, 'rate', 200, 1),
     durationS: number(values.duration, 'duration', values.short ? 10 : 30, 1),
     warmupS: number(values.warmup, 'warmup', 2, 0),
-    config: resolve(values.config ?? join(REPO, 'loadtest/slo/gateway.yaml')),
-    resilientConfig: resolve(values['resilient-config'] ?? join(REPO, 'config/examples/resilience.yaml')),
-    cachedConfig: resolve(values['cached-config'] ?? join(REPO, 'config/examples/resilience-cache.yaml')),
+    config: resolve(values.config ?? join(REPO_ROOT, 'loadtest/slo/gateway.yaml')),
+    resilientConfig: resolve(values['resilient-config'] ?? join(REPO_ROOT, 'config/examples/resilience.yaml')),
+    cachedConfig: resolve(values['cached-config'] ?? join(REPO_ROOT, 'config/examples/resilience-cache.yaml')),
     path,
     keys: Math.floor(number(values.keys, 'keys', 100, 1)),
     maxAgeS: Math.floor(number(values['max-age'], 'max-age', 5, 0)),
     seed: values.seed === 'none' ? undefined : (values.seed ?? '42'),
     targets: targets as Target[],
     connections: number(values.connections, 'connections', 256, 1),
-    resultsDir: resolve(values['results-dir'] ?? join(REPO, 'loadtest/results')),
+    resultsDir: resolve(values['results-dir'] ?? join(REPO_ROOT, 'loadtest/results')),
     strict: values.strict,
     keep: values.keep,
   }
@@ -167,8 +170,7 @@ async function stubRequests(stubUrl: string): Promise<number> {
 }
 
 async function cacheResults(admin: string): Promise<Record<string, number> | null> {
-  const response = await request(`http://${admin}/metrics`, { headersTimeout: 2000, bodyTimeout: 2000 })
-  const text = await response.body.text()
+  const text = await gatewayMetrics(admin)
   const results: Record<string, number> = {}
   for (const result of ['hit', 'miss', 'stale', 'revalidated', 'bypass']) {
     const value = metricSum(text, 'waypost_cache_requests_total', { result })
@@ -247,10 +249,10 @@ function renderConfig(file: string, upstream: string): string {
 }
 
 async function run(options: Options): Promise<number> {
-  for (const file of [GATEWAY_MAIN, STUB_CLI]) if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first`)
+  requireBuilt([GATEWAY_MAIN, STUB_CLI])
   const dir = mkdtempSync(join(tmpdir(), 'waypost-slo-'))
   log(`run dir (rendered config, logs): ${dir}`)
-  installCleanup()
+  installCleanup(3000)
   const results: RunResult[] = []
   for (const target of options.targets) {
     // A fresh stub for every run: with a seed, both runs see the same sequence of outcomes.

@@ -8,18 +8,23 @@
 // Exit 0 when no request failed outside step 3's outage window and every check held; 1 otherwise;
 // 2 when the scenario itself could not run. Everything runs on 127.0.0.1, in process groups of its
 // own that are stopped on exit, on error and on Ctrl-C; every wait is bounded.
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { gatewayConfig, haproxyConfig, type Ports } from './configs.js'
 import { LoadGenerator, type Sample } from './load.js'
 import { zeroDowntimeMix } from './mix.js'
 import { parseOptions, USAGE, type Options } from './options.js'
-import { installCleanup, stopAll, stopProcess, tail } from './processes.js'
+import { startGatewayProcess } from '../lib/gateway.js'
+import { log, now } from '../lib/log.js'
+import { gatewayMetrics } from '../lib/metrics.js'
+import { GATEWAY_MAIN, requireBuilt, STUB_CLI } from '../lib/paths.js'
+import { freePort } from '../lib/ports.js'
+import { installCleanup, onInterrupt, stopAll, stopProcess, tail } from '../lib/processes.js'
+import { startStubProcess } from '../lib/stub.js'
 import { buildReport, printReport, writeReport, writeSamples } from './report.js'
 import { Aborted, event, pause, reloadPlan, reloads, rollingRestart, upstreamKill, writeConfig, type Context, type OutageWindow, type RestartRecord } from './steps.js'
-import { freePort, GATEWAY_MAIN, gatewayMetrics, haproxyCommand, haproxyPath, inFlightFromMetrics, parseSessions, startGatewayProcess, startHaproxy, startStubProcess, STUB_CLI, waitHaproxyServer } from './topology.js'
-import { log, now } from './util.js'
+import { haproxyCommand, haproxyPath, inFlightFromMetrics, parseSessions, startHaproxy, waitHaproxyServer } from './topology.js'
 
 async function allocatePorts(): Promise<Ports> {
   const taken = new Set<number>()
@@ -64,7 +69,7 @@ async function dumpStuck(ctx: Context, haproxySocket: string, stalled: readonly 
 }
 
 async function run(options: Options): Promise<number> {
-  for (const file of [GATEWAY_MAIN, STUB_CLI]) if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first`)
+  requireBuilt([GATEWAY_MAIN, STUB_CLI])
   const haproxy = haproxyPath()
   const dir = mkdtempSync(join(tmpdir(), 'waypost-zero-downtime-'))
   const configDir = join(dir, 'config')
@@ -72,7 +77,8 @@ async function run(options: Options): Promise<number> {
   log(`run dir (configs, logs, report.json): ${dir}`)
 
   const current: { load?: LoadGenerator; ctx?: Context } = {}
-  installCleanup(async () => {
+  installCleanup(3000)
+  onInterrupt(async () => {
     if (current.ctx !== undefined) current.ctx.aborted = true
     if (current.load !== undefined) {
       const samples = await current.load.stop(1000)
