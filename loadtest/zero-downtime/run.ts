@@ -20,10 +20,11 @@ import { log, now } from '../lib/log.js'
 import { gatewayMetrics } from '../lib/metrics.js'
 import { GATEWAY_MAIN, requireBuilt, STUB_CLI } from '../lib/paths.js'
 import { freePort } from '../lib/ports.js'
-import { installCleanup, onInterrupt, stopAll, stopProcess, tail } from '../lib/processes.js'
+import { runMain, stackOf } from '../lib/main.js'
+import { onInterrupt, stopAll, stopProcess, tail } from '../lib/processes.js'
 import { startStubProcess } from '../lib/stub.js'
 import { buildReport, printReport, writeReport, writeSamples } from './report.js'
-import { Aborted, event, pause, reloadPlan, reloads, rollingRestart, upstreamKill, writeConfig, type Context, type OutageWindow, type RestartRecord } from './steps.js'
+import { event, pause, reloadPlan, reloads, rollingRestart, upstreamKill, writeConfig, type Context, type OutageWindow, type RestartRecord } from './steps.js'
 import { haproxyCommand, haproxyPath, inFlightFromMetrics, parseSessions, startHaproxy, waitHaproxyServer } from './topology.js'
 
 async function allocatePorts(): Promise<Ports> {
@@ -77,7 +78,6 @@ async function run(options: Options): Promise<number> {
   log(`run dir (configs, logs, report.json): ${dir}`)
 
   const current: { load?: LoadGenerator; ctx?: Context } = {}
-  installCleanup(3000)
   onInterrupt(async () => {
     if (current.ctx !== undefined) current.ctx.aborted = true
     if (current.load !== undefined) {
@@ -222,28 +222,12 @@ async function run(options: Options): Promise<number> {
   return report.verdict === 'PASS' ? 0 : 1
 }
 
-async function main(): Promise<void> {
-  let options
-  try {
-    options = parseOptions(process.argv.slice(2))
-  } catch (error) {
-    console.error(`${(error as Error).message}\n${USAGE}`)
-    process.exit(2)
-  }
-  if (options === 'help') {
-    console.log(USAGE)
-    return
-  }
-  try {
-    const code = await run(options)
-    process.exit(code)
-  } catch (error) {
-    // Ctrl-C: the cleanup handler stops everything and exits.
-    if (error instanceof Aborted) return new Promise<void>(() => {})
-    console.error(`zero-downtime: ${(error as Error).stack ?? String(error)}`)
-    await stopAll(3000)
-    process.exit(2)
-  }
-}
-
-void main()
+runMain({
+  usage: USAGE,
+  parse: parseOptions,
+  run,
+  logStamp: 'elapsed',
+  describeFailure: (error) => `zero-downtime: ${stackOf(error)}`,
+  failureExitCode: 2,
+  abortGraceMs: 3000,
+})
