@@ -10,13 +10,18 @@
 // p99 under the unlimited run's, or sheds nothing.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { request } from 'undici'
+import { startGatewayProcess } from '../lib/gateway.js'
+import { log, sleep } from '../lib/log.js'
+import { gatewayMetrics } from '../lib/metrics.js'
+import { runMain, stackOf } from '../lib/main.js'
+import { resultsDirFlag } from '../lib/options.js'
+import { stopAll, stopProcess } from '../lib/processes.js'
+import { startStubProcess } from '../lib/stub.js'
 import { LoadGenerator } from '../zero-downtime/load.js'
-import { installCleanup, stopAll, stopProcess } from '../zero-downtime/processes.js'
-import { gatewayMetrics, REPO, startGatewayProcess, startStubProcess } from '../zero-downtime/topology.js'
-import { fmt, log, percentiles, sleep, table, type Percentiles } from '../zero-downtime/util.js'
+import { fmt, percentiles, table, type Percentiles } from '../zero-downtime/util.js'
 
 const PATH = '/concurrency-latency?baseMs=5&perInFlightMs=3'
 
@@ -87,15 +92,26 @@ async function runOne(name: string, adaptive: boolean, dir: string, rate: number
   }
 }
 
-async function main(): Promise<number> {
+interface Options {
+  rate: number
+  durationS: number
+  resultsDir: string
+}
+
+function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
+    args: argv,
     options: { short: { type: 'boolean', default: false }, rate: { type: 'string' }, duration: { type: 'string' }, 'results-dir': { type: 'string' } },
   })
   const rate = Number(values.rate ?? 450)
   const durationS = Number(values.duration ?? (values.short ? 5 : 20))
+  // Reported as a failure (stack, exit 2), as adaptive always has, not as a usage error.
   if (!(rate > 0) || !(durationS > 0)) throw new Error('--rate and --duration: expected positive numbers')
+  return { rate, durationS, resultsDir: resultsDirFlag(values['results-dir']) }
+}
+
+async function run({ rate, durationS, resultsDir }: Options): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'waypost-adaptive-'))
-  installCleanup()
   const results = [await runOne('unlimited', false, dir, rate, durationS), await runOne('adaptive', true, dir, rate, durationS)]
   await stopAll()
   rmSync(dir, { recursive: true, force: true })
@@ -114,7 +130,6 @@ async function main(): Promise<number> {
   ]
   console.log('')
   for (const check of checks) console.log(`  ${check.pass ? 'PASS' : 'FAIL'}  ${check.name}`)
-  const resultsDir = resolve(values['results-dir'] ?? join(REPO, 'loadtest/results'))
   mkdirSync(resultsDir, { recursive: true })
   const out = join(resultsDir, 'adaptive-latest.json')
   writeFileSync(out, `${JSON.stringify({ date: new Date().toISOString(), rate, durationS, path: PATH, results, checks }, null, 2)}\n`)
@@ -122,11 +137,11 @@ async function main(): Promise<number> {
   return checks.every((check) => check.pass) ? 0 : 1
 }
 
-main().then(
-  (code) => process.exit(code),
-  async (error: unknown) => {
-    console.error(`adaptive: ${(error as Error).stack ?? String(error)}`)
-    await stopAll(3000)
-    process.exit(2)
-  },
-)
+runMain({
+  parse: parseOptions,
+  run,
+  logStamp: 'elapsed',
+  describeFailure: (error) => `adaptive: ${stackOf(error)}`,
+  failureExitCode: 2,
+  abortGraceMs: 3000,
+})

@@ -1,7 +1,7 @@
 // Fixed-rate latency runs: starts fixed-rate.js (the open-loop generator) pinned to the load CPUs
 // as a process of its own, and reads the JSON line it prints.
 import { fileURLToPath } from 'node:url'
-import { runToEnd } from './processes.js'
+import { runToEnd } from '../lib/processes.js'
 import type { FixedRateResult } from './fixed-rate.js'
 
 const GENERATOR = fileURLToPath(new URL('./fixed-rate.js', import.meta.url))

@@ -4,7 +4,7 @@
 // shared machine, a run is first delayed until the CPUs are quiet.
 import { CLK_TCK, NCPU, groupTicks, machineTicks, selfAndReapedChildrenTicks } from './procfs.js'
 import { performance } from 'node:perf_hooks'
-import { log, sleep } from './util.js'
+import { log, sleep } from '../lib/log.js'
 
 export interface Measured<T> {
   result: T

@@ -1,8 +1,9 @@
 // Options of `npm run bench` and `npm run bench:soak`: command-line flags win over environment
-// variables, which win over the `--quick` preset, which wins over the defaults.
+// variables, which win over the `--quick` preset, which wins over the defaults (lib/options.ts).
 import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
-import { fileURLToPath } from 'node:url'
+import { booleanSetting, HELP_FLAG, numberSetting, stringSetting, UsageError } from '../lib/options.js'
+import { DEFAULT_RESULTS_DIR } from '../lib/paths.js'
 
 export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'nginx-static', 'gateway-cache'] as const
 export type ConfigName = (typeof CONFIG_NAMES)[number]
@@ -14,9 +15,6 @@ export const DEFAULT_CONFIGS: readonly ConfigName[] = ['direct', 'nginx', 'undic
 /** `npm run bench:cache`: a cache hit (the default chain plus `cache`) beside nginx serving the same 1 KiB file. */
 export const CACHE_CONFIGS: readonly ConfigName[] = ['nginx-static', 'gateway-cache', 'nginx', 'gateway-default']
 export type UpstreamKind = 'node' | 'nginx'
-
-/** Repository root, from dist/loadtest/bench/options.js (or loadtest/bench/options.ts). */
-export const REPO_ROOT = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../../' : '../../', import.meta.url))
 
 export interface CommonOptions {
   /** First of the ports used (default 19000); see topology.ts for the offsets. */
@@ -70,50 +68,27 @@ const COMMON_FLAGS = {
   keep: { type: 'boolean' },
   'quiet-wait': { type: 'string' },
   'foreign-max': { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
+  ...HELP_FLAG,
 } as const
-
-export class UsageError extends Error {}
-
-function num(flag: string | undefined, envName: string, fallback: number, { integer = false, minimum = 0 } = {}): number {
-  const raw = flag ?? process.env[envName]
-  if (raw === undefined || raw === '') return fallback
-  const value = Number(raw)
-  if (!Number.isFinite(value) || value < minimum || (integer && !Number.isInteger(value))) {
-    throw new UsageError(`${envName} (or its flag): expected ${integer ? 'an integer' : 'a number'} >= ${minimum}, got "${raw}"`)
-  }
-  return value
-}
-
-function str(flag: string | undefined, envName: string, fallback: string): string {
-  const raw = flag ?? process.env[envName]
-  return raw === undefined || raw === '' ? fallback : raw
-}
-
-function bool(flag: boolean | undefined, envName: string): boolean {
-  if (flag !== undefined) return flag
-  const raw = process.env[envName]
-  return raw !== undefined && raw !== '' && raw !== '0' && raw !== 'false'
-}
 
 function common(values: Record<string, string | boolean | undefined>): CommonOptions {
   const s = (name: string): string | undefined => values[name] as string | undefined
-  const upstream = str(s('upstream'), 'UPSTREAM', 'node')
+  const upstream = stringSetting(s('upstream'), 'UPSTREAM', 'node')
   if (upstream !== 'node' && upstream !== 'nginx') throw new UsageError(`UPSTREAM / --upstream: expected node or nginx, got "${upstream}"`)
   // On a single-CPU machine everything shares cpu 0; the figures then mean less.
   const twoCpus = availableParallelism() >= 2
   return {
-    portBase: num(s('port-base'), 'PORT_BASE', 19000, { integer: true, minimum: 1024 }),
-    loadCpus: str(s('load-cpus'), 'LOAD_CPUS', twoCpus ? '1' : '0'),
-    serverCpus: str(s('server-cpus'), 'SERVER_CPUS', '0'),
+    portBase: numberSetting(s('port-base'), 'PORT_BASE', 19000, { integer: true, minimum: 1024 }),
+    loadCpus: stringSetting(s('load-cpus'), 'LOAD_CPUS', twoCpus ? '1' : '0'),
+    serverCpus: stringSetting(s('server-cpus'), 'SERVER_CPUS', '0'),
     upstream,
-    warmup: num(s('warmup'), 'WARMUP', 3),
-    connections: num(s('connections'), 'CONNECTIONS', 50, { integer: true, minimum: 1 }),
+    warmup: numberSetting(s('warmup'), 'WARMUP', 3),
+    connections: numberSetting(s('connections'), 'CONNECTIONS', 50, { integer: true, minimum: 1 }),
     // As deployed: the `waypost` executable runs node with --max-semi-space-size=4 (see gateway/src/main.ts).
-    gatewayNodeFlags: str(s('gateway-node-flags'), 'GATEWAY_NODE_FLAGS', '--max-semi-space-size=4').split(/\s+/).filter(Boolean),
-    keep: bool(values.keep as boolean | undefined, 'KEEP'),
-    quietWait: num(s('quiet-wait'), 'QUIET_WAIT', 10),
-    foreignMax: num(s('foreign-max'), 'FOREIGN_MAX', 10),
+    gatewayNodeFlags: stringSetting(s('gateway-node-flags'), 'GATEWAY_NODE_FLAGS', '--max-semi-space-size=4').split(/\s+/).filter(Boolean),
+    keep: booleanSetting(values.keep as boolean | undefined, 'KEEP'),
+    quietWait: numberSetting(s('quiet-wait'), 'QUIET_WAIT', 10),
+    foreignMax: numberSetting(s('foreign-max'), 'FOREIGN_MAX', 10),
   }
 }
 
@@ -147,10 +122,10 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
     strict: true,
   })
   if (values.help === true) return 'help'
-  const quick = bool(values.quick, 'QUICK')
+  const quick = booleanSetting(values.quick, 'QUICK')
   const base = common(values)
-  const duration = num(values.duration, 'DURATION', quick ? 2 : 5, { minimum: 1 })
-  const configs = str(values.configs, 'CONFIGS', (values.cache === true ? CACHE_CONFIGS : DEFAULT_CONFIGS).join(','))
+  const duration = numberSetting(values.duration, 'DURATION', quick ? 2 : 5, { minimum: 1 })
+  const configs = stringSetting(values.configs, 'CONFIGS', (values.cache === true ? CACHE_CONFIGS : DEFAULT_CONFIGS).join(','))
     .split(',')
     .map((name) => name.trim())
     .filter(Boolean)
@@ -161,16 +136,16 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
   return {
     ...base,
     quick,
-    strict: bool(values.strict, 'STRICT'),
+    strict: booleanSetting(values.strict, 'STRICT'),
     duration,
-    reps: num(values.reps, 'REPS', quick ? 1 : 3, { integer: true, minimum: 1 }),
-    rate: num(values.rate, 'RATE', 2000, { minimum: 1 }),
-    latencyDuration: num(values['latency-duration'], 'LATENCY_DURATION', duration, { minimum: 1 }),
+    reps: numberSetting(values.reps, 'REPS', quick ? 1 : 3, { integer: true, minimum: 1 }),
+    rate: numberSetting(values.rate, 'RATE', 2000, { minimum: 1 }),
+    latencyDuration: numberSetting(values['latency-duration'], 'LATENCY_DURATION', duration, { minimum: 1 }),
     configs: [...new Set(configs)] as ConfigName[],
-    retries: num(values.retries, 'RETRIES', quick ? 0 : 1, { integer: true }),
-    extraBudget: num(values['extra-budget'], 'EXTRA_BUDGET', quick ? 15 : 60),
-    quietWait: num(values['quiet-wait'], 'QUIET_WAIT', quick ? 3 : 10),
-    resultsDir: str(values['results-dir'], 'RESULTS_DIR', `${REPO_ROOT}loadtest/results`),
+    retries: numberSetting(values.retries, 'RETRIES', quick ? 0 : 1, { integer: true }),
+    extraBudget: numberSetting(values['extra-budget'], 'EXTRA_BUDGET', quick ? 15 : 60),
+    quietWait: numberSetting(values['quiet-wait'], 'QUIET_WAIT', quick ? 3 : 10),
+    resultsDir: stringSetting(values['results-dir'], 'RESULTS_DIR', DEFAULT_RESULTS_DIR),
   }
 }
 
@@ -197,13 +172,13 @@ export function soakOptions(argv: string[]): SoakOptions | 'help' {
   return {
     ...common(values),
     // The soak's own ports sit above the benchmark's, so both can be started side by side.
-    portBase: num(values['port-base'], 'PORT_BASE', 19000, { integer: true, minimum: 1024 }) + 20,
+    portBase: numberSetting(values['port-base'], 'PORT_BASE', 19000, { integer: true, minimum: 1024 }) + 20,
     // Long enough for the gateway's heap and RSS to settle at this rate, so growth after it means something.
-    warmup: num(values.warmup, 'SOAK_WARMUP', 30),
-    minutes: num(values.minutes, 'SOAK_MINUTES', 10, { minimum: 0.1 }),
-    rate: num(values.rate, 'SOAK_RATE', 1000, { minimum: 1 }),
-    sampleEvery: num(values['sample-every'], 'SOAK_SAMPLE_EVERY', 30, { minimum: 1 }),
-    maxGrowthPct: num(values['max-growth'], 'SOAK_MAX_GROWTH', 10, { minimum: 0 }),
-    resultsDir: str(values['results-dir'], 'RESULTS_DIR', `${REPO_ROOT}loadtest/results`),
+    warmup: numberSetting(values.warmup, 'SOAK_WARMUP', 30),
+    minutes: numberSetting(values.minutes, 'SOAK_MINUTES', 10, { minimum: 0.1 }),
+    rate: numberSetting(values.rate, 'SOAK_RATE', 1000, { minimum: 1 }),
+    sampleEvery: numberSetting(values['sample-every'], 'SOAK_SAMPLE_EVERY', 30, { minimum: 1 }),
+    maxGrowthPct: numberSetting(values['max-growth'], 'SOAK_MAX_GROWTH', 10, { minimum: 0 }),
+    resultsDir: stringSetting(values['results-dir'], 'RESULTS_DIR', DEFAULT_RESULTS_DIR),
   }
 }

@@ -4,16 +4,20 @@ import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'nod
 import { spawnSync } from 'node:child_process'
 import { cpus, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BENCH_USAGE, benchOptions, DEFAULT_CONFIGS, UsageError, type BenchOptions, type ConfigName } from './options.js'
-import { findTool, installCleanup, requireTools, setStopGrace, stopAll } from './processes.js'
-import { GATEWAY_MAIN, startTopology, type Target, type Topology } from './topology.js'
+import { BENCH_USAGE, benchOptions, DEFAULT_CONFIGS, type BenchOptions, type ConfigName } from './options.js'
+import { messageOf, runMain } from '../lib/main.js'
+import { setStopGrace, stopAll } from '../lib/processes.js'
+import { GATEWAY_MAIN } from '../lib/paths.js'
+import { log } from '../lib/log.js'
+import { metricSum, scrapeMetrics } from '../lib/metrics.js'
+import { findTool } from '../lib/tools.js'
+import { requireBenchTools, startTopology, STOP_GRACE_MS, type Target, type Topology } from './topology.js'
 import { measure, waitQuiet } from './measure.js'
 import { runWrk, wrkLogFile } from './wrk.js'
 import { runFixedRate } from './latency.js'
 import { NCPU, groupRssKiB } from './procfs.js'
-import { metricSum, scrapeMetrics } from './admin.js'
 import { floorNote, formatTable, formatTargets, judge, paired, summarize, writeReport, type BenchReport, type LatencyRun, type ThroughputRun } from './report.js'
-import { fmt, log, ratio } from './util.js'
+import { fmt, ratio } from './util.js'
 
 /** The fixed-rate generator sends at the target rate for this long before it starts recording. */
 const LATENCY_WARMUP_S = 1
@@ -134,13 +138,12 @@ function countLines(file: string): Promise<number> {
 
 async function bench(options: BenchOptions): Promise<number> {
   const needNginx = options.configs.some((config) => config.startsWith('nginx')) || options.upstream === 'nginx'
-  requireTools(['wrk', 'taskset', ...(needNginx ? ['nginx'] : [])])
+  requireBenchTools(['wrk', 'taskset', ...(needNginx ? ['nginx'] : [])])
   if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} not found: build first (npm run build), or use npm run bench`)
-  installCleanup()
   // With --cpu-prof the gateway writes its profile after the drain: give it time.
-  setStopGrace(options.gatewayNodeFlags.some((flag) => flag.startsWith('--cpu-prof') || flag.startsWith('--heap-prof')) ? 30_000 : 5_000)
+  setStopGrace(options.gatewayNodeFlags.some((flag) => flag.startsWith('--cpu-prof') || flag.startsWith('--heap-prof')) ? 30_000 : STOP_GRACE_MS)
   const runDir = mkdtempSync(join(tmpdir(), 'waypost-bench-'))
-  // Also on Ctrl-C (the 'exit' handlers run after processes.ts has killed the process groups).
+  // Also on Ctrl-C (the 'exit' handlers run after lib/processes.ts has killed the process groups).
   if (!options.keep) process.on('exit', () => rmSync(runDir, { recursive: true, force: true }))
   const started = Date.now()
   const date = new Date().toISOString()
@@ -254,28 +257,11 @@ async function bench(options: BenchOptions): Promise<number> {
   return 0
 }
 
-async function main(): Promise<number> {
-  let options: BenchOptions | 'help'
-  try {
-    options = benchOptions(process.argv.slice(2))
-  } catch (error) {
-    const code = (error as { code?: string }).code
-    if (!(error instanceof UsageError) && !code?.startsWith('ERR_PARSE_ARGS')) throw error
-    console.error(`${(error as Error).message}\n${BENCH_USAGE}`)
-    return 2
-  }
-  if (options === 'help') {
-    console.log(BENCH_USAGE)
-    return 0
-  }
-  return bench(options)
-}
-
-main().then(
-  (code) => process.exit(code),
-  async (error: unknown) => {
-    console.error(`bench failed: ${error instanceof Error ? error.message : String(error)}`)
-    await stopAll()
-    process.exit(1)
-  },
-)
+runMain({
+  usage: BENCH_USAGE,
+  parse: benchOptions,
+  run: bench,
+  logStamp: 'clock',
+  describeFailure: (error) => `bench failed: ${messageOf(error)}`,
+  failureExitCode: 1,
+})

@@ -6,13 +6,16 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { SOAK_USAGE, soakOptions, UsageError, type SoakOptions } from './options.js'
-import { installCleanup, requireTools, stopAll } from './processes.js'
-import { GATEWAY_MAIN, startTopology } from './topology.js'
+import { SOAK_USAGE, soakOptions, type SoakOptions } from './options.js'
+import { messageOf, runMain } from '../lib/main.js'
+import { setStopGrace, stopAll } from '../lib/processes.js'
+import { GATEWAY_MAIN } from '../lib/paths.js'
+import { log, sleep } from '../lib/log.js'
+import { metricSum, scrapeMetrics } from '../lib/metrics.js'
+import { requireBenchTools, startTopology, STOP_GRACE_MS } from './topology.js'
 import { runFixedRate, type FixedRateResult } from './latency.js'
 import { groupRssKiB } from './procfs.js'
-import { metricSum, scrapeMetrics } from './admin.js'
-import { fmt, log, signed, sleep, table } from './util.js'
+import { fmt, signed, table } from './util.js'
 
 interface Sample {
   /** Seconds since the load started. */
@@ -37,9 +40,9 @@ async function sample(pid: number, adminPort: number, t: number): Promise<Sample
 }
 
 async function soak(options: SoakOptions): Promise<number> {
-  requireTools(['taskset', ...(options.upstream === 'nginx' ? ['nginx'] : [])])
+  requireBenchTools(['taskset', ...(options.upstream === 'nginx' ? ['nginx'] : [])])
   if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} not found: build first (npm run build), or use npm run bench:soak`)
-  installCleanup()
+  setStopGrace(STOP_GRACE_MS)
   const runDir = mkdtempSync(join(tmpdir(), 'waypost-soak-'))
   if (!options.keep) process.on('exit', () => rmSync(runDir, { recursive: true, force: true }))
   const date = new Date().toISOString()
@@ -113,28 +116,11 @@ async function soak(options: SoakOptions): Promise<number> {
   return pass ? 0 : 1
 }
 
-async function main(): Promise<number> {
-  let options: SoakOptions | 'help'
-  try {
-    options = soakOptions(process.argv.slice(2))
-  } catch (error) {
-    const code = (error as { code?: string }).code
-    if (!(error instanceof UsageError) && !code?.startsWith('ERR_PARSE_ARGS')) throw error
-    console.error(`${(error as Error).message}\n${SOAK_USAGE}`)
-    return 2
-  }
-  if (options === 'help') {
-    console.log(SOAK_USAGE)
-    return 0
-  }
-  return soak(options)
-}
-
-main().then(
-  (code) => process.exit(code),
-  async (error: unknown) => {
-    console.error(`soak failed: ${error instanceof Error ? error.message : String(error)}`)
-    await stopAll()
-    process.exit(1)
-  },
-)
+runMain({
+  usage: SOAK_USAGE,
+  parse: soakOptions,
+  run: soak,
+  logStamp: 'clock',
+  describeFailure: (error) => `soak failed: ${messageOf(error)}`,
+  failureExitCode: 1,
+})

@@ -6,10 +6,25 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import type { CommonOptions, ConfigName } from './options.js'
-import { checkPortsFree, findTool, startPinned, waitReady, type Started } from './processes.js'
+import { launchGateway } from '../lib/gateway.js'
+import { portIsFree } from '../lib/ports.js'
+import { startProcess, waitForBody, type Started } from '../lib/processes.js'
+import { findTool, requireTools } from '../lib/tools.js'
 
 const DIST_BENCH = fileURLToPath(new URL('.', import.meta.url))
-export const GATEWAY_MAIN = fileURLToPath(new URL('../../gateway/src/main.js', import.meta.url))
+/** Every server of the benchmark answers GET / with this many bytes. */
+const BODY_BYTES = 1024
+
+/**
+ * SIGTERM-to-SIGKILL grace of the benchmark's processes: its gateways drain at once (see
+ * gatewayConfig), so 5 s is plenty unless a profiler has a file to write (bench/run.ts).
+ */
+export const STOP_GRACE_MS = 5_000
+
+/** Throws with the install command if one of the tools is missing. */
+export function requireBenchTools(names: readonly string[]): void {
+  requireTools(names, 'the full set the benchmark uses: apt-get install -y wrk nginx-light')
+}
 
 /** Port offsets from PORT_BASE. */
 const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6 } as const
@@ -45,13 +60,19 @@ export function portsOf(base: number, configs: readonly ConfigName[]): number[] 
   return ports
 }
 
+async function checkPortsFree(ports: readonly number[]): Promise<void> {
+  const busy: number[] = []
+  for (const port of ports) if (!(await portIsFree(port))) busy.push(port)
+  if (busy.length > 0) throw new Error(`ports already in use on 127.0.0.1: ${busy.join(', ')} (choose another base with PORT_BASE=... or --port-base)`)
+}
+
 /** Starts the upstream and a server for every config, and waits until each answers GET / with 1 KiB. */
 export async function startTopology(runDir: string, options: CommonOptions, configs: readonly ConfigName[]): Promise<Topology> {
   const base = options.portBase
   await checkPortsFree(portsOf(base, configs))
   const upstreamPort = base + OFFSET.upstream
   const upstream = options.upstream === 'nginx' ? startNginx(runDir, 'upstream-nginx', nginxStaticConf, upstreamPort, 0, options) : startNodeUpstream(runDir, upstreamPort, options)
-  await waitReady(upstream, upstreamPort)
+  await waitForBody(upstream, upstreamPort, BODY_BYTES)
 
   const targets = new Map<ConfigName, Target>()
   for (const config of configs) {
@@ -85,12 +106,12 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
       }
     }
   }
-  for (const target of targets.values()) await waitReady(target.server, target.port)
+  for (const target of targets.values()) await waitForBody(target.server, target.port, BODY_BYTES)
   return { upstream, upstreamPort, targets }
 }
 
 function startNodeUpstream(runDir: string, port: number, options: CommonOptions): Started {
-  return startPinned('upstream-node', process.execPath, [join(DIST_BENCH, 'upstream.js'), String(port)], {
+  return startProcess('upstream-node', process.execPath, [join(DIST_BENCH, 'upstream.js'), String(port)], {
     cpus: options.serverCpus,
     logFile: join(runDir, 'upstream-node.log'),
   })
@@ -99,7 +120,7 @@ function startNodeUpstream(runDir: string, port: number, options: CommonOptions)
 /** The floor: runs with the gateway's heap and GC flags (not its profiler's), so only the code differs. */
 function startUndiciProxy(runDir: string, port: number, upstreamPort: number, options: CommonOptions): Started {
   const flags = options.gatewayNodeFlags.filter((flag) => /^--(max-semi-space-size|max-old-space-size|single-threaded-gc)\b/.test(flag))
-  return startPinned('undici-proxy', process.execPath, [...flags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], {
+  return startProcess('undici-proxy', process.execPath, [...flags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], {
     cpus: options.serverCpus,
     logFile: join(runDir, 'undici-proxy.log'),
   })
@@ -111,12 +132,12 @@ type NginxConf = (prefix: string, port: number, upstreamPort: number) => string
 function startNginx(runDir: string, name: string, conf: NginxConf, port: number, upstreamPort: number, options: CommonOptions): Started {
   const prefix = join(runDir, name)
   for (const dir of ['logs', 'tmp', 'www']) mkdirSync(join(prefix, dir), { recursive: true })
-  writeFileSync(join(prefix, 'www', 'index.html'), 'x'.repeat(1024))
+  writeFileSync(join(prefix, 'www', 'index.html'), 'x'.repeat(BODY_BYTES))
   const confFile = join(prefix, 'nginx.conf')
   writeFileSync(confFile, conf(prefix, port, upstreamPort))
   const nginx = findTool('nginx') ?? 'nginx'
   // -e: the error log from the very start (before the conf is read), so nothing is written to /var/log.
-  return startPinned(name, nginx, ['-p', prefix, '-c', confFile, '-e', join(prefix, 'logs', 'error.log')], {
+  return startProcess(name, nginx, ['-p', prefix, '-c', confFile, '-e', join(prefix, 'logs', 'error.log')], {
     cpus: options.serverCpus,
     logFile: join(runDir, `${name}.log`),
   })
@@ -214,7 +235,8 @@ function startGateway(runDir: string, config: GatewayConfigName, port: number, a
   const env = { ...process.env }
   for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_')) delete env[key]
   // stdout (the "ready" line and, for gateway-default, one access-log line per request) goes to a file.
-  return startPinned(config, process.execPath, [...options.gatewayNodeFlags, GATEWAY_MAIN, 'run', '--config', configFile], {
+  return launchGateway(config, configFile, {
+    nodeFlags: options.gatewayNodeFlags,
     cpus: options.serverCpus,
     logFile: join(runDir, `${config}.log`),
     env,

@@ -1,6 +1,4 @@
-// Small helpers shared by the benchmark modules: statistics, formatting, timing, logging.
-
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+// Small helpers shared by the benchmark modules: statistics and formatting.
 
 /** Median of the finite values, NaN when there are none. */
 export function median(values: readonly number[]): number {
@@ -40,12 +38,6 @@ export function signed(value: number, digits = 2): string {
 /** Ratio as "0.61x", or "-". */
 export function ratio(value: number): string {
   return Number.isFinite(value) ? `${value.toFixed(2)}x` : '-'
-}
-
-/** A log line on stderr with the wall-clock time, so stdout stays for the report. */
-export function log(message: string): void {
-  const now = new Date().toTimeString().slice(0, 8)
-  process.stderr.write(`[${now}] ${message}\n`)
 }
 
 /** Left- or right-aligned text table. The first row is the header; columns listed in `left` are left-aligned. */

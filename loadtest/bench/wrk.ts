@@ -1,7 +1,8 @@
 // Throughput runs: wrk (closed loop: CONNECTIONS connections, each sending its next request as soon
 // as the previous answer arrives) pinned to the load CPUs; its text output parsed.
 import { join } from 'node:path'
-import { findTool, runToEnd } from './processes.js'
+import { runToEnd } from '../lib/processes.js'
+import { findTool } from '../lib/tools.js'
 
 export interface WrkResult {
   requests: number

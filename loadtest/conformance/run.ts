@@ -14,13 +14,17 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import { installCleanup, startProcess, stopAll, waitForLine } from '../zero-downtime/processes.js'
-import { REPO, startGatewayProcess } from '../zero-downtime/topology.js'
-import { log, table } from '../zero-downtime/util.js'
+import { startGatewayProcess } from '../lib/gateway.js'
+import { log } from '../lib/log.js'
+import { DEFAULT_RESULTS_DIR, REPO_ROOT } from '../lib/paths.js'
+import { runMain, stackOf } from '../lib/main.js'
+import { UsageError } from '../lib/options.js'
+import { startProcess, stopAll, waitForLine } from '../lib/processes.js'
+import { table } from '../zero-downtime/util.js'
 
-const SUITE = join(REPO, 'node_modules/http-cache-tests')
-const PRELOAD = join(REPO, 'dist/loadtest/conformance/loopback-only.js')
-const CONFIG = join(REPO, 'config/examples/cache-conformance.yaml')
+const SUITE = join(REPO_ROOT, 'node_modules/http-cache-tests')
+const PRELOAD = join(REPO_ROOT, 'dist/loadtest/conformance/loopback-only.js')
+const CONFIG = join(REPO_ROOT, 'config/examples/cache-conformance.yaml')
 const PUBLISHED = [
   { name: 'nginx', file: 'nginx.json' },
   { name: 'Squid', file: 'squid.json' },
@@ -110,25 +114,35 @@ function runClient(base: string): Promise<Record<string, Outcome>> {
   })
 }
 
-async function main(): Promise<void> {
+interface Options {
+  originPort: string
+  gatewayPort: string
+  adminPort: string
+  resultsDir: string
+  maxRequiredFail: number | undefined
+}
+
+function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
+    args: argv,
     options: {
       'origin-port': { type: 'string', default: '8000' },
       'gateway-port': { type: 'string', default: '8080' },
       'admin-port': { type: 'string', default: '9901' },
-      'results-dir': { type: 'string', default: join(REPO, 'loadtest/results') },
+      'results-dir': { type: 'string', default: DEFAULT_RESULTS_DIR },
       // CI: fail when more required tests fail than this (the known failures are listed in README.md).
       'max-required-fail': { type: 'string' },
     },
   })
   const maxRequiredFail = values['max-required-fail'] === undefined ? undefined : Number(values['max-required-fail'])
   if (maxRequiredFail !== undefined && !(Number.isInteger(maxRequiredFail) && maxRequiredFail >= 0)) {
-    console.error(`--max-required-fail: expected an integer >= 0, got ${JSON.stringify(values['max-required-fail'])}`)
-    process.exit(2)
+    throw new UsageError(`--max-required-fail: expected an integer >= 0, got ${JSON.stringify(values['max-required-fail'])}`)
   }
-  installCleanup()
+  return { originPort: values['origin-port'], gatewayPort: values['gateway-port'], adminPort: values['admin-port'], resultsDir: values['results-dir'], maxRequiredFail }
+}
+
+async function run({ originPort, gatewayPort, adminPort, resultsDir, maxRequiredFail }: Options): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'waypost-conformance-'))
-  const originPort = values['origin-port']
   const config = readFileSync(CONFIG, 'utf8').replace('http://127.0.0.1:8000', `http://127.0.0.1:${originPort}`)
   const configFile = join(dir, 'cache-conformance.yaml')
   writeFileSync(configFile, config)
@@ -140,7 +154,7 @@ async function main(): Promise<void> {
     env: { ...process.env, npm_config_protocol: 'http', npm_config_port: originPort, npm_config_pidfile: join(dir, 'origin.pid') },
   })
   await waitForLine(origin, (line) => line.startsWith('Listening on'), 10_000)
-  const gateway = await startGatewayProcess('gateway', configFile, join(dir, 'gateway.log'), `127.0.0.1:${values['gateway-port']}`, `127.0.0.1:${values['admin-port']}`)
+  const gateway = await startGatewayProcess('gateway', configFile, join(dir, 'gateway.log'), `127.0.0.1:${gatewayPort}`, `127.0.0.1:${adminPort}`)
   log(`gateway: ${gateway.listen} (cache-conformance.yaml); running the suite, a few minutes`)
   let results: Record<string, Outcome>
   try {
@@ -174,18 +188,22 @@ async function main(): Promise<void> {
     ]),
   )
   if (failed.length > 0) console.log(`required tests failed: ${failed.join(', ')}`)
-  mkdirSync(values['results-dir'], { recursive: true })
-  const out = join(values['results-dir'], 'cache-conformance.json')
+  mkdirSync(resultsDir, { recursive: true })
+  const out = join(resultsDir, 'cache-conformance.json')
   writeFileSync(out, JSON.stringify({ suite: `http-cache-tests ${(JSON.parse(readFileSync(join(SUITE, 'package.json'), 'utf8')) as { version: string }).version}`, at: new Date().toISOString(), summary: Object.fromEntries(rows.map((row) => [row.name, row.summary])), failedRequired: failed, results }, null, 2) + '\n')
   log(`wrote ${out}`)
   if (maxRequiredFail !== undefined && failed.length > maxRequiredFail) {
     console.log(`FAIL: ${failed.length} required tests failed, more than --max-required-fail ${maxRequiredFail}`)
-    process.exit(1)
+    return 1
   }
+  return 0
 }
 
-main().catch(async (error: unknown) => {
-  console.error((error as Error).stack ?? error)
-  await stopAll(3000)
-  process.exit(1)
+runMain({
+  parse: parseOptions,
+  run,
+  logStamp: 'elapsed',
+  describeFailure: stackOf,
+  failureExitCode: 1,
+  abortGraceMs: 3000,
 })

@@ -20,11 +20,16 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseDocument } from 'yaml'
 import { request } from 'undici'
-import { metricSum } from '../bench/admin.js'
+import { startGatewayProcess } from '../lib/gateway.js'
+import { log, sleep } from '../lib/log.js'
+import { gatewayMetrics, metricSum } from '../lib/metrics.js'
+import { GATEWAY_MAIN, REPO_ROOT, requireBuilt, STUB_CLI } from '../lib/paths.js'
+import { runMain, stackOf } from '../lib/main.js'
+import { HELP_FLAG, numberFlag, resultsDirFlag, UsageError } from '../lib/options.js'
+import { stopAll, stopProcess, type Started } from '../lib/processes.js'
+import { startStubProcess } from '../lib/stub.js'
 import { LoadGenerator, type Sample } from '../zero-downtime/load.js'
-import { installCleanup, stopAll, stopProcess, type Started } from '../zero-downtime/processes.js'
-import { GATEWAY_MAIN, REPO, startGatewayProcess, startStubProcess, STUB_CLI } from '../zero-downtime/topology.js'
-import { count, fmt, log, percentile, percentiles, round, sleep, sortedEntries, sortedNumbers, table, type Percentiles } from '../zero-downtime/util.js'
+import { count, fmt, percentile, percentiles, round, sortedEntries, sortedNumbers, table, type Percentiles } from '../zero-downtime/util.js'
 
 const USAGE = `usage: node dist/loadtest/slo/run.js [--short] [options]
   --short             10 s of measured load instead of 30 s
@@ -96,35 +101,29 @@ function parseOptions(argv: string[]): Options | 'help' {
       'results-dir': { type: 'string' },
       strict: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
+      ...HELP_FLAG,
     },
   })
   if (values.help) return 'help'
-  const number = (raw: string | undefined, name: string, fallback: number, min: number): number => {
-    if (raw === undefined) return fallback
-    const value = Number(raw)
-    if (!Number.isFinite(value) || value < min) throw new Error(`--${name}: expected a number >= ${min}, got ${JSON.stringify(raw)}`)
-    return value
-  }
   const targets = (values.targets ?? TARGET_NAMES.join(',')).split(',').map((name) => name.trim())
-  for (const name of targets) if (!(TARGET_NAMES as readonly string[]).includes(name)) throw new Error(`--targets: unknown "${name}" (${TARGET_NAMES.join(', ')})`)
+  for (const name of targets) if (!(TARGET_NAMES as readonly string[]).includes(name)) throw new UsageError(`--targets: unknown "${name}" (${TARGET_NAMES.join(', ')})`)
   const path = values.path ?? DEFAULT_PATH
-  if (!path.startsWith('/')) throw new Error('--path: expected a path starting with "/"')
+  if (!path.startsWith('/')) throw new UsageError('--path: expected a path starting with "/"')
   return {
     short: values.short,
-    rate: number(values.rate, 'rate', 200, 1),
-    durationS: number(values.duration, 'duration', values.short ? 10 : 30, 1),
-    warmupS: number(values.warmup, 'warmup', 2, 0),
-    config: resolve(values.config ?? join(REPO, 'loadtest/slo/gateway.yaml')),
-    resilientConfig: resolve(values['resilient-config'] ?? join(REPO, 'config/examples/resilience.yaml')),
-    cachedConfig: resolve(values['cached-config'] ?? join(REPO, 'config/examples/resilience-cache.yaml')),
+    rate: numberFlag(values.rate, 'rate', 200, 1),
+    durationS: numberFlag(values.duration, 'duration', values.short ? 10 : 30, 1),
+    warmupS: numberFlag(values.warmup, 'warmup', 2, 0),
+    config: resolve(values.config ?? join(REPO_ROOT, 'loadtest/slo/gateway.yaml')),
+    resilientConfig: resolve(values['resilient-config'] ?? join(REPO_ROOT, 'config/examples/resilience.yaml')),
+    cachedConfig: resolve(values['cached-config'] ?? join(REPO_ROOT, 'config/examples/resilience-cache.yaml')),
     path,
-    keys: Math.floor(number(values.keys, 'keys', 100, 1)),
-    maxAgeS: Math.floor(number(values['max-age'], 'max-age', 5, 0)),
+    keys: Math.floor(numberFlag(values.keys, 'keys', 100, 1)),
+    maxAgeS: Math.floor(numberFlag(values['max-age'], 'max-age', 5, 0)),
     seed: values.seed === 'none' ? undefined : (values.seed ?? '42'),
     targets: targets as Target[],
-    connections: number(values.connections, 'connections', 256, 1),
-    resultsDir: resolve(values['results-dir'] ?? join(REPO, 'loadtest/results')),
+    connections: numberFlag(values.connections, 'connections', 256, 1),
+    resultsDir: resultsDirFlag(values['results-dir']),
     strict: values.strict,
     keep: values.keep,
   }
@@ -167,8 +166,7 @@ async function stubRequests(stubUrl: string): Promise<number> {
 }
 
 async function cacheResults(admin: string): Promise<Record<string, number> | null> {
-  const response = await request(`http://${admin}/metrics`, { headersTimeout: 2000, bodyTimeout: 2000 })
-  const text = await response.body.text()
+  const text = await gatewayMetrics(admin)
   const results: Record<string, number> = {}
   for (const result of ['hit', 'miss', 'stale', 'revalidated', 'bypass']) {
     const value = metricSum(text, 'waypost_cache_requests_total', { result })
@@ -247,10 +245,9 @@ function renderConfig(file: string, upstream: string): string {
 }
 
 async function run(options: Options): Promise<number> {
-  for (const file of [GATEWAY_MAIN, STUB_CLI]) if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first`)
+  requireBuilt([GATEWAY_MAIN, STUB_CLI])
   const dir = mkdtempSync(join(tmpdir(), 'waypost-slo-'))
   log(`run dir (rendered config, logs): ${dir}`)
-  installCleanup()
   const results: RunResult[] = []
   for (const target of options.targets) {
     // A fresh stub for every run: with a seed, both runs see the same sequence of outcomes.
@@ -357,25 +354,12 @@ function signed(value: number, digits = 2): string {
   return `${value >= 0 ? '+' : ''}${value.toFixed(digits)}`
 }
 
-async function main(): Promise<void> {
-  let options
-  try {
-    options = parseOptions(process.argv.slice(2))
-  } catch (error) {
-    console.error(`${(error as Error).message}\n${USAGE}`)
-    process.exit(2)
-  }
-  if (options === 'help') {
-    console.log(USAGE)
-    return
-  }
-  try {
-    process.exit(await run(options))
-  } catch (error) {
-    console.error(`slo: ${(error as Error).stack ?? String(error)}`)
-    await stopAll(3000)
-    process.exit(2)
-  }
-}
-
-void main()
+runMain({
+  usage: USAGE,
+  parse: parseOptions,
+  run,
+  logStamp: 'elapsed',
+  describeFailure: (error) => `slo: ${stackOf(error)}`,
+  failureExitCode: 2,
+  abortGraceMs: 3000,
+})

@@ -11,7 +11,7 @@
 import { Readable } from 'node:stream'
 import type { IncomingHttpHeaders } from 'node:http'
 import { Client, Pool, errors as undiciErrors } from 'undici'
-import { now, sleep } from './util.js'
+import { now, sleep } from '../lib/log.js'
 
 export interface PlannedRequest {
   /** `http://127.0.0.1:PORT` */

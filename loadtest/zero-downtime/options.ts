@@ -1,6 +1,7 @@
 // Flags of `npm run loadtest:zero-downtime`. `--short` is the CI form (about a minute); the default
 // long form takes a few minutes.
 import { parseArgs } from 'node:util'
+import { HELP_FLAG, numberFlag } from '../lib/options.js'
 
 export const USAGE = `usage: node dist/loadtest/zero-downtime/run.js [--short] [options]
   --short              CI form: 5 reloads 1 s apart, one rolling restart, about a minute
@@ -40,13 +41,6 @@ export interface Options {
   deadlineS: number
 }
 
-function number(raw: string | undefined, name: string, fallback: number, min = 0): number {
-  if (raw === undefined) return fallback
-  const value = Number(raw)
-  if (!Number.isFinite(value) || value < min) throw new Error(`--${name}: expected a number >= ${min}, got ${JSON.stringify(raw)}`)
-  return value
-}
-
 export function parseOptions(argv: string[]): Options | 'help' {
   const { values } = parseArgs({
     args: argv,
@@ -62,22 +56,22 @@ export function parseOptions(argv: string[]): Options | 'help' {
       seed: { type: 'string' },
       keep: { type: 'boolean', default: false },
       json: { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
+      ...HELP_FLAG,
     },
   })
   if (values.help) return 'help'
   const short = values.short
-  const reloads = number(values.reloads, 'reloads', short ? 5 : 10, 2)
+  const reloads = numberFlag(values.reloads, 'reloads', short ? 5 : 10, 2)
   return {
     short,
-    rate: number(values.rate, 'rate', 300, 1),
-    freshRatio: Math.min(1, number(values['fresh-ratio'], 'fresh-ratio', 0.5)),
-    maxInFlight: number(values['max-in-flight'], 'max-in-flight', 1000, 1),
-    requestTimeoutMs: number(values['request-timeout'], 'request-timeout', 15_000, 100),
+    rate: numberFlag(values.rate, 'rate', 300, 1),
+    freshRatio: Math.min(1, numberFlag(values['fresh-ratio'], 'fresh-ratio', 0.5)),
+    maxInFlight: numberFlag(values['max-in-flight'], 'max-in-flight', 1000, 1),
+    requestTimeoutMs: numberFlag(values['request-timeout'], 'request-timeout', 15_000, 100),
     reloads,
-    rolling: number(values.rolling, 'rolling', short ? 1 : 2, 0),
-    downMs: number(values.down, 'down', short ? 1000 : 2000),
-    seed: number(values.seed, 'seed', 1),
+    rolling: numberFlag(values.rolling, 'rolling', short ? 1 : 2, 0),
+    downMs: numberFlag(values.down, 'down', short ? 1000 : 2000),
+    seed: numberFlag(values.seed, 'seed', 1),
     keep: values.keep,
     json: values.json,
     warmupS: short ? 3 : 10,

@@ -8,18 +8,24 @@
 // Exit 0 when no request failed outside step 3's outage window and every check held; 1 otherwise;
 // 2 when the scenario itself could not run. Everything runs on 127.0.0.1, in process groups of its
 // own that are stopped on exit, on error and on Ctrl-C; every wait is bounded.
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { gatewayConfig, haproxyConfig, type Ports } from './configs.js'
 import { LoadGenerator, type Sample } from './load.js'
 import { zeroDowntimeMix } from './mix.js'
 import { parseOptions, USAGE, type Options } from './options.js'
-import { installCleanup, stopAll, stopProcess, tail } from './processes.js'
+import { startGatewayProcess } from '../lib/gateway.js'
+import { log, now } from '../lib/log.js'
+import { gatewayMetrics } from '../lib/metrics.js'
+import { GATEWAY_MAIN, requireBuilt, STUB_CLI } from '../lib/paths.js'
+import { freePort } from '../lib/ports.js'
+import { runMain, stackOf } from '../lib/main.js'
+import { onInterrupt, stopAll, stopProcess, tail } from '../lib/processes.js'
+import { startStubProcess } from '../lib/stub.js'
 import { buildReport, printReport, writeReport, writeSamples } from './report.js'
-import { Aborted, event, pause, reloadPlan, reloads, rollingRestart, upstreamKill, writeConfig, type Context, type OutageWindow, type RestartRecord } from './steps.js'
-import { freePort, GATEWAY_MAIN, gatewayMetrics, haproxyCommand, haproxyPath, inFlightFromMetrics, parseSessions, startGatewayProcess, startHaproxy, startStubProcess, STUB_CLI, waitHaproxyServer } from './topology.js'
-import { log, now } from './util.js'
+import { event, pause, reloadPlan, reloads, rollingRestart, upstreamKill, writeConfig, type Context, type OutageWindow, type RestartRecord } from './steps.js'
+import { haproxyCommand, haproxyPath, inFlightFromMetrics, parseSessions, startHaproxy, waitHaproxyServer } from './topology.js'
 
 async function allocatePorts(): Promise<Ports> {
   const taken = new Set<number>()
@@ -64,7 +70,7 @@ async function dumpStuck(ctx: Context, haproxySocket: string, stalled: readonly 
 }
 
 async function run(options: Options): Promise<number> {
-  for (const file of [GATEWAY_MAIN, STUB_CLI]) if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first`)
+  requireBuilt([GATEWAY_MAIN, STUB_CLI])
   const haproxy = haproxyPath()
   const dir = mkdtempSync(join(tmpdir(), 'waypost-zero-downtime-'))
   const configDir = join(dir, 'config')
@@ -72,7 +78,7 @@ async function run(options: Options): Promise<number> {
   log(`run dir (configs, logs, report.json): ${dir}`)
 
   const current: { load?: LoadGenerator; ctx?: Context } = {}
-  installCleanup(async () => {
+  onInterrupt(async () => {
     if (current.ctx !== undefined) current.ctx.aborted = true
     if (current.load !== undefined) {
       const samples = await current.load.stop(1000)
@@ -216,28 +222,12 @@ async function run(options: Options): Promise<number> {
   return report.verdict === 'PASS' ? 0 : 1
 }
 
-async function main(): Promise<void> {
-  let options
-  try {
-    options = parseOptions(process.argv.slice(2))
-  } catch (error) {
-    console.error(`${(error as Error).message}\n${USAGE}`)
-    process.exit(2)
-  }
-  if (options === 'help') {
-    console.log(USAGE)
-    return
-  }
-  try {
-    const code = await run(options)
-    process.exit(code)
-  } catch (error) {
-    // Ctrl-C: the cleanup handler stops everything and exits.
-    if (error instanceof Aborted) return new Promise<void>(() => {})
-    console.error(`zero-downtime: ${(error as Error).stack ?? String(error)}`)
-    await stopAll(3000)
-    process.exit(2)
-  }
-}
-
-void main()
+runMain({
+  usage: USAGE,
+  parse: parseOptions,
+  run,
+  logStamp: 'elapsed',
+  describeFailure: (error) => `zero-downtime: ${stackOf(error)}`,
+  failureExitCode: 2,
+  abortGraceMs: 3000,
+})

@@ -7,18 +7,12 @@
 import { renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gatewayConfig, invalidGatewayConfig, type Ports } from './configs.js'
-import { readLines, signalGroup, signalProcess, stopProcess, type Started } from './processes.js'
-import {
-  configStatus,
-  postReload,
-  startGatewayProcess,
-  startStubProcess,
-  waitHaproxyServer,
-  type ConfigStatus,
-  type GatewayProcess,
-  type StubProcess,
-} from './topology.js'
-import { log, now, poll, round, sleep, withTimeout } from './util.js'
+import { startGatewayProcess, type GatewayProcess } from '../lib/gateway.js'
+import { log, now, sleep } from '../lib/log.js'
+import { readLines, signalGroup, signalProcess, stopProcess, type Started } from '../lib/processes.js'
+import { startStubProcess, type StubProcess } from '../lib/stub.js'
+import { configStatus, postReload, waitHaproxyServer, type ConfigStatus } from './topology.js'
+import { poll, round, withTimeout } from './util.js'
 
 export interface TimelineEvent {
   /** Seconds since the load started. */

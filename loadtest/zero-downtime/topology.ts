@@ -1,75 +1,12 @@
-// The processes of the scenario and how to reach them: the upstream stub (a CLI process, so it can be
-// SIGKILLed), gateway processes (`waypost run`), HAProxy, and the admin/stats look-ups the steps use.
-import { connect, createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
-import { join } from 'node:path'
+// How the scenario reaches its processes (the stub and the gateways start through lib/): the
+// gateways' admin API, and HAProxy with its stats and CLI socket.
+import { connect } from 'node:net'
 import { request } from 'undici'
-import { findTool, startProcess, waitForLine, type Started } from './processes.js'
+import { startProcess, type Started } from '../lib/processes.js'
+import { findTool } from '../lib/tools.js'
 import { poll } from './util.js'
 
-export const REPO = fileURLToPath(new URL('../../../', import.meta.url))
-export const GATEWAY_MAIN = join(REPO, 'dist/gateway/src/main.js')
-export const STUB_CLI = join(REPO, 'dist/upstream-stub/src/cli.js')
-
-/** A port nothing listens on right now (bound to 127.0.0.1:0 and released). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-export function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer()
-    server.once('error', () => resolve(false))
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
-  })
-}
-
-// ---- the upstream stub --------------------------------------------------------------------------
-
-export interface StubProcess {
-  process: Started
-  url: string
-}
-
-/** The stub CLI on 127.0.0.1:`port` (0 = ephemeral); resolves once it prints its listening line. */
-export async function startStubProcess(logFile: string, port: number, timeoutMs = 10_000): Promise<StubProcess> {
-  const started = startProcess('upstream-stub', process.execPath, [STUB_CLI, '--host', '127.0.0.1', '--port', String(port)], { logFile })
-  const line = await waitForLine(started, (text) => text.startsWith('upstream-stub listening on '), timeoutMs)
-  return { process: started, url: line.slice('upstream-stub listening on '.length).trim() }
-}
-
-// ---- gateways -------------------------------------------------------------------------------------
-
-export interface GatewayProcess {
-  name: string
-  process: Started
-  /** `127.0.0.1:PORT` as printed in the ready line. */
-  listen: string
-  admin: string
-  readyAt: number
-}
-
-/**
- * `waypost run --config FILE` with the listen and admin addresses from the environment (`127.0.0.1:0`
- * for ephemeral ports); resolves once it prints `waypost ready`.
- */
-export async function startGatewayProcess(name: string, configFile: string, logFile: string, listen: string, admin: string, timeoutMs = 15_000, nodeFlags: readonly string[] = []): Promise<GatewayProcess> {
-  const started = startProcess(name, process.execPath, [...nodeFlags, GATEWAY_MAIN, 'run', '--config', configFile], {
-    logFile,
-    env: { ...process.env, WAYPOST_LISTEN: listen, WAYPOST_ADMIN: admin },
-  })
-  const line = await waitForLine(started, (text) => text.includes('"msg":"waypost ready"'), timeoutMs)
-  const ready = JSON.parse(line) as { listen: string; admin: string }
-  return { name, process: started, listen: ready.listen, admin: ready.admin, readyAt: started.startedAt }
-}
+// ---- the gateways' admin ------------------------------------------------------------------------
 
 export interface ConfigStatus {
   state: string
@@ -149,12 +86,6 @@ export function haproxyCommand(socket: string, command: string, timeoutMs = 2000
     client.once('error', reject)
     client.once('close', () => resolve(Buffer.concat(chunks).toString('utf8')))
   })
-}
-
-/** The gateway's Prometheus text from its admin /metrics. */
-export async function gatewayMetrics(admin: string): Promise<string> {
-  const response = await request(`http://${admin}/metrics`, { headersTimeout: 2000, bodyTimeout: 2000 })
-  return response.body.text()
 }
 
 export interface HaproxySession {

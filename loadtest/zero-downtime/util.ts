@@ -1,18 +1,6 @@
-// Small helpers shared by the zero-downtime scenario and the SLO baseline: timing, logging,
-// percentiles, formatting, a seeded PRNG.
-import { performance } from 'node:perf_hooks'
-
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Milliseconds since this process started its clock (performance.now()), the time base of every sample. */
-export const now = (): number => performance.now()
-
-const t0 = now()
-
-/** One progress line on stderr, prefixed with the seconds elapsed, so stdout keeps only the report. */
-export function log(message: string): void {
-  process.stderr.write(`[${((now() - t0) / 1000).toFixed(1).padStart(6)}s] ${message}\n`)
-}
+// Small helpers shared by the zero-downtime scenario, the SLO check and adaptive concurrency:
+// waiting, percentiles, formatting, a seeded PRNG.
+import { now, sleep } from '../lib/log.js'
 
 /** Rejects with `what` timed out after `ms` unless `promise` settles first. */
 export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

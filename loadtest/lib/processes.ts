@@ -1,16 +1,26 @@
-// Every process the scenarios start goes through here: each in its own process group (spawn
-// `detached` = setsid, so a Ctrl-C in the terminal reaches only us), stdout+stderr appended to a
-// log file. Whatever is still running is stopped, by process group, when the run ends, fails or is
-// interrupted (SIGINT, SIGTERM, SIGHUP) -- and nothing this module did not start is ever signalled.
+// Every process a load test starts goes through here: each in its own process group (spawn
+// `detached` = setsid, so a Ctrl-C in the terminal reaches only us), optionally pinned to CPUs with
+// taskset, stdout+stderr appended to a log file. Whatever is still running is stopped, by process
+// group, when the run ends, fails or is interrupted (SIGINT, SIGTERM, SIGHUP) -- and nothing this
+// module did not start is ever signalled.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, openSync, readFileSync } from 'node:fs'
-import { log, now, sleep } from './util.js'
+import { httpGet } from './http.js'
+import { log, now, sleep } from './log.js'
+import { findTool } from './tools.js'
 
 export interface Exit {
   code: number | null
   signal: NodeJS.Signals | null
+  /** Why it could not be started (spawn's 'error'), if that is how it ended. */
+  error?: string
   /** performance.now() when the exit was seen. */
   at: number
+}
+
+/** The exit as one value: the code, else the signal, else the spawn error. */
+export function exitStatus(exit: Exit): number | string {
+  return exit.code ?? exit.signal ?? exit.error ?? 'unknown'
 }
 
 export interface Started {
@@ -27,18 +37,29 @@ export interface Started {
 
 const running = new Map<number, Started>()
 
+let tasksetPath: string | undefined
+/** Looked up once: the benchmarks spawn inside their CPU measurements. */
+function taskset(): string {
+  tasksetPath ??= findTool('taskset') ?? 'taskset'
+  return tasksetPath
+}
+
 export interface StartOptions {
   logFile: string
   env?: NodeJS.ProcessEnv
   cwd?: string
+  /** A `taskset -c` CPU list to pin the process to (the benchmarks keep load and servers apart). */
+  cpus?: string
 }
 
 /** Starts `command args` in a new process group with stdout and stderr appended to `logFile`. */
 export function startProcess(name: string, command: string, args: readonly string[], options: StartOptions): Started {
+  // taskset execs the command, so the PID (and process group) is the command's own.
+  const [file, argv] = options.cpus === undefined ? [command, args] : [taskset(), ['-c', options.cpus, command, ...args]]
   const fd = openSync(options.logFile, 'a')
   let child: ChildProcess
   try {
-    child = spawn(command, args, { detached: true, stdio: ['ignore', fd, fd], env: options.env ?? process.env, cwd: options.cwd })
+    child = spawn(file, argv, { detached: true, stdio: ['ignore', fd, fd], env: options.env ?? process.env, cwd: options.cwd })
   } finally {
     closeSync(fd)
   }
@@ -56,7 +77,7 @@ export function startProcess(name: string, command: string, args: readonly strin
   child.once('exit', (code, signal) => onExit({ code, signal, at: now() }))
   child.once('error', (error) => {
     log(`${name}: ${error.message}`)
-    onExit({ code: null, signal: null, at: now() })
+    onExit({ code: null, signal: null, error: error.message, at: now() })
   })
   running.set(pid, started)
   return started
@@ -86,8 +107,18 @@ export function signalProcess(started: Started, signal: NodeJS.Signals): void {
   }
 }
 
+let stopGraceMs = 15_000
+
+/**
+ * How long a stop waits after SIGTERM before SIGKILL, unless told otherwise: long enough for a
+ * gateway to drain (and to write a --cpu-prof after it).
+ */
+export function setStopGrace(ms: number): void {
+  stopGraceMs = ms
+}
+
 /** SIGTERM to the group, SIGKILL after `graceMs` if it is still there; then SIGKILL any straggler of the group. */
-export async function stopProcess(started: Started, graceMs = 15_000): Promise<Exit> {
+export async function stopProcess(started: Started, graceMs = stopGraceMs): Promise<Exit> {
   if (started.exit === undefined) {
     signalGroup(started, 'SIGTERM')
     const timedOut = await Promise.race([started.exited.then(() => false), sleep(graceMs).then(() => true)])
@@ -111,16 +142,30 @@ function killStragglers(pgid: number): void {
 }
 
 /** Stops every process group this process started, in parallel. */
-export async function stopAll(graceMs = 15_000): Promise<void> {
+export async function stopAll(graceMs = stopGraceMs): Promise<void> {
   await Promise.all([...running.values()].map((started) => stopProcess(started, graceMs)))
+}
+
+let interruptHook: (() => Promise<void>) | undefined
+let interrupted = false
+
+/** Runs first when the run is interrupted (e.g. to stop the load and print what was measured). */
+export function onInterrupt(hook: () => Promise<void>): void {
+  interruptHook = hook
+}
+
+/** Whether a signal is stopping the run: errors from then on are its doing, and its handler exits. */
+export function isInterrupted(): boolean {
+  return interrupted
 }
 
 let installed = false
 /**
- * Stop everything on exit, on an uncaught error, and on Ctrl-C / SIGTERM / SIGHUP. `onInterrupt`
- * runs first (e.g. to stop the load and print what was measured); a second signal exits at once.
+ * Stop everything on exit, on an uncaught error, and on Ctrl-C / SIGTERM / SIGHUP (exit 130 / 143
+ * / 129). On a signal, the interrupt hook runs first, then every group gets `graceMs` (default: the
+ * stop grace) after SIGTERM; a second signal exits at once.
  */
-export function installCleanup(onInterrupt?: () => Promise<void>): void {
+export function installCleanup(graceMs?: number): void {
   if (installed) return
   installed = true
   // Last resort, synchronous: nothing can be awaited in an 'exit' handler.
@@ -133,22 +178,34 @@ export function installCleanup(onInterrupt?: () => Promise<void>): void {
       }
     }
   })
-  let interrupted = false
   for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
     process.on(signal, () => {
       if (interrupted) process.exit(code)
       interrupted = true
       log(`${signal}: stopping ${running.size} process group(s)...`)
-      const before = onInterrupt?.().catch(() => undefined) ?? Promise.resolve()
-      // Bounded: whatever happens, exit within 20 s.
-      setTimeout(() => process.exit(code), 20_000).unref()
-      void before.then(() => stopAll(3000)).finally(() => process.exit(code))
+      const grace = graceMs ?? stopGraceMs
+      const before = interruptHook?.().catch(() => undefined) ?? Promise.resolve()
+      // Bounded: whatever hangs, exit soon after the grace period.
+      setTimeout(() => process.exit(code), Math.max(20_000, grace + 5000)).unref()
+      void before.then(() => stopAll(grace)).finally(() => process.exit(code))
     })
   }
   process.on('uncaughtException', (error) => {
     console.error(error)
-    void stopAll(3000).finally(() => process.exit(1))
+    void stopAll(graceMs).finally(() => process.exit(1))
   })
+}
+
+/** Runs a process to completion and returns its status and output (stdout + stderr, as written to its log). */
+export async function runToEnd(name: string, command: string, args: readonly string[], options: StartOptions & { timeoutMs: number }): Promise<{ code: number | string; output: string }> {
+  const started = startProcess(name, command, args, options)
+  const timer = setTimeout(() => {
+    log(`${name} did not finish within ${options.timeoutMs} ms: stopping it`)
+    void stopProcess(started, 1000)
+  }, options.timeoutMs)
+  const exit = await started.exited
+  clearTimeout(timer)
+  return { code: exitStatus(exit), output: readFileSync(options.logFile, 'utf8') }
 }
 
 /** The lines of a log file (empty when it does not exist yet). */
@@ -160,6 +217,7 @@ export function readLines(file: string): string[] {
   }
 }
 
+/** The last lines of a log file, indented, for an error message. */
 export function tail(file: string, lines = 15): string {
   return readLines(file)
     .filter((line) => line !== '')
@@ -182,4 +240,22 @@ export async function waitForLine(started: Started, match: (line: string) => boo
   }
 }
 
-export { findTool } from '../bench/processes.js'
+/** Waits until GET / on `port` answers 200 with a `bodyLength`-byte body; fails if the process exits first. */
+export async function waitForBody(started: Started, port: number, bodyLength: number, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let last = 'no answer'
+  while (Date.now() < deadline) {
+    if (started.exit !== undefined) {
+      throw new Error(`${started.name} exited before it was ready; its log (${started.logFile}):\n${tail(started.logFile, 20)}`)
+    }
+    try {
+      const { status, body } = await httpGet(port, '/', 1000)
+      if (status === 200 && Buffer.byteLength(body) === bodyLength) return
+      last = `status ${status}, ${Buffer.byteLength(body)} bytes`
+    } catch (error) {
+      last = (error as Error).message
+    }
+    await sleep(100)
+  }
+  throw new Error(`${started.name} not ready on 127.0.0.1:${port} after ${timeoutMs} ms (last: ${last}); its log:\n${tail(started.logFile, 20)}`)
+}

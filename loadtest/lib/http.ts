@@ -1,0 +1,17 @@
+// One plain GET on 127.0.0.1, for readiness checks and admin scrapes.
+import { request } from 'node:http'
+
+/** One GET; resolves with the status and body, or rejects. No keep-alive: no socket is left behind. */
+export function httpGet(port: number, path = '/', timeoutMs = 2000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }))
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', reject)
+    req.end()
+  })
+}
