@@ -14,7 +14,7 @@ import type { LevelWithSilent } from 'pino'
 
 const USAGE = `usage:
   waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL]
-  waypost validate FILE
+  waypost validate FILE [FILE...]
   ${INJECT_USAGE}
   waypost version
 
@@ -26,18 +26,23 @@ function version(): string {
   return (JSON.parse(readFileSync(packageFile, 'utf8')) as { version: string }).version
 }
 
-async function validate(file: string | undefined): Promise<number> {
-  if (file === undefined) {
+/** Checks each file as a reload would; exit 1 when any is rejected (CI checks a whole folder in one call). */
+async function validate(files: string[]): Promise<number> {
+  if (files.length === 0) {
     console.error(USAGE)
     return 2
   }
-  const result = await loadConfigFile(file)
-  if (result.ok) {
-    console.log(`${file}: ok (${result.config.routes.length} routes, ${Object.keys(result.config.upstreams).length} upstreams, hash ${result.hash})`)
-    return 0
+  let code = 0
+  for (const file of files) {
+    const result = await loadConfigFile(file)
+    if (result.ok) {
+      console.log(`${file}: ok (${result.config.routes.length} routes, ${Object.keys(result.config.upstreams).length} upstreams, hash ${result.hash})`)
+      continue
+    }
+    for (const error of result.errors) console.error(formatError(error))
+    code = 1
   }
-  for (const error of result.errors) console.error(formatError(error))
-  return 1
+  return code
 }
 
 async function run(args: string[]): Promise<number> {
@@ -102,7 +107,7 @@ async function main(argv: string[]): Promise<number> {
     case 'run':
       return run(rest)
     case 'validate':
-      return validate(rest[0])
+      return validate(rest)
     case 'inject':
       // The image this command comes from, tagged as `docker build -t waypost:VERSION .` tags it.
       return injectCommand(rest, `waypost:${version()}`)

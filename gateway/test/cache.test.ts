@@ -10,6 +10,8 @@ import { catchAllConfig, metricsText, sleep, startGateway, type RunningGateway }
 
 const stub = await startStub()
 t.teardown(() => stub.close())
+// Each test has its own gateway and stub keys, and most wait out a max-age: run them side by side.
+t.jobs = 4
 
 const CACHE = { cache: { maxObjectSize: '64KiB' } }
 

@@ -1,20 +1,17 @@
 // The `waypost` command as users run it.
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { MAIN, tempConfig } from './helpers.js'
+import { tempConfig, waypost } from './helpers.js'
 
 const example = fileURLToPath(new URL('../../config/waypost.yaml', import.meta.url))
 
-function waypost(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const result = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 10_000 })
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr }
-}
+// Each subtest starts its own processes: run them side by side.
+t.jobs = 4
 
 t.test('validate: ok', async (t) => {
-  const result = waypost(['validate', example])
+  const result = await waypost(['validate', example])
   t.equal(result.code, 0)
   t.match(result.stdout, /ok \(2 routes, 1 upstreams, hash [0-9a-f]{16}\)/)
 })
@@ -23,10 +20,13 @@ t.test('validate: every example in config/examples is valid', async (t) => {
   const examples = fileURLToPath(new URL('../../config/examples/', import.meta.url))
   const files = readdirSync(examples).filter((name) => name.endsWith('.yaml'))
   t.ok(files.includes('chaos.yaml'))
-  for (const name of files) {
-    const result = waypost(['validate', join(examples, name)])
-    t.equal(result.code, 0, `${name}: ${result.stderr}`)
-  }
+  const result = await waypost(['validate', ...files.map((name) => join(examples, name))])
+  t.equal(result.code, 0, result.stderr)
+  for (const name of files) t.match(result.stdout, `${join(examples, name)}: ok`, name)
+  const mixed = await waypost(['validate', join(examples, files[0]!), '/nonexistent.yaml'])
+  t.equal(mixed.code, 1, 'one bad file of several fails the whole call')
+  t.match(mixed.stdout, `${files[0]}: ok`)
+  t.match(mixed.stderr, /nonexistent\.yaml.*cannot read the config file/)
 })
 
 t.test('validate: every error as file:line:col: field.path: message, exit 1', async (t) => {
@@ -38,30 +38,30 @@ routes:
     policies:
       timeout: { request: soon }
 `)
-  const result = waypost(['validate', file])
+  const result = await waypost(['validate', file])
   t.equal(result.code, 1)
   const lines = result.stderr.trim().split('\n')
   t.equal(lines.length, 1, `schema errors come first; semantic ones once the shape is right:\n${result.stderr}`)
   t.equal(lines[0], `${file}:7:27: routes[0].policies.timeout.request: expected a duration such as "250ms", "2s", "1m" or a number of milliseconds`)
-  const semantic = waypost(['validate', tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: ghost\n')])
+  const semantic = await waypost(['validate', tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: ghost\n')])
   t.match(semantic.stderr, /:5:15: routes\[0\]\.upstream: unknown upstream "ghost"; defined: app/)
-  t.match(waypost(['validate', '/nonexistent.yaml']).stderr, /cannot read the config file/)
+  t.match((await waypost(['validate', '/nonexistent.yaml'])).stderr, /cannot read the config file/)
 })
 
 t.test('version and usage', async (t) => {
-  t.match(waypost(['version']).stdout, /^waypost \d+\.\d+\.\d+/)
-  const unknown = waypost(['frobnicate'])
+  t.match((await waypost(['version'])).stdout, /^waypost \d+\.\d+\.\d+/)
+  const unknown = await waypost(['frobnicate'])
   t.equal(unknown.code, 2)
   t.match(unknown.stderr, /unknown command "frobnicate"/)
 })
 
 t.test('run refuses bad overrides and bad configs with a clear message', async (t) => {
-  const badListen = waypost(['run', '--config', example], { WAYPOST_LISTEN: 'localhost' })
+  const badListen = await waypost(['run', '--config', example], { env: { WAYPOST_LISTEN: 'localhost' } })
   t.equal(badListen.code, 2)
   t.match(badListen.stderr, /WAYPOST_LISTEN: invalid address "localhost": expected HOST:PORT/)
-  const badLevel = waypost(['run', '--config', example, '--log-level', 'loud'])
+  const badLevel = await waypost(['run', '--config', example, '--log-level', 'loud'])
   t.equal(badLevel.code, 2)
-  const badConfig = waypost(['run', '--config', tempConfig('routes: 5')])
+  const badConfig = await waypost(['run', '--config', tempConfig('routes: 5')])
   t.equal(badConfig.code, 1)
   t.match(badConfig.stderr, /config rejected:\n[\s\S]*upstreams: required field is missing\n[\s\S]*routes: Expected array/)
 })

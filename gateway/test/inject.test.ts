@@ -2,13 +2,12 @@
 // schemas; comments and other documents survive; a second run changes nothing; Services move to
 // the gateway's port; what cannot be handled is refused by document, kind and name.
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
 import { parseAllDocuments } from 'yaml'
 import type { IContainer, IPodSpec } from 'kubernetes-models/v1'
 import { inject, InjectError } from '../src/inject/inject.js'
 import type { InjectOptions } from '../src/inject/sidecar.js'
 import { schemaProblems, type KubernetesObject } from './kubernetes-schema.js'
-import { MAIN } from './helpers.js'
+import { waypost } from './helpers.js'
 
 const options: InjectOptions = { image: 'registry.example/waypost:1', configMap: 'shop-waypost', port: 8080, adminPort: 9901, drainDelayMs: 5000, drainTimeoutMs: 30_000 }
 
@@ -187,20 +186,26 @@ t.test('kind: List (what kubectl get -o yaml prints): each item is injected', as
 })
 
 t.test('the command: stdin, stdout, options, exit codes', async (t) => {
-  const run = (args: string[], input: string) => spawnSync(process.execPath, [MAIN, 'inject', ...args], { input, encoding: 'utf8', timeout: 10_000 })
-  const ok = run(['-', '--image', 'waypost:test', '--config-map', 'shop-policy', '--port', '8081', '--admin-port', '9902', '--drain-delay', '2s', '--drain-timeout', '20s'], workloads.Deployment!)
-  t.equal(ok.status, 0, ok.stderr)
+  const run = (args: string[], input: string) => waypost(['inject', ...args], { input })
+  // Five processes side by side rather than one after another.
+  const [ok, refused, usage, badPort, missing] = await Promise.all([
+    run(['-', '--image', 'waypost:test', '--config-map', 'shop-policy', '--port', '8081', '--admin-port', '9902', '--drain-delay', '2s', '--drain-timeout', '20s'], workloads.Deployment!),
+    run(['-'], workloads.Deployment!.replace('containerPort: 3000', 'containerPort: 9901')),
+    run([], ''),
+    run(['-', '--port', 'http'], ''),
+    run(['/nonexistent.yaml'], ''),
+  ])
+  t.equal(ok.code, 0, ok.stderr)
   const spec = podSpecOf(objects(ok.stdout)[0]!)
   t.equal(spec.initContainers![0]!.image, 'waypost:test')
   t.same(spec.initContainers![0]!.ports!.map((port) => port.containerPort), [8081, 9902])
   t.same(spec.volumes![0]!.configMap, { name: 'shop-policy' })
   t.equal(spec.terminationGracePeriodSeconds, 32, '2s + 20s + 10s margin')
   t.match(ok.stderr, 'url: http://127.0.0.1:3000')
-  const refused = run(['-'], workloads.Deployment!.replace('containerPort: 3000', 'containerPort: 9901'))
-  t.equal(refused.status, 1)
+  t.equal(refused.code, 1)
   t.equal(refused.stdout, '', 'nothing written when refused')
   t.match(refused.stderr, /nothing written:\ndocument 1 \(Deployment shop\): a container already uses port 9901/)
-  t.equal(run([], '').status, 2)
-  t.match(run(['-', '--port', 'http'], '').stderr, /--port: expected a port number/)
-  t.match(run(['/nonexistent.yaml'], '').stderr, /cannot read \/nonexistent\.yaml/)
+  t.equal(usage.code, 2)
+  t.match(badPort.stderr, /--port: expected a port number/)
+  t.match(missing.stderr, /cannot read \/nonexistent\.yaml/)
 })
