@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Gateway } from './server/gateway.js'
-import { createLogger, flushLogger, LOG_LEVELS } from './telemetry/logger.js'
+import { createLogger, flushLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat } from './telemetry/logger.js'
 import { loadConfigFile, formatError } from './config/load.js'
 import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
 import { parseAddress } from './server/address.js'
@@ -13,12 +13,12 @@ import { injectCommand, INJECT_USAGE } from './inject/command.js'
 import type { LevelWithSilent } from 'pino'
 
 const USAGE = `usage:
-  waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL]
+  waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL] [--log-format json|pretty]
   waypost validate FILE [FILE...]
   ${INJECT_USAGE}
   waypost version
 
-Precedence: flags > environment (WAYPOST_CONFIG, WAYPOST_LISTEN, WAYPOST_ADMIN, WAYPOST_LOG_LEVEL) > the file > defaults.
+Precedence: flags > environment (WAYPOST_CONFIG, WAYPOST_LISTEN, WAYPOST_ADMIN, WAYPOST_LOG_LEVEL, WAYPOST_LOG_FORMAT) > the file > defaults.
 The default config file is ${DEFAULT_CONFIG_FILE}.`
 
 function version(): string {
@@ -45,13 +45,19 @@ async function validate(files: string[]): Promise<number> {
   return code
 }
 
+/** The file's `log.format`, when the file loads; a bad file is reported by the start itself. */
+async function fileLogFormat(file: string): Promise<LogFormat | undefined> {
+  const loaded = await loadConfigFile(file)
+  return loaded.ok ? loaded.config.log?.format : undefined
+}
+
 async function run(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { config: { type: 'string', short: 'c' }, listen: { type: 'string' }, admin: { type: 'string' }, 'log-level': { type: 'string' } },
+    options: { config: { type: 'string', short: 'c' }, listen: { type: 'string' }, admin: { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' } },
   })
   const env = environmentOverrides(process.env)
-  const overrides = { listen: values.listen ?? env.listen, admin: values.admin ?? env.admin, logLevel: values['log-level'] ?? env.logLevel }
+  const overrides = { listen: values.listen ?? env.listen, admin: values.admin ?? env.admin, logLevel: values['log-level'] ?? env.logLevel, logFormat: values['log-format'] ?? env.logFormat }
   for (const [flag, address] of [['listen', overrides.listen], ['admin', overrides.admin]] as const) {
     if (address === undefined) continue
     try {
@@ -65,8 +71,20 @@ async function run(args: string[]): Promise<number> {
     console.error(`--log-level / WAYPOST_LOG_LEVEL: expected one of ${LOG_LEVELS.join(', ')}, got "${overrides.logLevel}"`)
     return 2
   }
+  if (overrides.logFormat !== undefined && !(LOG_FORMATS as readonly string[]).includes(overrides.logFormat)) {
+    console.error(`--log-format / WAYPOST_LOG_FORMAT: expected one of ${LOG_FORMATS.join(', ')}, got "${overrides.logFormat}"`)
+    return 2
+  }
   const configFile = resolve(values.config ?? env.configFile ?? DEFAULT_CONFIG_FILE)
-  const log = createLogger((overrides.logLevel ?? 'info') as LevelWithSilent)
+  // The format is chosen before the first line is written, so the file's is read ahead of the start.
+  const format = (overrides.logFormat ?? (await fileLogFormat(configFile)) ?? 'json') as LogFormat
+  let log
+  try {
+    log = await createLogger((overrides.logLevel ?? 'info') as LevelWithSilent, format)
+  } catch (error) {
+    console.error((error as Error).message)
+    return 2
+  }
   const gateway = new Gateway({ configFile, log, overrides })
   try {
     await gateway.start()

@@ -3,7 +3,7 @@ import t from 'tap'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { tempConfig, waypost } from './helpers.js'
+import { catchAllConfig, MAIN, tempConfig, waypost } from './helpers.js'
 
 const example = fileURLToPath(new URL('../../config/waypost.yaml', import.meta.url))
 
@@ -64,4 +64,26 @@ t.test('run refuses bad overrides and bad configs with a clear message', async (
   const badConfig = await waypost(['run', '--config', tempConfig('routes: 5')])
   t.equal(badConfig.code, 1)
   t.match(badConfig.stderr, /config rejected:\n[\s\S]*upstreams: required field is missing\n[\s\S]*routes: Expected array/)
+})
+
+t.test('log.format: pretty prints lines for people, from the file or the flag; an unknown format is refused', async (t) => {
+  const { spawn } = await import('node:child_process')
+  const readyLine = async (args: string[], file: string): Promise<string> => {
+    const child = spawn(process.execPath, [MAIN, 'run', '--config', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    t.teardown(() => void child.kill('SIGKILL'))
+    let output = ''
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    for (let waited = 0; !output.includes('waypost ready') && waited < 10_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50))
+    child.kill('SIGKILL')
+    return output.split('\n').find((line) => line.includes('waypost ready')) ?? output
+  }
+  const pretty = tempConfig(catchAllConfig('http://127.0.0.1:1', { extra: { log: { format: 'pretty' } } }))
+  const fromFile = await readyLine([], pretty)
+  t.match(fromFile, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: waypost ready \{"listen":"127\.0\.0\.1:\d+"/, 'from the file')
+  const json = tempConfig(catchAllConfig('http://127.0.0.1:1'))
+  t.match(await readyLine(['--log-format', 'pretty'], json), /INFO: waypost ready/, 'from the flag')
+  t.match(JSON.parse(await readyLine([], json)), { msg: 'waypost ready', level: 30 }, 'JSON by default')
+  const refused = await waypost(['run', '--config', json, '--log-format', 'fancy'])
+  t.equal(refused.code, 2)
+  t.match(refused.stderr, /--log-format \/ WAYPOST_LOG_FORMAT: expected one of json, pretty, got "fancy"/)
 })

@@ -40,6 +40,7 @@ export interface Settings {
   readonly drainDelayMs: number
   readonly drainTimeoutMs: number
   readonly logLevel: string
+  readonly logFormat: string
   readonly accessLog: boolean
 }
 
@@ -68,7 +69,7 @@ export interface CompileContext {
   /** Time for the layers; the system clock unless a test passes its own. */
   readonly clock?: Clock
   /** Environment and CLI values that win over the file. */
-  readonly overrides: { listen?: string; admin?: string; logLevel?: string }
+  readonly overrides: { listen?: string; admin?: string; logLevel?: string; logFormat?: string }
 }
 
 export function compile(config: GatewayConfig, context: CompileContext): Plan {
@@ -198,6 +199,7 @@ function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides'
     drainDelayMs: toMs(config.drain?.delay ?? '5s'),
     drainTimeoutMs: toMs(config.drain?.timeout ?? '30s'),
     logLevel: overrides.logLevel ?? config.log?.level ?? 'info',
+    logFormat: overrides.logFormat ?? config.log?.format ?? 'json',
     accessLog: config.log?.access ?? true,
   }
 }

@@ -4,6 +4,7 @@ export interface Overrides {
   listen?: string
   admin?: string
   logLevel?: string
+  logFormat?: string
 }
 
 export const DEFAULT_CONFIG_FILE = 'config/waypost.yaml'
@@ -13,6 +14,7 @@ export function environmentOverrides(env: NodeJS.ProcessEnv): Overrides & { conf
   if (env.WAYPOST_LISTEN) out.listen = env.WAYPOST_LISTEN
   if (env.WAYPOST_ADMIN) out.admin = env.WAYPOST_ADMIN
   if (env.WAYPOST_LOG_LEVEL) out.logLevel = env.WAYPOST_LOG_LEVEL
+  if (env.WAYPOST_LOG_FORMAT) out.logFormat = env.WAYPOST_LOG_FORMAT
   if (env.WAYPOST_CONFIG) out.configFile = env.WAYPOST_CONFIG
   return out
 }

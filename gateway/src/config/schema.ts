@@ -83,6 +83,12 @@ export const GatewayConfig = Type.Object(
         {
           level: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)), { errorMessage: 'expected one of fatal, error, warn, info, debug, trace, silent' })),
           access: Type.Optional(Type.Boolean({ description: 'One access-log line per exchange. Default true.' })),
+          format: Type.Optional(
+            Type.Union([Type.Literal('json'), Type.Literal('pretty')], {
+              errorMessage: 'expected json or pretty',
+              description: '`json` (default): one JSON object per line, for log collectors; `pretty`: human-readable lines through pino-pretty, for a terminal. Read at start (env WAYPOST_LOG_FORMAT, flag --log-format).',
+            }),
+          ),
         },
         { additionalProperties: false },
       ),

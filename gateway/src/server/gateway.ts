@@ -30,7 +30,7 @@ export type ReloadResult =
 export interface GatewayOptions {
   readonly configFile: string
   readonly log: Logger
-  readonly overrides?: { listen?: string; admin?: string; logLevel?: string }
+  readonly overrides?: { listen?: string; admin?: string; logLevel?: string; logFormat?: string }
   /** Watch the config file's directory and reload on change. Default true. */
   readonly watch?: boolean
 }
@@ -208,6 +208,7 @@ export class Gateway implements ExchangeHost {
     if (before.listen !== after.listen || before.admin !== after.admin) {
       this.log.warn({ listen: after.listen, admin: after.admin }, 'listen addresses change only on restart')
     }
+    if (before.logFormat !== after.logFormat) this.log.warn({ format: after.logFormat }, 'log.format changes only on restart')
   }
 
   /** Graceful drain (SIGTERM): not ready at once, serve `drain.delay`, stop accepting, wait for in-flight up to `drain.timeout`. */

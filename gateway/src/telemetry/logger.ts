@@ -1,13 +1,31 @@
 // Structured JSON logs with pino, written asynchronously so the request path never blocks on stdout.
+// `pretty` sends the same lines through pino-pretty for a person at a terminal.
 import { pino, type Logger, type LevelWithSilent } from 'pino'
 
 export type { Logger }
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export const LOG_FORMATS = ['json', 'pretty'] as const
+export type LogFormat = (typeof LOG_FORMATS)[number]
 
-export function createLogger(level: LevelWithSilent = 'info'): Logger {
+const OPTIONS = { base: { service: 'waypost' } }
+
+export async function createLogger(level: LevelWithSilent = 'info', format: LogFormat = 'json'): Promise<Logger> {
+  if (format === 'pretty') return pino({ ...OPTIONS, level }, await prettyStream())
   // Asynchronous writes; the access log (the only line per request) batches its own lines.
   const destination = pino.destination({ dest: 1, sync: false })
-  return pino({ level, base: { service: 'waypost' } }, destination)
+  return pino({ ...OPTIONS, level }, destination)
+}
+
+/** pino-pretty as a stream in this thread: it reads the JSON lines (the access log's batches too) and prints them for people. */
+async function prettyStream(): Promise<NodeJS.WritableStream> {
+  let pretty: (options: Record<string, unknown>) => NodeJS.WritableStream
+  try {
+    // A development dependency: loaded only when asked for, so an image without it still runs JSON.
+    pretty = ((await import('pino-pretty')) as unknown as { default: typeof pretty }).default
+  } catch {
+    throw new Error('log.format: pretty needs the pino-pretty package (npm install pino-pretty), or use json')
+  }
+  return pretty({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service', singleLine: true, sync: true })
 }
 
 /** Writes what is buffered, synchronously, before the process exits. */
