@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Waypost as a container: `docker build -t waypost .` (README, "Run it as a sidecar").
+# Waypost as a container: `docker build -t waypost .` (docs/operations/sidecar.md).
 #
 # Three stages so the runtime image holds only what the gateway runs: the compiled JavaScript,
 # the production dependencies and Node itself. No shell, no package manager, no compiler.

@@ -51,3 +51,10 @@ t.test('README is a front page with the two commands', async (t) => {
   t.match(readme, 'npm ci && npm start')
   t.match(readme, 'npm test')
 })
+
+t.test('the policies index lists the policies and their order as the registry has them', async (t) => {
+  const index = readFileSync(join(REPO, 'docs/policies/README.md'), 'utf8')
+  const listed = [...index.matchAll(/^\| [^|]+ \| `(\w+)` \|/gm)].map((match) => match[1])
+  t.same(listed, policies.map((policy) => policy.name), 'the table, in registry order')
+  t.match(index, `timeout (request) → ${policies.slice(1).map((policy) => policy.name).join(' → ')} → timeout (perTry) → upstream`, 'the order line')
+})

@@ -130,7 +130,7 @@ function parseOptions(argv: string[]): Options {
       'gateway-port': { type: 'string', default: '8080' },
       'admin-port': { type: 'string', default: '9901' },
       'results-dir': { type: 'string', default: DEFAULT_RESULTS_DIR },
-      // CI: fail when more required tests fail than this (the known failures are listed in README.md).
+      // CI: fail when more required tests fail than this (the known failures are in docs/performance.md).
       'max-required-fail': { type: 'string' },
     },
   })
