@@ -2,21 +2,23 @@
 // milliseconds). In core so every folder (policies, proxy, store, config) can read them.
 import { Type, type Static } from '@sinclair/typebox'
 
-/** A duration field; `description` and `default` say what it is for (the docs' field tables read both). */
-export function duration(options: { description?: string; default?: number | string } = {}) {
-  return Type.Union(
-    [
-      Type.Integer({ minimum: 0 }),
-      Type.String({ pattern: '^\\d+(\\.\\d+)?(ms|s|m|h)$' }),
-    ],
-    {
-      description: 'A duration: "250ms", "2s", "1.5m", "1h", or a number of milliseconds.',
-      examples: ['250ms', '30s'],
-      errorMessage: 'expected a duration such as "250ms", "2s", "1m" or a number of milliseconds',
-      ...options,
-    },
-  )
+/** What a field says about itself: the docs' field tables and the JSON Schema read both. */
+export interface FieldOptions {
+  description?: string
+  default?: number | string
 }
+
+/** A field factory for a quantity written as a number or a number with a unit (`pattern`). */
+function quantity(pattern: string, base: { description: string; examples: string[]; errorMessage: string }) {
+  return (options: FieldOptions = {}) => Type.Union([Type.Integer({ minimum: 0 }), Type.String({ pattern })], { ...base, ...options })
+}
+
+/** A duration field. */
+export const duration = quantity('^\\d+(\\.\\d+)?(ms|s|m|h)$', {
+  description: 'A duration: "250ms", "2s", "1.5m", "1h", or a number of milliseconds.',
+  examples: ['250ms', '30s'],
+  errorMessage: 'expected a duration such as "250ms", "2s", "1m" or a number of milliseconds',
+})
 
 export const Duration = duration()
 export type Duration = Static<typeof Duration>
@@ -31,21 +33,12 @@ export function toMs(value: Duration): number {
   return Math.round(Number(match[1]) * unitMs[match[2]!]!)
 }
 
-/** A size field; `description` and `default` say what it is for. */
-export function size(options: { description?: string; default?: number | string } = {}) {
-  return Type.Union(
-    [
-      Type.Integer({ minimum: 0 }),
-      Type.String({ pattern: '^\\d+(KiB|MiB|GiB|B)$' }),
-    ],
-    {
-      description: 'A size in bytes: "64KiB", "1MiB", "512B", or a number of bytes.',
-      examples: ['64KiB', '1MiB'],
-      errorMessage: 'expected a size such as "64KiB", "1MiB", "512B" or a number of bytes',
-      ...options,
-    },
-  )
-}
+/** A size field. */
+export const size = quantity('^\\d+(KiB|MiB|GiB|B)$', {
+  description: 'A size in bytes: "64KiB", "1MiB", "512B", or a number of bytes.',
+  examples: ['64KiB', '1MiB'],
+  errorMessage: 'expected a size such as "64KiB", "1MiB", "512B" or a number of bytes',
+})
 
 export const Size = size()
 export type Size = Static<typeof Size>
