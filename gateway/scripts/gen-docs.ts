@@ -110,6 +110,8 @@ function rows(node: SchemaNode, prefix: string, into: Row[]): Row[] {
     // Nested sections (an object, or an object in a union such as `budget: {...} | false`) get their own rows.
     const nested = field.type === 'object' && field.properties !== undefined ? field : field.anyOf?.find((member) => member.type === 'object' && member.properties !== undefined)
     if (nested !== undefined) rows(nested, path, into)
+    // A list of objects (`endpoints`) gets a row per field of its items.
+    if (field.type === 'array' && field.items?.properties !== undefined) rows(field.items, `${path}[]`, into)
   }
   return into
 }

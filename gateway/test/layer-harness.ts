@@ -9,7 +9,7 @@ import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import type { Clock, TimerHandle } from '../src/core/clock.js'
 import { ExchangeSignal, newExchangeRecord, type Exchange, type ProxyResponse, type ResponseHeaders, type Upstream } from '../src/core/exchange.js'
-import { withDefaults } from '../src/policies/defaults.js'
+import { withDefaults } from '../src/core/schema-defaults.js'
 import type { Deps, Policy } from '../src/policies/policy.js'
 
 interface Timer {

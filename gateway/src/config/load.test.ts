@@ -5,6 +5,8 @@ import { fileURLToPath } from 'node:url'
 import { parseConfig, formatError } from './load.js'
 import { jsonSchema } from '../../scripts/gen-schema.js'
 import { toMs } from '../core/units.js'
+import { Value } from '@sinclair/typebox/value'
+import { GatewayConfig } from './schema.js'
 
 const valid = `
 upstreams:
@@ -214,4 +216,15 @@ routes:
   t.match(errors, /upstreams\.list\.healthCheck\.interval: must be at least 50ms/)
   t.match(errors, /upstreams\.list\.outlierDetection\.baseEjectionTime: must not be longer than maxEjectionTime/)
   t.match(errors, /w\.yaml:14:\d+: upstreams\.named\.dns\.ttl: must be at least 50ms/)
+})
+
+t.test('every default in the schema is itself valid for its field', async (t) => {
+  // A default the schema would reject would be filled in silently and then misread by the code.
+  const walk = (node: Record<string, unknown>, path: string): void => {
+    if ('default' in node) t.ok(Value.Check(node as never, node.default), `${path} default ${JSON.stringify(node.default)}`)
+    for (const [key, value] of Object.entries(node)) {
+      if (value !== null && typeof value === 'object') walk(value as Record<string, unknown>, `${path}.${key}`)
+    }
+  }
+  walk(GatewayConfig as unknown as Record<string, unknown>, 'config')
 })

@@ -19,7 +19,8 @@ import { duration, toMs } from '../core/units.js'
 import { unrefTimer, type Clock, type TimerHandle } from '../core/clock.js'
 import { answerForError } from '../proxy/errors.js'
 import { callNext, localResponse, type Exchange, type ProxyResponse, type RouteInfo, type Upstream } from '../core/exchange.js'
-import { definePolicy, type AdminEndpoint, type Defaulted, type Deps, type ValidateContext } from './policy.js'
+import { definePolicy, type AdminEndpoint, type Deps, type ValidateContext } from './policy.js'
+import type { Defaulted } from '../core/schema-defaults.js'
 
 const FailOn = Type.Object(
   {

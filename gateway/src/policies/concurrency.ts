@@ -6,7 +6,8 @@ import { Type, type Static } from '@sinclair/typebox'
 import { duration, toMs } from '../core/units.js'
 import type { Clock, TimerHandle } from '../core/clock.js'
 import { callNext, localResponse, onResponseDone, type Exchange, type ExchangeSignal, type ProxyResponse } from '../core/exchange.js'
-import { definePolicy, type Defaulted } from './policy.js'
+import { definePolicy } from './policy.js'
+import type { Defaulted } from '../core/schema-defaults.js'
 
 export const ConcurrencyConfig = Type.Object(
   {

@@ -82,6 +82,3 @@ export interface Policy<Name extends string = string, S extends TSchema = TSchem
 export function definePolicy<const Name extends string, S extends TSchema, Exposed = never>(policy: Policy<Name, S, Exposed>): Policy<Name, S, Exposed> {
   return policy
 }
-
-/** A config whose fields `K` have schema defaults, which the compiler fills in before `build`. */
-export type Defaulted<T, K extends keyof T> = T & { [P in K]-?: Exclude<T[P], undefined> }

@@ -3,19 +3,19 @@
 // follows the server's `Keep-Alive: timeout=N` hint minus a threshold, capped by our own maximum.
 import { Pool } from 'undici'
 import { toMs } from '../core/units.js'
-import type { UpstreamConfig } from './upstream/config.js'
+import type { ResolvedUpstreamConfig } from './upstream/config.js'
 
-export function createPool(origin: string, config: UpstreamConfig): Pool {
-  const idle = toMs(config.idleTimeout ?? '4s')
+export function createPool(origin: string, config: ResolvedUpstreamConfig): Pool {
+  const idle = toMs(config.idleTimeout)
   return new Pool(origin, {
-    connections: config.connections ?? 128,
+    connections: config.connections,
     pipelining: 1,
     keepAliveTimeout: idle,
     keepAliveMaxTimeout: idle,
     keepAliveTimeoutThreshold: 1000,
-    connect: { timeout: toMs(config.connectTimeout ?? '5s') },
+    connect: { timeout: toMs(config.connectTimeout) },
     // Our deadline layers bound the wait for headers precisely; undici's timer is only a backstop.
     headersTimeout: 0,
-    bodyTimeout: toMs(config.bodyIdleTimeout ?? '5m'),
+    bodyTimeout: toMs(config.bodyIdleTimeout),
   })
 }

@@ -6,7 +6,8 @@ import { Type, type Static } from '@sinclair/typebox'
 import { duration, toMs } from '../../core/units.js'
 import { sharedGauge } from '../../telemetry/metrics.js'
 import { localResponse, onResponseDone, type Exchange, type Upstream } from '../../core/exchange.js'
-import { definePolicy, type Defaulted } from '../policy.js'
+import { definePolicy } from '../policy.js'
+import type { Defaulted } from '../../core/schema-defaults.js'
 import { GradientLimit } from './gradient.js'
 
 export const AdaptiveConcurrencyConfig = Type.Object(

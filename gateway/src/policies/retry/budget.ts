@@ -4,8 +4,8 @@
 // retry storm), while a quiet route still gets its few retries.
 import { Type, type Static } from '@sinclair/typebox'
 import { duration, toMs } from '../../core/units.js'
-import { withDefaults } from '../defaults.js'
-import type { Defaulted } from '../policy.js'
+import { withDefaults } from '../../core/schema-defaults.js'
+import type { Defaulted } from '../../core/schema-defaults.js'
 
 export const RetryBudgetConfig = Type.Object(
   {

@@ -5,7 +5,7 @@ import type { Logger } from 'pino'
 import { toMs } from '../../core/units.js'
 import type { GatewayMetrics } from '../../telemetry/metrics.js'
 import { createPool } from '../pool.js'
-import type { UpstreamConfig } from './config.js'
+import { resolveUpstream, type UpstreamConfig } from './config.js'
 import { EndpointGroup } from './group.js'
 import { HealthChecker } from './health-check.js'
 import { OutlierDetector } from './outlier.js'
@@ -16,11 +16,12 @@ export interface UpstreamDeps {
   readonly metrics: GatewayMetrics
 }
 
-export function buildUpstream(name: string, config: UpstreamConfig, deps: UpstreamDeps): EndpointGroup {
+export function buildUpstream(name: string, section: UpstreamConfig, deps: UpstreamDeps): EndpointGroup {
+  const config = resolveUpstream(section)
   const group = new EndpointGroup({
     name,
-    balancer: config.balancer ?? 'least-request',
-    minHealthyPercent: config.minHealthyPercent ?? 50,
+    balancer: config.balancer,
+    minHealthyPercent: config.minHealthyPercent,
     log: deps.log,
     metrics: deps.metrics,
     createPool: (origin) => createPool(origin, config),
@@ -32,11 +33,11 @@ export function buildUpstream(name: string, config: UpstreamConfig, deps: Upstre
     discovery.start()
     group.warmedUp = discovery.firstAnswer
   } else {
-    const endpoints = config.endpoints ?? [{ url: config.url! }]
-    group.setEndpoints(endpoints.map((endpoint) => ({ address: new URL(endpoint.url).origin, priority: endpoint.priority ?? 0, weight: endpoint.weight ?? 1 })))
+    const endpoints = config.endpoints ?? [{ url: config.url!, priority: 0, weight: 1 }]
+    group.setEndpoints(endpoints.map((endpoint) => ({ address: new URL(endpoint.url).origin, priority: endpoint.priority, weight: endpoint.weight })))
   }
   if (config.healthCheck !== undefined) {
-    const checker = new HealthChecker(config.healthCheck, group, { connectTimeoutMs: toMs(config.connectTimeout ?? '5s'), idleMs: toMs(config.idleTimeout ?? '4s') })
+    const checker = new HealthChecker(config.healthCheck, group, { connectTimeoutMs: toMs(config.connectTimeout), idleMs: toMs(config.idleTimeout) })
     group.onDispose(() => checker.stop())
     // DNS endpoints are checked from the round after they appear.
     checker.start()

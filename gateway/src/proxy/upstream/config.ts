@@ -3,15 +3,16 @@
 // checks, passive outlier ejection). The schema is the one source; what it cannot say (exactly one
 // endpoint source, origins without a path, ranges) is checked by `upstreamProblems`.
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration, toMs } from '../../core/units.js'
+import { duration, toMs } from '../../core/units.js'
+import { withDefaults, type Defaulted } from '../../core/schema-defaults.js'
 
 const Origin = Type.String({ description: 'An origin, e.g. "http://127.0.0.1:3000" (no path).', examples: ['http://127.0.0.1:3000'] })
 
 export const EndpointConfig = Type.Object(
   {
     url: Origin,
-    priority: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: 'Priority group: 0 (the default) is the highest; higher numbers are fail-over groups.' })),
-    weight: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'Relative share of traffic within its group. Default 1.' })),
+    priority: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'Priority group: 0 is the highest; higher numbers are fail-over groups.' })),
+    weight: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 1, description: 'Relative share of traffic within its group.' })),
   },
   { additionalProperties: false },
 )
@@ -21,45 +22,47 @@ export const DnsConfig = Type.Object(
   {
     name: Type.String({ minLength: 1, description: 'Host name to resolve (every address it resolves to is an endpoint).' }),
     port: Type.Integer({ minimum: 1, maximum: 65535 }),
-    scheme: Type.Optional(Type.Union([Type.Literal('http'), Type.Literal('https')], { errorMessage: 'expected http or https' })),
-    ttl: Type.Optional(Duration),
+    scheme: Type.Optional(Type.Union([Type.Literal('http'), Type.Literal('https')], { errorMessage: 'expected http or https', default: 'http', description: 'The scheme of the resolved endpoints.' })),
+    ttl: Type.Optional(duration({ default: '30s', description: 'How often the name is resolved again (at least 50ms).' })),
     family: Type.Optional(Type.Union([Type.Literal(4), Type.Literal(6)], { errorMessage: 'expected 4 or 6', description: 'Keep only IPv4 (4) or IPv6 (6) addresses. Default: both.' })),
   },
-  { additionalProperties: false, description: 'Endpoints from DNS: re-resolved every `ttl` (default 30s); a failed resolve keeps the last good set.' },
+  { additionalProperties: false, description: 'Endpoints from DNS: re-resolved every `ttl`; a failed resolve keeps the last good set.' },
 )
 export type DnsConfig = Static<typeof DnsConfig>
 
 const StatusRange = Type.Union([Type.Integer({ minimum: 100, maximum: 599 }), Type.String({ pattern: '^\\d{3}(-\\d{3})?$' })], {
   errorMessage: 'expected a status (200) or a range ("200-399")',
+  default: '200-399',
+  description: 'A pass is a status in this range (or this one status).',
 })
 
 export const HealthCheckConfig = Type.Object(
   {
     path: Type.String({ pattern: '^/', errorMessage: 'expected a path starting with "/"', description: 'GET this path on each endpoint.' }),
-    interval: Type.Optional(Duration),
-    timeout: Type.Optional(Duration),
-    healthyThreshold: Type.Optional(Type.Integer({ minimum: 1, description: 'Passes in a row that make an unhealthy endpoint healthy. Default 2.' })),
-    unhealthyThreshold: Type.Optional(Type.Integer({ minimum: 1, description: 'Failures in a row that make a healthy endpoint unhealthy. Default 3.' })),
+    interval: Type.Optional(duration({ default: '5s', description: 'Time between checks of an endpoint (at least 50ms).' })),
+    timeout: Type.Optional(duration({ default: '1s', description: 'Longest one check may take.' })),
+    healthyThreshold: Type.Optional(Type.Integer({ minimum: 1, default: 2, description: 'Passes in a row that make an unhealthy endpoint healthy.' })),
+    unhealthyThreshold: Type.Optional(Type.Integer({ minimum: 1, default: 3, description: 'Failures in a row that make a healthy endpoint unhealthy.' })),
     expectStatus: Type.Optional(StatusRange),
   },
   {
     additionalProperties: false,
-    description: 'Active health check every `interval` (default 5s), each bounded by `timeout` (default 1s); a pass is a status in `expectStatus` (default "200-399").',
+    description: 'Active health check every `interval`, each bounded by `timeout`; a pass is a status in `expectStatus`.',
   },
 )
 export type HealthCheckConfig = Static<typeof HealthCheckConfig>
 
 export const OutlierDetectionConfig = Type.Object(
   {
-    consecutive5xx: Type.Optional(Type.Integer({ minimum: 1, description: '5xx answers (or connect/reset failures) in a row that eject an endpoint. Default 5.' })),
-    consecutiveGatewayErrors: Type.Optional(Type.Integer({ minimum: 1, description: '502/503/504 answers or connect/reset failures in a row that eject an endpoint. Default 5.' })),
-    baseEjectionTime: Type.Optional(Duration),
-    maxEjectionTime: Type.Optional(Duration),
-    maxEjectionPercent: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: 'Never eject beyond this share of the endpoints. Default 50.' })),
+    consecutive5xx: Type.Optional(Type.Integer({ minimum: 1, default: 5, description: '5xx answers (or connect/reset failures) in a row that eject an endpoint.' })),
+    consecutiveGatewayErrors: Type.Optional(Type.Integer({ minimum: 1, default: 5, description: '502/503/504 answers or connect/reset failures in a row that eject an endpoint.' })),
+    baseEjectionTime: Type.Optional(duration({ default: '30s', description: 'An ejection lasts this × the times the endpoint has been ejected.' })),
+    maxEjectionTime: Type.Optional(duration({ default: '300s', description: 'The longest an ejection lasts.' })),
+    maxEjectionPercent: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, default: 50, description: 'Never eject beyond this share of the endpoints.' })),
   },
   {
     additionalProperties: false,
-    description: 'Passive ejection: an endpoint is left out for `baseEjectionTime` (default 30s) × the times it has been ejected, at most `maxEjectionTime` (default 300s).',
+    description: 'Passive ejection: an endpoint is left out for `baseEjectionTime` × the times it has been ejected, at most `maxEjectionTime`.',
   },
 )
 export type OutlierDetectionConfig = Static<typeof OutlierDetectionConfig>
@@ -71,24 +74,36 @@ export const UpstreamConfig = Type.Object(
     dns: Type.Optional(DnsConfig),
     balancer: Type.Optional(Type.Union([Type.Literal('least-request'), Type.Literal('round-robin')], {
       errorMessage: 'expected least-request or round-robin',
-      description: 'How an endpoint is picked within a group. Default least-request (the less busy of two random endpoints).',
+      default: 'least-request',
+      description: 'How an endpoint is picked within a group; least-request takes the less busy of two random endpoints.',
     })),
-    minHealthyPercent: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: 'A priority group takes traffic while at least this share of its endpoints is available. Default 50.' })),
+    minHealthyPercent: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, default: 50, description: 'A priority group takes traffic while at least this share of its endpoints is available.' })),
     healthCheck: Type.Optional(HealthCheckConfig),
     outlierDetection: Type.Optional(OutlierDetectionConfig),
-    connections: Type.Optional(Type.Integer({ minimum: 1, description: 'Most sockets open to each endpoint. Default 128.' })),
-    idleTimeout: Type.Optional(Duration),
-    connectTimeout: Type.Optional(Duration),
-    bodyIdleTimeout: Type.Optional(Duration),
+    connections: Type.Optional(Type.Integer({ minimum: 1, default: 128, description: 'Most sockets open to each endpoint.' })),
+    idleTimeout: Type.Optional(duration({ default: '4s', description: 'An idle keep-alive socket is closed after this: keep it below the app\'s keep-alive timeout (Node\'s default is 5s).' })),
+    connectTimeout: Type.Optional(duration({ default: '5s', description: 'Longest a connection to an endpoint may take.' })),
+    bodyIdleTimeout: Type.Optional(duration({ default: '5m', description: 'The longest silence allowed while a response body streams.' })),
   },
-  {
-    additionalProperties: false,
-    description:
-      'An upstream: exactly one of `url`, `endpoints` or `dns`. `idleTimeout` (default 4s) must stay below the app\'s keep-alive timeout (Node\'s default is 5s); ' +
-      '`connectTimeout` default 5s; `bodyIdleTimeout` (default 5m) is the longest silence allowed while a body streams.',
-  },
+  { additionalProperties: false, description: 'An upstream: exactly one of `url`, `endpoints` or `dns`.' },
 )
 export type UpstreamConfig = Static<typeof UpstreamConfig>
+
+export type ResolvedDnsConfig = Defaulted<DnsConfig, 'scheme' | 'ttl'>
+export type ResolvedHealthCheckConfig = Defaulted<HealthCheckConfig, 'interval' | 'timeout' | 'healthyThreshold' | 'unhealthyThreshold' | 'expectStatus'>
+export type ResolvedOutlierDetectionConfig = Defaulted<OutlierDetectionConfig, 'consecutive5xx' | 'consecutiveGatewayErrors' | 'baseEjectionTime' | 'maxEjectionTime' | 'maxEjectionPercent'>
+
+/** An upstream section with its schema defaults filled in: what the proxy reads. */
+export type ResolvedUpstreamConfig = Omit<Defaulted<UpstreamConfig, 'balancer' | 'minHealthyPercent' | 'connections' | 'idleTimeout' | 'connectTimeout' | 'bodyIdleTimeout'>, 'endpoints' | 'dns' | 'healthCheck' | 'outlierDetection'> & {
+  readonly endpoints?: Array<Defaulted<EndpointConfig, 'priority' | 'weight'>>
+  readonly dns?: ResolvedDnsConfig
+  readonly healthCheck?: ResolvedHealthCheckConfig
+  readonly outlierDetection?: ResolvedOutlierDetectionConfig
+}
+
+export function resolveUpstream(config: UpstreamConfig): ResolvedUpstreamConfig {
+  return withDefaults(UpstreamConfig, config) as ResolvedUpstreamConfig
+}
 
 /** Shortest re-resolve or health-check interval: anything tighter is a busy loop, not a check. */
 const MIN_INTERVAL_MS = 50
@@ -115,15 +130,15 @@ export function originProblem(url: string): string | undefined {
 }
 
 /** An inclusive status range from `expectStatus`; undefined when the range is backwards. */
-export function statusRange(value: number | string | undefined): { low: number; high: number } | undefined {
-  if (value === undefined) return { low: 200, high: 399 }
+export function statusRange(value: number | string): { low: number; high: number } | undefined {
   if (typeof value === 'number') return { low: value, high: value }
   const [low, high = low] = value.split('-').map(Number) as [number, number?]
   return low <= high && low >= 100 && high <= 599 ? { low, high } : undefined
 }
 
 /** What the schema cannot say about one upstream. Paths are relative JSON pointers ("/endpoints/0/url"). */
-export function upstreamProblems(config: UpstreamConfig): UpstreamProblem[] {
+export function upstreamProblems(section: UpstreamConfig): UpstreamProblem[] {
+  const config = resolveUpstream(section)
   const problems: UpstreamProblem[] = []
   const sources = (['url', 'endpoints', 'dns'] as const).filter((source) => config[source] !== undefined)
   if (sources.length !== 1) {
@@ -142,14 +157,14 @@ export function upstreamProblems(config: UpstreamConfig): UpstreamProblem[] {
     if (first !== undefined) problems.push({ path: `/endpoints/${index}/url`, message: `duplicate endpoint ${origin} (first listed as endpoints[${first}])` })
     else seen.set(origin, index)
   })
-  if (config.dns !== undefined && toMs(config.dns.ttl ?? '30s') < MIN_INTERVAL_MS) problems.push({ path: '/dns/ttl', message: `must be at least ${MIN_INTERVAL_MS}ms` })
+  if (config.dns !== undefined && toMs(config.dns.ttl) < MIN_INTERVAL_MS) problems.push({ path: '/dns/ttl', message: `must be at least ${MIN_INTERVAL_MS}ms` })
   const check = config.healthCheck
   if (check !== undefined) {
-    if (toMs(check.interval ?? '5s') < MIN_INTERVAL_MS) problems.push({ path: '/healthCheck/interval', message: `must be at least ${MIN_INTERVAL_MS}ms` })
+    if (toMs(check.interval) < MIN_INTERVAL_MS) problems.push({ path: '/healthCheck/interval', message: `must be at least ${MIN_INTERVAL_MS}ms` })
     if (statusRange(check.expectStatus) === undefined) problems.push({ path: '/healthCheck/expectStatus', message: `expected a range low-high within 100-599, got "${check.expectStatus}"` })
   }
   const outlier = config.outlierDetection
-  if (outlier !== undefined && toMs(outlier.baseEjectionTime ?? '30s') > toMs(outlier.maxEjectionTime ?? '300s')) {
+  if (outlier !== undefined && toMs(outlier.baseEjectionTime) > toMs(outlier.maxEjectionTime)) {
     problems.push({ path: '/outlierDetection/baseEjectionTime', message: 'must not be longer than maxEjectionTime' })
   }
   return problems

@@ -1,3 +1,4 @@
+import { resolveUpstream } from './config.js'
 import t from 'tap'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
@@ -14,7 +15,7 @@ t.test('endpoints follow the DNS answer; a failed or empty answer keeps the last
       callback()
     },
   })
-  const group = new EndpointGroup({ name: 'app', balancer: 'round-robin', minHealthyPercent: 50, log: pino(sink), metrics: new GatewayMetrics(), createPool: (origin) => createPool(origin, {}) })
+  const group = new EndpointGroup({ name: 'app', balancer: 'round-robin', minHealthyPercent: 50, log: pino(sink), metrics: new GatewayMetrics(), createPool: (origin) => createPool(origin, resolveUpstream({})) })
   const answers: Array<ReadonlyArray<ResolvedAddress> | Error> = [
     [{ address: '10.0.0.1', family: 4 }, { address: 'fd00::1', family: 6 }],
     [{ address: '10.0.0.1', family: 4 }, { address: '10.0.0.2', family: 4 }, { address: '10.0.0.1', family: 4 }],
@@ -23,7 +24,7 @@ t.test('endpoints follow the DNS answer; a failed or empty answer keeps the last
     [{ address: '10.0.0.2', family: 4 }],
   ]
   let asked = 0
-  const discovery = new DnsDiscovery({ name: 'app.internal', port: 8080, ttl: 1 }, group, async (name) => {
+  const discovery = new DnsDiscovery({ name: 'app.internal', port: 8080, ttl: 1, scheme: 'http' }, group, async (name) => {
     t.equal(name, 'app.internal')
     const answer = answers[Math.min(asked++, answers.length - 1)]!
     if (answer instanceof Error) throw answer
@@ -52,7 +53,7 @@ t.test('endpoints follow the DNS answer; a failed or empty answer keeps the last
 })
 
 t.test('family keeps only IPv4 or IPv6 addresses', async (t) => {
-  const group = new EndpointGroup({ name: 'app', balancer: 'least-request', minHealthyPercent: 50, log: pino({ level: 'silent' }), metrics: new GatewayMetrics(), createPool: (origin) => createPool(origin, {}) })
+  const group = new EndpointGroup({ name: 'app', balancer: 'least-request', minHealthyPercent: 50, log: pino({ level: 'silent' }), metrics: new GatewayMetrics(), createPool: (origin) => createPool(origin, resolveUpstream({})) })
   const discovery = new DnsDiscovery({ name: 'x', port: 443, scheme: 'https', family: 6, ttl: '1m' }, group, async () => [{ address: '10.0.0.1', family: 4 }, { address: '::1', family: 6 }])
   t.teardown(() => {
     discovery.stop()

@@ -5,7 +5,7 @@
 import { lookup as dnsLookup } from 'node:dns/promises'
 import { isIPv6 } from 'node:net'
 import { toMs } from '../../core/units.js'
-import type { DnsConfig } from './config.js'
+import type { ResolvedDnsConfig } from './config.js'
 import type { EndpointSpec } from './endpoint.js'
 import type { EndpointGroup } from './group.js'
 
@@ -28,11 +28,11 @@ export class DnsDiscovery {
   private answered!: () => void
 
   constructor(
-    private readonly config: DnsConfig,
+    private readonly config: ResolvedDnsConfig,
     private readonly group: EndpointGroup,
     private readonly lookup: Lookup = systemLookup,
   ) {
-    this.ttlMs = toMs(config.ttl ?? '30s')
+    this.ttlMs = toMs(config.ttl)
     this.firstAnswer = new Promise((resolve) => (this.answered = resolve))
   }
 
@@ -48,7 +48,7 @@ export class DnsDiscovery {
 
   private async resolve(): Promise<void> {
     const { name, port, family } = this.config
-    const scheme = this.config.scheme ?? 'http'
+    const scheme = this.config.scheme
     try {
       const answer = (await this.lookup(name)).filter((entry) => family === undefined || entry.family === family)
       if (this.stopped) return

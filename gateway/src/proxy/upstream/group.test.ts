@@ -1,3 +1,4 @@
+import { resolveUpstream } from './config.js'
 import t from 'tap'
 import { pino } from 'pino'
 import { GatewayMetrics } from '../../telemetry/metrics.js'
@@ -11,7 +12,7 @@ import { newExchangeRecord, type Exchange, type ExchangeRecord } from '../../cor
 
 /** Nothing here sends a request: the pools never connect. */
 function group(t: { teardown(cleanup: () => void): void }, specs: Array<[port: number, priority: number, weight?: number]>, balancer: BalancerName = 'round-robin'): EndpointGroup {
-  const endpoints = new EndpointGroup({ name: 'app', balancer, minHealthyPercent: 50, log: pino({ level: 'silent' }), metrics: new GatewayMetrics(), createPool: (origin) => createPool(origin, {}) })
+  const endpoints = new EndpointGroup({ name: 'app', balancer, minHealthyPercent: 50, log: pino({ level: 'silent' }), metrics: new GatewayMetrics(), createPool: (origin) => createPool(origin, resolveUpstream({})) })
   endpoints.setEndpoints(specs.map(([port, priority, weight = 1]) => ({ address: `http://127.0.0.1:${port}`, priority, weight })))
   t.teardown(() => endpoints.dispose())
   return endpoints

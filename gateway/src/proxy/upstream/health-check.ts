@@ -10,7 +10,7 @@
 // endpoint; the connection settings (connect timeout) are the upstream's.
 import { Client } from 'undici'
 import { toMs } from '../../core/units.js'
-import { statusRange, type HealthCheckConfig } from './config.js'
+import { statusRange, type ResolvedHealthCheckConfig } from './config.js'
 import type { Endpoint } from './endpoint.js'
 import type { EndpointGroup } from './group.js'
 
@@ -26,15 +26,15 @@ export class HealthChecker {
   private stopped = false
 
   constructor(
-    private readonly config: HealthCheckConfig,
+    private readonly config: ResolvedHealthCheckConfig,
     private readonly group: EndpointGroup,
     /** The upstream's connect timeout and keep-alive idle timeout, as its pools use them. */
     private readonly connection: { readonly connectTimeoutMs: number; readonly idleMs: number },
   ) {
-    this.intervalMs = toMs(config.interval ?? '5s')
-    this.timeoutMs = toMs(config.timeout ?? '1s')
-    this.healthyThreshold = config.healthyThreshold ?? 2
-    this.unhealthyThreshold = config.unhealthyThreshold ?? 3
+    this.intervalMs = toMs(config.interval)
+    this.timeoutMs = toMs(config.timeout)
+    this.healthyThreshold = config.healthyThreshold
+    this.unhealthyThreshold = config.unhealthyThreshold
     this.expect = statusRange(config.expectStatus)!
   }
 

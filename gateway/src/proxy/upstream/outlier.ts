@@ -7,7 +7,7 @@
 // answer 504). Any other answer resets both counts.
 import type { Counter } from 'prom-client'
 import { toMs } from '../../core/units.js'
-import type { OutlierDetectionConfig } from './config.js'
+import type { ResolvedOutlierDetectionConfig } from './config.js'
 import type { Endpoint } from './endpoint.js'
 import type { Logger } from 'pino'
 
@@ -27,12 +27,12 @@ export class OutlierDetector {
   private readonly maxMs: number
   private readonly maxPercent: number
 
-  constructor(config: OutlierDetectionConfig, private readonly ejections: ReturnType<Counter<'upstream'>['labels']>) {
-    this.max5xx = config.consecutive5xx ?? 5
-    this.maxGatewayErrors = config.consecutiveGatewayErrors ?? 5
-    this.baseMs = toMs(config.baseEjectionTime ?? '30s')
-    this.maxMs = toMs(config.maxEjectionTime ?? '300s')
-    this.maxPercent = config.maxEjectionPercent ?? 50
+  constructor(config: ResolvedOutlierDetectionConfig, private readonly ejections: ReturnType<Counter<'upstream'>['labels']>) {
+    this.max5xx = config.consecutive5xx
+    this.maxGatewayErrors = config.consecutiveGatewayErrors
+    this.baseMs = toMs(config.baseEjectionTime)
+    this.maxMs = toMs(config.maxEjectionTime)
+    this.maxPercent = config.maxEjectionPercent
   }
 
   /** Returns true when the endpoint was ejected (the group's candidates change). */
