@@ -113,6 +113,10 @@ async function run(args: string[]): Promise<number> {
       },
     )
   }
+  // A bug that leaves a promise rejected must not take every replica down with it: log it loudly, keep serving.
+  process.on('unhandledRejection', (reason: unknown) => {
+    log.error({ err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason) }, 'unhandled rejection (a bug; the gateway keeps serving)')
+  })
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGHUP', () => void gateway.reload('signal'))

@@ -117,3 +117,32 @@ t.test('a Kubernetes ConfigMap-style ..data symlink swap triggers a reload', asy
   await waitForVersion(gw.adminUrl, 2)
   t.pass('the swapped ConfigMap was applied')
 })
+
+/** A file whose aliases expand nine-fold at each of five levels: what yaml calls a resource exhaustion attack. */
+function aliasBomb(good: string): string {
+  const levels = ['x-0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+  for (let level = 1; level < 5; level++) levels.push(`x-${level}: &l${level} [${Array(9).fill(`*l${level - 1}`).join(',')}]`)
+  return `${levels.join('\n')}\n${good}`
+}
+
+t.test('a file that cannot load (an alias bomb) is refused by every trigger; the process lives and the next good file applies', async (t) => {
+  const file = tempConfig(configWith(5000))
+  const gw = await spawnGateway(file, { WAYPOST_LOG_LEVEL: 'info' })
+  t.teardown(() => gw.stop())
+  const rejections = (): number => gw.lines.filter((line) => line.msg === 'config rejected; the plan in force keeps serving').length
+
+  replaceFile(file, aliasBomb(configWith(4000)))
+  await gw.waitForLog(() => rejections() >= 1) // the file watcher
+  gw.child.kill('SIGHUP')
+  await gw.waitForLog(() => rejections() >= 2)
+  const admin = await request(`${gw.adminUrl}/reload`, { method: 'POST' })
+  t.equal(admin.statusCode, 422, 'POST /reload answers 422 with the errors, not 500')
+  t.match(await admin.body.json(), { ok: false, errors: [/waypost\.yaml:2:\d+: YAML aliases expand past 1000 uses/] })
+  t.equal(gw.child.exitCode, null, 'still running')
+  t.equal((await request(`${gw.adminUrl}/ready`)).statusCode, 200)
+  t.equal((await request(`${gw.url}/status/200`)).statusCode, 200, 'the plan in force keeps serving')
+
+  replaceFile(file, configWith(3000))
+  await waitForVersion(gw.adminUrl, 2)
+  t.pass('a good file applies after the bad ones')
+})

@@ -228,3 +228,16 @@ t.test('every default in the schema is itself valid for its field', async (t) =>
   }
   walk(GatewayConfig as unknown as Record<string, unknown>, 'config')
 })
+
+t.test('files that cannot load come back as positioned errors, never a throw', async (t) => {
+  const levels = ['x-0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+  for (let level = 1; level < 6; level++) levels.push(`x-${level}: &l${level} [${Array(9).fill(`*l${level - 1}`).join(',')}]`)
+  t.same(errorsOf(`${levels.join('\n')}\n${valid}`), ['w.yaml:2:11: YAML aliases expand past 1000 uses (an alias bomb?): use fewer aliases or write the values out'])
+
+  // An honest file that reuses one anchor for 101 routes (past yaml's own default of 100).
+  const routes = Array.from({ length: 101 }, (_, index) => `  - name: r${index}\n    match: { path: { prefix: /r${index} } }\n    upstream: app\n    policies: ${index === 0 ? '&p { timeout: { request: 1s } }' : '*p'}`)
+  t.same(errorsOf(`upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n${routes.join('\n')}\n`), [])
+
+  t.match(errorsOf(`${valid}# ${'x'.repeat(1024 * 1024)}\n`), [/^w\.yaml:0:0: the config file is \d+ bytes, over the 1048576-byte \(1 MiB\) limit$/])
+  t.same(errorsOf(valid.replace('upstream: app', 'upstream: toString')), ['w.yaml:6:15: routes[0].upstream: unknown upstream "toString"; defined: app'], 'names are looked up as own keys, not inherited ones')
+})

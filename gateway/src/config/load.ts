@@ -1,9 +1,9 @@
 // YAML text → parsed document (with line:column) → schema validation → semantic checks.
 // Every problem comes back as `file:line:col: field.path: message`, all of them at once.
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { isIPv4, isIPv6 } from 'node:net'
 import { createHash } from 'node:crypto'
-import { LineCounter, parseDocument, type Document } from 'yaml'
+import { isAlias, LineCounter, parseDocument, visit, type Document } from 'yaml'
 import { Value } from '@sinclair/typebox/value'
 import { DefaultErrorFunction, SetErrorFunction, ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
 import { GatewayConfig, type PoliciesConfig } from './schema.js'
@@ -34,9 +34,23 @@ SetErrorFunction((parameter) => {
   return typeof custom === 'string' ? custom : DefaultErrorFunction(parameter)
 })
 
+/**
+ * The largest policy file accepted. Real ones are a few KiB; a multi-MiB file stalls the event loop
+ * while it is parsed (8 s for 5 MB) and a huge one exhausts the heap, on every replica at once.
+ */
+export const MAX_CONFIG_BYTES = 1024 * 1024
+
+/**
+ * Alias uses YAML may expand (yaml's own default is 100, which an honest file reusing one anchor
+ * for 101 routes exceeds); an alias bomb's nested expansions pass this at once.
+ */
+const MAX_ALIAS_COUNT = 1000
+
 export async function loadConfigFile(file: string): Promise<LoadResult> {
   let text: string
   try {
+    const size = (await stat(file)).size
+    if (size > MAX_CONFIG_BYTES) return { ok: false, errors: [tooLarge(file, size)] }
     text = await readFile(file, 'utf8')
   } catch (error) {
     return { ok: false, errors: [{ file, line: 0, col: 0, path: '', message: `cannot read the config file: ${(error as Error).message}` }] }
@@ -44,7 +58,21 @@ export async function loadConfigFile(file: string): Promise<LoadResult> {
   return parseConfig(text, file)
 }
 
+function tooLarge(file: string, bytes: number): ConfigError {
+  return { file, line: 0, col: 0, path: '', message: `the config file is ${bytes} bytes, over the ${MAX_CONFIG_BYTES}-byte (1 MiB) limit` }
+}
+
+/** Never throws: whatever goes wrong in loading comes back as an error with a position. */
 export function parseConfig(text: string, file: string): LoadResult {
+  if (Buffer.byteLength(text) > MAX_CONFIG_BYTES) return { ok: false, errors: [tooLarge(file, Buffer.byteLength(text))] }
+  try {
+    return parseConfigText(text, file)
+  } catch (error) {
+    return { ok: false, errors: [{ file, line: 1, col: 1, path: '', message: `cannot load the config: ${(error as Error).message}` }] }
+  }
+}
+
+function parseConfigText(text: string, file: string): LoadResult {
   const lineCounter = new LineCounter()
   const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
   const located = locator(document, lineCounter, file)
@@ -57,12 +85,31 @@ export function parseConfig(text: string, file: string): LoadResult {
       }),
     }
   }
-  const value: unknown = document.toJS()
+  let value: unknown
+  try {
+    value = document.toJS({ maxAliasCount: MAX_ALIAS_COUNT })
+  } catch (error) {
+    return { ok: false, errors: [aliasError(document, lineCounter, file, error as Error)] }
+  }
   const errors = schemaErrors(value).map((error) => located(error.path, error.message))
   if (errors.length === 0) errors.push(...semanticErrors(value as GatewayConfig).map((error) => located(error.path, error.message)))
   if (errors.length > 0) return { ok: false, errors }
   const hash = createHash('sha256').update(text).digest('hex').slice(0, 16)
   return { ok: true, config: value as GatewayConfig, hash, text }
+}
+
+/** An alias that expands too much, reported where the first alias stands. */
+function aliasError(document: Document, lineCounter: LineCounter, file: string, error: Error): ConfigError {
+  let position = { line: 1, col: 1 }
+  visit(document, (_key, node) => {
+    if (!isAlias(node) || node.range === undefined || node.range === null) return undefined
+    position = lineCounter.linePos(node.range[0])
+    return visit.BREAK
+  })
+  const message = /alias count/i.test(error.message)
+    ? `YAML aliases expand past ${MAX_ALIAS_COUNT} uses (an alias bomb?): use fewer aliases or write the values out`
+    : `YAML aliases: ${error.message}`
+  return { file, line: position.line, col: position.col, path: '', message }
 }
 
 /** JSON pointer segments ("/routes/0/name") → the YAML node's position, walking up to the nearest node that exists. */
@@ -137,7 +184,7 @@ function semanticErrors(config: GatewayConfig): Array<{ path: string; message: s
     const first = names.get(route.name)
     if (first !== undefined) errors.push({ path: `/routes/${index}/name`, message: `duplicate route name "${route.name}" (first used by routes[${first}])` })
     else names.set(route.name, index)
-    if (config.upstreams[route.upstream] === undefined) errors.push(unknownUpstream(`/routes/${index}/upstream`, route.upstream, upstreams))
+    if (!Object.hasOwn(config.upstreams, route.upstream)) errors.push(unknownUpstream(`/routes/${index}/upstream`, route.upstream, upstreams))
     const path = route.match?.path
     if (path !== undefined) {
       const kinds = (['exact', 'prefix', 'regex'] as const).filter((kind) => path[kind] !== undefined)

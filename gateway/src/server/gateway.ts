@@ -150,7 +150,12 @@ export class Gateway implements ExchangeHost {
 
   /** Compiles the file and swaps the plan in atomically; a bad file never replaces a good plan. Reloads run one at a time. */
   reload(source: string): Promise<ReloadResult> {
-    this.reloading = this.reloading.then(() => this.reloadNow(source))
+    // Never rejects, so one failed reload cannot jam the chain: every later one still runs.
+    this.reloading = this.reloading.then(() =>
+      this.reloadNow(source).catch((error: unknown) =>
+        this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `reload failed: ${(error as Error).message}` }]),
+      ),
+    )
     return this.reloading
   }
 
