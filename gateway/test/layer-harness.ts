@@ -111,6 +111,7 @@ export function fakeExchange(request: FakeRequest = {}): Exchange {
     request: {
       method: request.method ?? 'GET',
       path: request.path ?? '/',
+      authority: 'test.local',
       headers,
       incoming,
       hasBody: request.body !== undefined,

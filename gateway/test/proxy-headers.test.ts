@@ -140,6 +140,36 @@ t.test('absolute-form request targets are routed on their path', async (t) => {
   t.match(raw, /"url":"\/anything\/abs\?x=1"/)
 })
 
+t.test('an absolute-form target names the one authority: routing, the upstream Host, forwarding headers, the cache key and the log', async (t) => {
+  // Cache poisoning by Host: `GET http://victim/...` with `Host: evil` must be the victim's request throughout.
+  const hosts = await startGateway(
+    catchAllConfig(stub.url, {
+      prefix: '/none',
+      extra: {
+        routes: [
+          { name: 'victim', match: { host: 'victim.example' }, upstream: 'app', policies: { cache: { maxObjectSize: '64KiB' } } },
+          { name: 'evil', match: { host: 'evil.example' }, upstream: 'app', policies: { fault: { abort: { percent: 100, status: 418 } } } },
+        ],
+      },
+    }),
+  )
+  t.teardown(() => hosts.close())
+  const raw = await rawRequest('GET http://victim.example/anything/poison HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n', hosts.url)
+  t.match(raw, /^HTTP\/1\.1 200/, 'routed by the target\'s authority, not the Host header (evil answers 418)')
+  const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as Echo
+  t.equal(body.headers.host, 'victim.example', 'the upstream is asked for the victim\'s resource')
+  t.equal(body.headers['x-forwarded-host'], 'victim.example')
+  t.match(body.headers.forwarded, /host=victim\.example/)
+  const line = hosts.accessLines().find((entry) => entry.path === '/anything/poison')
+  t.match(line, { route: 'victim', host: 'victim.example' })
+  // What is stored is the victim's own answer, under the victim's key.
+  t.match(await rawRequest('GET http://victim.example/cacheable/poison-1 HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n', hosts.url), /^HTTP\/1\.1 200/)
+  const again = await request(`${hosts.url}/cacheable/poison-1`, { headers: { host: 'victim.example' } })
+  await again.body.dump()
+  t.match(again.headers['cache-status'], /hit/, 'a victim client gets the stored victim answer')
+  t.equal(stub.stats.byPath.get('/cacheable/poison-1'), 1)
+})
+
 t.test('upstream response hop-by-hop headers are dropped and Via is added', async (t) => {
   const response = await request(`${gw.url}/fault/close-after-response`)
   await response.body.dump()

@@ -126,6 +126,7 @@ async function attempt(gw: RunningGateway, record: ExchangeRecord): Promise<numb
     request: {
       method: 'GET',
       path: '/status/200',
+      authority: 'test',
       headers: ['host', 'test'],
       // A body-less request: dispatch never reads the client message.
       incoming: undefined as unknown as IncomingMessage,

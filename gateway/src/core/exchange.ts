@@ -11,6 +11,11 @@ export interface ProxyRequest {
   readonly method: string
   /** Path and query as sent upstream (after any route rewrite). */
   readonly path: string
+  /**
+   * The authority the request is for: an absolute-form target's, else the Host header ('' when
+   * neither). Routing, the upstream Host, the cache key and the access log all use this one.
+   */
+  readonly authority: string
   /** Flat [name, value, name, value, ...] list, as undici accepts; keeps duplicates and order. */
   readonly headers: string[]
   /** The client's request: the body stream, the socket, and the original headers. */

@@ -50,6 +50,8 @@ export interface ForwardingContext {
   readonly trustedProxies: BlockList | undefined
   readonly requestId: string
   readonly hostOverride: string | undefined
+  /** An absolute-form target's authority, which replaces the Host header (RFC 9112 §3.2.2). */
+  readonly authority?: string | undefined
   readonly protocol: 'http' | 'https'
 }
 
@@ -83,11 +85,14 @@ export function upstreamRequestHeaders(request: IncomingMessage, context: Forwar
     }
     if (lower === 'host') {
       host ??= value
-      if (context.hostOverride !== undefined) continue
+      if (context.hostOverride !== undefined || context.authority !== undefined) continue
     }
     out.push(name, value)
   }
-  if (context.hostOverride !== undefined) out.push('host', context.hostOverride)
+  const sentHost = context.hostOverride ?? context.authority
+  if (sentHost !== undefined) out.push('host', sentHost)
+  // The host the client asked for: the absolute-form authority wins over its Host header.
+  if (context.authority !== undefined) host = context.authority
   const proto = priorProto ?? context.protocol
   const forwardedHost = priorHost ?? host
   out.push('x-request-id', context.requestId)

@@ -26,8 +26,11 @@ function ignore(): void {}
 
 const UNMATCHED = { name: '-', upstream: '-' }
 
-/** Splits the request target into the path to route on and what to send upstream. */
-export function requestTarget(url: string | undefined): { path: string; target: string } | undefined {
+/**
+ * Splits the request target into the path to route on and what to send upstream, and for the
+ * absolute-form the authority it names, which replaces Host (RFC 9112 §3.2.2).
+ */
+export function requestTarget(url: string | undefined): { path: string; target: string; authority?: string } | undefined {
   if (url === undefined || url === '') return undefined
   if (url.charCodeAt(0) === 47 /* / */) {
     const query = url.indexOf('?')
@@ -37,7 +40,7 @@ export function requestTarget(url: string | undefined): { path: string; target: 
   if (url.startsWith('http://') || url.startsWith('https://')) {
     try {
       const parsed = new URL(url)
-      return { path: parsed.pathname, target: parsed.pathname + parsed.search }
+      return { path: parsed.pathname, target: parsed.pathname + parsed.search, authority: parsed.host }
     } catch {
       return undefined
     }
@@ -79,6 +82,7 @@ class ExchangeState {
     readonly response: ServerResponse,
     readonly requestId: string,
     readonly path: string,
+    readonly authority: string,
   ) {
     this.socket = request.socket
     this.bytesReadAtStart = this.socket.bytesRead
@@ -115,6 +119,7 @@ class ExchangeState {
       upstream: this.route?.info.upstream ?? '-',
       endpoint: this.record.endpoint,
       method: this.request.method ?? '-',
+      host: this.authority,
       path: this.path,
       status,
       durationMs: seconds * 1e3,
@@ -141,15 +146,18 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   request.on('error', ignore)
   const requestId = requestIdFor(request.headers['x-request-id'])
   const target = requestTarget(request.url)
-  const route = target === undefined ? undefined : plan.router.match(request.method ?? '', request.headers.host, target.path, request.headers)
-  const state = new ExchangeState(host, plan, route, request, response, requestId, target?.path ?? '-')
+  // One authority per request, for routing, the upstream Host, the cache key and the log alike.
+  const authority = target?.authority ?? request.headers.host ?? ''
+  const route = target === undefined ? undefined : plan.router.match(request.method ?? '', authority, target.path, request.headers)
+  const state = new ExchangeState(host, plan, route, request, response, requestId, target?.path ?? '-', authority)
   if (target === undefined) return deliver(state, localResponse(400, 'invalid-request-target', state.bare()))
   if (route === undefined) return deliver(state, localResponse(404, 'no-route', state.bare()))
 
   const proxyRequest: ProxyRequest = {
     method: request.method ?? 'GET',
     path: rewrite(route, target.target),
-    headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, protocol: host.protocol }),
+    headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol: host.protocol }),
+    authority,
     incoming: request,
     hasBody: hasBody(request),
     requestId,

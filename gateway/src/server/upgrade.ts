@@ -20,7 +20,8 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   const started = performance.now()
   const requestId = requestIdFor(request.headers['x-request-id'])
   const target = requestTarget(request.url)
-  const route = target === undefined ? undefined : plan.router.match(request.method ?? '', request.headers.host, target.path, request.headers)
+  const authority = target?.authority ?? request.headers.host ?? ''
+  const route = target === undefined ? undefined : plan.router.match(request.method ?? '', authority, target.path, request.headers)
   let endpoint = ''
   const log = (status: number, reason = '', error?: unknown): void => {
     if (!plan.settings.accessLog || !host.accessLog.enabled) return
@@ -30,6 +31,7 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
       upstream: route?.info.upstream ?? '-',
       endpoint,
       method: request.method ?? '-',
+      host: authority,
       path: target?.path ?? '-',
       status,
       durationMs: performance.now() - started,

@@ -32,6 +32,7 @@ const base: AccessRecord = {
   upstream: 'app',
   endpoint: 'http://127.0.0.1:3000',
   method: 'GET',
+  host: 'app.example',
   path: '/',
   status: 200,
   durationMs: 1,
@@ -61,15 +62,17 @@ t.test('timings are milliseconds rounded to three decimals', async (t) => {
 t.test('paths, endpoints and errors with quotes and control characters stay valid JSON', async (t) => {
   const { log, lines } = capture()
   const odd = 'a"b\\c\u0001d\u2028é'
-  log.write({ ...base, path: `/${odd}`, endpoint: `http://${odd}`, error: odd })
+  log.write({ ...base, path: `/${odd}`, host: odd, endpoint: `http://${odd}`, error: odd })
   log.write({ ...base, endpoint: 'http://127.0.0.1:3001' })
   log.write({ ...base, endpoint: '', upstreamMs: -1 })
   const [first, second, third] = lines()
   t.equal(first!.path, `/${odd}`)
   t.equal(first!.endpoint, `http://${odd}`)
   t.equal(first!.error, odd)
+  t.equal(first!.host, odd)
   t.equal(first!.reqId, base.reqId)
   t.equal(second!.endpoint, 'http://127.0.0.1:3001', 'a new endpoint is not given the last one')
+  t.equal(second!.host, 'app.example', 'nor a new host the last one')
   t.notOk('endpoint' in third!, 'no endpoint when no attempt was made')
   t.notOk('upstreamMs' in third!)
 })

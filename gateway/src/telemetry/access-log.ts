@@ -11,6 +11,8 @@ export interface AccessRecord {
   /** The endpoint of the last attempt; '' when none was made. */
   readonly endpoint: string
   readonly method: string
+  /** The authority the request was for (an absolute-form target's, else Host); '' when none. */
+  readonly host: string
   readonly path: string
   readonly status: number
   readonly durationMs: number
@@ -66,6 +68,8 @@ export class AccessLog {
   /** The last endpoint and its JSON form: a route's lines mostly name the same few. */
   private endpoint = ''
   private endpointJson = '""'
+  private host = ''
+  private hostJson = '""'
 
   constructor(private readonly logger: Logger) {
     this.stream = (logger as unknown as Record<symbol, LineStream>)[pino.symbols.streamSym]!
@@ -89,7 +93,7 @@ export class AccessLog {
     // Route and upstream names are schema-checked, reason and tries are ours, method is an HTTP token,
     // remote is an IP address, the request id is one requestIdFor() accepted or made (letters,
     // digits and `_.:@/+=-`): only the path, endpoint and error text can hold a quote.
-    let line = `{"level":${INFO},"time":${Date.now()},"service":"waypost","reqId":"${entry.reqId}","route":"${entry.route}","upstream":"${entry.upstream}","method":"${entry.method}","path":${JSON.stringify(entry.path)},"status":${entry.status},"durationMs":${millis(entry.durationMs)}`
+    let line = `{"level":${INFO},"time":${Date.now()},"service":"waypost","reqId":"${entry.reqId}","route":"${entry.route}","upstream":"${entry.upstream}","method":"${entry.method}","host":${this.hostAsJson(entry.host)},"path":${JSON.stringify(entry.path)},"status":${entry.status},"durationMs":${millis(entry.durationMs)}`
     // An origin the config validated or DNS produced, but a host name may still hold odd characters.
     if (entry.endpoint !== '') line += `,"endpoint":${this.endpointAsJson(entry.endpoint)}`
     if (entry.upstreamMs >= 0) line += `,"upstreamMs":${millis(entry.upstreamMs)}`
@@ -102,6 +106,15 @@ export class AccessLog {
     this.pending += `${line},"remote":"${entry.remote}","msg":"access"}\n`
     if (this.pending.length >= BATCH_CHARS) this.flush()
     else this.timer ??= setTimeout(this.flush, BATCH_MS).unref()
+  }
+
+  /** Most requests name the same host: its JSON is kept from the last line (a Host may hold a quote). */
+  private hostAsJson(host: string): string {
+    if (host !== this.host) {
+      this.host = host
+      this.hostJson = JSON.stringify(host)
+    }
+    return this.hostJson
   }
 
   private endpointAsJson(endpoint: string): string {

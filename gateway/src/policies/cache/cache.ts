@@ -100,15 +100,13 @@ function requestCacheControl(request: ProxyRequest): CacheControl {
  * path must not collide with a client target that happens to be spelled the same.
  */
 function lookupOf(request: ProxyRequest): Lookup {
-  const incoming = request.incoming
-  const url = incoming.url ?? request.path
-  let host = (incoming.headers.host ?? '').toLowerCase()
+  const url = request.incoming.url ?? request.path
+  // The request's one authority (an absolute-form target's wins over Host): the same the router and the upstream saw.
+  const host = request.authority.toLowerCase()
   let path = url
   if (url.charCodeAt(0) !== 47 /* / */) {
-    // absolute-form (RFC 9112 §3.2.2): its authority wins over Host.
     try {
       const parsed = new URL(url)
-      host = parsed.host.toLowerCase()
       path = parsed.pathname + parsed.search
     } catch {
       path = url
