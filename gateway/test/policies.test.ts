@@ -180,3 +180,19 @@ t.test('a failed upload never leaves its keep-alive connection stuck', async (t)
     }
   }
 })
+
+t.test('a route regex that would backtrack exponentially neither freezes the proxy nor the admin port', async (t) => {
+  // With RegExp, `^/(a+)+$` took 28 s on a 32-character path that almost matches, blocking the event loop.
+  const gw = await startGateway(catchAllConfig(stub.url, { extra: { routes: [{ name: 'regex', match: { path: { regex: '^/(a+)+$' } }, upstream: 'app' }] } }))
+  t.teardown(() => gw.close())
+  const evil = `/${'a'.repeat(40)}!`
+  const started = performance.now()
+  const [proxied, live] = await Promise.all([request(`${gw.url}${evil}`), request(`${gw.adminUrl}/live`)])
+  await proxied.body.dump()
+  await live.body.dump()
+  const elapsed = performance.now() - started
+  t.equal(live.statusCode, 200)
+  t.equal(proxied.statusCode, 404, 'the stub\'s own 404 for an unknown path')
+  t.match(gw.accessLines().find((line) => line.path === evil), { route: 'all' }, 'the regex did not match; the catch-all took it')
+  t.ok(elapsed < 2000, `both answered in ${elapsed.toFixed(0)} ms`)
+})

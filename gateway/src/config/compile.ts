@@ -5,6 +5,7 @@
 import { BlockList } from 'node:net'
 import type { Logger } from 'pino'
 import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
+import { linearRegex } from '../routing/linear-regex.js'
 import type { Deps } from '../policies/policy.js'
 import { registry } from '../policies/index.js'
 import { withDefaults } from '../core/schema-defaults.js'
@@ -173,7 +174,7 @@ function routeMatch(match: MatchConfig | undefined): RouteMatch {
       const lower = name.toLowerCase()
       if (typeof value === 'string') return { name: lower, test: (actual) => actual === value }
       if ('regex' in value) {
-        const regex = new RegExp(value.regex)
+        const regex = linearRegex(value.regex)
         return { name: lower, test: (actual) => regex.test(actual) }
       }
       return { name: lower, test: () => true }

@@ -241,3 +241,10 @@ t.test('files that cannot load come back as positioned errors, never a throw', a
   t.match(errorsOf(`${valid}# ${'x'.repeat(1024 * 1024)}\n`), [/^w\.yaml:0:0: the config file is \d+ bytes, over the 1048576-byte \(1 MiB\) limit$/])
   t.same(errorsOf(valid.replace('upstream: app', 'upstream: toString')), ['w.yaml:6:15: routes[0].upstream: unknown upstream "toString"; defined: app'], 'names are looked up as own keys, not inherited ones')
 })
+
+t.test('route and header regexes are RE2: backreferences and lookaround are refused with why; nested quantifiers are fine (matching is linear)', async (t) => {
+  const withRegex = (match: string): string[] => errorsOf(`upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: r\n    upstream: app\n    match: ${match}\n`)
+  t.match(withRegex('{ path: { regex: "^/(a)\\\\1$" } }'), [/routes\[0\]\.match\.path\.regex: invalid regular expression for the linear-time engine \(RE2 syntax: no backreferences or lookaround\): .*\\1/])
+  t.match(withRegex('{ headers: { x-v: { regex: "^(?=a)" } } }'), [/routes\[0\]\.match\.headers\.x-v\.regex: invalid regular expression for the linear-time engine/])
+  t.same(withRegex('{ path: { regex: "^/(a+)+$" } }'), [], 'a pattern that backtracks exponentially in RegExp is linear in RE2')
+})

@@ -8,6 +8,7 @@ import { Value } from '@sinclair/typebox/value'
 import { DefaultErrorFunction, SetErrorFunction, ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
 import { GatewayConfig, type PoliciesConfig } from './schema.js'
 import { registry } from '../policies/index.js'
+import { linearRegexProblem } from '../routing/linear-regex.js'
 import type { ValidateContext } from '../policies/policy.js'
 import { upstreamProblems } from '../proxy/upstream/config.js'
 
@@ -190,13 +191,13 @@ function semanticErrors(config: GatewayConfig): Array<{ path: string; message: s
       const kinds = (['exact', 'prefix', 'regex'] as const).filter((kind) => path[kind] !== undefined)
       if (kinds.length !== 1) errors.push({ path: `/routes/${index}/match/path`, message: `expected exactly one of exact, prefix or regex, got ${kinds.length === 0 ? 'none' : kinds.join(' and ')}` })
       if (path.regex !== undefined) {
-        const problem = regexProblem(path.regex)
+        const problem = linearRegexProblem(path.regex)
         if (problem !== undefined) errors.push({ path: `/routes/${index}/match/path/regex`, message: problem })
       }
     }
     for (const [header, match] of Object.entries(route.match?.headers ?? {})) {
       if (typeof match === 'object' && 'regex' in match) {
-        const problem = regexProblem(match.regex)
+        const problem = linearRegexProblem(match.regex)
         if (problem !== undefined) errors.push({ path: `/routes/${index}/match/headers/${header}/regex`, message: problem })
       }
     }
@@ -226,15 +227,6 @@ function policyErrors(config: GatewayConfig, policies: PoliciesConfig | undefine
 
 function unknownUpstream(path: string, name: string, defined: ReadonlyArray<string>): { path: string; message: string } {
   return { path, message: `unknown upstream "${name}"; defined: ${defined.join(', ') || 'none'}` }
-}
-
-function regexProblem(source: string): string | undefined {
-  try {
-    new RegExp(source)
-    return undefined
-  } catch (error) {
-    return `invalid regular expression: ${(error as Error).message}`
-  }
 }
 
 export function parseCidr(entry: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {

@@ -3,6 +3,7 @@
 // Envoy Gateway does): host exact > host wildcard > any host; then path exact > regex > longest
 // prefix > any path; then routes with methods; then more header matches; then file order.
 import type { IncomingHttpHeaders } from 'node:http'
+import { linearRegex } from './linear-regex.js'
 
 export interface HeaderMatch {
   readonly name: string
@@ -107,7 +108,7 @@ function compilePath(path: RouteMatch['path']): ((requestPath: string) => boolea
     return (requestPath) => requestPath === exact
   }
   if ('regex' in path) {
-    const regex = new RegExp(path.regex)
+    const regex = linearRegex(path.regex)
     return (requestPath) => regex.test(requestPath)
   }
   // Prefixes match whole path segments: "/api" matches "/api" and "/api/x", not "/apix".
