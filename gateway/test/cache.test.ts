@@ -224,6 +224,17 @@ t.test('purge by key, prefix and tag (admin API), and the PURGE method when the 
   t.same(upstreamCounts(), [4, 3, 2], 'by prefix')
   t.equal((await purge({ nothing: 1 })).status, 400)
   t.equal((await purge({ key: 'a', tag: 'b' })).status, 400)
+  // Bodies that are not a selector at all: each refused with why, the cache untouched.
+  const raw = async (body: string): Promise<{ status: number; error: unknown }> => {
+    const response = await request(`${gw.adminUrl}/cache/purge`, { method: 'POST', body })
+    return { status: response.statusCode, error: ((await response.body.json()) as { error?: unknown }).error }
+  }
+  t.same(await raw(''), { status: 400, error: 'expected a JSON object such as {"key": "/path"}, {"prefix": "/api/"} or {"tag": "product-42"}' }, 'empty')
+  t.same(await raw('{"key": '), { status: 400, error: 'invalid JSON' }, 'malformed')
+  t.same(await raw(JSON.stringify({ key: 'x'.repeat(20_000) })), { status: 413, error: 'body too large' }, 'oversized')
+  t.equal((await request(`${gw.adminUrl}/cache/purge`)).statusCode, 405, 'GET is not a purge')
+  await fill()
+  t.same(upstreamCounts(), [4, 3, 2], 'nothing was purged by them')
 
   const purged = await get(gw, '/cacheable/purge-c', {}, 'PURGE')
   t.equal(purged.status, 200)

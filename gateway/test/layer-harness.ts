@@ -9,7 +9,6 @@ import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import type { Clock, TimerHandle } from '../src/core/clock.js'
 import { ExchangeSignal, newExchangeRecord, type Exchange, type ProxyResponse, type ResponseHeaders, type Upstream } from '../src/core/exchange.js'
-import { withDefaults } from '../src/core/schema-defaults.js'
 import type { Deps, Policy } from '../src/policies/policy.js'
 
 interface Timer {
@@ -210,7 +209,7 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
     },
     expose: (value) => void exposed.push(value),
   }
-  const config = withDefaults(policy.schema, section)
+  const config = section
   let handler = options.next
   const attempt = policy.buildAttempt?.(config, deps) ?? null
   if (attempt !== null) handler = attempt(handler)

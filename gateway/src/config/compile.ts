@@ -8,7 +8,6 @@ import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
 import { linearRegex } from '../routing/linear-regex.js'
 import type { Deps } from '../policies/policy.js'
 import { registry } from '../policies/index.js'
-import { withDefaults } from '../core/schema-defaults.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
 import { dispatchTo } from '../proxy/dispatch.js'
@@ -133,10 +132,10 @@ function compileRoute(
         values.push(value)
       },
     }
-    const config = withDefaults(policy.schema, section)
-    const layer = policy.build(config, deps)
+    // definePolicy fills the schema's defaults into the section for each of the policy's functions.
+    const layer = policy.build(section, deps)
     if (layer !== null) exchangeLayers.push(layer)
-    const attemptLayer = policy.buildAttempt?.(config, deps) ?? null
+    const attemptLayer = policy.buildAttempt?.(section, deps) ?? null
     if (attemptLayer !== null) attemptLayers.push(attemptLayer)
   }
   let handler = dispatchTo(endpoints)

@@ -8,6 +8,7 @@ import type { Registry } from 'prom-client'
 import type { Clock } from '../core/clock.js'
 import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
 import type { RedisConfig } from '../store/redis.js'
+import { withDefaults } from '../core/schema-defaults.js'
 
 /** What a policy may use when it builds its layer. `Exposed` is what it offers its admin endpoints. */
 export interface Deps<Exposed = never> {
@@ -67,7 +68,7 @@ export interface AdminEndpoint<Exposed> {
 export interface Policy<Name extends string = string, S extends TSchema = TSchema, Exposed = never> {
   /** The YAML key under `policies:`. */
   readonly name: Name
-  /** Its section; fields' `default`s are filled in before `build` sees the config. */
+  /** Its section; fields' `default`s are filled in (by definePolicy) before its functions see the config. */
   readonly schema: S
   /** The layer around the exchange, at the policy's place in the registry; null when the config asks for none. */
   build(config: Static<S>, deps: Deps<Exposed>): Layer | null
@@ -78,7 +79,17 @@ export interface Policy<Name extends string = string, S extends TSchema = TSchem
   readonly admin?: ReadonlyArray<AdminEndpoint<Exposed>>
 }
 
-/** Keeps a policy's literal name and its types for the registry. */
+/**
+ * Keeps a policy's literal name and its types for the registry, and fills the schema's defaults
+ * into the section before `build`, `buildAttempt` and `validate` see it, whoever calls them: a
+ * policy may rely on every defaulted field being there.
+ */
 export function definePolicy<const Name extends string, S extends TSchema, Exposed = never>(policy: Policy<Name, S, Exposed>): Policy<Name, S, Exposed> {
-  return policy
+  const { build, buildAttempt, validate } = policy
+  return {
+    ...policy,
+    build: (config, deps) => build(withDefaults(policy.schema, config), deps),
+    buildAttempt: buildAttempt === undefined ? undefined : (config, deps) => buildAttempt(withDefaults(policy.schema, config), deps),
+    validate: validate === undefined ? undefined : (config, context) => validate(withDefaults(policy.schema, config), context),
+  }
 }

@@ -32,7 +32,13 @@ export interface AdminHost {
 /** The policies' endpoints by "METHOD /path", fixed at start: the registry does not change at run time. */
 const offered = new Map<string, OfferedEndpoint>()
 for (const policy of registry) {
-  for (const endpoint of policy.admin ?? []) offered.set(`${endpoint.method} ${endpoint.path}`, { policy: policy.name, endpoint })
+  for (const endpoint of policy.admin ?? []) {
+    const key = `${endpoint.method} ${endpoint.path}`
+    const taken = offered.get(key)
+    // Two policies offering one endpoint is a registry bug: refuse to start rather than serve one of them.
+    if (taken !== undefined) throw new Error(`admin endpoint ${key} is offered by both ${taken.policy} and ${policy.name}`)
+    offered.set(key, { policy: policy.name, endpoint })
+  }
 }
 const OWN_PATHS = ['/live', '/ready', '/config', '/upstreams', '/reload', '/metrics']
 const KNOWN_PATHS = new Set([...OWN_PATHS, ...[...offered.values()].map((entry) => entry.endpoint.path)])

@@ -142,6 +142,7 @@ export const retry = definePolicy({
     const config = section as ResolvedRetryConfig
     const settings = settingsOf(config)
     if (settings.attempts <= 1) return null
+    const clock = deps.clock
     const budgetConfig = config.budget
     const budget = budgetConfig === false ? null : deps.keep('retry-budget', budgetConfig, () => RetryBudget.from(budgetConfig))
     const route = deps.route.name
@@ -186,7 +187,7 @@ export const retry = definePolicy({
           const response = outcome.response
           let waitMs = backoffMs(settings, attempt)
           if (response !== undefined && response.origin === 'upstream') {
-            const retryAfter = retryAfterMs(response.headers['retry-after'], deps.clock.now())
+            const retryAfter = retryAfterMs(response.headers['retry-after'], clock.now())
             if (retryAfter !== undefined) {
               if (retryAfter > settings.retryAfterMaxMs) {
                 record.tries += ',retry-after-too-long'
@@ -195,7 +196,7 @@ export const retry = definePolicy({
               waitMs = Math.max(waitMs, retryAfter)
             }
           }
-          if (budget !== null && !budget.tryWithdraw()) {
+          if (budget !== null && !budget.tryWithdraw(clock.now())) {
             record.tries += ',budget-exhausted'
             budgetExhausted.inc()
             return finish(exchange, outcome)
@@ -203,7 +204,7 @@ export const retry = definePolicy({
           retriesCounter.labels(route, outcome.label).inc()
           if (response !== undefined) discardResponse(response, new Error('retried'))
           record.reason = ''
-          await sleep(waitMs, exchange.signal, deps.clock)
+          await sleep(waitMs, exchange.signal, clock)
           current = { ...current, attempt }
         }
       }
@@ -233,7 +234,7 @@ export const retry = definePolicy({
 
       return (exchange: Exchange) => {
         const request = exchange.request
-        budget?.recordRequest()
+        budget?.recordRequest(clock.now())
         const attempts = IDEMPOTENT.has(request.method) || settings.nonIdempotent || request.incoming.headers['idempotency-key'] !== undefined ? settings.attempts : 1
         if (attempts > 1 && request.hasBody && request.body === undefined) return withReplayableBody(exchange, attempts)
         return firstAttempt(exchange, exchange, attempts)
