@@ -111,6 +111,7 @@ export function fakeExchange(request: FakeRequest = {}): Exchange {
       method: request.method ?? 'GET',
       path: request.path ?? '/',
       authority: 'test.local',
+      target: request.path ?? '/',
       headers,
       incoming,
       hasBody: request.body !== undefined,

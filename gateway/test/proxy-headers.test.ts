@@ -170,6 +170,26 @@ t.test('an absolute-form target names the one authority: routing, the upstream H
   t.equal(stub.stats.byPath.get('/cacheable/poison-1'), 1)
 })
 
+t.test('paths are normalized before routing and sent as normalized: dot segments cannot escape a route and its policies', async (t) => {
+  const guarded = await startGateway(
+    catchAllConfig(stub.url, {
+      prefix: '/anything/public',
+      extra: { routes: [{ name: 'guarded', match: { path: { prefix: '/status' } }, upstream: 'app', policies: { fault: { abort: { percent: 100, status: 403 } } } }] },
+    }),
+  )
+  t.teardown(() => guarded.close())
+  for (const path of ['/anything/public/../../status/418', '/anything/public/%2e%2e/%2E%2E/status/418', '/anything/public/./..//../status/418']) {
+    const raw = await rawRequest(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, guarded.url)
+    t.match(raw, /^HTTP\/1\.1 403[\s\S]*x-waypost-reason: fault-abort route=guarded/, `${path}: the guarded route's policies apply`)
+  }
+  const sent = await rawRequest('GET /anything/public//a/./b/%7euser?q=%2e HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', guarded.url)
+  t.match(sent, /"url":"\/anything\/public\/a\/b\/~user\?q=%2e"/, 'the upstream gets the normalized path; the query is left alone')
+  for (const path of ['/anything/public/../../..', '/anything/%zz']) {
+    const refused = await rawRequest(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, guarded.url)
+    t.match(refused, /^HTTP\/1\.1 400[\s\S]*x-waypost-reason: invalid-request-target/, `${path}: refused`)
+  }
+})
+
 t.test('upstream response hop-by-hop headers are dropped and Via is added', async (t) => {
   const response = await request(`${gw.url}/fault/close-after-response`)
   await response.body.dump()

@@ -127,6 +127,7 @@ async function attempt(gw: RunningGateway, record: ExchangeRecord): Promise<numb
       method: 'GET',
       path: '/status/200',
       authority: 'test',
+      target: '/status/200',
       headers: ['host', 'test'],
       // A body-less request: dispatch never reads the client message.
       incoming: undefined as unknown as IncomingMessage,

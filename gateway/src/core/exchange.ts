@@ -11,6 +11,8 @@ export interface ProxyRequest {
   readonly method: string
   /** Path and query as sent upstream (after any route rewrite). */
   readonly path: string
+  /** The client's request target, normalized: path and query before any route rewrite (the cache keys on it). */
+  readonly target: string
   /**
    * The authority the request is for: an absolute-form target's, else the Host header ('' when
    * neither). Routing, the upstream Host, the cache key and the access log all use this one.

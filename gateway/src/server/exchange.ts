@@ -10,6 +10,7 @@ import type { BodySink, Exchange, ExchangeRecord, ProxyRequest, ProxyResponse, R
 import { discardResponse, ExchangeSignal, localResponse, newExchangeRecord } from '../core/exchange.js'
 import { clientAddress, clientResponseHeaders, requestIdFor, upstreamRequestHeaders } from '../proxy/headers.js'
 import { answerForError, ClientGone } from '../proxy/errors.js'
+import { normalizePath } from '../routing/normalize-path.js'
 
 /** What an exchange needs from the gateway around it. */
 export interface ExchangeHost {
@@ -27,23 +28,29 @@ function ignore(): void {}
 const UNMATCHED = { name: '-', upstream: '-' }
 
 /**
- * Splits the request target into the path to route on and what to send upstream, and for the
- * absolute-form the authority it names, which replaces Host (RFC 9112 §3.2.2).
+ * Splits the request target into the normalized path to route on and the target (that path and
+ * the query) to send upstream, and for the absolute-form the authority it names, which replaces
+ * Host (RFC 9112 §3.2.2). Undefined when the target cannot be parsed or normalized (a 400).
  */
 export function requestTarget(url: string | undefined): { path: string; target: string; authority?: string } | undefined {
   if (url === undefined || url === '') return undefined
   if (url.charCodeAt(0) === 47 /* / */) {
     const query = url.indexOf('?')
-    return { path: query === -1 ? url : url.slice(0, query), target: url }
+    const path = normalizePath(query === -1 ? url : url.slice(0, query))
+    if (path === undefined) return undefined
+    return { path, target: query === -1 ? path : path + url.slice(query) }
   }
   // absolute-form (RFC 9112 §3.2.2): a server must accept it; we route on its path.
   if (url.startsWith('http://') || url.startsWith('https://')) {
+    let parsed: URL
     try {
-      const parsed = new URL(url)
-      return { path: parsed.pathname, target: parsed.pathname + parsed.search, authority: parsed.host }
+      parsed = new URL(url)
     } catch {
       return undefined
     }
+    const path = normalizePath(parsed.pathname)
+    if (path === undefined) return undefined
+    return { path, target: path + parsed.search, authority: parsed.host }
   }
   return undefined
 }
@@ -156,6 +163,7 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   const proxyRequest: ProxyRequest = {
     method: request.method ?? 'GET',
     path: rewrite(route, target.target),
+    target: target.target,
     headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol: host.protocol }),
     authority,
     incoming: request,

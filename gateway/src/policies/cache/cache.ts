@@ -100,18 +100,9 @@ function requestCacheControl(request: ProxyRequest): CacheControl {
  * path must not collide with a client target that happens to be spelled the same.
  */
 function lookupOf(request: ProxyRequest): Lookup {
-  const url = request.incoming.url ?? request.path
-  // The request's one authority (an absolute-form target's wins over Host): the same the router and the upstream saw.
+  // The request's one authority and its normalized target: what the router and the upstream saw.
   const host = request.authority.toLowerCase()
-  let path = url
-  if (url.charCodeAt(0) !== 47 /* / */) {
-    try {
-      const parsed = new URL(url)
-      path = parsed.pathname + parsed.search
-    } catch {
-      path = url
-    }
-  }
+  const path = request.target
   return { uri: host + path, path, host, cacheControl: requestCacheControl(request) }
 }
 
