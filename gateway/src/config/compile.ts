@@ -80,7 +80,7 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   }
   const settings = settingsOf(config, context.overrides)
   const exposed = new Map<string, unknown[]>()
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams, settings, config.redis, context, exposed))
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams, config.upstreams[route.upstream], settings, config.redis, context, exposed))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -100,6 +100,7 @@ function compileRoute(
   route: RouteConfig,
   defaults: PoliciesConfig | undefined,
   upstreams: ReadonlyMap<string, EndpointGroup>,
+  target: unknown,
   settings: Settings,
   redis: RedisConfig | undefined,
   context: CompileContext,
@@ -120,6 +121,7 @@ function compileRoute(
       clock: context.clock ?? systemClock,
       trustedProxies: settings.trustedProxies,
       redis,
+      target,
       keep: (name, config, create, dispose) => context.state.keep(`route:${route.name}`, name, config, create, dispose),
       upstream: (name) => {
         const other = upstreams.get(name)

@@ -392,10 +392,11 @@ export const breaker = definePolicy({
     const config = section as ResolvedBreakerConfig
     const route = deps.route
     const board = boardFor(deps.metrics)
-    // The upstream is part of the identity: a route moved to another upstream starts afresh.
+    // What it protects is part of the identity: a route moved to another upstream, or an upstream
+    // moved to other endpoints (a rollback to a good address), starts closed.
     const kept = deps.keep(
       'breaker',
-      { upstream: route.upstream, config },
+      { upstream: route.upstream, target: deps.target, config },
       () => board.add(new RouteBreaker(route, settingsOf(config), config.failOn, deps.log, board.rejections, deps.clock)),
       (retired) => {
         board.remove(retired)

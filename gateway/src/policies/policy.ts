@@ -27,6 +27,11 @@ export interface Deps<Exposed = never> {
   keep<T>(name: string, config: unknown, create: () => T, dispose?: (value: T) => void): T
   /** The dispatch to another upstream of the plan (for fallbacks); the name is known to exist. */
   upstream(name: string): Upstream
+  /**
+   * The route's upstream section as written (its endpoints, DNS name, pools): part of the identity of
+   * state about that upstream, so a changed target (a rollback to another address) starts afresh.
+   */
+  readonly target: unknown
   /** Offers a value to this policy's admin endpoints for as long as this plan is in force. */
   expose(value: Exposed): void
 }
