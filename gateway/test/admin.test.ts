@@ -94,3 +94,42 @@ t.test('/config shows the active version and hash; POST /reload applies or rejec
   t.equal(proxied.statusCode, 200)
   t.match((await get('/metrics')).text, /waypost_config_reload_total\{result="failure"\} 1/)
 })
+
+t.test('mutating endpoints refuse web pages: a Host that is a name (DNS rebinding) or a cross-site Origin; read-only ones stay open', async (t) => {
+  const post = async (path: string, headers: Record<string, string>) => {
+    const response = await request(`${gw.adminUrl}${path}`, { method: 'POST', headers, body: '{"prefix": "/"}' })
+    return { status: response.statusCode, body: (await response.body.json()) as { error?: string } }
+  }
+  const rebinding = await post('/reload', { host: 'attacker.example:9901' })
+  t.equal(rebinding.status, 403)
+  t.match(rebinding.body.error, /not an IP address or localhost/)
+  t.equal((await post('/cache/purge', { host: 'attacker.example' })).status, 403, 'policy endpoints too')
+  const crossSite = await post('/reload', { origin: 'http://attacker.example' })
+  t.equal(crossSite.status, 403)
+  t.match(crossSite.body.error, /cross-origin/)
+  t.equal((await post('/cache/purge', { host: 'localhost:9901' })).status, 200, 'localhost from loopback: allowed')
+  t.equal((await post('/cache/purge', {})).status, 200, 'an IP Host from loopback: allowed')
+  const probe = await request(`${gw.adminUrl}/ready`, { headers: { host: 'waypost.pod.cluster.local' } })
+  await probe.body.dump()
+  t.equal(probe.statusCode, 200, 'probes with any Host still work')
+  t.match(gw.logs.find((line) => line.msg === 'admin request refused'), { level: 40, method: 'POST', path: '/reload', status: 403 })
+})
+
+t.test('GET /config and the logs never show secrets: the admin token, passwords in URLs', async (t) => {
+  const token = 'admin-token-0123456789-secret'
+  const secrets = await startGateway(
+    catchAllConfig(stub.url, { extra: { admin: { address: '127.0.0.1:0', token }, redis: { url: 'redis://:redis-password-42@127.0.0.1:6399/0' } } }),
+  )
+  t.teardown(() => secrets.close())
+  await (await request(`${secrets.url}/status/200`)).body.dump()
+  await (await request(`${secrets.adminUrl}/reload`, { method: 'POST' })).body.dump()
+  await (await request(`${secrets.adminUrl}/reload`, { method: 'POST', headers: { host: 'attacker.example', authorization: `Bearer ${token}` } })).body.dump()
+  const config = await (await request(`${secrets.adminUrl}/config`)).body.text()
+  t.notMatch(config, token)
+  t.notMatch(config, 'redis-password-42')
+  t.match(config, /"token": "\[redacted\]"/)
+  t.match(config, /redis:\/\/:%5Bredacted%5D@127\.0\.0\.1:6399\/0|redis:\/\/:\[redacted\]@127\.0\.0\.1:6399\/0/)
+  const logs = JSON.stringify(secrets.logs) + JSON.stringify(secrets.accessLines())
+  t.notMatch(logs, token, 'no log line holds the token')
+  t.notMatch(logs, 'redis-password-42', 'nor the Redis password')
+})

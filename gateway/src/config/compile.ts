@@ -15,7 +15,7 @@ import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
 import { systemClock, type Clock } from '../core/clock.js'
 import { toMs } from '../core/units.js'
 import { parseCidr } from './load.js'
-import type { GatewayConfig, MatchConfig, PoliciesConfig, RouteConfig } from './schema.js'
+import type { AdminToken, GatewayConfig, MatchConfig, PoliciesConfig, RouteConfig } from './schema.js'
 import type { KeptState } from './kept-state.js'
 import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
@@ -34,6 +34,8 @@ export interface CompiledRoute {
 export interface Settings {
   readonly listen: string
   readonly admin: string
+  /** What mutating admin endpoints accept from callers not on loopback. */
+  readonly adminToken: AdminToken | undefined
   readonly trustedProxies: BlockList | undefined
   readonly keepAliveTimeoutMs: number
   readonly headersTimeoutMs: number
@@ -195,6 +197,7 @@ function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides'
   return {
     listen: overrides.listen ?? config.listen?.address ?? '127.0.0.1:8080',
     admin: overrides.admin ?? config.admin?.address ?? '127.0.0.1:9901',
+    adminToken: config.admin?.token,
     trustedProxies,
     keepAliveTimeoutMs: toMs(config.listen?.keepAliveTimeout ?? '65s'),
     headersTimeoutMs: toMs(config.listen?.headersTimeout ?? '30s'),

@@ -21,6 +21,20 @@ const HeaderValueMatch = Type.Union(
   { errorMessage: 'expected an exact value, { regex: "..." } or { present: true }' },
 )
 
+/** The admin token: the value, a file holding it (a mounted Secret, read at each use) or an environment variable. */
+export const AdminToken = Type.Union(
+  [
+    Type.String({ minLength: 16, description: 'The token itself (at least 16 characters).' }),
+    Type.Object({ file: Type.String({ minLength: 1 }) }, { additionalProperties: false, description: 'A file holding the token (a mounted Secret), read at each use.' }),
+    Type.Object({ env: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }) }, { additionalProperties: false, description: 'An environment variable holding the token.' }),
+  ],
+  {
+    errorMessage: 'expected a token of at least 16 characters, { file: PATH } or { env: NAME }',
+    description: 'Callers not on loopback must send `Authorization: Bearer TOKEN` to mutating endpoints (POST /reload, /cache/purge, ...); without a token they are refused.',
+  },
+)
+export type AdminToken = Static<typeof AdminToken>
+
 export const MatchConfig = Type.Object(
   {
     host: Type.Optional(Type.String({ description: 'Host header to match, exact ("api.example.com") or wildcard ("*.example.com").' })),
@@ -76,7 +90,13 @@ export const GatewayConfig = Type.Object(
       ),
     ),
     admin: Type.Optional(
-      Type.Object({ address: Type.Optional(Address) }, { additionalProperties: false, description: 'The admin listener (/live /ready /config /reload /metrics). Default 127.0.0.1:9901 (env WAYPOST_ADMIN).' }),
+      Type.Object(
+        {
+          address: Type.Optional(Address),
+          token: Type.Optional(AdminToken),
+        },
+        { additionalProperties: false, description: 'The admin listener (/live /ready /config /reload /metrics). Default 127.0.0.1:9901 (env WAYPOST_ADMIN).' },
+      ),
     ),
     log: Type.Optional(
       Type.Object(

@@ -3,11 +3,14 @@
 // hook. Kept off the proxy port so a load balancer or a client can never reach it through the data path.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { formatError, type ConfigError } from '../config/load.js'
+import { redactSecrets } from '../config/redact.js'
 import type { Plan } from '../config/compile.js'
 import type { ConfigHistory } from '../config/history.js'
 import type { GatewayMetrics } from '../telemetry/metrics.js'
 import { registry } from '../policies/index.js'
 import type { AdminEndpoint } from '../policies/policy.js'
+import type { Logger } from 'pino'
+import { refuseMutation } from './admin-guard.js'
 
 /** An admin request's JSON is tiny; anything bigger is refused unread. */
 const ADMIN_BODY_LIMIT = 16 * 1024
@@ -26,6 +29,7 @@ export interface AdminHost {
   readonly lastError: unknown
   readonly history: ConfigHistory
   readonly metrics: GatewayMetrics
+  readonly log: Logger
   reload(source: string): Promise<{ ok: true } | { ok: false; errors: ConfigError[] }>
 }
 
@@ -44,9 +48,9 @@ const OWN_PATHS = ['/live', '/ready', '/config', '/upstreams', '/reload', '/metr
 const KNOWN_PATHS = new Set([...OWN_PATHS, ...[...offered.values()].map((entry) => entry.endpoint.path)])
 const INDEX = `not found: try /live /ready /config /upstreams /reload (POST) /metrics ${[...offered.values()].map(({ endpoint }) => (endpoint.method === 'GET' ? endpoint.path : `${endpoint.path} (${endpoint.method})`)).join(' ')}\n`
 
-function json(response: ServerResponse, status: number, body: unknown): void {
+function json(response: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   const text = JSON.stringify(body, null, 2)
-  response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) })
+  response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...headers })
   response.end(text)
 }
 
@@ -59,51 +63,65 @@ export function createAdminHandler(gateway: AdminHost) {
   return (request: IncomingMessage, response: ServerResponse): void => {
     const [path = '/', query = ''] = (request.url ?? '/').split('?', 2)
     const method = request.method ?? 'GET'
-    const policyEndpoint = offered.get(`${method} ${path}`)
-    if (policyEndpoint !== undefined) return serve(gateway, policyEndpoint, query, request, response)
-    request.resume()
-    switch (`${method} ${path}`) {
-      case 'GET /live':
-      case 'HEAD /live':
-        return text(response, 200, 'live\n')
-      case 'GET /ready':
-      case 'HEAD /ready':
-        return gateway.ready ? text(response, 200, 'ready\n') : text(response, 503, `not ready: ${gateway.state}\n`)
-      case 'GET /config': {
-        const plan = gateway.plan
-        return json(response, 200, {
-          state: gateway.state,
-          file: gateway.configFile,
-          active: { version: plan.version, hash: plan.hash, source: plan.source, loadedAt: plan.loadedAt.toISOString(), routes: plan.router.order.map((route) => route.info) },
-          lastError: gateway.lastError ?? null,
-          history: gateway.history.list(),
-          config: plan.config,
-        })
-      }
-      case 'GET /upstreams': {
-        const upstreams: Record<string, unknown> = {}
-        for (const [name, group] of gateway.plan.upstreams) upstreams[name] = group.snapshot()
-        return json(response, 200, upstreams)
-      }
-      case 'POST /reload':
-        gateway.reload('admin').then(
-          (result) => (result.ok ? json(response, 200, result) : json(response, 422, { ok: false, errors: result.errors.map(formatError) })),
-          (error: unknown) => json(response, 500, { ok: false, errors: [(error as Error).message] }),
-        )
-        return
-      case 'GET /metrics':
-        gateway.metrics.registry.metrics().then(
-          (body) => {
-            response.writeHead(200, { 'content-type': gateway.metrics.registry.contentType })
-            response.end(body)
-          },
-          (error: unknown) => text(response, 500, `metrics failed: ${(error as Error).message}\n`),
-        )
-        return
-      default:
-        if (KNOWN_PATHS.has(path)) return text(response, 405, 'method not allowed\n')
-        return text(response, 404, INDEX)
+    if (method === 'GET' || method === 'HEAD' || !KNOWN_PATHS.has(path)) return route(gateway, method, path, query, request, response)
+    // A mutating endpoint: only for loopback callers or the admin token, never for a web page.
+    refuseMutation(request, gateway.plan.settings.adminToken).then(
+      (refusal) => {
+        if (refusal === undefined) return route(gateway, method, path, query, request, response)
+        request.resume()
+        gateway.log.warn({ method, path, remote: request.socket.remoteAddress, status: refusal.status, reason: refusal.error }, 'admin request refused')
+        json(response, refusal.status, { ok: false, error: refusal.error }, refusal.headers)
+      },
+      (error: unknown) => json(response, 500, { ok: false, error: (error as Error).message }),
+    )
+  }
+}
+
+function route(gateway: AdminHost, method: string, path: string, query: string, request: IncomingMessage, response: ServerResponse): void {
+  const policyEndpoint = offered.get(`${method} ${path}`)
+  if (policyEndpoint !== undefined) return serve(gateway, policyEndpoint, query, request, response)
+  request.resume()
+  switch (`${method} ${path}`) {
+    case 'GET /live':
+    case 'HEAD /live':
+      return text(response, 200, 'live\n')
+    case 'GET /ready':
+    case 'HEAD /ready':
+      return gateway.ready ? text(response, 200, 'ready\n') : text(response, 503, `not ready: ${gateway.state}\n`)
+    case 'GET /config': {
+      const plan = gateway.plan
+      return json(response, 200, {
+        state: gateway.state,
+        file: gateway.configFile,
+        active: { version: plan.version, hash: plan.hash, source: plan.source, loadedAt: plan.loadedAt.toISOString(), routes: plan.router.order.map((route) => route.info) },
+        lastError: gateway.lastError ?? null,
+        history: gateway.history.list(),
+        config: redactSecrets(plan.config),
+      })
     }
+    case 'GET /upstreams': {
+      const upstreams: Record<string, unknown> = {}
+      for (const [name, group] of gateway.plan.upstreams) upstreams[name] = group.snapshot()
+      return json(response, 200, upstreams)
+    }
+    case 'POST /reload':
+      gateway.reload('admin').then(
+        (result) => (result.ok ? json(response, 200, result) : json(response, 422, { ok: false, errors: result.errors.map(formatError) })),
+        (error: unknown) => json(response, 500, { ok: false, errors: [(error as Error).message] }),
+      )
+      return
+    case 'GET /metrics':
+      gateway.metrics.registry.metrics().then(
+        (body) => {
+          response.writeHead(200, { 'content-type': gateway.metrics.registry.contentType })
+          response.end(body)
+        },
+        (error: unknown) => text(response, 500, `metrics failed: ${(error as Error).message}\n`),
+      )
+      return
+    default:
+      if (KNOWN_PATHS.has(path)) return text(response, 405, 'method not allowed\n')
+      return text(response, 404, INDEX)
   }
 }
 
