@@ -220,6 +220,14 @@ t.test('trusted proxies: X-Forwarded-* and Forwarded are appended to', async (t)
   t.equal(body.headers['x-forwarded-host'], 'shop.example')
   t.match(body.headers.forwarded, /^for=203\.0\.113\.9;proto=https, for=127\.0\.0\.1;proto=http;host=/)
   t.equal(body.headers.via, '1.1 edge, 1.1 waypost')
+
+  // A Connection header cannot nominate away the fields the gateway derives: the chain survives.
+  // (raw: undici will not send such a Connection header)
+  const raw = await rawRequest('GET /anything HTTP/1.1\r\nHost: x\r\nConnection: close, x-forwarded-for, forwarded, x-request-id, x-custom\r\nX-Forwarded-For: 203.0.113.9\r\nX-Request-Id: req-1\r\nX-Custom: gone\r\n\r\n', trusting.url)
+  const nominated = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as Echo
+  t.equal(nominated.headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1')
+  t.equal(nominated.headers['x-request-id'], 'req-1')
+  t.equal(nominated.headers['x-custom'], undefined, 'other nominated fields are still dropped')
 })
 
 function rawRequest(text: string, base = gw.url): Promise<string> {

@@ -72,7 +72,8 @@ export function upstreamRequestHeaders(request: IncomingMessage, context: Forwar
     const name = raw[i]!
     const value = raw[i + 1]!
     const lower = name.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || nominated?.has(lower) === true) continue
+    // Fields we derive ourselves come first: Connection cannot nominate them away, so a trusted
+    // proxy's X-Forwarded-For chain is kept, and the upstream and the rate limiter read the same client.
     if (REPLACED.has(lower)) {
       if (lower === 'via') priorVia = priorVia === '' ? value : `${priorVia}, ${value}`
       else if (trusted) {
@@ -83,6 +84,7 @@ export function upstreamRequestHeaders(request: IncomingMessage, context: Forwar
       }
       continue
     }
+    if (HOP_BY_HOP.has(lower) || nominated?.has(lower) === true) continue
     if (lower === 'host') {
       host ??= value
       if (context.hostOverride !== undefined || context.authority !== undefined) continue
