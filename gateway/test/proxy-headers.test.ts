@@ -1,6 +1,7 @@
 // HTTP/1.1 intermediary behaviour, end to end: a real gateway in front of the real stub.
 import t from 'tap'
-import { connect } from 'node:net'
+import { connect, type AddressInfo } from 'node:net'
+import { createServer } from 'node:http'
 import { Readable } from 'node:stream'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
@@ -188,6 +189,41 @@ t.test('paths are normalized before routing and sent as normalized: dot segments
     const refused = await rawRequest(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, guarded.url)
     t.match(refused, /^HTTP\/1\.1 400[\s\S]*x-waypost-reason: invalid-request-target/, `${path}: refused`)
   }
+})
+
+t.test('as strict as nginx where it refuses: odd framing, versions, hosts, TRACE; underscore headers dropped; an upstream cannot speak for the gateway', async (t) => {
+  const strict = await startGateway(catchAllConfig(stub.url, { extra: { routes: [{ name: 'tracing', match: { path: { prefix: '/trace-ok' }, methods: ['TRACE'] }, upstream: 'app' }] } }))
+  t.teardown(() => strict.close())
+  const send = (head: string, body = ''): Promise<string> => rawRequest(`${head}\r\n\r\n${body}`, strict.url)
+  const refusals: Array<[string, string, RegExp]> = [
+    ['POST /anything HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close', '0\r\n\r\n', /^HTTP\/1\.1 501[\s\S]*unsupported-transfer-encoding/],
+    ['POST /anything HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked', '0\r\n\r\n', /^HTTP\/1\.1 400[\s\S]*transfer-encoding-on-http-1\.0/],
+    ['GET /anything HTTP/2.0\r\nHost: x\r\nConnection: close', '', /^HTTP\/1\.1 505[\s\S]*http-version-not-supported/],
+    ['GET /anything HTTP/1.1\r\nHost: \r\nConnection: close', '', /^HTTP\/1\.1 400[\s\S]*invalid-host/],
+    ['GET /anything HTTP/1.1\r\nHost: x/evil\r\nConnection: close', '', /^HTTP\/1\.1 400[\s\S]*invalid-host/],
+    ['GET /anything HTTP/1.1\r\nHost: user@x\r\nConnection: close', '', /^HTTP\/1\.1 400[\s\S]*invalid-host/],
+    ['TRACE /anything HTTP/1.1\r\nHost: x\r\nConnection: close', '', /^HTTP\/1\.1 405[\s\S]*method-not-allowed/],
+  ]
+  for (const [head, body, expected] of refusals) t.match(await send(head, body), expected, head.split('\r\n')[0])
+  t.match(await send('TRACE /trace-ok HTTP/1.1\r\nHost: x\r\nConnection: close'), /^HTTP\/1\.1 404/, 'a route that lists TRACE lets it through (the stub has no such path)')
+  t.match(await send('GET /anything HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close'), /^HTTP\/1\.1 200/, 'an IPv6 Host with a port is a host')
+
+  const echoed = await send('GET /anything HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 6.6.6.6\r\nX-Plain: kept\r\nConnection: close')
+  t.notMatch(echoed, /x_forwarded_for/i, 'a header named with an underscore does not reach the upstream')
+  t.match(echoed, /"x-plain":"kept"/)
+  const forwarding = await startGateway(catchAllConfig(stub.url, { listen: { underscoreHeaders: 'forward' } }))
+  t.teardown(() => forwarding.close())
+  t.match(await rawRequest('GET /anything HTTP/1.1\r\nHost: x\r\nX_Custom: 1\r\nConnection: close\r\n\r\n', forwarding.url), /"x_custom":"1"/, 'unless the listener forwards them')
+
+  const impostor = createServer((_request, response) => response.writeHead(503, { 'x-waypost-reason': 'breaker-open route=all upstream=app' }).end('no'))
+  await new Promise<void>((resolve) => impostor.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => impostor.close())
+  const behind = await startGateway(catchAllConfig(`http://127.0.0.1:${(impostor.address() as AddressInfo).port}`))
+  t.teardown(() => behind.close())
+  const answer = await request(`${behind.url}/x`)
+  await answer.body.dump()
+  t.equal(answer.statusCode, 503)
+  t.equal(answer.headers['x-waypost-reason'], undefined, "the upstream's own x-waypost-reason is dropped")
 })
 
 t.test('upstream response hop-by-hop headers are dropped and Via is added', async (t) => {

@@ -14,7 +14,7 @@ import { dispatchTo } from '../proxy/dispatch.js'
 import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
 import { systemClock, type Clock } from '../core/clock.js'
 import { toMs } from '../core/units.js'
-import { parseCidr } from './load.js'
+import { addressList } from '../core/cidr.js'
 import type { AdminToken, GatewayConfig, MatchConfig, PoliciesConfig, RouteConfig } from './schema.js'
 import type { KeptState } from './kept-state.js'
 import type { RedisConfig } from '../store/redis.js'
@@ -29,6 +29,8 @@ export interface CompiledRoute {
   /** Path rewrite: the matched prefix and what replaces it. */
   readonly rewritePrefix: { from: string; to: string } | undefined
   readonly rewriteHost: string | undefined
+  /** TRACE is answered 405 unless the route lists it in `match.methods`. */
+  readonly allowsTrace: boolean
 }
 
 export interface Settings {
@@ -39,6 +41,7 @@ export interface Settings {
   readonly trustedProxies: BlockList | undefined
   readonly keepAliveTimeoutMs: number
   readonly headersTimeoutMs: number
+  readonly dropUnderscoreHeaders: boolean
   readonly drainDelayMs: number
   readonly drainTimeoutMs: number
   readonly logLevel: string
@@ -153,6 +156,7 @@ function compileRoute(
     metrics: context.metrics.route(route.name),
     rewritePrefix: route.rewrite?.pathPrefix !== undefined && prefix !== undefined ? { from: prefix, to: route.rewrite.pathPrefix } : undefined,
     rewriteHost: route.rewrite?.host,
+    allowsTrace: route.match?.methods?.includes('TRACE') === true,
   }
 }
 
@@ -186,14 +190,7 @@ function routeMatch(match: MatchConfig | undefined): RouteMatch {
 }
 
 function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides']): Settings {
-  let trustedProxies: BlockList | undefined
-  if (config.listen?.trustedProxies !== undefined && config.listen.trustedProxies.length > 0) {
-    trustedProxies = new BlockList()
-    for (const entry of config.listen.trustedProxies) {
-      const cidr = parseCidr(entry)!
-      trustedProxies.addSubnet(cidr.address, cidr.prefix, cidr.family)
-    }
-  }
+  const trustedProxies = addressList(config.listen?.trustedProxies)
   return {
     listen: overrides.listen ?? config.listen?.address ?? '127.0.0.1:8080',
     admin: overrides.admin ?? config.admin?.address ?? '127.0.0.1:9901',
@@ -201,6 +198,7 @@ function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides'
     trustedProxies,
     keepAliveTimeoutMs: toMs(config.listen?.keepAliveTimeout ?? '65s'),
     headersTimeoutMs: toMs(config.listen?.headersTimeout ?? '30s'),
+    dropUnderscoreHeaders: config.listen?.underscoreHeaders !== 'forward',
     drainDelayMs: toMs(config.drain?.delay ?? '5s'),
     drainTimeoutMs: toMs(config.drain?.timeout ?? '30s'),
     logLevel: overrides.logLevel ?? config.log?.level ?? 'info',

@@ -1,13 +1,13 @@
 // YAML text → parsed document (with line:column) → schema validation → semantic checks.
 // Every problem comes back as `file:line:col: field.path: message`, all of them at once.
 import { readFile, stat } from 'node:fs/promises'
-import { isIPv4, isIPv6 } from 'node:net'
 import { createHash } from 'node:crypto'
 import { isAlias, LineCounter, parseDocument, visit, type Document } from 'yaml'
 import { Value } from '@sinclair/typebox/value'
 import { DefaultErrorFunction, SetErrorFunction, ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
 import { GatewayConfig, type PoliciesConfig } from './schema.js'
 import { registry } from '../policies/index.js'
+import { parseCidr } from '../core/cidr.js'
 import { linearRegexProblem } from '../routing/linear-regex.js'
 import type { ValidateContext } from '../policies/policy.js'
 import { upstreamProblems } from '../proxy/upstream/config.js'
@@ -227,14 +227,4 @@ function policyErrors(config: GatewayConfig, policies: PoliciesConfig | undefine
 
 function unknownUpstream(path: string, name: string, defined: ReadonlyArray<string>): { path: string; message: string } {
   return { path, message: `unknown upstream "${name}"; defined: ${defined.join(', ') || 'none'}` }
-}
-
-export function parseCidr(entry: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
-  const [address = '', prefixText] = entry.split('/')
-  const family = isIPv4(address) ? 'ipv4' : isIPv6(address) ? 'ipv6' : undefined
-  if (family === undefined) return undefined
-  const max = family === 'ipv4' ? 32 : 128
-  const prefix = prefixText === undefined ? max : Number(prefixText)
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) return undefined
-  return { address, prefix, family }
 }

@@ -85,6 +85,12 @@ export const GatewayConfig = Type.Object(
           trustedProxies: Type.Optional(Type.Array(Type.String(), { description: 'CIDRs or addresses whose X-Forwarded-*/Forwarded headers are kept and appended to.' })),
           keepAliveTimeout: Type.Optional(Duration),
           headersTimeout: Type.Optional(Duration),
+          underscoreHeaders: Type.Optional(
+            Type.Union([Type.Literal('drop'), Type.Literal('forward')], {
+              errorMessage: 'expected drop or forward',
+              description: 'Request headers whose names hold an underscore: `drop` (default, as nginx does) or `forward`. Some stacks read X_Forwarded_For as X-Forwarded-For, so a client could slip a forged one past the gateway.',
+            }),
+          ),
         },
         { additionalProperties: false, description: 'The proxy listener. `address` default 127.0.0.1:8080 (env WAYPOST_LISTEN); `keepAliveTimeout` default 65s, longer than a load balancer\'s idle timeout.' },
       ),

@@ -25,6 +25,11 @@ export type Reason =
   | 'request-body-length-mismatch'
   | 'headers-too-large'
   | 'malformed-request'
+  | 'http-version-not-supported'
+  | 'transfer-encoding-on-http-1.0'
+  | 'unsupported-transfer-encoding'
+  | 'invalid-host'
+  | 'method-not-allowed'
   // a policy turned the request away
   | 'rate-limited'
   | 'concurrency-limit'

@@ -22,6 +22,17 @@ t.test('with a header, only requests carrying it are eligible', async (t) => {
   t.equal((await layer.call({ headers: { 'x-waypost-fault': '1' } })).status, 502)
 })
 
+t.test('the header is honoured only from `from` (loopback by default): nobody else can trigger faults', async (t) => {
+  const section = { header: 'X-Waypost-Fault', abort: { percent: 100, status: 502 } }
+  const byDefault = runLayer(fault, section, { next: scriptedUpstream(200) })
+  t.equal((await byDefault.call({ headers: { 'x-waypost-fault': '1' }, remoteAddress: '10.0.0.5' })).status, 200, 'a remote client is ignored')
+  t.equal((await byDefault.call({ headers: { 'x-waypost-fault': '1' }, remoteAddress: '::ffff:127.0.0.1' })).status, 502, 'loopback is honoured')
+  const fromCluster = runLayer(fault, { ...section, from: ['10.0.0.0/8'] }, { next: scriptedUpstream(200) })
+  t.equal((await fromCluster.call({ headers: { 'x-waypost-fault': '1' }, remoteAddress: '10.0.0.5' })).status, 502)
+  t.equal((await fromCluster.call({ headers: { 'x-waypost-fault': '1' } })).status, 200, 'and loopback no longer, once from is set')
+  t.same(fault.validate!({ from: ['10.0.0.0/8', 'nope'] }, { upstreams: new Set(), redis: false }), [{ path: '/from/1', message: 'not an IP address or CIDR: "nope"' }])
+})
+
 t.test('a delay holds the request for its duration; an abort of the exchange cuts it short', async (t) => {
   const next = scriptedUpstream(200)
   const layer = runLayer(fault, { delay: { percent: 100, duration: '300ms' } }, { next })

@@ -7,12 +7,19 @@ import { duration, toMs } from '../core/units.js'
 import { sharedCounter } from '../telemetry/metrics.js'
 import { localResponse, sleep } from '../core/exchange.js'
 import { definePolicy } from './policy.js'
+import { addressList, inList, parseCidr } from '../core/cidr.js'
 
 const Percent = Type.Number({ minimum: 0, maximum: 100, description: 'Share of eligible requests, 0-100.' })
 
 export const FaultConfig = Type.Object(
   {
     header: Type.Optional(Type.String({ pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", errorMessage: 'expected a header name, e.g. "x-waypost-fault"', description: 'Only requests carrying this header are eligible (e.g. "x-waypost-fault").' })),
+    from: Type.Optional(
+      Type.Array(Type.String(), {
+        default: ['127.0.0.0/8', '::1'],
+        description: 'With `header`: the client addresses (CIDRs) whose header is honoured, so nobody else can hurt their own requests (or learn the route has faults) by sending it.',
+      }),
+    ),
     delay: Type.Optional(Type.Object({ percent: Percent, duration: duration({ description: 'How long an eligible request is held.' }) }, { additionalProperties: false, description: 'Delay `percent` of eligible requests by `duration` before they go on.' })),
     abort: Type.Optional(
       Type.Object(
@@ -27,6 +34,8 @@ export const FaultConfig = Type.Object(
 export const fault = definePolicy({
   name: 'fault',
   schema: FaultConfig,
+  validate: (config) =>
+    (config.from ?? []).flatMap((entry, index) => (parseCidr(entry) === undefined ? [{ path: `/from/${index}`, message: `not an IP address or CIDR: "${entry}"` }] : [])),
   build(config, deps) {
     const delayShare = (config.delay?.percent ?? 0) / 100
     const abortShare = (config.abort?.percent ?? 0) / 100
@@ -34,11 +43,13 @@ export const fault = definePolicy({
     const delayMs = config.delay === undefined ? 0 : toMs(config.delay.duration)
     const abortStatus = config.abort?.status ?? 503
     const header = config.header?.toLowerCase()
+    const sources = addressList(config.from)
     const injected = sharedCounter(deps.metrics, 'waypost_faults_injected_total', 'Faults injected by the fault policy, by route and kind (delay, abort).', ['route', 'kind'])
     const delays = injected.labels(deps.route.name, 'delay')
     const aborts = injected.labels(deps.route.name, 'abort')
     return (next) => async (exchange) => {
-      if (header === undefined || exchange.request.incoming.headers[header] !== undefined) {
+      const incoming = exchange.request.incoming
+      if (header === undefined || (incoming.headers[header] !== undefined && sources !== undefined && inList(sources, incoming.socket.remoteAddress))) {
         // Math.random() is in [0, 1): a share of 1 always injects, 0 never.
         if (delayShare > 0 && Math.random() < delayShare) {
           delays.inc()

@@ -55,6 +55,8 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     this.started = true
     this.record.upstreamMs = performance.now() - this.sentAt
     this.group.reportStatus(this.endpoint, statusCode)
+    // Only the gateway says why it answered: an upstream's own x-waypost-reason would pass for ours.
+    if (headers['x-waypost-reason'] !== undefined) delete headers['x-waypost-reason']
     this.resolve({ status: statusCode, headers, body: this, origin: 'upstream' })
   }
 

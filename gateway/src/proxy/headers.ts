@@ -50,6 +50,8 @@ export interface ForwardingContext {
   readonly trustedProxies: BlockList | undefined
   readonly requestId: string
   readonly hostOverride: string | undefined
+  /** Drop request headers whose names hold an underscore (listen.underscoreHeaders). */
+  readonly dropUnderscoreHeaders?: boolean
   /** An absolute-form target's authority, which replaces the Host header (RFC 9112 §3.2.2). */
   readonly authority?: string | undefined
   readonly protocol: 'http' | 'https'
@@ -85,6 +87,7 @@ export function upstreamRequestHeaders(request: IncomingMessage, context: Forwar
       continue
     }
     if (HOP_BY_HOP.has(lower) || nominated?.has(lower) === true) continue
+    if (context.dropUnderscoreHeaders === true && lower.includes('_')) continue
     if (lower === 'host') {
       host ??= value
       if (context.hostOverride !== undefined || context.authority !== undefined) continue

@@ -11,6 +11,7 @@ import { discardResponse, ExchangeSignal, localResponse, newExchangeRecord } fro
 import { clientAddress, clientResponseHeaders, requestIdFor, upstreamRequestHeaders } from '../proxy/headers.js'
 import { answerForError, ClientGone } from '../proxy/errors.js'
 import { normalizePath } from '../routing/normalize-path.js'
+import { requestProblem } from './request-checks.js'
 
 /** What an exchange needs from the gateway around it. */
 export interface ExchangeHost {
@@ -152,19 +153,23 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   const plan = host.plan
   request.on('error', ignore)
   const requestId = requestIdFor(request.headers['x-request-id'])
-  const target = requestTarget(request.url)
+  const problem = requestProblem(request)
+  const target = problem === undefined ? requestTarget(request.url) : undefined
   // One authority per request, for routing, the upstream Host, the cache key and the log alike.
   const authority = target?.authority ?? request.headers.host ?? ''
   const route = target === undefined ? undefined : plan.router.match(request.method ?? '', authority, target.path, request.headers)
   const state = new ExchangeState(host, plan, route, request, response, requestId, target?.path ?? '-', authority)
+  if (problem !== undefined) return deliver(state, localResponse(problem.status, problem.reason, state.bare()))
   if (target === undefined) return deliver(state, localResponse(400, 'invalid-request-target', state.bare()))
   if (route === undefined) return deliver(state, localResponse(404, 'no-route', state.bare()))
+  // TRACE echoes the request back, headers (cookies, tokens) included: only where a route asks for it.
+  if (request.method === 'TRACE' && !route.allowsTrace) return deliver(state, localResponse(405, 'method-not-allowed', state.bare(), { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' }))
 
   const proxyRequest: ProxyRequest = {
     method: request.method ?? 'GET',
     path: rewrite(route, target.target),
     target: target.target,
-    headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol: host.protocol }),
+    headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol: host.protocol, dropUnderscoreHeaders: plan.settings.dropUnderscoreHeaders }),
     authority,
     incoming: request,
     hasBody: hasBody(request),

@@ -63,7 +63,7 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   }
   endpoint = picked.address
   host.exchangeStarted(plan)
-  const headers = upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, protocol: host.protocol })
+  const headers = upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol: host.protocol, dropUnderscoreHeaders: plan.settings.dropUnderscoreHeaders })
   const signal = AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS)
   proxyUpgrade(picked.pool, { method: request.method ?? 'GET', path: target.target, headers, protocol: request.headers.upgrade ?? 'websocket', signal }, socket, head).then(
     () => {
