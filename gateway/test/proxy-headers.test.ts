@@ -276,3 +276,10 @@ function rawRequest(text: string, base = gw.url): Promise<string> {
     socket.write(text)
   })
 }
+
+t.test('a malformed request pipelined behind a valid one: the valid one is answered first, then the 400', async (t) => {
+  const raw = await rawRequest('GET /delay/0.2 HTTP/1.1\r\nHost: x\r\n\r\nGET /status/200 HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n')
+  const statuses = [...raw.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((match) => match[1])
+  t.same(statuses, ['200', '400'], 'in request order')
+  t.match(raw, /x-waypost-reason: malformed-request/)
+})

@@ -71,12 +71,18 @@ export class Gateway implements ExchangeHost {
     this.proxyServer.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => handleUpgrade(this, request, socket, head))
     this.proxyServer.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
       this.log.debug({ err: error.code ?? error.message }, 'client error')
-      if (socket.writable && (error.code === 'HPE_HEADER_OVERFLOW' || error.code?.startsWith('HPE_') === true)) {
-        const status = error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request'
-        socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-waypost-reason: ${error.code === 'HPE_HEADER_OVERFLOW' ? 'headers-too-large' : 'malformed-request'}\r\n\r\n`)
-      } else {
-        socket.destroy()
-      }
+      if (!socket.writable || error.code?.startsWith('HPE_') !== true) return void socket.destroy()
+      const status = error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request'
+      const answer = `HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-waypost-reason: ${error.code === 'HPE_HEADER_OVERFLOW' ? 'headers-too-large' : 'malformed-request'}\r\n\r\n`
+      // A malformed request pipelined behind a valid one: the earlier request is answered first,
+      // then the error (RFC 9112 §9.3.2 keeps responses in request order). Node keeps the response
+      // being written on the socket as `_httpMessage`; its 'finish' comes once that answer is out.
+      const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage
+      if (inFlight === undefined || inFlight === null || inFlight.writableFinished) return void socket.end(answer)
+      inFlight.once('finish', () => socket.end(answer))
+      inFlight.once('close', () => {
+        if (!socket.writableEnded) socket.destroy()
+      })
     })
     this.adminServer = createServer(createAdminHandler(this))
   }
