@@ -8,8 +8,9 @@ import type { Static, TSchema } from '@sinclair/typebox'
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import type { Clock, TimerHandle } from '../src/core/clock.js'
-import { ExchangeSignal, newExchangeRecord, type Exchange, type ProxyResponse, type ResponseHeaders, type Upstream } from '../src/core/exchange.js'
+import { ExchangeSignal, newExchangeRecord, type BodySink, type Exchange, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../src/core/exchange.js'
 import type { Deps, Policy } from '../src/policies/policy.js'
+import { checkOperator } from '../src/core/operator.js'
 
 interface Timer {
   readonly id: number
@@ -126,9 +127,39 @@ export function fakeExchange(request: FakeRequest = {}): Exchange {
   }
 }
 
-/** An upstream answer as the dispatch would give it (a buffered body is enough for layer logic). */
+/** An upstream answer as the dispatch would give it (a buffered body is enough for most layer logic). */
 export function upstreamResponse(status: number, headers: ResponseHeaders = {}, body = ''): ProxyResponse {
   return { status, headers: { ...headers }, body: Buffer.from(body), origin: 'upstream' }
+}
+
+/** A streaming body as the dispatch gives one (what the cache captures): delivers `content`, then ends. */
+export function streamingBody(content: string): StreamingBody {
+  let sink: BodySink | undefined
+  const done: Array<() => void> = []
+  let finished = false
+  const finish = (): void => {
+    finished = true
+    for (const listener of done.splice(0)) listener()
+  }
+  return {
+    pipe(target) {
+      sink = target
+      queueMicrotask(() => {
+        if (finished) return
+        if (content !== '') sink!.write(Buffer.from(content))
+        sink!.end({})
+        finish()
+      })
+    },
+    resume() {},
+    cancel() {
+      finish()
+    },
+    onDone(listener) {
+      if (finished) listener()
+      else done.push(listener)
+    },
+  }
 }
 
 export type Step = number | Error | ((exchange: Exchange) => Promise<ProxyResponse> | ProxyResponse)
@@ -186,6 +217,8 @@ export interface RunLayerOptions {
   kept?: Map<string, unknown>
   /** The route's upstream section (deps.target). */
   target?: unknown
+  /** admin.token, for what deps.operator() accepts besides loopback. */
+  adminToken?: string
 }
 
 export function runLayer<Name extends string, S extends TSchema, Exposed>(policy: Policy<Name, S, Exposed>, section: Static<S>, options: RunLayerOptions): LayerUnderTest<Exposed> {
@@ -212,6 +245,7 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
       return upstream
     },
     expose: (value) => void exposed.push(value),
+    operator: (request) => checkOperator(request, options.adminToken),
   }
   const config = section
   let handler = options.next
@@ -227,6 +261,21 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
     call: (request) => handler(fakeExchange(request)),
     send: (exchange) => handler(exchange),
   }
+}
+
+/** Reads a response's body as the client side would (a streaming body is piped to its end). */
+export function readBody(response: ProxyResponse): Promise<Buffer> {
+  const body = response.body
+  if (body === null) return Promise.resolve(Buffer.alloc(0))
+  if (Buffer.isBuffer(body)) return Promise.resolve(body)
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    body.pipe({
+      write: (chunk) => chunks.push(chunk) > 0,
+      end: () => resolve(Buffer.concat(chunks)),
+      fail: reject,
+    })
+  })
 }
 
 /** A promise's state without waiting for it. */

@@ -15,6 +15,7 @@ import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
 import { systemClock, type Clock } from '../core/clock.js'
 import { toMs } from '../core/units.js'
 import { addressList } from '../core/cidr.js'
+import { checkOperator } from '../core/operator.js'
 import type { AdminToken, GatewayConfig, MatchConfig, PoliciesConfig, RouteConfig } from './schema.js'
 import type { KeptState } from './kept-state.js'
 import type { RedisConfig } from '../store/redis.js'
@@ -133,6 +134,7 @@ function compileRoute(
         if (other === undefined) throw new Error(`route ${route.name}: unknown upstream "${name}"`)
         return dispatchTo(other)
       },
+      operator: (request) => checkOperator(request, settings.adminToken),
       expose: (value) => {
         let values = exposed.get(policy.name)
         if (values === undefined) exposed.set(policy.name, (values = []))

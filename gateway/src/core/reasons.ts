@@ -42,3 +42,4 @@ export type Reason =
   // PURGE on a route with `cache.purge: true`
   | 'cache-purged'
   | 'cache-not-found'
+  | 'purge-refused'

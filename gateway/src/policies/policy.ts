@@ -5,7 +5,9 @@ import type { BlockList } from 'node:net'
 import type { Static, TSchema } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
+import type { IncomingMessage } from 'node:http'
 import type { Clock } from '../core/clock.js'
+import type { OperatorCheck } from '../core/operator.js'
 import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
 import type { RedisConfig } from '../store/redis.js'
 import { withDefaults } from '../core/schema-defaults.js'
@@ -34,6 +36,8 @@ export interface Deps<Exposed = never> {
   readonly target: unknown
   /** Offers a value to this policy's admin endpoints for as long as this plan is in force. */
   expose(value: Exposed): void
+  /** Whether the caller may act as an operator: on loopback, or presenting the admin token. */
+  operator(request: IncomingMessage): Promise<OperatorCheck>
 }
 
 /** A problem a policy's own check found; `path` is a JSON pointer below its section ('' for the section). */

@@ -5,11 +5,11 @@
 //   name, not an address or localhost. Both are refused.
 // - The caller must be on loopback (the pod's own containers, `kubectl port-forward`) or present
 //   the admin token as `Authorization: Bearer TOKEN`, compared in constant time.
-import { readFile } from 'node:fs/promises'
 import { isIP } from 'node:net'
-import { timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import type { AdminToken } from '../config/schema.js'
+import { checkOperator, type SecretSource } from '../core/operator.js'
+
+export { isLoopback } from '../core/operator.js'
 
 export interface Refusal {
   readonly status: number
@@ -24,30 +24,8 @@ function hostName(host: string): string {
   return (colon === -1 ? host : host.slice(0, colon)).toLowerCase()
 }
 
-export function isLoopback(address: string | undefined): boolean {
-  if (address === undefined) return false
-  const plain = address.startsWith('::ffff:') ? address.slice(7) : address
-  return plain === '::1' || (isIP(plain) === 4 && plain.startsWith('127.'))
-}
-
-async function tokenValue(source: AdminToken): Promise<string | undefined> {
-  if (typeof source === 'string') return source
-  if ('env' in source) return process.env[source.env] || undefined
-  try {
-    return (await readFile(source.file, 'utf8')).trim() || undefined
-  } catch {
-    return undefined
-  }
-}
-
-function sameToken(presented: string, expected: string): boolean {
-  const a = Buffer.from(presented)
-  const b = Buffer.from(expected)
-  return a.length === b.length && timingSafeEqual(a, b)
-}
-
 /** Undefined when the request may proceed; else why not, as the answer to give. */
-export async function refuseMutation(request: IncomingMessage, token: AdminToken | undefined): Promise<Refusal | undefined> {
+export async function refuseMutation(request: IncomingMessage, token: SecretSource | undefined): Promise<Refusal | undefined> {
   const host = request.headers.host ?? ''
   const name = hostName(host)
   if (name !== 'localhost' && isIP(name) === 0) {
@@ -57,14 +35,7 @@ export async function refuseMutation(request: IncomingMessage, token: AdminToken
   if (origin !== undefined && origin !== `http://${host}`) {
     return { status: 403, error: 'a cross-origin request (a web page) may not call mutating admin endpoints' }
   }
-  if (isLoopback(request.socket.remoteAddress)) return undefined
-  const challenge = { 'www-authenticate': 'Bearer realm="waypost-admin"' }
-  if (token === undefined) return { status: 403, error: 'mutating admin endpoints answer loopback callers only, unless admin.token is configured' }
-  const authorization = request.headers.authorization
-  const presented = authorization?.startsWith('Bearer ') === true ? authorization.slice(7).trim() : undefined
-  if (presented === undefined) return { status: 401, error: 'send the admin token: Authorization: Bearer TOKEN', headers: challenge }
-  const expected = await tokenValue(token)
-  if (expected === undefined) return { status: 503, error: 'the admin token is configured but cannot be read (admin.token file or env)' }
-  if (!sameToken(presented, expected)) return { status: 401, error: 'wrong admin token', headers: challenge }
-  return undefined
+  const operator = await checkOperator(request, token)
+  if (operator.ok) return undefined
+  return { status: operator.status, error: operator.status === 403 ? `mutating admin endpoints answer ${operator.error}` : operator.error, headers: operator.headers }
 }

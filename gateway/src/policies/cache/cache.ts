@@ -19,6 +19,8 @@ import { NO_DIRECTIVES, parseCacheControl, type CacheControl } from './cache-con
 import { correctedInitialAge, currentAge, freshnessLifetime, headerText, httpDate, notStorableBecause, type FreshnessSettings } from './freshness.js'
 import { CacheStore, entrySize, type StoredResponse } from './store.js'
 import { purgeEndpoint } from './purge.js'
+import type { BlockList } from 'node:net'
+import { addressList, inList, parseCidr } from '../../core/cidr.js'
 import { CapturingBody } from './capture.js'
 import { responseDirectives, stripOurSurrogateControl, SURROGATE_CAPABILITY } from './surrogate-control.js'
 
@@ -31,14 +33,15 @@ export const CacheConfig = Type.Object(
     staleWhileRevalidate: Type.Optional(duration({ default: 0, description: 'For responses that do not say: how long a stale entry is served while it is refreshed in the background.' })),
     staleIfError: Type.Optional(duration({ default: 0, description: 'For responses that do not say: how long a stale entry is served when the upstream fails.' })),
     allowAuthorized: Type.Optional(Type.Boolean({ default: false, description: 'Store answers to requests with Authorization even when the response does not allow it (RFC 9111 §3.5).' })),
-    purge: Type.Optional(Type.Boolean({ default: false, description: 'Accept the PURGE method on this route: it drops the stored responses of the request URI.' })),
+    purge: Type.Optional(Type.Boolean({ default: false, description: 'Accept the PURGE method on this route: it drops the stored responses of the request URI. Only operators may: callers on loopback, presenting the admin token (admin.token), or in `purgeFrom`; others get 401/403.' })),
+    purgeFrom: Type.Optional(Type.Array(Type.String(), { default: [], description: 'Client addresses (CIDRs) that may PURGE without the admin token, e.g. the CI runners that deploy.' })),
     tagHeader: Type.Optional(Type.String({ minLength: 1, default: 'Surrogate-Key', description: 'Response header listing the entry\'s tags, space-separated, for purging by tag.' })),
     keyHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Request headers added to the cache key, as if every response varied on them.' })),
   },
   { additionalProperties: false, description: 'A shared HTTP cache (RFC 9111) for GET and HEAD.' },
 )
 export type CacheConfig = Static<typeof CacheConfig>
-type ResolvedCacheConfig = Defaulted<CacheConfig, 'maxSize' | 'maxObjectSize' | 'maxTtl' | 'staleWhileRevalidate' | 'staleIfError' | 'allowAuthorized' | 'purge' | 'tagHeader' | 'keyHeaders'>
+type ResolvedCacheConfig = Defaulted<CacheConfig, 'maxSize' | 'maxObjectSize' | 'maxTtl' | 'staleWhileRevalidate' | 'staleIfError' | 'allowAuthorized' | 'purge' | 'purgeFrom' | 'tagHeader' | 'keyHeaders'>
 
 interface CacheSettings extends FreshnessSettings {
   readonly maxSize: number
@@ -224,6 +227,9 @@ class ResponseCache {
     private readonly pending: Map<string, Promise<void>>,
     counter: ReturnType<typeof sharedCounter<'route' | 'result'>>,
     route: string,
+    /** Who may PURGE: operators (Deps.operator), and callers in `purgeFrom`. */
+    private readonly operator: Deps['operator'],
+    private readonly purgeFrom: BlockList | undefined,
   ) {
     const results = {} as Record<Result, { inc(): void }>
     for (const result of RESULTS) results[result] = pendingCount(counter, route, result)
@@ -516,6 +522,15 @@ class ResponseCache {
     const request = exchange.request
     const lookup = lookupOf(request)
     if (request.method === 'PURGE' && this.settings.purge) {
+      // Dropping entries (the stale copies staleIfError needs in an outage, too) is an operator's act.
+      const from = this.purgeFrom
+      if (from === undefined || !inList(from, request.incoming.socket.remoteAddress)) {
+        const operator = await this.operator(request.incoming)
+        if (!operator.ok) {
+          exchange.log.warn({ route: exchange.route.name, remote: request.incoming.socket.remoteAddress, status: operator.status, reason: operator.error }, 'PURGE refused')
+          return localResponse(operator.status, 'purge-refused', exchange, operator.headers)
+        }
+      }
       const purged = this.store.deleteUri(lookup.uri)
       return localResponse(purged > 0 ? 200 : 404, purged > 0 ? 'cache-purged' : 'cache-not-found', exchange, { 'cache-status': `waypost; detail=purged-${purged}` })
     }
@@ -550,6 +565,8 @@ export const cache = definePolicy({
   name: 'cache',
   schema: CacheConfig,
   admin: [purgeEndpoint],
+  validate: (config) =>
+    (config.purgeFrom ?? []).flatMap((entry, index) => (parseCidr(entry) === undefined ? [{ path: `/purgeFrom/${index}`, message: `not an IP address or CIDR: "${entry}"` }] : [])),
   build(config, deps: Deps<CacheStore>) {
     const settings = settingsOf(config as ResolvedCacheConfig)
     const route = deps.route.name
@@ -563,7 +580,7 @@ export const cache = definePolicy({
       (state) => state.store.clear(),
     )
     deps.expose(kept.store)
-    const responseCache = new ResponseCache(settings, kept.store, kept.pending, counter, route)
+    const responseCache = new ResponseCache(settings, kept.store, kept.pending, counter, route, deps.operator, addressList((config as ResolvedCacheConfig).purgeFrom))
     return (next) => (exchange) => responseCache.handle(next, exchange)
   },
 })
