@@ -59,3 +59,27 @@ t.test('an upgrade the upstream refuses gets 502', async (t) => {
   t.match(raw, /^HTTP\/1\.1 502 Bad Gateway/)
   t.match(raw, /x-waypost-reason: upgrade-refused route=all upstream=app/)
 })
+
+t.test('handshakes go through the route\'s policies: the rate limit and the concurrency limit apply, a slot is held while the socket is open', async (t) => {
+  const limited = await startGateway(catchAllConfig(stub.url, { prefix: '/ws', policies: { rateLimit: { rate: 0.01, burst: 3, key: 'route' } } }))
+  t.teardown(() => limited.close())
+  const url = `${limited.url.replace('http', 'ws')}/ws`
+  const results = await Promise.allSettled(Array.from({ length: 6 }, () => open(url)))
+  const opened = results.filter((result) => result.status === 'fulfilled')
+  t.equal(opened.length, 3, 'the burst of 3 handshakes is let through; parallel ones beyond it are refused (they all reached the upstream before)')
+  t.match(results.find((result) => result.status === 'rejected'), { reason: /429/ })
+  for (const result of opened) (result as PromiseFulfilledResult<WebSocket>).value.close()
+  t.match(limited.accessLines().find((line) => line.status === 429), { upgrade: 'websocket', reason: 'rate-limited' })
+
+  const capped = await startGateway(catchAllConfig(stub.url, { prefix: '/ws', policies: { concurrency: { max: 1 } } }))
+  t.teardown(() => capped.close())
+  const cappedUrl = `${capped.url.replace('http', 'ws')}/ws`
+  const first = await open(cappedUrl)
+  await t.rejects(open(cappedUrl), /503/, 'a second connection while the first is open finds no slot')
+  first.close()
+  await new Promise((resolve) => first.once('close', resolve))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const again = await open(cappedUrl)
+  t.pass('the slot came back when the first connection closed')
+  again.close()
+})

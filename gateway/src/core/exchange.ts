@@ -2,6 +2,7 @@
 // goes upstream, the response and its streaming body, the record the access log reads, cancellation,
 // and the Upstream/Layer shapes a route's onion is built from. Imports nothing of ours but core.
 import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { systemClock, type Clock } from './clock.js'
 import type { Reason } from './reasons.js'
@@ -29,6 +30,19 @@ export interface ProxyRequest {
   readonly requestId: string
   /** Sends `100 Continue` once, when the client asked for it and a layer is about to read the body. */
   readonly sendContinue: (() => void) | undefined
+  /**
+   * An Upgrade request (WebSocket): it runs through the route's layers like any request, and the
+   * dispatch performs the handshake and splices the sockets; its 101's body ends when they close.
+   */
+  readonly upgrade?: UpgradeRequest
+}
+
+export interface UpgradeRequest {
+  readonly socket: Duplex
+  /** What the client sent past the request head (already read from the socket). */
+  readonly head: Buffer
+  /** The Upgrade header's protocol ("websocket"). */
+  readonly protocol: string
 }
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>

@@ -4,12 +4,13 @@
 // when the sink is full: one handler object per request, no AsyncResource, AbortSignal or Readable.
 // Each attempt's outcome (status, or a failure before headers) goes back to the endpoint group for
 // outlier detection, and the endpoint counts the attempt in flight until its body is done.
-import type { Dispatcher } from 'undici'
+import type { Dispatcher, Pool } from 'undici'
 import type { IncomingHttpHeaders } from 'node:http'
-import { DeadlineExceeded, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../core/exchange.js'
+import { DeadlineExceeded, type UpgradeRequest, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../core/exchange.js'
 import type { EndpointGroup } from './upstream/group.js'
 import type { Endpoint } from './upstream/endpoint.js'
 import { answerForError, NoEndpoints } from './errors.js'
+import { proxyUpgrade } from './upgrade.js'
 
 type Controller = Dispatcher.DispatchController
 
@@ -171,8 +172,9 @@ export function dispatchTo(group: EndpointGroup): Upstream {
     // With one endpoint there is nothing to avoid: no array allocated.
     if (group.size > 1) (record.tried ??= []).push(endpoint)
     const request = exchange.request
-    request.sendContinue?.()
     record.attempts++
+    if (request.upgrade !== undefined) return upgradeAttempt(endpoint.pool, exchange, request.upgrade)
+    request.sendContinue?.()
     endpoint.inFlight++
     return new Promise<ProxyResponse>((resolve, reject) => {
       endpoint.pool.dispatch(
@@ -187,3 +189,30 @@ export function dispatchTo(group: EndpointGroup): Upstream {
     })
   }
 }
+
+/** Longest an upgrade handshake may take when no request deadline bounds it sooner. */
+const HANDSHAKE_TIMEOUT_MS = 30_000
+
+/**
+ * An Upgrade request's attempt: the handshake through the endpoint's pool, then the sockets are
+ * spliced and the 101 comes back with the connection as its body. The upgraded stream is not
+ * counted in the endpoint's in-flight load (it may live for hours) nor reported to outlier detection.
+ */
+function upgradeAttempt(pool: Pool, exchange: Exchange, upgrade: UpgradeRequest): Promise<ProxyResponse> {
+  const controller = new AbortController()
+  const listener: AbortListener = { onAbort: (reason) => controller.abort(reason) }
+  exchange.signal.subscribe(listener)
+  const timer = setTimeout(() => controller.abort(new DeadlineExceeded('upstream-headers-timeout', HANDSHAKE_TIMEOUT_MS)), HANDSHAKE_TIMEOUT_MS)
+  const request = exchange.request
+  const started = performance.now()
+  return proxyUpgrade(pool, { method: request.method, path: request.path, headers: request.headers, protocol: upgrade.protocol, signal: controller.signal }, upgrade.socket, upgrade.head).then(
+    (connection): ProxyResponse => {
+      exchange.record.upstreamMs = performance.now() - started
+      return { status: 101, headers: {}, body: connection, origin: 'upstream' }
+    },
+  ).finally(() => {
+    clearTimeout(timer)
+    exchange.signal.unsubscribe(listener)
+  })
+}
+

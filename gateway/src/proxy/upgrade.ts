@@ -3,6 +3,7 @@
 // (http-proxy-3 was considered: its ws pass refuses any upgrade that is not WebSocket.)
 import type { Duplex } from 'node:stream'
 import type { Pool } from 'undici'
+import type { StreamingBody } from '../core/exchange.js'
 
 export interface UpgradeRequest {
   readonly method: string
@@ -14,8 +15,41 @@ export interface UpgradeRequest {
 
 function swallow(): void {}
 
+/**
+ * The upgraded connection as the 101's body: nothing to pipe (the sockets are spliced), done when
+ * either side closes, so a layer holding a slot (concurrency) holds it for the connection's life.
+ */
+class UpgradedConnection implements StreamingBody {
+  private closed = false
+  private listeners: Array<() => void> = []
+
+  constructor(private readonly client: Duplex, private readonly upstream: Duplex) {}
+
+  pipe(): void {}
+
+  resume(): void {}
+
+  cancel(): void {
+    this.client.destroy()
+    this.upstream.destroy()
+  }
+
+  onDone(listener: () => void): void {
+    if (this.closed) listener()
+    else this.listeners.push(listener)
+  }
+
+  readonly close = (): void => {
+    if (this.closed) return
+    this.closed = true
+    this.client.destroy()
+    this.upstream.destroy()
+    for (const listener of this.listeners.splice(0)) listener()
+  }
+}
+
 /** Performs the upstream handshake, writes the 101 to the client, and splices the two sockets. */
-export async function proxyUpgrade(pool: Pool, request: UpgradeRequest, client: Duplex, head: Buffer): Promise<void> {
+export async function proxyUpgrade(pool: Pool, request: UpgradeRequest, client: Duplex, head: Buffer): Promise<StreamingBody> {
   const { headers, socket: upstream } = await pool.upgrade({
     method: request.method,
     path: request.path,
@@ -31,18 +65,16 @@ export async function proxyUpgrade(pool: Pool, request: UpgradeRequest, client: 
   }
   upstream.on('error', swallow)
   client.on('error', swallow)
+  const connection = new UpgradedConnection(client, upstream)
   if (client.destroyed) {
-    upstream.destroy()
-    return
+    connection.close()
+    return connection
   }
   client.write(`${handshake}\r\n`)
   if (head.length > 0) upstream.write(head)
-  const closeBoth = (): void => {
-    client.destroy()
-    upstream.destroy()
-  }
-  upstream.once('close', closeBoth)
-  client.once('close', closeBoth)
+  upstream.once('close', connection.close)
+  client.once('close', connection.close)
   upstream.pipe(client)
   client.pipe(upstream)
+  return connection
 }

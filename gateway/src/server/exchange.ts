@@ -56,7 +56,7 @@ export function requestTarget(url: string | undefined): { path: string; target: 
   return undefined
 }
 
-function rewrite(route: CompiledRoute, target: string): string {
+export function rewrite(route: CompiledRoute, target: string): string {
   const prefix = route.rewritePrefix
   if (prefix === undefined) return target
   const rest = target.slice(prefix.from.length)

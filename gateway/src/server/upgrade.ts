@@ -1,17 +1,30 @@
-// Upgrade requests (WebSocket and others): routed like any request, then handed to the proxy core.
-// The route's request timeout bounds the handshake only; the upgraded stream lives until either side closes.
-import type { IncomingMessage } from 'node:http'
+// Upgrade requests (WebSocket and others): routed like any request and run through the route's
+// layers (rate limit, concurrency, breaker, and soon authentication apply to handshakes too); the
+// dispatch performs the handshake and splices the sockets. The request timeout bounds the
+// handshake only; the upgraded stream lives until either side closes.
+import { STATUS_CODES, type IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { requestIdFor, upstreamRequestHeaders, clientAddress } from '../proxy/headers.js'
-import { proxyUpgrade } from '../proxy/upgrade.js'
-import { answerForError } from '../proxy/errors.js'
-import { requestTarget, type ExchangeHost } from './exchange.js'
-
-const HANDSHAKE_TIMEOUT_MS = 30_000
+import { answerForError, ClientGone } from '../proxy/errors.js'
+import { ExchangeSignal, newExchangeRecord, type Exchange, type ProxyRequest, type ProxyResponse } from '../core/exchange.js'
+import { requestTarget, rewrite, type ExchangeHost } from './exchange.js'
+import { requestProblem } from './request-checks.js'
 
 function refuse(socket: Duplex, status: string, reason: string): void {
   if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-waypost-reason: ${reason}\r\n\r\n`)
   else socket.destroy()
+}
+
+/** A layer's local answer (429, 503 ...) written on the raw socket, which then closes. */
+function answerLocally(socket: Duplex, response: ProxyResponse): void {
+  if (!socket.writable) return void socket.destroy()
+  const body = Buffer.isBuffer(response.body) ? response.body : Buffer.alloc(0)
+  let head = `HTTP/1.1 ${response.status} ${STATUS_CODES[response.status] ?? ''}\r\n`
+  for (const [name, value] of Object.entries(response.headers)) {
+    if (value === undefined || name === 'content-length' || name === 'connection') continue
+    for (const item of Array.isArray(value) ? value : [value]) head += `${name}: ${item}\r\n`
+  }
+  socket.end(Buffer.concat([Buffer.from(`${head}content-length: ${body.length}\r\nconnection: close\r\n\r\n`), body]))
 }
 
 export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex): void }, request: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -19,64 +32,85 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   const plan = host.plan
   const started = performance.now()
   const requestId = requestIdFor(request.headers['x-request-id'])
-  const target = requestTarget(request.url)
+  const problem = requestProblem(request)
+  const target = problem === undefined ? requestTarget(request.url) : undefined
   const authority = target?.authority ?? request.headers.host ?? ''
   const route = target === undefined ? undefined : plan.router.match(request.method ?? '', authority, target.path, request.headers)
-  let endpoint = ''
-  const log = (status: number, reason = '', error?: unknown): void => {
+  const record = newExchangeRecord()
+  const log = (status: number, error?: unknown): void => {
     if (!plan.settings.accessLog || !host.accessLog.enabled) return
     host.accessLog.write({
       reqId: requestId,
       route: route?.info.name ?? '-',
       upstream: route?.info.upstream ?? '-',
-      endpoint,
+      endpoint: record.endpoint,
       method: request.method ?? '-',
       host: authority,
       path: target?.path ?? '-',
       status,
       durationMs: performance.now() - started,
-      upstreamMs: -1,
-      attempts: route === undefined ? 0 : 1,
-      tries: '',
+      upstreamMs: record.upstreamMs,
+      attempts: record.attempts,
+      tries: record.tries,
       bytesIn: 0,
       bytesOut: 0,
-      reason,
+      reason: record.reason,
       cache: '',
       error: (error as Error | undefined)?.message,
       remote: clientAddress(socket as { remoteAddress?: string }),
       upgrade: request.headers.upgrade,
     })
   }
-  if (target === undefined || route === undefined) {
-    const reason = target === undefined ? 'invalid-request-target' : 'no-route'
-    refuse(socket, target === undefined ? '400 Bad Request' : '404 Not Found', `${reason} route=- upstream=-`)
-    log(target === undefined ? 400 : 404, reason)
+  if (problem !== undefined || target === undefined || route === undefined) {
+    const [status, reason] = problem !== undefined ? [problem.status, problem.reason] : target === undefined ? [400, 'invalid-request-target' as const] : [404, 'no-route' as const]
+    record.reason = reason
+    refuse(socket, `${status} ${STATUS_CODES[status] ?? ''}`, `${reason} route=- upstream=-`)
+    log(status)
     return
   }
-  // The handshake goes to one endpoint, picked like any attempt; the upgraded stream is not counted
-  // in its in-flight load (it may live for hours) nor reported to outlier detection.
-  const picked = route.endpoints.pick(null)
-  if (picked === null) {
-    refuse(socket, '503 Service Unavailable', `no-endpoints route=${route.info.name} upstream=${route.info.upstream}`)
-    log(503, 'no-endpoints')
-    return
+  const proxyRequest: ProxyRequest = {
+    method: request.method ?? 'GET',
+    path: rewrite(route, target.target),
+    target: target.target,
+    authority,
+    headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol: host.protocol, dropUnderscoreHeaders: plan.settings.dropUnderscoreHeaders }),
+    incoming: request,
+    hasBody: false,
+    requestId,
+    sendContinue: undefined,
+    upgrade: { socket, head, protocol: request.headers.upgrade ?? 'websocket' },
   }
-  endpoint = picked.address
+  const signal = new ExchangeSignal()
+  const clientGone = (): void => signal.abort(new ClientGone())
+  socket.once('close', clientGone)
+  const exchange: Exchange = { request: proxyRequest, route: route.info, log: host.log, signal, attempt: 0, record }
   host.exchangeStarted(plan)
-  const headers = upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol: host.protocol, dropUnderscoreHeaders: plan.settings.dropUnderscoreHeaders })
-  const signal = AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS)
-  proxyUpgrade(picked.pool, { method: request.method ?? 'GET', path: target.target, headers, protocol: request.headers.upgrade ?? 'websocket', signal }, socket, head).then(
-    () => {
-      host.trackUpgrade(socket)
-      route.metrics.observe(request.method ?? 'GET', 101, (performance.now() - started) / 1000)
-      log(101)
-    },
-    (error: unknown) => {
-      const { status, reason } = answerForError(error)
-      const detail = `${reason === 'upstream-reset' ? 'upgrade-refused' : reason} route=${route.info.name} upstream=${route.info.upstream}`
-      refuse(socket, status === 504 ? '504 Gateway Timeout' : '502 Bad Gateway', detail)
-      route.metrics.observe(request.method ?? 'GET', status, (performance.now() - started) / 1000)
-      log(status, reason, error)
-    },
-  ).finally(() => host.exchangeEnded(plan))
+  const observe = (status: number): void => route.metrics.observe(request.method ?? 'GET', status, (performance.now() - started) / 1000)
+  route.handler(exchange)
+    .then(
+      (response) => {
+        socket.off('close', clientGone)
+        if (response.status === 101) {
+          host.trackUpgrade(socket)
+          observe(101)
+          log(101)
+          return
+        }
+        // A layer answered instead (429, 503 breaker-open, a fault): the handshake never went upstream.
+        if (record.reason !== '') route.metrics.local(record.reason)
+        answerLocally(socket, response)
+        observe(response.status)
+        log(response.status)
+      },
+      (error: unknown) => {
+        socket.off('close', clientGone)
+        if (signal.reason instanceof ClientGone) return log(499, error)
+        const { status, reason } = answerForError(error)
+        record.reason = reason === 'upstream-reset' ? 'upgrade-refused' : reason
+        refuse(socket, `${status} ${STATUS_CODES[status] ?? ''}`, `${record.reason} route=${route.info.name} upstream=${route.info.upstream}`)
+        observe(status)
+        log(status, error)
+      },
+    )
+    .finally(() => host.exchangeEnded(plan))
 }

@@ -245,6 +245,8 @@ class ResponseCache {
   async handle(next: Upstream, exchange: Exchange): Promise<ProxyResponse> {
     const request = exchange.request
     const method = request.method
+    // A WebSocket handshake is a GET, but never a stored resource.
+    if (request.upgrade !== undefined) return next(exchange)
     if (!CACHEABLE_METHODS.has(method)) return this.passUnsafe(next, exchange)
     const lookup = lookupOf(request)
     for (let waited = false; ; waited = true) {
