@@ -5,7 +5,7 @@ import { HELP_FLAG, numberFlag } from '../lib/options.js'
 
 export const USAGE = `usage: node dist/loadtest/zero-downtime/run.js [--short] [options]
   --short              CI form: 5 reloads 1 s apart, one rolling restart, about a minute
-  --rate N             requests per second, open loop (default 300)
+  --rate N             requests per second, open loop (default 450, so the long form carries over 50,000; short 300)
   --fresh-ratio F      share of requests on a new connection (default 0.5)
   --max-in-flight N    bound on concurrent requests; a request due beyond it fails (default 1000)
   --request-timeout MS deadline of one request (default 15000)
@@ -64,7 +64,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
   const reloads = numberFlag(values.reloads, 'reloads', short ? 5 : 10, 2)
   return {
     short,
-    rate: numberFlag(values.rate, 'rate', 300, 1),
+    rate: numberFlag(values.rate, 'rate', short ? 300 : 450, 1),
     freshRatio: Math.min(1, numberFlag(values['fresh-ratio'], 'fresh-ratio', 0.5)),
     maxInFlight: numberFlag(values['max-in-flight'], 'max-in-flight', 1000, 1),
     requestTimeoutMs: numberFlag(values['request-timeout'], 'request-timeout', 15_000, 100),
