@@ -110,6 +110,34 @@ t.test('upstream failures map to 502/504 with a reason and a log line', async (t
   await t.rejects(midBody.body.arrayBuffer(), 'the client sees the body cut short, not a silently truncated success')
 })
 
+t.test('an upstream that cuts its body off is the upstream\'s failure: logged 502 upstream-reset-body, counted 5xx, reported to outlier detection', async (t) => {
+  const gw = await startGateway(catchAllConfig({ endpoints: [{ url: stub.url }], outlierDetection: { consecutive5xx: 2, baseEjectionTime: '1m', maxEjectionPercent: 100 } }))
+  t.teardown(() => gw.close())
+  for (let i = 0; i < 2; i++) {
+    const cut = await request(`${gw.url}/fault/reset-mid-body?after=1024&i=${i}`)
+    await t.rejects(cut.body.arrayBuffer())
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const lines = gw.accessLines().filter((line) => line.path === '/fault/reset-mid-body')
+  t.match(lines, [{ status: 502, reason: 'upstream-reset-body' }, { status: 502, reason: 'upstream-reset-body' }], 'not 499: the client did nothing wrong')
+  const metrics = await metricsText(gw)
+  t.match(metrics, /waypost_requests_total\{route="all",method="GET",status_class="5xx"\} 2/)
+  t.notMatch(metrics, /status_class="4xx"\} [1-9]/)
+  const upstreams = (await (await request(`${gw.adminUrl}/upstreams`)).body.json()) as { app: { endpoints: Array<{ ejected: boolean }> } }
+  t.equal(upstreams.app.endpoints[0]!.ejected, true, 'two cut bodies in a row eject the endpoint (consecutive5xx: 2)')
+
+  // A client that leaves mid-body is still its own doing: 499, and no upstream failure.
+  const quiet = await startGateway(catchAllConfig(stub.url))
+  t.teardown(() => quiet.close())
+  const controller = new AbortController()
+  const leaving = await request(`${quiet.url}/drip?numbytes=50&duration=2&delay=0`, { signal: controller.signal })
+  controller.abort()
+  await t.rejects(leaving.body.arrayBuffer())
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.match(quiet.accessLines().find((line) => line.path === '/drip'), { status: 499 })
+  t.notOk(quiet.accessLines().some((line) => line.reason === 'upstream-reset-body'))
+})
+
 t.test('a client that goes away aborts the upstream request and is logged as 499', async (t) => {
   const gw = await startGateway(catchAllConfig(stub.url))
   t.teardown(() => gw.close())

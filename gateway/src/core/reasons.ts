@@ -12,6 +12,8 @@ export type Reason =
   | 'connect-failed'
   | 'dns-failure'
   | 'upstream-reset'
+  // the upstream cut its response off after the headers (the client sees a cut connection)
+  | 'upstream-reset-body'
   | 'upstream-closed'
   | 'upstream-protocol-error'
   | 'upstream-error'

@@ -28,6 +28,10 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
   private done = false
   private doneListeners: Array<() => void> | null = null
   private released = false
+  /** A layer (or the client leaving) abandoned the body: an error after that is not the upstream's. */
+  private cancelled = false
+  /** A status below 500, reported to outlier detection when the body has ended; 0 when none. */
+  private goodStatus = 0
   private readonly sentAt = performance.now()
 
   constructor(
@@ -55,7 +59,10 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     if (statusCode < 200) return // 1xx informational: the final response follows
     this.started = true
     this.record.upstreamMs = performance.now() - this.sentAt
-    this.group.reportStatus(this.endpoint, statusCode)
+    // A failing status counts at once; a good one only once its body has arrived whole, so a body
+    // cut off after a 200 counts as the failure it is (onResponseError), not as a success.
+    if (statusCode >= 500) this.group.reportStatus(this.endpoint, statusCode)
+    else this.goodStatus = statusCode
     // Only the gateway says why it answered: an upstream's own x-waypost-reason would pass for ours.
     if (headers['x-waypost-reason'] !== undefined) delete headers['x-waypost-reason']
     this.resolve({ status: statusCode, headers, body: this, origin: 'upstream' })
@@ -75,6 +82,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
   onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
     this.signal.unsubscribe(this)
     this.release()
+    if (this.goodStatus !== 0) this.group.reportStatus(this.endpoint, this.goodStatus)
     if (this.done) return
     this.trailers = trailers
     if (this.sink !== null) {
@@ -93,6 +101,13 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     }
     if (this.done) return
     this.error = error
+    // The upstream cut its body off: its failure, not the client's (who sees a cut connection and is
+    // logged 502, not 499), and outlier detection hears of it. A client that left, or a layer that
+    // discarded the body, is not.
+    if (!this.cancelled && this.upstreamFailed(error)) {
+      this.record.reason = 'upstream-reset-body'
+      this.group.reportFailure(this.endpoint)
+    }
     if (this.sink !== null) {
       this.sink.fail(error)
       this.finish()
@@ -123,6 +138,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
 
   cancel(reason: Error): void {
     if (this.done) return
+    this.cancelled = true
     if (this.trailers === null && this.error === null) this.controller?.abort(reason)
     this.finish()
   }

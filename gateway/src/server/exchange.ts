@@ -107,7 +107,8 @@ class ExchangeState {
       this.signal.abort(new ClientGone())
       this.body?.cancel(this.signal.reason as Error)
     }
-    const status = finished ? response.statusCode : 499
+    // Not finished: the client left (499), or the upstream cut the body off and we cut the client's (502).
+    const status = finished ? response.statusCode : this.record.reason === 'upstream-reset-body' ? 502 : 499
     const seconds = (performance.now() - this.started) / 1000
     const route = this.route
     if (route !== undefined) {
