@@ -6,7 +6,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { IncomingMessage } from 'node:http'
-import { isLoopback, refuseMutation } from './admin-guard.js'
+import { refuseMutation } from './admin-guard.js'
+import { isLoopback } from '../core/operator.js'
 
 function from(remoteAddress: string, headers: Record<string, string> = {}): IncomingMessage {
   // Only what the guard reads: the peer address and the headers.

@@ -9,8 +9,6 @@ import { isIP } from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import { checkOperator, type SecretSource } from '../core/operator.js'
 
-export { isLoopback } from '../core/operator.js'
-
 export interface Refusal {
   readonly status: number
   readonly error: string

@@ -12,6 +12,7 @@ import { clientAddress, clientResponseHeaders, requestIdFor, upstreamRequestHead
 import { answerForError, ClientGone } from '../proxy/errors.js'
 import { normalizePath } from '../routing/normalize-path.js'
 import { requestProblem } from './request-checks.js'
+import type { Reason } from '../core/reasons.js'
 
 /** What an exchange needs from the gateway around it. */
 export interface ExchangeHost {
@@ -56,7 +57,7 @@ export function requestTarget(url: string | undefined): { path: string; target: 
   return undefined
 }
 
-export function rewrite(route: CompiledRoute, target: string): string {
+function rewrite(route: CompiledRoute, target: string): string {
   const prefix = route.rewritePrefix
   if (prefix === undefined) return target
   const rest = target.slice(prefix.from.length)
@@ -150,33 +151,76 @@ class ExchangeState {
   }
 }
 
+const TRACE_ALLOW = { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' }
+
+/** A request before its route runs: routed, or refused with why. Plain exchanges and upgrades share it. */
+export interface Admission {
+  readonly target: RequestTarget | undefined
+  /** One authority per request, for routing, the upstream Host, the cache key and the log alike. */
+  readonly authority: string
+  readonly route: CompiledRoute | undefined
+  /** Undefined when the request may go on to its route. */
+  readonly refusal: { readonly status: number; readonly reason: Reason; readonly headers?: ResponseHeaders } | undefined
+}
+
+type RequestTarget = NonNullable<ReturnType<typeof requestTarget>>
+
+export function admit(plan: Plan, request: IncomingMessage): Admission {
+  const problem = requestProblem(request)
+  const target = problem === undefined ? requestTarget(request.url) : undefined
+  const authority = target?.authority ?? request.headers.host ?? ''
+  const route = target === undefined ? undefined : plan.router.match(request.method ?? '', authority, target.path, request.headers)
+  let refusal: Admission['refusal']
+  if (problem !== undefined) refusal = problem
+  else if (target === undefined) refusal = { status: 400, reason: 'invalid-request-target' }
+  else if (route === undefined) refusal = { status: 404, reason: 'no-route' }
+  // TRACE echoes the request back, headers (cookies, tokens) included: only where a route asks for it.
+  else if (request.method === 'TRACE' && !route.allowsTrace) refusal = { status: 405, reason: 'method-not-allowed', headers: TRACE_ALLOW }
+  return { target, authority, route, refusal }
+}
+
+/**
+ * The request as the route's layers see it. Plain exchanges and upgrades differ only in the last
+ * three arguments (one object per request, of one shape for both).
+ */
+export function proxyRequestOf(
+  protocol: ExchangeHost['protocol'],
+  plan: Plan,
+  request: IncomingMessage,
+  route: CompiledRoute,
+  target: RequestTarget,
+  authority: string,
+  requestId: string,
+  hasBody: boolean,
+  sendContinue: ProxyRequest['sendContinue'],
+  upgrade: ProxyRequest['upgrade'],
+): ProxyRequest {
+  return {
+    method: request.method ?? 'GET',
+    path: rewrite(route, target.target),
+    target: target.target,
+    headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol, dropUnderscoreHeaders: plan.settings.dropUnderscoreHeaders }),
+    authority,
+    incoming: request,
+    hasBody,
+    requestId,
+    sendContinue,
+    upgrade,
+  }
+}
+
 export function handleExchange(host: ExchangeHost, request: IncomingMessage, response: ServerResponse, expectsContinue: boolean): void {
   const plan = host.plan
   request.on('error', ignore)
   const requestId = requestIdFor(request.headers['x-request-id'])
-  const problem = requestProblem(request)
-  const target = problem === undefined ? requestTarget(request.url) : undefined
-  // One authority per request, for routing, the upstream Host, the cache key and the log alike.
-  const authority = target?.authority ?? request.headers.host ?? ''
-  const route = target === undefined ? undefined : plan.router.match(request.method ?? '', authority, target.path, request.headers)
-  const state = new ExchangeState(host, plan, route, request, response, requestId, target?.path ?? '-', authority)
-  if (problem !== undefined) return deliver(state, localResponse(problem.status, problem.reason, state.bare()))
-  if (target === undefined) return deliver(state, localResponse(400, 'invalid-request-target', state.bare()))
-  if (route === undefined) return deliver(state, localResponse(404, 'no-route', state.bare()))
-  // TRACE echoes the request back, headers (cookies, tokens) included: only where a route asks for it.
-  if (request.method === 'TRACE' && !route.allowsTrace) return deliver(state, localResponse(405, 'method-not-allowed', state.bare(), { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' }))
-
-  const proxyRequest: ProxyRequest = {
-    method: request.method ?? 'GET',
-    path: rewrite(route, target.target),
-    target: target.target,
-    headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol: host.protocol, dropUnderscoreHeaders: plan.settings.dropUnderscoreHeaders }),
-    authority,
-    incoming: request,
-    hasBody: hasBody(request),
-    requestId,
-    sendContinue: expectsContinue ? continueOnce(response) : undefined,
+  const admitted = admit(plan, request)
+  const { target, route, refusal } = admitted
+  const state = new ExchangeState(host, plan, route, request, response, requestId, target?.path ?? '-', admitted.authority)
+  if (refusal !== undefined || target === undefined || route === undefined) {
+    const { status, reason, headers } = refusal ?? { status: 400, reason: 'invalid-request-target' as const, headers: undefined }
+    return deliver(state, localResponse(status, reason, state.bare(), headers))
   }
+  const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, admitted.authority, requestId, hasBody(request), expectsContinue ? continueOnce(response) : undefined, undefined)
   const exchange: Exchange = {
     request: proxyRequest,
     route: route.info,

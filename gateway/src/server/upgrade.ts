@@ -4,11 +4,10 @@
 // handshake only; the upgraded stream lives until either side closes.
 import { STATUS_CODES, type IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { requestIdFor, upstreamRequestHeaders, clientAddress } from '../proxy/headers.js'
+import { requestIdFor, clientAddress } from '../proxy/headers.js'
 import { answerForError, ClientGone } from '../proxy/errors.js'
-import { ExchangeSignal, newExchangeRecord, type Exchange, type ProxyRequest, type ProxyResponse } from '../core/exchange.js'
-import { requestTarget, rewrite, type ExchangeHost } from './exchange.js'
-import { requestProblem } from './request-checks.js'
+import { ExchangeSignal, newExchangeRecord, type Exchange, type ProxyResponse } from '../core/exchange.js'
+import { admit, proxyRequestOf, type ExchangeHost } from './exchange.js'
 
 function refuse(socket: Duplex, status: string, reason: string): void {
   if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-waypost-reason: ${reason}\r\n\r\n`)
@@ -32,10 +31,8 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   const plan = host.plan
   const started = performance.now()
   const requestId = requestIdFor(request.headers['x-request-id'])
-  const problem = requestProblem(request)
-  const target = problem === undefined ? requestTarget(request.url) : undefined
-  const authority = target?.authority ?? request.headers.host ?? ''
-  const route = target === undefined ? undefined : plan.router.match(request.method ?? '', authority, target.path, request.headers)
+  const admitted = admit(plan, request)
+  const { target, authority, route, refusal } = admitted
   const record = newExchangeRecord()
   const log = (status: number, error?: unknown): void => {
     if (!plan.settings.accessLog || !host.accessLog.enabled) return
@@ -61,25 +58,18 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
       upgrade: request.headers.upgrade,
     })
   }
-  if (problem !== undefined || target === undefined || route === undefined) {
-    const [status, reason] = problem !== undefined ? [problem.status, problem.reason] : target === undefined ? [400, 'invalid-request-target' as const] : [404, 'no-route' as const]
+  if (refusal !== undefined || target === undefined || route === undefined) {
+    const { status, reason } = refusal ?? { status: 400, reason: 'invalid-request-target' as const }
     record.reason = reason
     refuse(socket, `${status} ${STATUS_CODES[status] ?? ''}`, `${reason} route=- upstream=-`)
     log(status)
     return
   }
-  const proxyRequest: ProxyRequest = {
-    method: request.method ?? 'GET',
-    path: rewrite(route, target.target),
-    target: target.target,
-    authority,
-    headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol: host.protocol, dropUnderscoreHeaders: plan.settings.dropUnderscoreHeaders }),
-    incoming: request,
-    hasBody: false,
-    requestId,
-    sendContinue: undefined,
-    upgrade: { socket, head, protocol: request.headers.upgrade ?? 'websocket' },
-  }
+  const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, authority, requestId, false, undefined, {
+    socket,
+    head,
+    protocol: request.headers.upgrade ?? 'websocket',
+  })
   const signal = new ExchangeSignal()
   const clientGone = (): void => signal.abort(new ClientGone())
   socket.once('close', clientGone)
