@@ -110,8 +110,13 @@ t.test('upstream failures map to 502/504 with a reason and a log line', async (t
   await t.rejects(midBody.body.arrayBuffer(), 'the client sees the body cut short, not a silently truncated success')
 })
 
-t.test('an upstream that cuts its body off is the upstream\'s failure: logged 502 upstream-reset-body, counted 5xx, reported to outlier detection', async (t) => {
-  const gw = await startGateway(catchAllConfig({ endpoints: [{ url: stub.url }], outlierDetection: { consecutive5xx: 2, baseEjectionTime: '1m', maxEjectionPercent: 100 } }))
+t.test('an upstream that cuts its body off is the upstream\'s failure: logged 502 upstream-reset-body, counted 5xx, reported to outlier detection and the breaker', async (t) => {
+  const gw = await startGateway(
+    catchAllConfig(
+      { endpoints: [{ url: stub.url }], outlierDetection: { consecutive5xx: 2, baseEjectionTime: '1m', maxEjectionPercent: 100 } },
+      { policies: { breaker: { minRequests: 2, failureRatio: 0.5, openFor: '1m' } } },
+    ),
+  )
   t.teardown(() => gw.close())
   for (let i = 0; i < 2; i++) {
     const cut = await request(`${gw.url}/fault/reset-mid-body?after=1024&i=${i}`)
@@ -125,6 +130,8 @@ t.test('an upstream that cuts its body off is the upstream\'s failure: logged 50
   t.notMatch(metrics, /status_class="4xx"\} [1-9]/)
   const upstreams = (await (await request(`${gw.adminUrl}/upstreams`)).body.json()) as { app: { endpoints: Array<{ ejected: boolean }> } }
   t.equal(upstreams.app.endpoints[0]!.ejected, true, 'two cut bodies in a row eject the endpoint (consecutive5xx: 2)')
+  const breakers = (await (await request(`${gw.adminUrl}/breakers`)).body.json()) as { breakers: Array<{ state: string; stats: { failures: number } }> }
+  t.match(breakers.breakers, [{ state: 'open', stats: { failures: 2 } }], 'the breaker counted both cut bodies as failures')
 
   // A client that leaves mid-body is still its own doing: 499, and no upstream failure.
   const quiet = await startGateway(catchAllConfig(stub.url))

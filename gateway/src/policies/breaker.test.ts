@@ -1,8 +1,8 @@
 // The breaker's logic through the layer harness: a scripted upstream and a manual clock, so the
 // open period passes without waiting. gateway/test/breaker.test.ts keeps the wiring end to end.
 import t from 'tap'
-import { DeadlineExceeded, type ProxyResponse } from '../core/exchange.js'
-import { fakeExchange, hungUpstream, runLayer, scriptedUpstream, settle, upstreamError, upstreamResponse, type Step } from '../../test/layer-harness.js'
+import { DeadlineExceeded, type ProxyResponse, type StreamingBody } from '../core/exchange.js'
+import { fakeExchange, hungUpstream, readBody, runLayer, streamingBody, scriptedUpstream, settle, upstreamError, upstreamResponse, type Step } from '../../test/layer-harness.js'
 import { breaker } from './breaker.js'
 import type { RouteBreaker } from './breaker.js'
 
@@ -123,6 +123,56 @@ t.test('failOn decides what counts: statuses, per-try timeouts, connection error
     }
   }
   t.equal(stateOf(layer), 'closed', 'aborts and the request deadline never count')
+})
+
+/**
+ * A 200 whose body the upstream cuts off (as the dispatch reports one: the record's reason, then the
+ * sink's fail) once `cut` is called. Until then the body is open, as a slow download would be.
+ */
+function cutOffLater(): { step: Step; cut: () => void } {
+  let cut: () => void = () => undefined
+  const step: Step = (exchange) => {
+    const done: Array<() => void> = []
+    const body: StreamingBody = {
+      pipe(sink) {
+        sink.write(Buffer.from('partial'))
+        cut = () => {
+          exchange.record.reason = 'upstream-reset-body'
+          sink.fail(new Error('other side closed'))
+          for (const listener of done.splice(0)) listener()
+        }
+      },
+      resume() {},
+      cancel() {},
+      onDone(listener) {
+        done.push(listener)
+      },
+    }
+    return { status: 200, headers: {}, body, origin: 'upstream' }
+  }
+  return { step, get cut() { return cut } }
+}
+
+t.test('a 200 whose body the upstream cuts off is a failure, decided when the body ends; the client had its headers at once', async (t) => {
+  const first = cutOffLater()
+  const second = cutOffLater()
+  const layer = runLayer(breaker, { minRequests: 2, failureRatio: 0.5, openFor: '10s' }, { next: scriptedUpstream(first.step, second.step, 200) })
+  const answers = [await layer.call(), await layer.call()]
+  t.same(answers.map((answer) => answer.status), [200, 200], 'headers reached the client before the bodies ended')
+  const sink = { write: () => true, end: () => undefined, fail: () => undefined }
+  for (const answer of answers) (answer.body as StreamingBody).pipe(sink)
+  t.equal(stateOf(layer), 'closed', 'nothing decided while the bodies stream')
+  first.cut()
+  second.cut()
+  await settle()
+  t.equal(stateOf(layer), 'open', 'two cut-off bodies out of two opened it')
+
+  const streamed: Step = () => ({ status: 200, headers: {}, body: streamingBody('whole'), origin: 'upstream' })
+  const whole = runLayer(breaker, { minRequests: 2, failureRatio: 0.5, openFor: '10s' }, { next: scriptedUpstream(streamed) })
+  for (let i = 0; i < 2; i++) t.equal((await readBody(await whole.call())).toString(), 'whole')
+  await settle()
+  t.equal(stateOf(whole), 'closed', 'bodies that end whole are successes')
+  t.match(whole.exposed[0]!.snapshot(), { stats: { successes: 2, failures: 0 } })
 })
 
 t.test('fallback: a static response, or another upstream, while open', async (t) => {

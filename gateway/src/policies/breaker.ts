@@ -8,9 +8,11 @@
 //
 // What "failed" means is ours, not opossum's: it only counts rejections, so a response whose status
 // is in `failOn.statuses` is thrown as a FailingResponse and unwrapped again after `fire()`, and the
-// client still gets the upstream's answer. Errors that are not the upstream's fault (the client left,
-// the whole-exchange deadline passed) are filtered out. The breaker is kept across reloads while
-// its config is unchanged.
+// client still gets the upstream's answer. A good status counts as a success only once its body
+// has ended whole: a body the upstream cuts off (upstream-reset-body) is a connection error, though
+// the client had its headers at once. Errors that are not the upstream's fault (the client left, the
+// whole-exchange deadline passed) are filtered out. The breaker is kept across reloads while its
+// config is unchanged.
 import CircuitBreaker from 'opossum'
 import { Type, type Static } from '@sinclair/typebox'
 import { Counter, Gauge, type Registry } from 'prom-client'
@@ -18,7 +20,7 @@ import type { Logger } from 'pino'
 import { duration, toMs } from '../core/units.js'
 import { unrefTimer, type Clock, type TimerHandle } from '../core/clock.js'
 import { answerForError } from '../proxy/errors.js'
-import { callNext, localResponse, type Exchange, type ProxyResponse, type RouteInfo, type Upstream } from '../core/exchange.js'
+import { callNext, localResponse, type Exchange, type ProxyResponse, type RouteInfo, type StreamingBody, type Upstream } from '../core/exchange.js'
 import { definePolicy, type AdminEndpoint, type Deps, type ValidateContext } from './policy.js'
 import type { Defaulted } from '../core/schema-defaults.js'
 
@@ -79,6 +81,20 @@ class FailingResponse {
   constructor(readonly response: ProxyResponse) {}
 }
 
+/** The upstream cut off a body whose headers said all was well: a failure, decided once the body ended. */
+class BodyCutOff {}
+const BODY_CUT_OFF = new BodyCutOff()
+
+/**
+ * The body a good answer's success waits for: an upstream body that streams. Buffers, local answers
+ * and upgraded connections (which may live for hours) are decided at headers.
+ */
+function pendingBody(response: ProxyResponse): StreamingBody | undefined {
+  const body = response.body
+  if (body === null || Buffer.isBuffer(body) || response.origin !== 'upstream' || response.status === 101) return undefined
+  return body
+}
+
 /** Which outcomes count as the upstream's failure (`failOn`). */
 class FailureRule {
   private readonly statuses: ReadonlySet<number>
@@ -99,6 +115,7 @@ class FailureRule {
 
   failedError(error: unknown, exchange: Exchange): boolean {
     if (error instanceof FailingResponse) return true
+    if (error instanceof BodyCutOff) return this.connectionErrors
     // The client left or the whole-exchange deadline passed: nothing the upstream did.
     if (exchange.signal.aborted) return false
     const status = answerForError(error).status
@@ -137,7 +154,7 @@ export class RouteBreaker {
   state: BreakerState = 'closed'
   /** When the breaker last opened (ms since the epoch); undefined unless open or half-open. */
   openedAt: number | undefined
-  private readonly circuit: CircuitBreaker<[Exchange, Upstream], ProxyResponse>
+  private readonly circuit: CircuitBreaker<[Exchange, Upstream, (response: ProxyResponse) => void], ProxyResponse>
   private readonly rule: FailureRule
   private readonly rejections: ReturnType<Counter<'route' | 'upstream'>['labels']>
   private probesLeft = 0
@@ -211,7 +228,14 @@ export class RouteBreaker {
   }
 
   private pass(exchange: Exchange, next: Upstream): Promise<ProxyResponse> {
-    return this.circuit.fire(exchange, next).then(undefined, unwrapFailing)
+    // A good answer reaches the client at its headers (`deliver`), while opossum's call lasts until
+    // its body has ended, so a body the upstream cuts off counts as the failure it is.
+    return new Promise((resolve, reject) => {
+      this.circuit.fire(exchange, next, resolve).then(resolve, (error: unknown) => {
+        if (error instanceof FailingResponse) resolve(error.response)
+        else if (!(error instanceof BodyCutOff)) reject(error) // a cut-off body was delivered already
+      })
+    })
   }
 
   /** A half-open probe goes straight to the upstream: opossum is still open, and we count the probes. */
@@ -225,7 +249,10 @@ export class RouteBreaker {
       this.probeSettled(round, this.rule.failedError(error, exchange) ? 'failed' : 'uncounted')
       throw error
     }
-    this.probeSettled(round, this.rule.failedResponse(response, exchange) ? 'failed' : 'succeeded')
+    const body = pendingBody(response)
+    if (this.rule.failedResponse(response, exchange)) this.probeSettled(round, 'failed')
+    else if (body === undefined) this.probeSettled(round, 'succeeded')
+    else body.onDone(() => this.probeSettled(round, exchange.record.reason === 'upstream-reset-body' && this.rule.failedError(BODY_CUT_OFF, exchange) ? 'failed' : 'succeeded'))
     return response
   }
 
@@ -263,27 +290,30 @@ export class RouteBreaker {
   private readonly halfOpen = (): void => this.transition('half-open')
 }
 
-/** opossum's action: one per breaker, the exchange and the next layer come as fire()'s arguments. */
+/**
+ * opossum's action: one per breaker, the exchange, the next layer and where to deliver a good answer
+ * come as fire()'s arguments. It settles when the outcome is known: at a failing status or error, or
+ * when a good answer's body has ended (rejecting if the upstream cut it off).
+ */
 function callCounting(rule: FailureRule) {
-  return (exchange: Exchange, next: Upstream): Promise<ProxyResponse> =>
+  return (exchange: Exchange, next: Upstream, deliver: (response: ProxyResponse) => void): Promise<ProxyResponse> =>
     callNext(next, exchange).then((response) => {
       // Unwrapped again in RouteBreaker.pass; thrown only because opossum counts rejections alone.
       if (rule.failedResponse(response, exchange)) throw new FailingResponse(response)
-      return response
+      const body = pendingBody(response)
+      if (body === undefined) return response
+      deliver(response)
+      return new Promise<ProxyResponse>((resolve, reject) =>
+        body.onDone(() => (exchange.record.reason === 'upstream-reset-body' ? reject(BODY_CUT_OFF) : resolve(response))),
+      )
     })
-}
-
-/** A failing response counted by opossum is still the client's answer. */
-function unwrapFailing(error: unknown): ProxyResponse {
-  if (error instanceof FailingResponse) return error.response
-  throw error
 }
 
 /**
  * opossum keeps its window across a close; without this, the failures from before the breaker
  * opened would reopen it at the first failure after it closed. Its `window` holds the live buckets.
  */
-function clearWindow(circuit: CircuitBreaker<[Exchange, Upstream], ProxyResponse>): void {
+function clearWindow(circuit: CircuitBreaker<[Exchange, Upstream, (response: ProxyResponse) => void], ProxyResponse>): void {
   for (const bucket of circuit.status.window) {
     bucket.fires = 0
     bucket.successes = 0
