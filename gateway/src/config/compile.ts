@@ -3,6 +3,7 @@
 // The layer order is the registry's (policies/index.ts), not the YAML author's: each policy's
 // exchange layer in registry order, then each one's attempt layer (the per-try timeout), then dispatch.
 import { BlockList } from 'node:net'
+import type { Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
 import { linearRegex } from '../routing/linear-regex.js'
@@ -13,10 +14,11 @@ import type { EndpointGroup } from '../proxy/upstream/group.js'
 import { dispatchTo } from '../proxy/dispatch.js'
 import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
 import { systemClock, type Clock } from '../core/clock.js'
-import { toMs } from '../core/units.js'
+import { toBytes, toMs } from '../core/units.js'
+import { withDefaults, type Defaulted } from '../core/schema-defaults.js'
 import { addressList } from '../core/cidr.js'
 import { checkOperator } from '../core/operator.js'
-import type { AdminToken, GatewayConfig, MatchConfig, PoliciesConfig, RouteConfig } from './schema.js'
+import { ClientsConfig, type AdminToken, type GatewayConfig, type MatchConfig, type PoliciesConfig, type RouteConfig } from './schema.js'
 import type { KeptState } from './kept-state.js'
 import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
@@ -43,6 +45,7 @@ export interface Settings {
   readonly keepAliveTimeoutMs: number
   readonly headersTimeoutMs: number
   readonly dropUnderscoreHeaders: boolean
+  readonly clients: ClientLimits
   readonly drainDelayMs: number
   readonly drainTimeoutMs: number
   readonly logLevel: string
@@ -191,6 +194,25 @@ function routeMatch(match: MatchConfig | undefined): RouteMatch {
   }
 }
 
+/** What each client may hold, with the schema's defaults filled in. */
+export interface ClientLimits {
+  readonly bodyIdleMs: number
+  /** Bytes per second; 0 when off. */
+  readonly bodyMinRate: number
+  readonly connectionsPerAddress: number
+  readonly exchangesPerAddress: number
+}
+
+function clientLimitsOf(section: Static<typeof ClientsConfig> | undefined): ClientLimits {
+  const clients = withDefaults(ClientsConfig, section ?? {}) as Defaulted<Static<typeof ClientsConfig>, 'bodyIdleTimeout' | 'bodyMinRate' | 'connectionsPerAddress' | 'exchangesPerAddress'>
+  return {
+    bodyIdleMs: toMs(clients.bodyIdleTimeout),
+    bodyMinRate: toBytes(clients.bodyMinRate),
+    connectionsPerAddress: clients.connectionsPerAddress,
+    exchangesPerAddress: clients.exchangesPerAddress,
+  }
+}
+
 function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides']): Settings {
   const trustedProxies = addressList(config.listen?.trustedProxies)
   return {
@@ -201,6 +223,7 @@ function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides'
     keepAliveTimeoutMs: toMs(config.listen?.keepAliveTimeout ?? '65s'),
     headersTimeoutMs: toMs(config.listen?.headersTimeout ?? '30s'),
     dropUnderscoreHeaders: config.listen?.underscoreHeaders !== 'forward',
+    clients: clientLimitsOf(config.listen?.clients),
     drainDelayMs: toMs(config.drain?.delay ?? '5s'),
     drainTimeoutMs: toMs(config.drain?.timeout ?? '30s'),
     logLevel: overrides.logLevel ?? config.log?.level ?? 'info',

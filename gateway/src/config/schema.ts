@@ -2,12 +2,39 @@
 // in config/waypost.schema.json (written by `npm run schema`) all come from these definitions.
 // Each policy owns its section's schema (policies/index.ts assembles `policies:`); this file adds the rest.
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration } from '../core/units.js'
+import { Duration, duration, size } from '../core/units.js'
 import { UpstreamConfig } from '../proxy/upstream/config.js'
 import { RedisConfig } from '../store/redis.js'
 import { PoliciesConfig } from '../policies/index.js'
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', errorMessage: 'expected a name of letters, digits, ".", "_" or "-" (at most 63 characters)' })
+/** What one client may hold: the guard against slow uploaders, slow readers and connection floods. */
+export const ClientsConfig = Type.Object(
+  {
+    bodyIdleTimeout: Type.Optional(
+      duration({ default: '30s', description: 'Longest a client may send no byte of its request body, or read nothing of a response that waits for it, before the gateway cuts it off (408).' }),
+    ),
+    bodyMinRate: Type.Optional(
+      size({
+        default: '512B',
+        description:
+          'Bytes per second a client must keep up, in both directions, once `bodyIdleTimeout` has passed: a transfer is cut off when it has taken longer than `bodyIdleTimeout` plus one second per `bodyMinRate` bytes moved. 0 switches the rate check off.',
+      }),
+    ),
+    connectionsPerAddress: Type.Optional(
+      Type.Integer({ minimum: 0, default: 0, description: 'Most connections open at once from one peer address (answered 429 and closed beyond it); 0 for no cap. Behind a load balancer every connection comes from it: leave 0 there.' }),
+    ),
+    exchangesPerAddress: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        default: 0,
+        description: 'Most exchanges in flight at once for one client address (behind `trustedProxies`, the forwarded one), so one client cannot hold every upstream socket (429 beyond it); 0 for no cap.',
+      }),
+    ),
+  },
+  { additionalProperties: false, default: {}, description: 'Limits on each client: body timeouts (both directions) and caps per address.' },
+)
+
 const Address = Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]*):\\d{1,5}$', errorMessage: 'expected HOST:PORT, e.g. "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"' })
 
 export { PoliciesConfig }
@@ -91,6 +118,7 @@ export const GatewayConfig = Type.Object(
               description: 'Request headers whose names hold an underscore: `drop` (default, as nginx does) or `forward`. Some stacks read X_Forwarded_For as X-Forwarded-For, so a client could slip a forged one past the gateway.',
             }),
           ),
+          clients: Type.Optional(ClientsConfig),
         },
         { additionalProperties: false, description: 'The proxy listener. `address` default 127.0.0.1:8080 (env WAYPOST_LISTEN); `keepAliveTimeout` default 65s, longer than a load balancer\'s idle timeout.' },
       ),

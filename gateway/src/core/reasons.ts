@@ -32,6 +32,11 @@ export type Reason =
   | 'unsupported-transfer-encoding'
   | 'invalid-host'
   | 'method-not-allowed'
+  // the client held more than its share (listen.clients)
+  | 'client-upload-too-slow'
+  | 'client-download-too-slow'
+  | 'client-connection-limit'
+  | 'client-exchange-limit'
   // a policy turned the request away
   | 'rate-limited'
   | 'concurrency-limit'

@@ -8,8 +8,9 @@ import type { AccessLog } from '../telemetry/access-log.js'
 import type { CompiledRoute, Plan } from '../config/compile.js'
 import type { BodySink, Exchange, ExchangeRecord, ProxyRequest, ProxyResponse, ResponseHeaders, StreamingBody } from '../core/exchange.js'
 import { discardResponse, ExchangeSignal, localResponse, newExchangeRecord } from '../core/exchange.js'
-import { clientAddress, clientResponseHeaders, requestIdFor, upstreamRequestHeaders } from '../proxy/headers.js'
+import { clientAddress, clientResponseHeaders, originatingClient, requestIdFor, upstreamRequestHeaders } from '../proxy/headers.js'
 import { answerForError, ClientGone } from '../proxy/errors.js'
+import { ClientTransfer, type ClientGuard } from './client-guard.js'
 import { normalizePath } from '../routing/normalize-path.js'
 import { requestProblem } from './request-checks.js'
 import type { Reason } from '../core/reasons.js'
@@ -21,11 +22,60 @@ export interface ExchangeHost {
   readonly log: Logger
   readonly accessLog: AccessLog
   readonly protocol: 'http' | 'https'
+  readonly clients: ClientGuard
   exchangeStarted(plan: Plan): void
   exchangeEnded(plan: Plan): void
 }
 
 function ignore(): void {}
+
+/** Why an exchange was ended: its client did not keep up with its body (listen.clients). */
+class ClientTooSlow extends Error {
+  constructor(readonly reason: 'client-upload-too-slow' | 'client-download-too-slow') {
+    super(reason)
+    this.name = 'ClientTooSlow'
+  }
+}
+
+/** A request body the client has not finished sending: watched until it ends, or the exchange does. */
+class Upload extends ClientTransfer {
+  constructor(private readonly state: ExchangeState) {
+    super(state.socket, state.plan.settings.clients)
+  }
+
+  protected bytes(): number {
+    return this.socket.bytesRead
+  }
+
+  /** Data we have not passed on yet: the upstream (or a layer) is the slow one. */
+  protected ourSideBehind(): boolean {
+    return this.state.request.readableLength > 0
+  }
+
+  cut(): void {
+    this.state.tooSlow('client-upload-too-slow')
+  }
+}
+
+/** A response the client is not reading as fast as it comes: watched from a full write to its drain. */
+class Download extends ClientTransfer {
+  constructor(private readonly state: ExchangeState) {
+    super(state.socket, state.plan.settings.clients)
+  }
+
+  /** What the socket has handed to the kernel, not what waits in its buffer. */
+  protected bytes(): number {
+    return this.socket.bytesWritten - this.socket.writableLength
+  }
+
+  protected ourSideBehind(): boolean {
+    return false
+  }
+
+  cut(): void {
+    this.state.tooSlow('client-download-too-slow')
+  }
+}
 
 const UNMATCHED = { name: '-', upstream: '-' }
 
@@ -82,6 +132,10 @@ class ExchangeState {
   readonly bytesWrittenAtStart: number
   body: StreamingBody | undefined
   error: unknown
+  /** The upload or download being watched for a slow client, if any. */
+  transfer: ClientTransfer | undefined
+  /** The client address counted against `exchangesPerAddress`, when that cap is on. */
+  countedAs: string | undefined
 
   constructor(
     readonly host: ExchangeHost,
@@ -108,8 +162,9 @@ class ExchangeState {
       this.signal.abort(new ClientGone())
       this.body?.cancel(this.signal.reason as Error)
     }
-    // Not finished: the client left (499), or the upstream cut the body off and we cut the client's (502).
-    const status = finished ? response.statusCode : this.record.reason === 'upstream-reset-body' ? 502 : 499
+    if (this.transfer !== undefined) this.host.clients.unwatch(this.transfer)
+    if (this.countedAs !== undefined) this.host.clients.exchangeEnded(this.countedAs)
+    const status = finished ? response.statusCode : unfinishedStatus(this.record.reason)
     const seconds = (performance.now() - this.started) / 1000
     const route = this.route
     if (route !== undefined) {
@@ -145,10 +200,60 @@ class ExchangeState {
     })
   }
 
+  /** Watches the upload until the request body has arrived (or the exchange ends). */
+  watchUpload(): void {
+    const request = this.request
+    if (request.complete) return
+    const upload = new Upload(this)
+    this.transfer = upload
+    this.host.clients.watch(upload)
+    request.once('end', () => {
+      if (this.transfer !== upload) return
+      this.host.clients.unwatch(upload)
+      this.transfer = undefined
+    })
+  }
+
+  /** A response write the client has not taken: watched until it drains. */
+  watchDownload(): void {
+    if (this.transfer !== undefined) return
+    this.transfer = new Download(this)
+    this.host.clients.watch(this.transfer)
+  }
+
+  downloadDrained(): void {
+    if (!(this.transfer instanceof Download)) return
+    this.host.clients.unwatch(this.transfer)
+    this.transfer = undefined
+  }
+
+  /** The client did not keep up: before the answer, a 408; once it is under way, a cut connection. */
+  tooSlow(reason: ClientTooSlow['reason']): void {
+    this.transfer = undefined
+    const response = this.response
+    if (!response.headersSent) {
+      this.signal.abort(new ClientTooSlow(reason))
+      return
+    }
+    this.record.reason = reason
+    this.error = new ClientTooSlow(reason)
+    response.destroy()
+  }
+
   /** What a local answer needs when no route (or no exchange) is at hand. */
   bare(): Pick<Exchange, 'route' | 'record'> {
     return { route: this.route?.info ?? UNMATCHED, record: this.record }
   }
+}
+
+/**
+ * The status logged for a response that did not finish: the upstream cut the body off and we cut the
+ * client's (502), we cut a client that did not keep up (408), or the client left (499).
+ */
+function unfinishedStatus(reason: Reason | ''): number {
+  if (reason === 'upstream-reset-body') return 502
+  if (reason === 'client-upload-too-slow' || reason === 'client-download-too-slow') return 408
+  return 499
 }
 
 const TRACE_ALLOW = { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' }
@@ -215,12 +320,23 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   const requestId = requestIdFor(request.headers['x-request-id'])
   const admitted = admit(plan, request)
   const { target, route, refusal } = admitted
+  const limits = plan.settings.clients
+  // Whatever a connection over its address's cap sends is never proxied (it was answered 429).
+  if (limits.connectionsPerAddress > 0 && host.clients.isRefused(request.socket)) return void request.socket.destroy()
   const state = new ExchangeState(host, plan, route, request, response, requestId, target?.path ?? '-', admitted.authority)
   if (refusal !== undefined || target === undefined || route === undefined) {
     const { status, reason, headers } = refusal ?? { status: 400, reason: 'invalid-request-target' as const, headers: undefined }
     return deliver(state, localResponse(status, reason, state.bare(), headers))
   }
-  const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, admitted.authority, requestId, hasBody(request), expectsContinue ? continueOnce(response) : undefined, undefined)
+  if (limits.exchangesPerAddress > 0) {
+    const client = originatingClient(request, plan.settings.trustedProxies)
+    if (!host.clients.exchangeStarted(client, limits.exchangesPerAddress)) return deliver(state, localResponse(429, 'client-exchange-limit', state.bare()))
+    state.countedAs = client
+  }
+  const withBody = hasBody(request)
+  // A client that asked for 100 Continue sends nothing until it gets it: watched from then on.
+  if (withBody && !expectsContinue) state.watchUpload()
+  const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, admitted.authority, requestId, withBody, expectsContinue ? continueOnce(state) : undefined, undefined)
   const exchange: Exchange = {
     request: proxyRequest,
     route: route.info,
@@ -232,8 +348,9 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   route.handler(exchange).then(
     (answer) => deliver(state, answer),
     (error: unknown) => {
-      if (state.signal.reason instanceof ClientGone) return
-      const { status, reason } = answerForError(error)
+      const cause = state.signal.reason
+      if (cause instanceof ClientGone) return
+      const { status, reason } = cause instanceof ClientTooSlow ? { status: 408, reason: cause.reason } : answerForError(error)
       state.error = error
       deliver(state, localResponse(status, reason, exchange))
     },
@@ -241,12 +358,13 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
 }
 
 /** Layers may each ask for the body (a retry reads it, then the dispatch sends it): one 100 Continue is enough. */
-function continueOnce(response: ServerResponse): () => void {
+function continueOnce(state: ExchangeState): () => void {
   let sent = false
   return () => {
     if (sent) return
     sent = true
-    response.writeContinue()
+    state.response.writeContinue()
+    state.watchUpload()
   }
 }
 
@@ -261,11 +379,16 @@ class ClientSink implements BodySink {
   ) {}
 
   write(chunk: Buffer): boolean {
-    if (this.state.response.write(chunk)) return true
+    const state = this.state
+    if (state.response.write(chunk)) return true
     if (!this.draining) {
       this.draining = true
-      this.state.response.on('drain', () => this.body.resume())
+      state.response.on('drain', () => {
+        state.downloadDrained()
+        this.body.resume()
+      })
     }
+    state.watchDownload()
     return false
   }
 

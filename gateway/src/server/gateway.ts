@@ -2,7 +2,7 @@
 // starting → ready → draining → stopped.
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { FSWatcher } from 'node:fs'
 import type { Logger } from 'pino'
 import { compile, type Plan } from '../config/compile.js'
@@ -17,6 +17,7 @@ import { handleExchange, type ExchangeHost } from './exchange.js'
 import { handleUpgrade } from './upgrade.js'
 import { createAdminHandler } from './admin.js'
 import { parseAddress } from './address.js'
+import { ClientGuard } from './client-guard.js'
 
 /** Longest a start waits for upstream endpoints to be known before turning ready anyway. */
 const UPSTREAM_WARMUP_MS = 10_000
@@ -44,6 +45,7 @@ export class Gateway implements ExchangeHost {
   readonly metrics = new GatewayMetrics()
   readonly history = new ConfigHistory()
   readonly protocol = 'http' as const
+  readonly clients = new ClientGuard()
   readonly log: Logger
   readonly accessLog: AccessLog
   state: LifecycleState = 'starting'
@@ -68,6 +70,7 @@ export class Gateway implements ExchangeHost {
     // Answer 100-continue only when the body is about to be sent upstream: a request that a layer
     // turns away (404, 503) never makes the client send its body.
     this.proxyServer.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => handleExchange(this, request, response, true))
+    this.proxyServer.on('connection', (socket: Socket) => this.connectionOpened(socket))
     this.proxyServer.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => handleUpgrade(this, request, socket, head))
     this.proxyServer.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
       this.log.debug({ err: error.code ?? error.message }, 'client error')
@@ -85,6 +88,18 @@ export class Gateway implements ExchangeHost {
       })
     })
     this.adminServer = createServer(createAdminHandler(this))
+  }
+
+  /** Counts the connection against its address's cap (listen.clients.connectionsPerAddress). */
+  private connectionOpened(socket: Socket): void {
+    const limit = this.plan.settings.clients.connectionsPerAddress
+    const address = socket.remoteAddress ?? ''
+    if (limit === 0) return
+    if (!this.clients.connectionOpened(address, limit)) {
+      this.log.debug({ remote: address, limit }, 'connection over the per-address cap refused')
+      return this.clients.refuse(socket)
+    }
+    socket.once('close', () => this.clients.connectionClosed(address))
   }
 
   get plan(): Plan {
@@ -240,6 +255,7 @@ export class Gateway implements ExchangeHost {
     for (const socket of this.upgraded) socket.destroy()
     await closed
     this.kept.disposeAll()
+    this.clients.stop()
     this.state = 'stopped'
     await new Promise<void>((resolve) => this.adminServer.close(() => resolve()))
     this.adminServer.closeAllConnections()
