@@ -1,9 +1,12 @@
 // The ordered registry of policies: the one list that the layer order, the `policies:` schema (and
 // so config/waypost.schema.json) and the docs' order come from. Adding a policy is its folder plus
 // one line here. Outermost first; why this order:
-// - timeout: the request deadline is outermost, so injected delays, queueing and retries count
-//   against it (its per-try deadline sits around each attempt, inside retry);
-// - rateLimit: a refused request costs nothing further;
+// - rateLimit: a refused request costs nothing further (not even reading its body);
+// - buffer: a body is read whole before anything below takes an upstream socket or a slot, and
+//   before the request deadline starts, so upload time is the client's, not the upstream's;
+// - timeout: the request deadline is outside everything that waits on the upstream, so injected
+//   delays, queueing and retries count against it (its per-try deadline sits around each attempt,
+//   inside retry);
 // - cache: outside everything that guards the upstream, so a hit never takes a slot, a breaker
 //   probe or a retry (waiting on another request's miss still counts against the deadline);
 // - fault: injected faults land where the upstream would be, but outside the limits;
@@ -12,6 +15,7 @@
 import { Type, type Static, type TLiteral, type TSchema, type TObject, type TOptional, type TUnion } from '@sinclair/typebox'
 import { timeout } from './timeout.js'
 import { rateLimit } from './rate-limit/rate-limit.js'
+import { buffer } from './buffer/buffer.js'
 import { cache } from './cache/cache.js'
 import { fault } from './fault.js'
 import { concurrency } from './concurrency.js'
@@ -20,7 +24,7 @@ import { breaker } from './breaker.js'
 import { retry } from './retry/retry.js'
 import type { Policy } from './policy.js'
 
-export const policies = [timeout, rateLimit, cache, fault, concurrency, adaptiveConcurrency, breaker, retry] as const
+export const policies = [rateLimit, buffer, timeout, cache, fault, concurrency, adaptiveConcurrency, breaker, retry] as const
 
 type Registered = (typeof policies)[number]
 

@@ -18,7 +18,7 @@ import { callNext, discardResponse, sleep, type Exchange, type ProxyResponse, ty
 import { definePolicy } from '../policy.js'
 import type { Defaulted } from '../../core/schema-defaults.js'
 import { RetryBudget, RetryBudgetConfig } from './budget.js'
-import { readReplayableBody } from './replayable-body.js'
+import { readReplayableBody } from '../../core/request-body.js'
 
 const RetryCondition = Type.Union(
   [Type.Literal('connect-failure'), Type.Literal('reset'), Type.Literal('attempt-timeout'), Type.Literal('status')],

@@ -1,8 +1,8 @@
-// A request body can be sent twice only if we kept a copy. Bodies up to a limit are read into
-// memory before the first attempt; a bigger one is handed back to its stream untouched (what was
-// read is unshifted) and goes upstream once, streaming, without retries.
+// Reading a request body into memory, up to a limit: retry keeps a copy to send it more than once,
+// and the buffer policy reads it whole before any upstream socket is taken. A bigger body is handed
+// back to its stream untouched (what was read is unshifted) and goes upstream streaming.
 import type { IncomingMessage } from 'node:http'
-import type { AbortListener, ExchangeSignal } from '../../core/exchange.js'
+import type { AbortListener, ExchangeSignal } from './exchange.js'
 
 /**
  * Resolves with the whole body when it fits in `limit` bytes, or undefined when it does not (the
