@@ -11,6 +11,7 @@ import type { Clock, TimerHandle } from '../src/core/clock.js'
 import { ExchangeSignal, newExchangeRecord, type BodySink, type Exchange, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../src/core/exchange.js'
 import type { Deps, Policy } from '../src/policies/policy.js'
 import { checkOperator } from '../src/core/operator.js'
+import { ANONYMOUS } from '../src/core/identity.js'
 
 interface Timer {
   readonly id: number
@@ -119,6 +120,7 @@ export function fakeExchange(request: FakeRequest = {}): Exchange {
       requestId: 'test-request',
       sendContinue: undefined,
     },
+    identity: ANONYMOUS,
     route: { name: 'test', upstream: 'app' },
     log: pino({ level: 'silent' }),
     signal: new ExchangeSignal(),

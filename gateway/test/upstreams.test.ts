@@ -10,6 +10,7 @@ import { catchAllConfig, metricsText, startGateway, type RunningGateway } from '
 import type { EndpointSnapshot } from '../src/proxy/upstream/group.js'
 import type { Exchange, ExchangeRecord, ProxyResponse } from '../src/core/exchange.js'
 import { ExchangeSignal, newExchangeRecord } from '../src/core/exchange.js'
+import { ANONYMOUS } from '../src/core/identity.js'
 
 /** The upstream section with these endpoints, and more of its fields. */
 function endpointList(urls: string[], more: Record<string, unknown> = {}): Record<string, unknown> {
@@ -135,6 +136,7 @@ async function attempt(gw: RunningGateway, record: ExchangeRecord): Promise<numb
       requestId: 'retry-test',
       sendContinue: undefined,
     },
+    identity: ANONYMOUS,
     route: route.info,
     log: gw.gateway.log,
     signal: new ExchangeSignal(),

@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { systemClock, type Clock } from './clock.js'
 import type { Reason } from './reasons.js'
+import type { Identity } from './identity.js'
 
 /** The request as it will be sent upstream: headers already mapped (hop-by-hop stripped, forwarded set). */
 export interface ProxyRequest {
@@ -113,6 +114,8 @@ export interface RouteInfo {
 
 export interface Exchange {
   readonly request: ProxyRequest
+  /** Who the client is (core/identity.ts): anonymous, a client certificate, or what authentication proved. */
+  readonly identity: Identity
   readonly route: RouteInfo
   readonly log: Logger
   /** Aborted when the client goes away or a deadline passes; every layer must honour it. */

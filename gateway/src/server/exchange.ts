@@ -14,6 +14,7 @@ import { ClientTransfer, type ClientGuard } from './client-guard.js'
 import { normalizePath } from '../routing/normalize-path.js'
 import { requestProblem } from './request-checks.js'
 import type { Reason } from '../core/reasons.js'
+import { ANONYMOUS } from '../core/identity.js'
 
 /** What an exchange needs from the gateway around it. */
 export interface ExchangeHost {
@@ -339,6 +340,7 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, admitted.authority, requestId, withBody, expectsContinue ? continueOnce(state) : undefined, undefined)
   const exchange: Exchange = {
     request: proxyRequest,
+    identity: ANONYMOUS,
     route: route.info,
     log: host.log,
     signal: state.signal,

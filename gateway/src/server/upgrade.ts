@@ -8,6 +8,7 @@ import { requestIdFor, clientAddress } from '../proxy/headers.js'
 import { answerForError, ClientGone } from '../proxy/errors.js'
 import { ExchangeSignal, newExchangeRecord, type Exchange, type ProxyResponse } from '../core/exchange.js'
 import { admit, proxyRequestOf, type ExchangeHost } from './exchange.js'
+import { ANONYMOUS } from '../core/identity.js'
 
 function refuse(socket: Duplex, status: string, reason: string): void {
   if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-waypost-reason: ${reason}\r\n\r\n`)
@@ -73,7 +74,7 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   const signal = new ExchangeSignal()
   const clientGone = (): void => signal.abort(new ClientGone())
   socket.once('close', clientGone)
-  const exchange: Exchange = { request: proxyRequest, route: route.info, log: host.log, signal, attempt: 0, record }
+  const exchange: Exchange = { request: proxyRequest, identity: ANONYMOUS, route: route.info, log: host.log, signal, attempt: 0, record }
   host.exchangeStarted(plan)
   const observe = (status: number): void => route.metrics.observe(request.method ?? 'GET', status, (performance.now() - started) / 1000)
   route.handler(exchange)
