@@ -1,10 +1,9 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
 // The `waypost` command: run | validate | inject | version.
 import { parseArgs } from 'node:util'
-import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Gateway } from './server/gateway.js'
+import { packageVersion } from './core/version.js'
 import { createLogger, flushLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat } from './telemetry/logger.js'
 import { loadConfigFile, formatError } from './config/load.js'
 import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
@@ -21,10 +20,7 @@ const USAGE = `usage:
 Precedence: flags > environment (WAYPOST_CONFIG, WAYPOST_LISTEN, WAYPOST_ADMIN, WAYPOST_LOG_LEVEL, WAYPOST_LOG_FORMAT) > the file > defaults.
 The default config file is ${DEFAULT_CONFIG_FILE}.`
 
-function version(): string {
-  const packageFile = fileURLToPath(new URL('../../../package.json', import.meta.url))
-  return (JSON.parse(readFileSync(packageFile, 'utf8')) as { version: string }).version
-}
+const version = packageVersion
 
 /** Checks each file as a reload would; exit 1 when any is rejected (CI checks a whole folder in one call). */
 async function validate(files: string[]): Promise<number> {

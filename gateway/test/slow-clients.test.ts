@@ -5,7 +5,7 @@ import t from 'tap'
 import { connect, type Socket } from 'node:net'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { catchAllConfig, sleep, startGateway, type RunningGateway } from './helpers.js'
+import { catchAllConfig, metricsText, sleep, startGateway, type RunningGateway } from './helpers.js'
 
 const stub = await startStub()
 t.teardown(() => stub.close())
@@ -134,6 +134,7 @@ t.test('connectionsPerAddress: a connection over the cap gets 429 and is never p
   await within(3000, third.closed, 'the refused connection closes')
   t.match(third.received(), /^HTTP\/1\.1 429 Too Many Requests\r\n[\s\S]*x-waypost-reason: client-connection-limit/)
   t.equal(stub.stats.requests, before, 'its request never reached the upstream')
+  t.match(await metricsText(gw), /waypost_local_responses_total\{route="-",reason="client-connection-limit"\} 1\n/, 'counted where requests no route took are')
   const other = await request(`${gw.url}/anything`)
   await other.body.dump()
   t.equal(other.statusCode, 429, 'the address is still at its cap')

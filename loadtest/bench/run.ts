@@ -200,7 +200,7 @@ async function bench(options: BenchOptions): Promise<number> {
       const metrics = await scrapeMetrics(cached.adminPort)
       const result = (name: string): number => metricSum(metrics, 'waypost_cache_requests_total', { result: name }) || 0
       const hits = result('hit')
-      const all = ['hit', 'miss', 'stale', 'bypass', 'revalidated'].reduce((sum, name) => sum + result(name), 0)
+      const all = ['hit', 'stale-while-revalidate', 'stale-if-error', 'max-stale', 'revalidated', 'miss', 'bypass'].reduce((sum, name) => sum + result(name), 0)
       notes.push(`gateway-cache metrics: ${fmt(hits)} cache hits of ${fmt(all)} lookups (${fmt((hits / all) * 100, 3)}%)`)
     }
     log(`measurements done in ${fmt((Date.now() - started) / 1000)} s (${fmt(runner.extraSeconds)} s of it waiting for quiet or retrying); stopping`)

@@ -150,7 +150,7 @@ interface RunResult {
   maxInFlight: number
   /** Requests the stub received during the measured window (what the gateway spared it, by difference). */
   upstreamRequests: number
-  /** The gateway's cache lookups by result (hit, miss, stale, ...) over the whole run; null without a cache. */
+  /** The gateway's cache lookups by result (hit, stale-while-revalidate, miss, ...) over the whole run; null without a cache. */
   cache: Record<string, number> | null
 }
 
@@ -168,7 +168,7 @@ async function stubRequests(stubUrl: string): Promise<number> {
 async function cacheResults(admin: string): Promise<Record<string, number> | null> {
   const text = await gatewayMetrics(admin)
   const results: Record<string, number> = {}
-  for (const result of ['hit', 'miss', 'stale', 'revalidated', 'bypass']) {
+  for (const result of ['hit', 'stale-while-revalidate', 'stale-if-error', 'max-stale', 'revalidated', 'miss', 'bypass']) {
     const value = metricSum(text, 'waypost_cache_requests_total', { result })
     if (!Number.isNaN(value)) results[result] = value
   }

@@ -120,9 +120,13 @@ function compileRoute(
   const merged = mergePolicies(defaults, route.policies) as Record<string, unknown>
   const exchangeLayers: Layer[] = []
   const attemptLayers: Layer[] = []
+  // The route's request series exist from its first plan on: each method it matches (GET when any), every status class.
+  const metrics = context.metrics.route(route.name, route.match?.methods ?? ['GET'])
   for (const policy of registry) {
     const section = merged[policy.name]
     if (section === undefined || section === false) continue
+    const reasons = policy.localReasons?.(section)
+    if (reasons !== undefined) metrics.expectReasons(reasons)
     const deps: Deps<unknown> = {
       route: info,
       log: context.log,
@@ -158,7 +162,7 @@ function compileRoute(
     info,
     handler,
     endpoints,
-    metrics: context.metrics.route(route.name),
+    metrics,
     rewritePrefix: route.rewrite?.pathPrefix !== undefined && prefix !== undefined ? { from: prefix, to: route.rewrite.pathPrefix } : undefined,
     rewriteHost: route.rewrite?.host,
     allowsTrace: route.match?.methods?.includes('TRACE') === true,

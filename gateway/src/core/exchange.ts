@@ -98,7 +98,7 @@ export interface ExchangeRecord {
   tried: object[] | null
   /** Address of the endpoint the last attempt went to (e.g. "http://10.0.0.7:8080"); '' when none. */
   endpoint: string
-  /** The response cache's result (hit, miss, stale, revalidated, bypass); '' when no cache looked. */
+  /** The response cache's result (hit, stale-while-revalidate, stale-if-error, max-stale, revalidated, miss, bypass); '' when no cache looked. */
   cache: string
 }
 

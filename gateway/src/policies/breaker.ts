@@ -173,6 +173,8 @@ export class RouteBreaker {
   ) {
     this.rule = new FailureRule(failOn)
     this.rejections = rejections.labels(route.name, route.upstream)
+    // From 0, so that rate() sees the first rejection.
+    rejections.labels(route.name, route.upstream).inc(0)
     const rule = this.rule
     this.circuit = new CircuitBreaker(callCounting(rule), {
       name: `${route.name}/${route.upstream}`,
@@ -409,6 +411,7 @@ export const breaker = definePolicy({
   name: 'breaker',
   schema: BreakerConfig,
   admin: [breakersEndpoint],
+  localReasons: (config) => (config.fallback !== undefined && 'upstream' in config.fallback ? ['breaker-fallback'] : ['breaker-open']),
   validate(config, context: ValidateContext) {
     const problems = []
     const fallback = config.fallback

@@ -78,6 +78,7 @@ export class ConcurrencyLimiter {
 export const concurrency = definePolicy({
   name: 'concurrency',
   schema: ConcurrencyConfig,
+  localReasons: (config) => ((config as ResolvedConcurrencyConfig).queue > 0 ? ['concurrency-limit', 'concurrency-queue-timeout'] : ['concurrency-limit']),
   build(section, deps) {
     const config = section as ResolvedConcurrencyConfig
     const limiter = deps.keep('concurrency', config, () => new ConcurrencyLimiter(config.max, config.queue, toMs(config.queueTimeout), deps.clock))

@@ -4,7 +4,7 @@
 // leaves or the request deadline ends it. An injected abort never reaches the upstream.
 import { Type } from '@sinclair/typebox'
 import { duration, toMs } from '../core/units.js'
-import { sharedCounter } from '../telemetry/metrics.js'
+import { pendingCount, sharedCounter } from '../telemetry/metrics.js'
 import { localResponse, sleep } from '../core/exchange.js'
 import { definePolicy } from './policy.js'
 import { addressList, inList, parseCidr } from '../core/cidr.js'
@@ -34,6 +34,7 @@ export const FaultConfig = Type.Object(
 export const fault = definePolicy({
   name: 'fault',
   schema: FaultConfig,
+  localReasons: (config) => ((config.abort?.percent ?? 0) > 0 ? ['fault-abort'] : []),
   validate: (config) =>
     (config.from ?? []).flatMap((entry, index) => (parseCidr(entry) === undefined ? [{ path: `/from/${index}`, message: `not an IP address or CIDR: "${entry}"` }] : [])),
   build(config, deps) {
@@ -45,17 +46,18 @@ export const fault = definePolicy({
     const header = config.header?.toLowerCase()
     const sources = addressList(config.from)
     const injected = sharedCounter(deps.metrics, 'waypost_faults_injected_total', 'Faults injected by the fault policy, by route and kind (delay, abort).', ['route', 'kind'])
-    const delays = injected.labels(deps.route.name, 'delay')
-    const aborts = injected.labels(deps.route.name, 'abort')
+    // The kinds this config injects, counted from 0.
+    const delays = delayShare > 0 ? pendingCount(injected, deps.route.name, 'delay') : undefined
+    const aborts = abortShare > 0 ? pendingCount(injected, deps.route.name, 'abort') : undefined
     return (next) => async (exchange) => {
       const incoming = exchange.request.incoming
       if (header === undefined || (incoming.headers[header] !== undefined && sources !== undefined && inList(sources, incoming.socket.remoteAddress))) {
         // Math.random() is in [0, 1): a share of 1 always injects, 0 never.
-        if (delayShare > 0 && Math.random() < delayShare) {
+        if (delays !== undefined && Math.random() < delayShare) {
           delays.inc()
           await sleep(delayMs, exchange.signal, deps.clock)
         }
-        if (abortShare > 0 && Math.random() < abortShare) {
+        if (aborts !== undefined && Math.random() < abortShare) {
           aborts.inc()
           return localResponse(abortStatus, 'fault-abort', exchange)
         }

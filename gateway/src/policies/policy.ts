@@ -9,6 +9,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Clock } from '../core/clock.js'
 import type { OperatorCheck } from '../core/operator.js'
 import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
+import type { Reason } from '../core/reasons.js'
 import type { RedisConfig } from '../store/redis.js'
 import { withDefaults } from '../core/schema-defaults.js'
 
@@ -86,6 +87,11 @@ export interface Policy<Name extends string = string, S extends TSchema = TSchem
   /** Checks the schema cannot express (a reference to an upstream, base ≤ max). */
   validate?(config: Static<S>, context: ValidateContext): ConfigProblem[]
   readonly admin?: ReadonlyArray<AdminEndpoint<Exposed>>
+  /**
+   * The reasons of the local answers this config may make: on a route using it, their series of
+   * waypost_local_responses_total exist from the start, at 0 (rate() then sees the first one too).
+   */
+  localReasons?(config: Static<S>): readonly Reason[]
 }
 
 /**
@@ -94,9 +100,10 @@ export interface Policy<Name extends string = string, S extends TSchema = TSchem
  * policy may rely on every defaulted field being there.
  */
 export function definePolicy<const Name extends string, S extends TSchema, Exposed = never>(policy: Policy<Name, S, Exposed>): Policy<Name, S, Exposed> {
-  const { build, buildAttempt, validate } = policy
+  const { build, buildAttempt, validate, localReasons } = policy
   return {
     ...policy,
+    localReasons: localReasons === undefined ? undefined : (config) => localReasons(withDefaults(policy.schema, config)),
     build: (config, deps) => build(withDefaults(policy.schema, config), deps),
     buildAttempt: buildAttempt === undefined ? undefined : (config, deps) => buildAttempt(withDefaults(policy.schema, config), deps),
     validate: validate === undefined ? undefined : (config, context) => validate(withDefaults(policy.schema, config), context),

@@ -22,6 +22,7 @@ export const TimeoutConfig = Type.Object(
 export const timeout = definePolicy({
   name: 'timeout',
   schema: TimeoutConfig,
+  localReasons: (config) => [...(config.request === undefined ? [] : ['timeout' as const]), ...(config.perTry === undefined ? [] : ['attempt-timeout' as const])],
   build: (config, deps) => (config.request === undefined ? null : exchangeDeadline(toMs(config.request), deps.clock)),
   buildAttempt: (config, deps) => (config.perTry === undefined ? null : attemptDeadline(toMs(config.perTry), deps.clock)),
 })

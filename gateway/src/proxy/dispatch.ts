@@ -58,7 +58,9 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
   onResponseStart(_controller: Controller, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return // 1xx informational: the final response follows
     this.started = true
-    this.record.upstreamMs = performance.now() - this.sentAt
+    const ms = performance.now() - this.sentAt
+    this.record.upstreamMs = ms
+    this.group.attempts.observe(statusCode, ms / 1000)
     // A failing status counts at once; a good one only once its body has arrived whole, so a body
     // cut off after a 200 counts as the failure it is (onResponseError), not as a success.
     if (statusCode >= 500) this.group.reportStatus(this.endpoint, statusCode)
@@ -95,7 +97,10 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     this.signal.unsubscribe(this)
     this.release()
     if (!this.started) {
-      if (this.upstreamFailed(error)) this.group.reportFailure(this.endpoint)
+      if (this.upstreamFailed(error)) {
+        this.group.reportFailure(this.endpoint)
+        this.group.attempts.observe(0, (performance.now() - this.sentAt) / 1000)
+      }
       this.reject(error)
       return
     }
@@ -189,7 +194,7 @@ export function dispatchTo(group: EndpointGroup): Upstream {
     if (group.size > 1) (record.tried ??= []).push(endpoint)
     const request = exchange.request
     record.attempts++
-    if (request.upgrade !== undefined) return upgradeAttempt(endpoint.pool, exchange, request.upgrade)
+    if (request.upgrade !== undefined) return upgradeAttempt(group, endpoint.pool, exchange, request.upgrade)
     request.sendContinue?.()
     endpoint.inFlight++
     return new Promise<ProxyResponse>((resolve, reject) => {
@@ -214,7 +219,7 @@ const HANDSHAKE_TIMEOUT_MS = 30_000
  * spliced and the 101 comes back with the connection as its body. The upgraded stream is not
  * counted in the endpoint's in-flight load (it may live for hours) nor reported to outlier detection.
  */
-function upgradeAttempt(pool: Pool, exchange: Exchange, upgrade: UpgradeRequest): Promise<ProxyResponse> {
+function upgradeAttempt(group: EndpointGroup, pool: Pool, exchange: Exchange, upgrade: UpgradeRequest): Promise<ProxyResponse> {
   const controller = new AbortController()
   const listener: AbortListener = { onAbort: (reason) => controller.abort(reason) }
   exchange.signal.subscribe(listener)
@@ -223,8 +228,15 @@ function upgradeAttempt(pool: Pool, exchange: Exchange, upgrade: UpgradeRequest)
   const started = performance.now()
   return proxyUpgrade(pool, { method: request.method, path: request.path, headers: request.headers, protocol: upgrade.protocol, signal: controller.signal }, upgrade.socket, upgrade.head).then(
     (connection): ProxyResponse => {
-      exchange.record.upstreamMs = performance.now() - started
+      const ms = performance.now() - started
+      exchange.record.upstreamMs = ms
+      group.attempts.observe(101, ms / 1000)
       return { status: 101, headers: {}, body: connection, origin: 'upstream' }
+    },
+    (error: unknown) => {
+      // A refused handshake (the upstream answered without switching) or a failed connection; not a client that left.
+      if (!(exchange.signal.aborted && !(exchange.signal.reason instanceof DeadlineExceeded))) group.attempts.observe(0, (performance.now() - started) / 1000)
+      throw error
     },
   ).finally(() => {
     clearTimeout(timer)

@@ -6,7 +6,7 @@ import { formatError, type ConfigError } from '../config/load.js'
 import { redactSecrets } from '../config/redact.js'
 import type { Plan } from '../config/compile.js'
 import type { ConfigHistory } from '../config/history.js'
-import type { GatewayMetrics } from '../telemetry/metrics.js'
+import { OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, type GatewayMetrics } from '../telemetry/metrics.js'
 import { registry } from '../policies/index.js'
 import type { AdminEndpoint } from '../policies/policy.js'
 import type { Logger } from 'pino'
@@ -110,19 +110,46 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
         (error: unknown) => json(response, 500, { ok: false, errors: [(error as Error).message] }),
       )
       return
-    case 'GET /metrics':
-      gateway.metrics.registry.metrics().then(
+    case 'GET /metrics': {
+      const openMetrics = prefersOpenMetrics(request.headers.accept)
+      ;(openMetrics ? gateway.metrics.openMetrics() : gateway.metrics.text()).then(
         (body) => {
-          response.writeHead(200, { 'content-type': gateway.metrics.registry.contentType })
+          response.writeHead(200, { 'content-type': openMetrics ? OPENMETRICS_CONTENT_TYPE : PROMETHEUS_CONTENT_TYPE, vary: 'accept' })
           response.end(body)
         },
         (error: unknown) => text(response, 500, `metrics failed: ${(error as Error).message}\n`),
       )
       return
+    }
     default:
       if (KNOWN_PATHS.has(path)) return text(response, 405, 'method not allowed\n')
       return text(response, 404, INDEX)
   }
+}
+
+/**
+ * Whether a scraper's Accept asks for OpenMetrics 1.0 at least as much as for the text format
+ * (Prometheus asks for OpenMetrics 1.0.0 first, then text/plain;version=0.0.4 with q=0.5).
+ * No Accept, any type, or only text/plain: the text format.
+ */
+export function prefersOpenMetrics(accept: string | undefined): boolean {
+  if (accept === undefined) return false
+  let openMetrics = 0
+  let textFormat = 0
+  for (const range of accept.split(',')) {
+    const [type = '', ...parameters] = range.split(';').map((part) => part.trim().toLowerCase())
+    let q = 1
+    let version: string | undefined
+    for (const parameter of parameters) {
+      const [name, value = ''] = parameter.split('=', 2).map((part) => part.trim())
+      if (name === 'q') q = Number(value)
+      else if (name === 'version') version = value
+    }
+    if (!(q > 0)) continue
+    if (type === 'application/openmetrics-text' && (version === undefined || version === '1.0.0')) openMetrics = Math.max(openMetrics, q)
+    else if (type === 'text/plain' || type === 'text/*' || type === '*/*') textFormat = Math.max(textFormat, q)
+  }
+  return openMetrics > 0 && openMetrics >= textFormat
 }
 
 /** A policy's endpoint: a POST's JSON body is read (bounded) first; the answer is JSON. */

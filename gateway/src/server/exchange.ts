@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { AccessLog } from '../telemetry/access-log.js'
+import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 import type { CompiledRoute, Plan } from '../config/compile.js'
 import type { BodySink, Exchange, ExchangeRecord, ProxyRequest, ProxyResponse, ResponseHeaders, StreamingBody } from '../core/exchange.js'
 import { discardResponse, ExchangeSignal, localResponse, newExchangeRecord } from '../core/exchange.js'
@@ -22,6 +23,8 @@ export interface ExchangeHost {
   readonly draining: boolean
   readonly log: Logger
   readonly accessLog: AccessLog
+  /** Where requests no route took are counted (GatewayMetrics.unrouted). */
+  readonly metrics: GatewayMetrics
   readonly protocol: 'http' | 'https'
   readonly clients: ClientGuard
   exchangeStarted(plan: Plan): void
@@ -137,6 +140,8 @@ class ExchangeState {
   transfer: ClientTransfer | undefined
   /** The client address counted against `exchangesPerAddress`, when that cap is on. */
   countedAs: string | undefined
+  /** The route's series, or those of requests no route took: every exchange is counted. */
+  readonly metrics: RouteMetrics
 
   constructor(
     readonly host: ExchangeHost,
@@ -152,7 +157,8 @@ class ExchangeState {
     this.bytesReadAtStart = this.socket.bytesRead
     this.bytesWrittenAtStart = this.socket.bytesWritten
     host.exchangeStarted(plan)
-    if (route !== undefined) route.metrics.inFlight++
+    this.metrics = route?.metrics ?? host.metrics.unrouted
+    this.metrics.inFlight++
     response.once('close', this.onClose)
   }
 
@@ -167,12 +173,10 @@ class ExchangeState {
     if (this.countedAs !== undefined) this.host.clients.exchangeEnded(this.countedAs)
     const status = finished ? response.statusCode : unfinishedStatus(this.record.reason)
     const seconds = (performance.now() - this.started) / 1000
-    const route = this.route
-    if (route !== undefined) {
-      route.metrics.inFlight--
-      route.metrics.observe(this.request.method ?? 'OTHER', status, seconds)
-      if (this.record.reason !== '' && status !== 499) route.metrics.local(this.record.reason)
-    }
+    const metrics = this.metrics
+    metrics.inFlight--
+    metrics.observe(this.request.method ?? 'OTHER', status, seconds)
+    if (this.record.reason !== '' && status !== 499) metrics.local(this.record.reason)
     if (this.plan.settings.accessLog && this.host.accessLog.enabled) this.accessLog(status, seconds)
     this.host.exchangeEnded(this.plan)
   }

@@ -75,8 +75,12 @@ export class Gateway implements ExchangeHost {
     this.proxyServer.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
       this.log.debug({ err: error.code ?? error.message }, 'client error')
       if (!socket.writable || error.code?.startsWith('HPE_') !== true) return void socket.destroy()
-      const status = error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request'
-      const answer = `HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-waypost-reason: ${error.code === 'HPE_HEADER_OVERFLOW' ? 'headers-too-large' : 'malformed-request'}\r\n\r\n`
+      const tooLarge = error.code === 'HPE_HEADER_OVERFLOW'
+      const reason = tooLarge ? 'headers-too-large' : 'malformed-request'
+      const answer = `HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\nx-waypost-reason: ${reason}\r\n\r\n`
+      // Refused before routing, and before a request (or its start) is known: no duration, method OTHER.
+      this.metrics.unrouted.count('OTHER', tooLarge ? 431 : 400)
+      this.metrics.unrouted.local(reason)
       // A malformed request pipelined behind a valid one: the earlier request is answered first,
       // then the error (RFC 9112 §9.3.2 keeps responses in request order). Node keeps the response
       // being written on the socket as `_httpMessage`; its 'finish' comes once that answer is out.
@@ -97,6 +101,8 @@ export class Gateway implements ExchangeHost {
     if (limit === 0) return
     if (!this.clients.connectionOpened(address, limit)) {
       this.log.debug({ remote: address, limit }, 'connection over the per-address cap refused')
+      this.metrics.unrouted.count('OTHER', 429)
+      this.metrics.unrouted.local('client-connection-limit')
       return this.clients.refuse(socket)
     }
     socket.once('close', () => this.clients.connectionClosed(address))

@@ -63,6 +63,9 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
     const { status, reason } = refusal ?? { status: 400, reason: 'invalid-request-target' as const }
     record.reason = reason
     refuse(socket, `${status} ${STATUS_CODES[status] ?? ''}`, `${reason} route=- upstream=-`)
+    const unrouted = host.metrics.unrouted
+    unrouted.observe(request.method ?? 'GET', status, (performance.now() - started) / 1000)
+    unrouted.local(reason)
     log(status)
     return
   }

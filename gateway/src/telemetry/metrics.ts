@@ -1,21 +1,52 @@
 // Prometheus metrics. The request path only adds to plain numbers on its route's RouteMetrics:
 // prom-client hashes its labels and allocates on every inc() and observe(), even on a bound child,
 // which cost about 3 µs per request. Its series are brought up to date when scraped instead
-// (the metrics' `collect` hooks), and the duration histogram is our own, read the same way.
-import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client'
+// (the metrics' `collect` hooks), and the histograms (request duration by route, attempt duration
+// by upstream) are our own, read the same way. Series are created when a route, policy or upstream
+// is configured, at 0, so that the request path only finds them; rate() then sees a first increment.
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type OpenMetricsContentType } from 'prom-client'
+import { packageVersion } from '../core/version.js'
+import type { Reason } from '../core/reasons.js'
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
+/** An upstream attempt's outcome: its status class, or `failed` when no response came (index 0). */
+const ATTEMPT_OUTCOMES = ['failed', ...STATUS_CLASSES] as const
+
+/**
+ * The `route` label of requests no route took: no route matched, or the request was refused before
+ * routing (a bad target, a bad Host, a malformed request). Route names start with a letter or a
+ * digit, so no route can take it; the access log writes `route: "-"` for the same requests.
+ */
+export const UNROUTED = '-'
+
+/** The local answers made before a route is known: their series exist from the start, at 0. */
+const UNROUTED_REASONS: readonly Reason[] = ['no-route', 'invalid-request-target', 'invalid-host', 'http-version-not-supported', 'transfer-encoding-on-http-1.0', 'unsupported-transfer-encoding', 'malformed-request', 'headers-too-large', 'client-connection-limit']
+
+/** The method label of a request: one of METHODS, or OTHER (the label's values stay few). */
+function methodLabel(method: string | undefined): string {
+  return method !== undefined && METHODS.has(method) ? method : 'OTHER'
+}
+
+const REQUEST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
 export class GatewayMetrics {
   readonly registry = new Registry()
   private readonly routes = new Map<string, RouteMetrics>()
+  private readonly upstreams = new Map<string, UpstreamMetrics>()
   readonly requests = pendingCounter(this.registry, 'waypost_requests_total', 'Requests answered, by route, method and status class.', ['route', 'method', 'status_class'] as const)
-  readonly duration = new RouteHistogram(
+  readonly duration = new ScrapedHistogram(
     'waypost_request_duration_seconds',
     'Time from request start to response end, by route.',
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-    () => this.routes.values(),
+    REQUEST_BUCKETS,
+    () => this.routeDurations(),
+    this.registry,
+  )
+  readonly upstreamAttemptDuration = new ScrapedHistogram(
+    'waypost_upstream_attempt_duration_seconds',
+    'Time of each upstream attempt, from sending the request to the response headers (or the failure), by upstream and outcome (status class, or failed).',
+    REQUEST_BUCKETS,
+    () => this.attemptDurations(),
     this.registry,
   )
   readonly inFlight: Gauge<'route'> = new Gauge({
@@ -27,12 +58,7 @@ export class GatewayMetrics {
       for (const route of this.routes.values()) this.inFlight.labels(route.route).set(route.inFlight)
     },
   })
-  readonly localResponses = new Counter({
-    name: 'waypost_local_responses_total',
-    help: 'Answers made by the gateway itself instead of the upstream, by route and reason.',
-    labelNames: ['route', 'reason'] as const,
-    registers: [this.registry],
-  })
+  readonly localResponses = pendingCounter(this.registry, 'waypost_local_responses_total', 'Answers made by the gateway itself instead of the upstream, by route and reason.', ['route', 'reason'] as const)
   readonly reloads = new Counter({
     name: 'waypost_config_reload_total',
     help: 'Config loads, by result (success or failure).',
@@ -42,6 +68,12 @@ export class GatewayMetrics {
   readonly configVersion = new Gauge({
     name: 'waypost_config_version',
     help: 'Version number of the config plan in force.',
+    registers: [this.registry],
+  })
+  readonly buildInfo = new Gauge({
+    name: 'waypost_build_info',
+    help: 'Always 1; its labels say which Waypost (version) runs on which Node.js (node_version).',
+    labelNames: ['version', 'node_version'] as const,
     registers: [this.registry],
   })
   readonly upstreamEjections = new Counter({
@@ -87,28 +119,101 @@ export class GatewayMetrics {
       }
     },
   })
+  /** Requests no route took (see UNROUTED): counted like a route's, from the start. */
+  readonly unrouted: RouteMetrics
+
   constructor() {
     collectDefaultMetrics({ register: this.registry })
+    // prom-client's totals of active handles, requests and resources are gauges named `*_total`,
+    // a suffix Prometheus keeps for counters (promtool refuses them): the per-type gauges beside
+    // them add up to the same numbers (sum(nodejs_active_handles)).
+    for (const metric of this.registry.getMetricsAsArray() as unknown as ExportedMetric[]) {
+      if (metric.type !== 'counter' && metric.name.endsWith('_total')) this.registry.removeSingleMetric(metric.name)
+    }
+    this.buildInfo.labels(packageVersion(), process.version).set(1)
+    // Both results from the start, so that increase(...{result="failure"}) sees the first failure.
+    for (const result of ['success', 'failure']) this.reloads.labels(result).inc(0)
+    this.unrouted = this.route(UNROUTED)
+    this.unrouted.expectReasons(UNROUTED_REASONS)
   }
 
   /** Reports an upstream's endpoints in the gauges until `forget` is called. */
   watchUpstream(source: UpstreamStateSource): void {
     this.upstreamSources.add(source)
+    // Counted from 0, so that rate() and increase() see the first panic too.
+    this.upstreamPanics.labels(source.name).inc(0)
   }
 
   forgetUpstream(source: UpstreamStateSource): void {
     this.upstreamSources.delete(source)
   }
 
-  /** The bound series of one route; kept across reloads so counters keep counting. */
-  route(name: string): RouteMetrics {
+  /**
+   * The bound series of one route; kept across reloads so counters keep counting. Its request
+   * series exist from here on, at 0: every status class of each of `methods` (GET when none given).
+   */
+  route(name: string, methods: readonly string[] = ['GET']): RouteMetrics {
     let metrics = this.routes.get(name)
     if (metrics === undefined) {
       metrics = new RouteMetrics(this, name)
       this.routes.set(name, metrics)
     }
+    for (const method of methods) metrics.expectMethod(method)
     return metrics
   }
+
+  /** The attempt series of one upstream, by name; kept across reloads like a route's. */
+  upstream(name: string): UpstreamMetrics {
+    let metrics = this.upstreams.get(name)
+    if (metrics === undefined) {
+      metrics = new UpstreamMetrics(name, this.upstreamAttemptDuration.upperBounds)
+      this.upstreams.set(name, metrics)
+    }
+    return metrics
+  }
+
+  /** The scrape in the Prometheus text format. */
+  text(): Promise<string> {
+    return this.registry.metrics()
+  }
+
+  /**
+   * The scrape in OpenMetrics 1.0. prom-client's registry writes it when its content type is set,
+   * but then renames each counter in place (strips `_total` from `metric.name`), which breaks every
+   * later text scrape, and a concurrent text scrape would read the content type mid-way. So each
+   * OpenMetrics scrape writes through a registry of its own, over views of the metrics.
+   */
+  openMetrics(): Promise<string> {
+    const registry = new Registry<OpenMetricsContentType>()
+    registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE)
+    for (const metric of this.registry.getMetricsAsArray()) registry.registerMetric(openMetricsView(metric as unknown as ExportedMetric) as unknown as Metric)
+    return registry.metrics()
+  }
+
+  private *routeDurations(): Iterable<HistogramSeries> {
+    for (const route of this.routes.values()) yield route.duration
+  }
+
+  private *attemptDurations(): Iterable<HistogramSeries> {
+    for (const upstream of this.upstreams.values()) yield* upstream.series()
+  }
+}
+
+export const OPENMETRICS_CONTENT_TYPE = Registry.OPENMETRICS_CONTENT_TYPE
+export const PROMETHEUS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE
+
+/** What prom-client's OpenMetrics writer may rename: a metric seen through its own name field. */
+function openMetricsView(metric: ExportedMetric): ExportedMetric {
+  const view = {
+    name: metric.name,
+    help: metric.help,
+    type: metric.type,
+    aggregator: metric.aggregator,
+    // The registry strips `_total` from view.name (not the metric's): the family's name in OpenMetrics.
+    get: async () => ({ ...(await metric.get()), name: view.name }),
+    reset: () => undefined,
+  }
+  return view as unknown as ExportedMetric
 }
 
 /** What the upstream gauges read from an endpoint group (structural, so telemetry imports no proxy code). */
@@ -126,54 +231,129 @@ export class RouteMetrics {
   inFlight = 0
   /** waypost_requests_total's series of this route: per method, one per status class. */
   private readonly byMethodAndClass = new Map<string, PendingCount[]>()
-  /** waypost_request_duration_seconds: observations per bucket (the last one is +Inf), not cumulative. */
-  readonly durationCounts: Float64Array
-  durationSum = 0
-  durationCount = 0
+  /** waypost_local_responses_total's series of this route, by reason. */
+  private readonly byReason = new Map<string, PendingCount>()
+  /** waypost_request_duration_seconds of this route. */
+  readonly duration: HistogramSeries
 
   constructor(
     private readonly metrics: GatewayMetrics,
     readonly route: string,
   ) {
-    this.durationCounts = new Float64Array(metrics.duration.upperBounds.length + 1)
+    this.duration = { labels: { route }, counts: new HistogramCounts(metrics.duration.upperBounds.length) }
   }
 
-  observe(method: string, status: number, seconds: number): void {
-    const key = METHODS.has(method) ? method : 'OTHER'
+  /** Makes the series of `method` (every status class) exist, at 0 until counted. */
+  expectMethod(method: string): PendingCount[] {
+    const key = methodLabel(method)
     let children = this.byMethodAndClass.get(key)
     if (children === undefined) {
       children = STATUS_CLASSES.map((statusClass) => pendingCount(this.metrics.requests, this.route, key, statusClass))
       this.byMethodAndClass.set(key, children)
     }
+    return children
+  }
+
+  /** Makes the local-answer series of these reasons exist, at 0 until counted. */
+  expectReasons(reasons: Iterable<string>): void {
+    for (const reason of reasons) this.localCount(reason)
+  }
+
+  observe(method: string, status: number, seconds: number): void {
+    this.count(method, status)
+    this.metrics.duration.observe(this.duration.counts, seconds)
+  }
+
+  /** Counts an answer in waypost_requests_total only: for refusals whose request has no known start. */
+  count(method: string, status: number): void {
+    const children = this.byMethodAndClass.get(method) ?? this.expectMethod(method)
     children[Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1]!.inc()
-    const bounds = this.metrics.duration.upperBounds
-    let bucket = 0
-    while (bucket < bounds.length && seconds > bounds[bucket]!) bucket++
-    this.durationCounts[bucket]!++
-    this.durationSum += seconds
-    this.durationCount++
   }
 
   local(reason: string): void {
-    this.metrics.localResponses.labels(this.route, reason).inc()
+    this.localCount(reason).inc()
+  }
+
+  private localCount(reason: string): PendingCount {
+    let count = this.byReason.get(reason)
+    if (count === undefined) {
+      count = pendingCount(this.metrics.localResponses, this.route, reason)
+      this.byReason.set(reason, count)
+    }
+    return count
+  }
+}
+
+/** One upstream's attempt latencies, by outcome; an outcome's series appears with its first attempt. */
+export class UpstreamMetrics {
+  private readonly byOutcome: Array<HistogramSeries | undefined> = ATTEMPT_OUTCOMES.map(() => undefined)
+
+  constructor(
+    readonly upstream: string,
+    private readonly upperBounds: readonly number[],
+  ) {}
+
+  /** One attempt: `status` is the response's status, 0 when it failed before one came. */
+  observe(status: number, seconds: number): void {
+    const index = status === 0 ? 0 : Math.min(Math.max(Math.floor(status / 100), 1), 5)
+    let series = this.byOutcome[index]
+    if (series === undefined) {
+      series = { labels: { upstream: this.upstream, outcome: ATTEMPT_OUTCOMES[index]! }, counts: new HistogramCounts(this.upperBounds.length) }
+      this.byOutcome[index] = series
+    }
+    observeInto(series.counts, this.upperBounds, seconds)
+  }
+
+  *series(): Iterable<HistogramSeries> {
+    for (const series of this.byOutcome) if (series !== undefined) yield series
   }
 }
 
 /** What the registry reads from a metric (prom-client's typings call `type` an enum; at run time it is the name). */
 interface ExportedMetric {
-  readonly name: string
+  name: string
   readonly help: string
-  readonly type: 'histogram'
-  readonly aggregator: 'sum'
-  readonly values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }>
+  readonly type: string
+  readonly aggregator: string
+  get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: ExportedValue[] }>
+}
+
+interface ExportedValue {
+  metricName: string
+  labels: Record<string, string | number>
+  value: number
+}
+
+/** Observations of one histogram series: per bucket (the last one is +Inf), not cumulative. */
+export class HistogramCounts {
+  readonly buckets: Float64Array
+  sum = 0
+  count = 0
+
+  constructor(bounds: number) {
+    this.buckets = new Float64Array(bounds + 1)
+  }
+}
+
+export interface HistogramSeries {
+  readonly labels: Readonly<Record<string, string>>
+  readonly counts: HistogramCounts
+}
+
+function observeInto(counts: HistogramCounts, upperBounds: readonly number[], seconds: number): void {
+  let bucket = 0
+  while (bucket < upperBounds.length && seconds > upperBounds[bucket]!) bucket++
+  counts.buckets[bucket]!++
+  counts.sum += seconds
+  counts.count++
 }
 
 /**
- * A histogram by route whose counts live on each route's RouteMetrics, read only when scraped. It
- * gives the registry the same series prom-client's Histogram would (`_bucket` with `le`, `_sum`,
- * `_count`), through the registry's metric interface (`get`, `reset`).
+ * A histogram whose counts live in plain numbers (HistogramCounts) where they are observed, read
+ * only when scraped. It gives the registry the same series prom-client's Histogram would (`_bucket`
+ * with `le`, `_sum`, `_count`), through the registry's metric interface (`get`, `reset`).
  */
-export class RouteHistogram {
+export class ScrapedHistogram {
   readonly type = 'histogram' as const
   readonly aggregator = 'sum' as const
 
@@ -181,36 +361,38 @@ export class RouteHistogram {
     readonly name: string,
     readonly help: string,
     readonly upperBounds: readonly number[],
-    private readonly routes: () => Iterable<RouteMetrics>,
+    private readonly series: () => Iterable<HistogramSeries>,
     registry: Registry,
   ) {
     // The registry types want a prom-client Metric; it only calls get() and reset() on it.
     registry.registerMetric(this as unknown as Metric)
   }
 
-  get(): Promise<ExportedMetric> {
-    const values: ExportedMetric['values'] = []
+  observe(counts: HistogramCounts, seconds: number): void {
+    observeInto(counts, this.upperBounds, seconds)
+  }
+
+  get(): Promise<{ name: string; help: string; type: 'histogram'; aggregator: 'sum'; values: ExportedValue[] }> {
+    const values: ExportedValue[] = []
     const bucketName = `${this.name}_bucket`
-    for (const route of this.routes()) {
-      if (route.durationCount === 0) continue
-      const labels = { route: route.route }
+    for (const { labels, counts } of this.series()) {
       let cumulative = 0
       for (let i = 0; i < this.upperBounds.length; i++) {
-        cumulative += route.durationCounts[i]!
+        cumulative += counts.buckets[i]!
         values.push({ metricName: bucketName, labels: { le: this.upperBounds[i]!, ...labels }, value: cumulative })
       }
-      values.push({ metricName: bucketName, labels: { le: '+Inf', ...labels }, value: route.durationCount })
-      values.push({ metricName: `${this.name}_sum`, labels, value: route.durationSum })
-      values.push({ metricName: `${this.name}_count`, labels, value: route.durationCount })
+      values.push({ metricName: bucketName, labels: { le: '+Inf', ...labels }, value: counts.count })
+      values.push({ metricName: `${this.name}_sum`, labels, value: counts.sum })
+      values.push({ metricName: `${this.name}_count`, labels, value: counts.count })
     }
     return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values })
   }
 
   reset(): void {
-    for (const route of this.routes()) {
-      route.durationCounts.fill(0)
-      route.durationSum = 0
-      route.durationCount = 0
+    for (const { counts } of this.series()) {
+      counts.buckets.fill(0)
+      counts.sum = 0
+      counts.count = 0
     }
   }
 }
@@ -255,7 +437,11 @@ export function sharedCounter<L extends string>(registry: Registry, name: string
 export class PendingCount {
   private pending = 0
 
-  constructor(private readonly counter: Counter<string>, private readonly values: readonly string[]) {}
+  constructor(private readonly counter: Counter<string>, private readonly values: readonly string[]) {
+    // The series exists from here on, at 0: a counter that first appears at 1 loses that first
+    // increment to rate() and increase(), and a family with no series answers queries with no data.
+    counter.labels(...values).inc(0)
+  }
 
   inc(): void {
     this.pending++

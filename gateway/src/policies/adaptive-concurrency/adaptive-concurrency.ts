@@ -37,6 +37,7 @@ class AdaptiveLimiter {
 
 export const adaptiveConcurrency = definePolicy({
   name: 'adaptiveConcurrency',
+  localReasons: () => ['adaptive-concurrency-limit'],
   schema: AdaptiveConcurrencyConfig,
   build(section, deps) {
     const config = section as ResolvedAdaptiveConcurrencyConfig

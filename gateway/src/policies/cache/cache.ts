@@ -78,7 +78,12 @@ const NOT_UPDATED_BY_304 = new Set(['content-length', 'content-encoding', 'conte
 const BACKGROUND_TIMEOUT_MS = 30_000
 /** Longest a request waits on another one's miss for the same URI (nginx's proxy_cache_lock_timeout is 5 s too). */
 const LEADER_WAIT_MS = 5_000
-const RESULTS = ['hit', 'miss', 'stale', 'bypass', 'revalidated'] as const
+/**
+ * How the cache answered a GET or HEAD: from the store (`hit`; stale, by what allowed it:
+ * `stale-while-revalidate`, `stale-if-error`, the client's `max-stale`; `revalidated` by a 304), or
+ * not (`miss`: it went upstream, whatever came back, or failed); `bypass` for other methods.
+ */
+const RESULTS = ['hit', 'stale-while-revalidate', 'stale-if-error', 'max-stale', 'revalidated', 'miss', 'bypass'] as const
 type Result = (typeof RESULTS)[number]
 
 /** What the cache knows about one request before it looks anything up. */
@@ -248,6 +253,9 @@ class ResponseCache {
     // A WebSocket handshake is a GET, but never a stored resource.
     if (request.upgrade !== undefined) return next(exchange)
     if (!CACHEABLE_METHODS.has(method)) return this.passUnsafe(next, exchange)
+    // Every GET and HEAD gets one result, so that the results add up to the requests: one that
+    // ends without an answer from the store (only-if-cached, the upstream failed, a deadline, the
+    // client left while waiting) is a miss too.
     const lookup = lookupOf(request)
     for (let waited = false; ; waited = true) {
       const now = Date.now()
@@ -257,7 +265,10 @@ class ResponseCache {
         const served = this.fromStoreIfUsable(next, exchange, lookup, entry, age, waited)
         if (served !== undefined) return served
       }
-      if (lookup.cacheControl.onlyIfCached) return localResponse(504, 'cache-only-if-cached', exchange, { 'cache-status': 'waypost; fwd=miss; detail=only-if-cached' })
+      if (lookup.cacheControl.onlyIfCached) {
+        this.count(exchange, 'miss')
+        return localResponse(504, 'cache-only-if-cached', exchange, { 'cache-status': 'waypost; fwd=miss; detail=only-if-cached' })
+      }
       // HEAD never fills the cache (it has no body to keep), so it does not lead or wait.
       if (method === 'HEAD') return this.forward(next, exchange, lookup, entry, fwdOf(entry, lookup, this.store))
       const pending = this.pending.get(lookup.uri)
@@ -265,7 +276,12 @@ class ResponseCache {
         const release = this.lead(lookup.uri)
         return this.forward(next, exchange, lookup, entry, fwdOf(entry, lookup, this.store), release)
       }
-      await waitForLeader(pending, exchange.signal)
+      try {
+        await waitForLeader(pending, exchange.signal)
+      } catch (error) {
+        this.count(exchange, 'miss')
+        throw error
+      }
     }
   }
 
@@ -293,12 +309,12 @@ class ResponseCache {
     if (mustRevalidate(stored)) return undefined
     const staleness = -ttl
     if (requested.maxStale !== undefined && staleness <= requested.maxStale) {
-      this.count(exchange, 'stale')
+      this.count(exchange, 'max-stale')
       return this.answer(exchange, entry, age, `hit; ttl=${Math.floor(ttl)}; detail=max-stale`)
     }
     const window = stored.staleWhileRevalidate ?? this.settings.staleWhileRevalidateS
     if (staleness <= window) {
-      this.count(exchange, 'stale')
+      this.count(exchange, 'stale-while-revalidate')
       this.revalidateInBackground(next, exchange, lookup, entry)
       // Not forwarded: the refresh is the gateway's own request, so RFC 9211 calls this a hit (a negative ttl says stale).
       return this.answer(exchange, entry, age, `hit; ttl=${Math.floor(ttl)}; detail=stale-while-revalidate`)
@@ -351,8 +367,11 @@ class ResponseCache {
     } catch (error) {
       const stale = entry === undefined ? undefined : this.staleIfError(exchange, entry, Date.now(), undefined)
       release?.()
-      if (stale === undefined) throw error
-      if (!background) this.count(exchange, 'stale')
+      if (stale === undefined) {
+        if (!background) this.count(exchange, 'miss')
+        throw error
+      }
+      if (!background) this.count(exchange, 'stale-if-error')
       return stale
     }
     const responseTime = Date.now()
@@ -368,7 +387,7 @@ class ResponseCache {
         const stale = this.staleIfError(exchange, entry, responseTime, response)
         if (stale !== undefined) {
           release?.()
-          if (!background) this.count(exchange, 'stale')
+          if (!background) this.count(exchange, 'stale-if-error')
           return stale
         }
       }
@@ -567,13 +586,14 @@ export const cache = definePolicy({
   name: 'cache',
   schema: CacheConfig,
   admin: [purgeEndpoint],
+  localReasons: (config) => (config.purge === true ? ['cache-only-if-cached', 'cache-purged', 'cache-not-found', 'purge-refused'] : ['cache-only-if-cached']),
   validate: (config) =>
     (config.purgeFrom ?? []).flatMap((entry, index) => (parseCidr(entry) === undefined ? [{ path: `/purgeFrom/${index}`, message: `not an IP address or CIDR: "${entry}"` }] : [])),
   build(config, deps: Deps<CacheStore>) {
     const settings = settingsOf(config as ResolvedCacheConfig)
     const route = deps.route.name
     const bytes = sharedGauge(deps.metrics, 'waypost_cache_stored_bytes', 'Bytes held by the response cache, by route.', ['route']).labels(route)
-    const counter = sharedCounter(deps.metrics, 'waypost_cache_requests_total', 'Requests seen by the response cache, by route and result (hit, miss, stale, bypass, revalidated).', ['route', 'result'])
+    const counter = sharedCounter(deps.metrics, 'waypost_cache_requests_total', `Requests seen by the response cache, by route and result (${RESULTS.join(', ')}).`, ['route', 'result'])
     // Kept across reloads while this config is unchanged; a changed config starts empty.
     const kept = deps.keep(
       'cache',

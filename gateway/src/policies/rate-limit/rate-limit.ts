@@ -6,7 +6,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import type { IncomingMessage } from 'node:http'
 import { originatingClient } from '../../proxy/headers.js'
 import { createRedisClient, keyPrefixOf } from '../../store/redis.js'
-import { sharedCounter, sharedGauge } from '../../telemetry/metrics.js'
+import { pendingCount, sharedCounter, sharedGauge } from '../../telemetry/metrics.js'
 import { localResponse, type Exchange, type ProxyResponse, type Upstream } from '../../core/exchange.js'
 import { definePolicy, type Deps } from '../policy.js'
 import type { Defaulted } from '../../core/schema-defaults.js'
@@ -46,6 +46,7 @@ type KeyOf = (incoming: IncomingMessage) => string
 export const rateLimit = definePolicy({
   name: 'rateLimit',
   schema: RateLimitConfig,
+  localReasons: (config) => (config.shadow === true ? [] : ['rate-limited']),
   validate: (config, context) =>
     config.global === true && !context.redis ? [{ path: '/global', message: 'a global limit needs the top-level `redis` section (redis: { url: "redis://HOST:6379" })' }] : [],
   build(section, deps) {
@@ -58,9 +59,10 @@ export const rateLimit = definePolicy({
     const sendHeaders = config.headers
     const policyHeader = `"${route}";q=${burst};w=${Math.ceil(burst / config.rate)}`
     const counter = sharedCounter(deps.metrics, 'waypost_rate_limit_total', 'Rate-limit decisions, by route and result (allowed, limited, shadow-limited).', ['route', 'result'])
-    const allowed = counter.labels(route, 'allowed')
-    const limited = counter.labels(route, 'limited')
-    const shadowLimited = counter.labels(route, 'shadow-limited')
+    // Plain-number series (see telemetry/metrics.ts), each from 0: a shadow limit never says `limited`, nor an enforced one `shadow-limited`.
+    const allowed = pendingCount(counter, route, 'allowed')
+    const limited = shadow ? undefined : pendingCount(counter, route, 'limited')
+    const shadowLimited = shadow ? pendingCount(counter, route, 'shadow-limited') : undefined
     const trustedProxies = deps.trustedProxies
     const keyOf = keyFunction(config.key, (incoming) => originatingClient(incoming, trustedProxies))
 
@@ -77,10 +79,10 @@ export const rateLimit = definePolicy({
       if (decision.allowed) {
         allowed.inc()
       } else if (shadow) {
-        shadowLimited.inc()
+        shadowLimited?.inc()
         exchange.log.info({ route, key, retryAfter: decision.retryAfterSeconds, requestId: exchange.request.requestId }, 'rate limit exceeded (shadow mode: let through)')
       } else {
-        limited.inc()
+        limited?.inc()
         return localResponse(429, 'rate-limited', exchange, { 'retry-after': String(decision.retryAfterSeconds), 'ratelimit-policy': policyHeader, ratelimit: current(decision) })
       }
       return sendHeaders ? withHeaders(await next(exchange), decision) : next(exchange)
@@ -95,7 +97,7 @@ function globalBuckets(config: RateLimitConfig, burst: number, local: TokenBucke
   if (redis === undefined) throw new Error('rateLimit.global needs the top-level redis section')
   const route = deps.route.name
   const storeUp = sharedGauge(deps.metrics, 'waypost_rate_limit_store_up', 'Whether the global rate limit store (Redis) answers, by route: 0 means local buckets decide.', ['route']).labels(route)
-  const fallbacks = sharedCounter(deps.metrics, 'waypost_rate_limit_fallback_total', 'Rate-limit decisions made by local buckets because Redis did not answer, by route.', ['route']).labels(route)
+  const fallbacks = pendingCount(sharedCounter(deps.metrics, 'waypost_rate_limit_fallback_total', 'Rate-limit decisions made by local buckets because Redis did not answer, by route.', ['route']), route)
   return deps.keep(
     'rate-limit-redis',
     { redis, config },

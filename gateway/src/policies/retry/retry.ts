@@ -148,7 +148,7 @@ export const retry = definePolicy({
     const route = deps.route.name
     const attemptsCounter = sharedCounter(deps.metrics, 'waypost_upstream_attempts_total', 'Upstream attempts, by route and outcome (status class, or the reason the attempt failed).', ['route', 'outcome'])
     const retriesCounter = sharedCounter(deps.metrics, 'waypost_retries_total', 'Retries made, by route and the outcome that caused them.', ['route', 'cause'])
-    const budgetExhausted = sharedCounter(deps.metrics, 'waypost_retry_budget_exhausted_total', 'Retries refused because the retry budget was spent, by route.', ['route']).labels(route)
+    const budgetExhausted = pendingCount(sharedCounter(deps.metrics, 'waypost_retry_budget_exhausted_total', 'Retries refused because the retry budget was spent, by route.', ['route']), route)
     const byClass = STATUS_CLASSES.map((statusClass) => pendingCount(attemptsCounter, route, statusClass))
 
     const countAttempt = (outcome: Outcome): void => {

@@ -26,7 +26,12 @@ export function buildUpstream(name: string, section: UpstreamConfig, deps: Upstr
     metrics: deps.metrics,
     createPool: (origin) => createPool(origin, config),
   })
-  if (config.outlierDetection !== undefined) group.outlier = new OutlierDetector(config.outlierDetection, deps.metrics.upstreamEjections.labels(name))
+  if (config.outlierDetection !== undefined) {
+    const ejections = deps.metrics.upstreamEjections.labels(name)
+    // From 0, so that rate() and increase() see the first ejection.
+    ejections.inc(0)
+    group.outlier = new OutlierDetector(config.outlierDetection, ejections)
+  }
   if (config.dns !== undefined) {
     const discovery = new DnsDiscovery(config.dns, group)
     group.onDispose(() => discovery.stop())

@@ -10,7 +10,7 @@
 // The balancer then picks among the candidates, avoiding endpoints this exchange already tried.
 import type { Pool } from 'undici'
 import type { Logger } from 'pino'
-import type { GatewayMetrics, UpstreamStateSource } from '../../telemetry/metrics.js'
+import type { GatewayMetrics, UpstreamMetrics, UpstreamStateSource } from '../../telemetry/metrics.js'
 import { Endpoint, type EndpointSpec } from './endpoint.js'
 import { createBalancer, type Balancer, type BalancerName } from './balancer.js'
 import type { OutlierDetector } from './outlier.js'
@@ -56,6 +56,8 @@ export class EndpointGroup implements UpstreamStateSource {
   private nextReturnAt = Infinity
   private readonly balancer: Balancer
   private readonly panics: ReturnType<GatewayMetrics['upstreamPanics']['labels']>
+  /** Each attempt's latency and outcome (the dispatch observes them). */
+  readonly attempts: UpstreamMetrics
   private readonly disposers: Array<() => void> = []
   private disposed = false
 
@@ -63,6 +65,7 @@ export class EndpointGroup implements UpstreamStateSource {
     this.name = options.name
     this.balancer = createBalancer(options.balancer)
     this.panics = options.metrics.upstreamPanics.labels(options.name)
+    this.attempts = options.metrics.upstream(options.name)
     options.metrics.watchUpstream(this)
   }
 
