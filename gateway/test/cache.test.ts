@@ -513,3 +513,32 @@ t.test('copies being made share a budget of maxSize: one over it streams through
   t.match((await get(gw, '/held/2')).headers['cache-status'], /^waypost; hit/, 'the second copy was stored')
   t.match((await get(gw, '/held/3')).headers['cache-status'], /fwd=uri-miss/, 'the third was not: it went over the budget')
 })
+
+/** `header=Name: value` parameters for the stub's /cacheable. */
+function headerParams(...lines: string[]): string {
+  return lines.map((line) => `header=${encodeURIComponent(line)}`).join('&')
+}
+
+t.test('Age (RFC 9111 §5.1): an invalid value is ignored, and of several the first counts', async (t) => {
+  const gw = await cachingGateway(t)
+  // Each stored with max-age=3600: an Age taken for 7200 makes it stale at once, an ignored one leaves it fresh.
+  const cases: Array<[string, string[], boolean]> = [
+    ['age-abc', ['Age: abc'], true],
+    ['age-negative', ['Age: -7200'], true],
+    ['age-float', ['Age: 7200.0'], true],
+    ['age-parameter', ['Age: 7200;foo=bar'], true],
+    ['age-list-0-old', ['Age: 0, 7200'], true],
+    ['age-lines-0-old', ['Age: 0', 'Age: 7200'], true],
+    ['age-list-old-0', ['Age: 7200, 0'], false],
+    ['age-lines-old-0', ['Age: 7200', 'Age: 0'], false],
+  ]
+  for (const [key, lines, fresh] of cases) {
+    const path = `/cacheable/${key}?cc=max-age=3600&${headerParams(...lines)}`
+    await get(gw, path)
+    const second = await get(gw, path)
+    if (fresh) {
+      t.match(second.headers['cache-status'], /^waypost; hit/, `${lines.join(' / ')}: fresh`)
+      t.ok(Number(second.headers.age) < 5, `${lines.join(' / ')}: the hit's Age is ours (${String(second.headers.age)})`)
+    } else t.equal(generation(second), 1, `${lines.join(' / ')}: 7200 s old, stale at once`)
+  }
+})

@@ -308,7 +308,7 @@ class ResponseCache {
 
   /** A response built from a stored one: a 304 when the client already holds it, HEAD without body. */
   private answer(exchange: Exchange, entry: StoredResponse, age: number, status: string): ProxyResponse {
-    // Age saturates at 2^31 (RFC 9111 §1.2.2); an unreadable upstream Age counts as infinitely old.
+    // Age saturates at 2^31 (RFC 9111 §1.2.2).
     const headers: ResponseHeaders = { ...entry.headers, age: String(Math.min(Math.floor(age), 2 ** 31)) }
     appendCacheStatus(headers, `waypost; ${status}`)
     stripOurSurrogateControl(headers)

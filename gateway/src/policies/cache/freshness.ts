@@ -81,11 +81,21 @@ function heuristicLifetime(headers: ResponseHeaders, responseTime: number, setti
 export function correctedInitialAge(headers: ResponseHeaders, requestTime: number, responseTime: number): number {
   const date = httpDate(headers.date)
   const apparentAge = Number.isNaN(date) ? 0 : Math.max(0, (responseTime - date) / 1000)
-  // An Age that is not one non-negative integer (a float, a suffix, a list) is unreliable: take the response as stale.
-  const ageText = headerText(headers.age)
-  const ageValue = ageText === undefined ? 0 : /^\s*\d+\s*$/.test(ageText) ? Number(ageText) : Infinity
   const responseDelay = (responseTime - requestTime) / 1000
-  return Math.max(apparentAge, ageValue + responseDelay)
+  return Math.max(apparentAge, ageSeconds(headers.age) + responseDelay)
+}
+
+/**
+ * §5.1: Age's first member (of the first line, when there are several lines or a list); a value that
+ * is not a non-negative integer (a float, a sign, a parameter) is ignored, as if there were no Age.
+ * Huge values saturate at 2^31 (§1.2.2).
+ */
+export function ageSeconds(value: string | string[] | undefined): number {
+  const first = Array.isArray(value) ? value[0] : value
+  if (first === undefined) return 0
+  const comma = first.indexOf(',')
+  const member = (comma === -1 ? first : first.slice(0, comma)).trim()
+  return /^\d+$/.test(member) ? Math.min(Number(member), 2 ** 31) : 0
 }
 
 /** Age now, in seconds: corrected initial age plus the time it has been resident. */
