@@ -542,3 +542,37 @@ t.test('Age (RFC 9111 §5.1): an invalid value is ignored, and of several the fi
     } else t.equal(generation(second), 1, `${lines.join(' / ')}: 7200 s old, stale at once`)
   }
 })
+
+t.test('Expires, Date and If-Modified-Since are read as HTTP-dates only (RFC 9110 §5.6.7)', async (t) => {
+  const gw = await cachingGateway(t)
+  // No Cache-Control: Expires alone decides. A valid one far ahead keeps it; any other format is already expired.
+  const expiresCases: Array<[string, boolean]> = [
+    ['Thu, 18 Aug 2050 02:01:18 GMT', true],
+    ['Thursday, 18-Aug-50 02:01:18 GMT', true],
+    ['Thu Aug 18 02:01:18 2050', true],
+    ['Thu, 18 Aug 2050 02:01:18 UTC', false],
+    ['Thu 18 Aug 2050 02:01:18 GMT', false],
+    ['Thu, 18  Aug  2050 02:01:18 GMT', false],
+    ['Thu, 18-Aug-2050 02:01:18 GMT', false],
+    ['Thu, 18 Aug 2050 2:01:18 GMT', false],
+  ]
+  for (const [index, [expires, valid]] of expiresCases.entries()) {
+    const path = `/cacheable/expires-${index}?cc=&${headerParams(`Expires: ${expires}`)}`
+    await get(gw, path)
+    const second = await get(gw, path)
+    if (valid) t.match(second.headers['cache-status'], /^waypost; hit/, `Expires: ${expires} is a date in 2050`)
+    else t.equal(generation(second), 1, `Expires: ${expires} is invalid: already expired, not stored`)
+  }
+
+  // A Date in another format is no date at all: no apparent age from it.
+  const dated = `/cacheable/date-utc?cc=max-age=60&${headerParams('Date: Mon, 01 Jan 2001 00:00:00 UTC')}`
+  await get(gw, dated)
+  t.match((await get(gw, dated)).headers['cache-status'], /^waypost; hit/, 'a Date with UTC is ignored, not read as 2001')
+
+  // If-Modified-Since in another format is ignored: the full answer, not a 304.
+  const modified = `/cacheable/ims-1?cc=max-age=60&lastModified=${encodeURIComponent('Mon, 01 Jan 2001 00:00:00 GMT')}`
+  await get(gw, modified)
+  t.equal((await get(gw, modified, { 'if-modified-since': 'Thu, 18 Aug 2050 02:01:18 GMT' })).status, 304)
+  t.equal((await get(gw, modified, { 'if-modified-since': 'Thu, 18 Aug 2050 02:01:18 UTC' })).status, 200, 'UTC is not GMT')
+  t.equal((await get(gw, modified, { 'if-modified-since': '2050-08-18T02:01:18Z' })).status, 200)
+})

@@ -16,7 +16,8 @@ import { DeadlineExceeded, discardResponse, ExchangeSignal, localResponse, newEx
 import { definePolicy, type Deps } from '../policy.js'
 import type { Defaulted } from '../../core/schema-defaults.js'
 import { NO_DIRECTIVES, parseCacheControl, type CacheControl } from './cache-control.js'
-import { correctedInitialAge, currentAge, freshnessLifetime, headerText, httpDate, notStorableBecause, type FreshnessSettings } from './freshness.js'
+import { correctedInitialAge, currentAge, freshnessLifetime, headerText, notStorableBecause, type FreshnessSettings } from './freshness.js'
+import { parseHttpDate } from '../../core/http-date.js'
 import { CacheStore, entrySize, type StoredResponse } from './store.js'
 import { purgeEndpoint } from './purge.js'
 import type { BlockList } from 'node:net'
@@ -155,10 +156,21 @@ function clientHasCurrentCopy(request: ProxyRequest, entry: StoredResponse): boo
   const headers = request.incoming.headers
   const ifNoneMatch = headers['if-none-match']
   if (ifNoneMatch !== undefined) return etagMatches(ifNoneMatch, headerText(entry.headers.etag))
-  const since = httpDate(headers['if-modified-since'])
+  // An If-Modified-Since that is not one valid HTTP-date is ignored (RFC 9110 §13.1.3).
+  const since = parseHttpDate(headers['if-modified-since'])
   if (Number.isNaN(since)) return false
-  const modified = httpDate(entry.headers['last-modified'] ?? entry.headers.date)
-  return !Number.isNaN(modified) && modified <= since
+  return lastModifiedOf(entry) <= since
+}
+
+/**
+ * When the stored response was last modified, as RFC 9111 §4.3.2 compares it with If-Modified-Since:
+ * its Last-Modified, else its Date, else when it was received.
+ */
+function lastModifiedOf(entry: StoredResponse): number {
+  const lastModified = parseHttpDate(entry.headers['last-modified'])
+  if (!Number.isNaN(lastModified)) return lastModified
+  const date = parseHttpDate(entry.headers.date)
+  return Number.isNaN(date) ? entry.responseTime : date
 }
 
 /** The request headers sent upstream to revalidate `entry`: the client's conditionals replaced with ours. */

@@ -47,6 +47,19 @@ t.test('freshness lifetime: s-maxage > max-age > Expires > heuristic, capped by 
   t.equal(lifetime({ 'cache-control': 'max-age=999999' }, { ...settings, maxTtlS: 100 }), 100)
 })
 
+t.test('dates are HTTP-dates or nothing: Expires, Date and Last-Modified in other formats', async (t) => {
+  const lifetime = (headers: Record<string, string>): number => freshnessLifetime(200, headers, NO_DIRECTIVES, NOW, settings)
+  t.equal(lifetime({ expires: 'Wed, 01 Jan 2025 12:05:00 GMT' }), 300, 'IMF-fixdate')
+  t.equal(lifetime({ expires: 'Wednesday, 01-Jan-25 12:05:00 GMT' }), 300, 'RFC 850')
+  t.equal(lifetime({ expires: 'Wed Jan  1 12:05:00 2025' }), 300, 'asctime')
+  for (const expires of ['Wed, 01 Jan 2025 12:05:00 UTC', 'Wed 01 Jan 2025 12:05:00 GMT', 'Wed, 01  Jan  2025 12:05:00 GMT', 'Wed, 01-Jan-2025 12:05:00 GMT', 'Wed, 01 Jan 2025 2:05:00 GMT']) {
+    t.equal(lifetime({ expires }), 0, `Expires: ${expires} is invalid, so already expired`)
+  }
+  t.equal(lifetime({ date: 'Wed, 01 Jan 2025 11:00:00 UTC', expires: 'Wed, 01 Jan 2025 12:05:00 GMT' }), 300, 'an invalid Date: the response time stands in')
+  t.equal(lifetime({ 'last-modified': 'Wed, 01 Jan 2025 02:00:00 UTC' }), 0, 'an invalid Last-Modified: no heuristic')
+  t.equal(correctedInitialAge({ date: 'Wed, 01 Jan 2025 11:00:00 UTC' }, NOW, NOW), 0, 'an invalid Date gives no apparent age')
+})
+
 t.test('age: apparent age, Age header and transit delay (§4.2.3)', async (t) => {
   t.equal(correctedInitialAge({}, NOW - 2000, NOW), 2, 'the response delay counts')
   t.equal(correctedInitialAge({ age: '30' }, NOW, NOW), 30)

@@ -3,6 +3,7 @@
 // values and clock readings, so they are tested without sockets.
 import type { ResponseHeaders } from '../../core/exchange.js'
 import type { CacheControl } from './cache-control.js'
+import { parseHttpDate } from '../../core/http-date.js'
 
 /** Statuses a cache may store without explicit freshness (RFC 9110 §15.1). 206 is left out: no range support. */
 export const HEURISTICALLY_CACHEABLE = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
@@ -19,11 +20,6 @@ export function headerText(value: string | string[] | undefined): string | undef
   return Array.isArray(value) ? value.join(', ') : value
 }
 
-/** An HTTP-date (RFC 9110 §5.6.7) in ms since the epoch, or NaN. */
-export function httpDate(value: string | string[] | undefined): number {
-  const text = headerText(value)
-  return text === undefined ? NaN : Date.parse(text)
-}
 
 export interface FreshnessSettings {
   /** Upper bound on any freshness lifetime, in seconds. */
@@ -57,9 +53,9 @@ export function freshnessLifetime(status: number, headers: ResponseHeaders, cc: 
   if (cc.sMaxAge !== undefined) lifetime = cc.sMaxAge
   else if (cc.maxAge !== undefined) lifetime = cc.maxAge
   else if (headers.expires !== undefined) {
-    const expires = httpDate(headers.expires)
-    const date = httpDate(headers.date)
-    // An invalid Expires (e.g. "0") means already expired.
+    const expires = parseHttpDate(headers.expires)
+    const date = parseHttpDate(headers.date)
+    // An invalid Expires (e.g. "0", or a date in a format HTTP does not allow) means already expired (RFC 9111 §5.3).
     lifetime = Number.isNaN(expires) ? 0 : Math.max(0, (expires - (Number.isNaN(date) ? responseTime : date)) / 1000)
   } else if (HEURISTICALLY_CACHEABLE.has(status) || cc.public) {
     lifetime = heuristicLifetime(headers, responseTime, settings)
@@ -70,16 +66,16 @@ export function freshnessLifetime(status: number, headers: ResponseHeaders, cc: 
 /** §4.2.2: the configured default, else 10% of the time since Last-Modified; 0 when neither applies. */
 function heuristicLifetime(headers: ResponseHeaders, responseTime: number, settings: FreshnessSettings): number {
   if (settings.defaultTtlS !== undefined) return settings.defaultTtlS
-  const lastModified = httpDate(headers['last-modified'])
+  const lastModified = parseHttpDate(headers['last-modified'])
   if (Number.isNaN(lastModified)) return 0
-  const date = httpDate(headers.date)
+  const date = parseHttpDate(headers.date)
   const base = Number.isNaN(date) ? responseTime : date
   return Math.max(0, (base - lastModified) / 10_000)
 }
 
 /** §4.2.3: the age the response had when it arrived, corrected for transit. In seconds. */
 export function correctedInitialAge(headers: ResponseHeaders, requestTime: number, responseTime: number): number {
-  const date = httpDate(headers.date)
+  const date = parseHttpDate(headers.date)
   const apparentAge = Number.isNaN(date) ? 0 : Math.max(0, (responseTime - date) / 1000)
   const responseDelay = (responseTime - requestTime) / 1000
   return Math.max(apparentAge, ageSeconds(headers.age) + responseDelay)
