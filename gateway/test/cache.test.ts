@@ -576,3 +576,53 @@ t.test('Expires, Date and If-Modified-Since are read as HTTP-dates only (RFC 911
   t.equal((await get(gw, modified, { 'if-modified-since': 'Thu, 18 Aug 2050 02:01:18 UTC' })).status, 200, 'UTC is not GMT')
   t.equal((await get(gw, modified, { 'if-modified-since': '2050-08-18T02:01:18Z' })).status, 200)
 })
+
+t.test('CDN-Cache-Control (RFC 9213) decides for this cache over Cache-Control and Expires, and stops here', async (t) => {
+  const gw = await cachingGateway(t)
+  const cdn = (value: string): string => headerParams(`CDN-Cache-Control: ${value}`)
+
+  const fresh = `/cacheable/cdn-1?cc=no-store&${cdn('max-age=600')}`
+  const first = await get(gw, fresh)
+  t.equal(first.headers['cdn-cache-control'], undefined, 'it is for us: not forwarded')
+  t.equal(first.headers['cache-control'], 'no-store', 'Cache-Control goes on for the caches after us')
+  const hit = await get(gw, fresh)
+  t.match(hit.headers['cache-status'], /^waypost; hit; ttl=59\d$/, 'stored for its max-age, not refused for no-store')
+  t.equal(hit.headers['cdn-cache-control'], undefined, 'nor on a hit')
+  t.equal(seen('/cacheable/cdn-1'), 1)
+
+  const noStore = `/cacheable/cdn-2?cc=max-age=600&${cdn('no-store')}`
+  await get(gw, noStore)
+  await get(gw, noStore)
+  t.equal(seen('/cacheable/cdn-2'), 2, 'no-store in it: never stored, whatever Cache-Control says')
+
+  // No max-age in it and nothing to revalidate with: Expires would have kept it, but is ignored.
+  const expires = `/cacheable/cdn-3?cc=&${cdn('must-revalidate')}&${headerParams('Expires: Thu, 18 Aug 2050 02:01:18 GMT')}`
+  await get(gw, expires)
+  await get(gw, expires)
+  t.equal(seen('/cacheable/cdn-3'), 2, 'Expires is ignored when it decides')
+
+  const invalid = `/cacheable/cdn-4?cc=max-age=600&${cdn('Max-Age=5, no-store')}`
+  const kept = await get(gw, invalid)
+  t.equal(kept.headers['cdn-cache-control'], undefined, 'still ours by name: not forwarded')
+  t.match((await get(gw, invalid)).headers['cache-status'], /^waypost; hit/, 'invalid (an upper-case key): ignored, Cache-Control decides')
+
+  const surrogate = `/cacheable/cdn-5?cc=no-store&sc=no-store&${cdn('max-age=600')}`
+  await get(gw, surrogate)
+  t.match((await get(gw, surrogate)).headers['cache-status'], /^waypost; hit/, 'over Surrogate-Control too')
+})
+
+t.test('targetedHeader names another field: CDN-Cache-Control passes through and changes nothing here', async (t) => {
+  const gw = await cachingGateway(t, { cache: { targetedHeader: 'Waypost-Cache-Control' } })
+  const path = `/cacheable/cdn-own-1?cc=no-store&${headerParams('CDN-Cache-Control: max-age=600')}`
+  const first = await get(gw, path)
+  t.equal(first.headers['cdn-cache-control'], 'max-age=600', 'for the CDN in front of us')
+  await get(gw, path)
+  t.equal(seen('/cacheable/cdn-own-1'), 2, 'Cache-Control decides: no-store')
+
+  const own = `/cacheable/cdn-own-2?cc=no-store&${headerParams('Waypost-Cache-Control: max-age=600', 'CDN-Cache-Control: no-store')}`
+  const answer = await get(gw, own)
+  t.equal(answer.headers['waypost-cache-control'], undefined, 'our own field stops here')
+  t.equal(answer.headers['cdn-cache-control'], 'no-store')
+  t.match((await get(gw, own)).headers['cache-status'], /^waypost; hit/)
+  t.equal(seen('/cacheable/cdn-own-2'), 1)
+})

@@ -23,7 +23,13 @@ import { purgeEndpoint } from './purge.js'
 import type { BlockList } from 'node:net'
 import { addressList, inList, parseCidr } from '../../core/cidr.js'
 import { CapturingBody } from './capture.js'
-import { responseDirectives, stripOurSurrogateControl, SURROGATE_CAPABILITY } from './surrogate-control.js'
+import { SURROGATE_CAPABILITY } from './surrogate-control.js'
+import { DEFAULT_TARGETED_HEADER, responseDirectives, stripOurControls } from './targeted.js'
+
+/** A field name (RFC 9110 §5.1: a token). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+/** Fields that cannot be a targeted field: the cache reads them with other rules. */
+const NOT_TARGETED = new Set(['cache-control', 'surrogate-control', 'expires', 'pragma', 'age', 'date', 'vary'])
 
 export const CacheConfig = Type.Object(
   {
@@ -37,12 +43,19 @@ export const CacheConfig = Type.Object(
     purge: Type.Optional(Type.Boolean({ default: false, description: 'Accept the PURGE method on this route: it drops the stored responses of the request URI. Only operators may: callers on loopback, presenting the admin token (admin.token), or in `purgeFrom`; others get 401/403.' })),
     purgeFrom: Type.Optional(Type.Array(Type.String(), { default: [], description: 'Client addresses (CIDRs) that may PURGE without the admin token, e.g. the CI runners that deploy.' })),
     tagHeader: Type.Optional(Type.String({ minLength: 1, default: 'Surrogate-Key', description: 'Response header listing the entry\'s tags, space-separated, for purging by tag.' })),
+    targetedHeader: Type.Optional(
+      Type.String({
+        pattern: HEADER_NAME.source,
+        default: DEFAULT_TARGETED_HEADER,
+        description: 'Response header with cache directives for this cache alone (RFC 9213 targeted field): when valid and non-empty it replaces Cache-Control, Expires and Surrogate-Control here, and is removed before the response goes on. Behind a CDN that reads CDN-Cache-Control, name a field of your own so that CDN-Cache-Control passes through.',
+      }),
+    ),
     keyHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Request headers added to the cache key, as if every response varied on them.' })),
   },
   { additionalProperties: false, description: 'A shared HTTP cache (RFC 9111) for GET and HEAD.' },
 )
 export type CacheConfig = Static<typeof CacheConfig>
-type ResolvedCacheConfig = Defaulted<CacheConfig, 'maxSize' | 'maxObjectSize' | 'maxTtl' | 'staleWhileRevalidate' | 'staleIfError' | 'allowAuthorized' | 'purge' | 'purgeFrom' | 'tagHeader' | 'keyHeaders'>
+type ResolvedCacheConfig = Defaulted<CacheConfig, 'maxSize' | 'maxObjectSize' | 'maxTtl' | 'staleWhileRevalidate' | 'staleIfError' | 'allowAuthorized' | 'purge' | 'purgeFrom' | 'tagHeader' | 'targetedHeader' | 'keyHeaders'>
 
 interface CacheSettings extends FreshnessSettings {
   readonly maxSize: number
@@ -51,6 +64,8 @@ interface CacheSettings extends FreshnessSettings {
   readonly staleIfErrorS: number
   readonly purge: boolean
   readonly tagHeader: string
+  /** Lower case. */
+  readonly targetedHeader: string
   readonly keyHeaders: readonly string[]
 }
 
@@ -65,6 +80,7 @@ function settingsOf(config: ResolvedCacheConfig): CacheSettings {
     allowAuthorized: config.allowAuthorized,
     purge: config.purge,
     tagHeader: config.tagHeader.toLowerCase(),
+    targetedHeader: config.targetedHeader.toLowerCase(),
     keyHeaders: config.keyHeaders.map((name) => name.toLowerCase()),
   }
 }
@@ -323,7 +339,7 @@ class ResponseCache {
     // Age saturates at 2^31 (RFC 9111 §1.2.2).
     const headers: ResponseHeaders = { ...entry.headers, age: String(Math.min(Math.floor(age), 2 ** 31)) }
     appendCacheStatus(headers, `waypost; ${status}`)
-    stripOurSurrogateControl(headers)
+    stripOurControls(headers, this.settings.targetedHeader)
     const request = exchange.request
     if (entry.status >= 200 && entry.status < 300 && clientHasCurrentCopy(request, entry)) {
       delete headers['content-length']
@@ -387,7 +403,7 @@ class ResponseCache {
     }
     if (!background) this.count(exchange, 'miss')
     const stored = request.method === 'GET' && response.origin === 'upstream' ? this.storeWhileStreaming(response, exchange, lookup, requestTime, responseTime, release) : undefined
-    stripOurSurrogateControl(response.headers)
+    stripOurControls(response.headers, this.settings.targetedHeader)
     if (stored !== undefined) {
       appendCacheStatus(stored.headers, `waypost; fwd=${fwd}; stored`)
       return stored
@@ -429,7 +445,7 @@ class ResponseCache {
     const updated = { ...entry.headers }
     const fresh = endToEndHeaders(headers)
     for (const name in fresh) if (!NOT_UPDATED_BY_304.has(name)) updated[name] = fresh[name]
-    const cacheControl = responseDirectives(updated)
+    const cacheControl = responseDirectives(updated, this.settings.targetedHeader)
     const refreshed: StoredResponse = {
       ...entry,
       headers: updated,
@@ -447,7 +463,7 @@ class ResponseCache {
   /** Returns the response with its body teed into the store, or undefined when it must not be stored. */
   private storeWhileStreaming(response: ProxyResponse, exchange: Exchange, lookup: Lookup, requestTime: number, responseTime: number, release: (() => void) | undefined): ProxyResponse | undefined {
     const headers = response.headers
-    const cacheControl = responseDirectives(headers)
+    const cacheControl = responseDirectives(headers, this.settings.targetedHeader)
     const request = exchange.request
     const authorized = request.incoming.headers.authorization !== undefined
     if (notStorableBecause(response.status, headers, cacheControl, lookup.cacheControl, authorized, this.settings) !== undefined) return undefined
@@ -550,7 +566,7 @@ class ResponseCache {
     }
     this.count(exchange, 'bypass')
     const response = await next(exchange)
-    stripOurSurrogateControl(response.headers)
+    stripOurControls(response.headers, this.settings.targetedHeader)
     if (SAFE_METHODS.has(request.method) || response.status >= 400 || response.status < 200) return response
     this.store.deleteUri(lookup.uri)
     for (const name of ['location', 'content-location']) {
@@ -579,8 +595,10 @@ export const cache = definePolicy({
   name: 'cache',
   schema: CacheConfig,
   admin: [purgeEndpoint],
-  validate: (config) =>
-    (config.purgeFrom ?? []).flatMap((entry, index) => (parseCidr(entry) === undefined ? [{ path: `/purgeFrom/${index}`, message: `not an IP address or CIDR: "${entry}"` }] : [])),
+  validate: (config) => [
+    ...(config.purgeFrom ?? []).flatMap((entry, index) => (parseCidr(entry) === undefined ? [{ path: `/purgeFrom/${index}`, message: `not an IP address or CIDR: "${entry}"` }] : [])),
+    ...(config.targetedHeader !== undefined && NOT_TARGETED.has(config.targetedHeader.toLowerCase()) ? [{ path: '/targetedHeader', message: `"${config.targetedHeader}" cannot be a targeted field: the cache reads it by its own rules` }] : []),
+  ],
   build(config, deps: Deps<CacheStore>) {
     const settings = settingsOf(config as ResolvedCacheConfig)
     const route = deps.route.name

@@ -42,9 +42,14 @@ export function notStorableBecause(status: number, headers: ResponseHeaders, cc:
   if (headerText(headers.vary)?.includes('*') === true) return 'vary-star'
   // Per-user state must not be handed to every client: a choice most shared caches make too.
   if (headers['set-cookie'] !== undefined && !cc.public) return 'set-cookie'
-  const explicit = cc.public || cc.maxAge !== undefined || cc.sMaxAge !== undefined || headers.expires !== undefined
+  const explicit = cc.public || cc.maxAge !== undefined || cc.sMaxAge !== undefined || expiresOf(headers, cc) !== undefined
   if (!explicit && !HEURISTICALLY_CACHEABLE.has(status)) return 'no-freshness'
   return undefined
+}
+
+/** Expires as it counts: not at all when the directives come from a targeted field (RFC 9213 §2.1). */
+function expiresOf(headers: ResponseHeaders, cc: CacheControl): string | string[] | undefined {
+  return cc.targeted ? undefined : headers.expires
 }
 
 /** The freshness lifetime in seconds (§4.2.1), capped at maxTtl. `responseTime` stands in for a missing Date. */
@@ -52,7 +57,7 @@ export function freshnessLifetime(status: number, headers: ResponseHeaders, cc: 
   let lifetime: number | undefined
   if (cc.sMaxAge !== undefined) lifetime = cc.sMaxAge
   else if (cc.maxAge !== undefined) lifetime = cc.maxAge
-  else if (headers.expires !== undefined) {
+  else if (expiresOf(headers, cc) !== undefined) {
     const expires = parseHttpDate(headers.expires)
     const date = parseHttpDate(headers.date)
     // An invalid Expires (e.g. "0", or a date in a format HTTP does not allow) means already expired (RFC 9111 §5.3).
