@@ -39,7 +39,7 @@ const PUBLISHED = [
  * ignore an Age that is not a non-negative integer; these tests expect such a response to be stale.
  */
 const DELIBERATE: ReadonlyMap<string, string> = new Map(
-  ['age-parse-nonnumeric', 'age-parse-negative', 'age-parse-float', 'age-parse-prefix-twoline', 'age-parse-dup-0', 'age-parse-dup-0-twoline', 'age-parse-parameter', 'age-parse-numeric-parameter'].map((id) => [id, 'RFC 9111 §5.1: first Age member; an invalid Age is ignored']),
+  ['age-parse-nonnumeric', 'age-parse-negative', 'age-parse-float', 'age-parse-prefix-twoline', 'age-parse-dup-0', 'age-parse-dup-0-twoline', 'age-parse-dup-old', 'age-parse-parameter', 'age-parse-numeric-parameter'].map((id) => [id, 'RFC 9111 §5.1: first Age member; an invalid Age is ignored']),
 )
 
 /** One test's definition, as the suite's tests/*.mjs export it. */
