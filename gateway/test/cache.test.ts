@@ -2,7 +2,7 @@
 // Each test uses its own stub keys, so counts on the stub tell upstream requests from hits.
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
-import { createServer } from 'node:http'
+import { createServer, get as httpGet } from 'node:http'
 import { connect, type AddressInfo } from 'node:net'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
@@ -625,4 +625,57 @@ t.test('targetedHeader names another field: CDN-Cache-Control passes through and
   t.equal(answer.headers['cdn-cache-control'], 'no-store')
   t.match((await get(gw, own)).headers['cache-status'], /^waypost; hit/)
   t.equal(seen('/cacheable/cdn-own-2'), 1)
+})
+
+interface InterimAnswer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  interim: Array<{ statusCode: number; headers: Record<string, string | string[] | undefined> }>
+}
+
+/** A GET with node:http's client, which reports each 1xx it reads as an 'information' event. */
+function getWithInterim(gw: RunningGateway, path: string): Promise<InterimAnswer> {
+  return new Promise((resolve, reject) => {
+    const interim: InterimAnswer['interim'] = []
+    const req = httpGet(gw.url + path, { agent: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, interim }))
+      res.on('error', reject)
+    })
+    req.on('information', (info) => interim.push({ statusCode: info.statusCode, headers: info.headers }))
+    req.on('error', reject)
+  })
+}
+
+/** The raw bytes of one HTTP/1.0 exchange (the gateway closes the connection after it). */
+function rawHttp10(gw: RunningGateway, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(gw.url)
+    const socket = connect(Number(port), hostname, () => socket.write(`GET ${path} HTTP/1.0\r\nHost: ${hostname}\r\n\r\n`))
+    const chunks: Buffer[] = []
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+    socket.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')))
+    socket.on('error', reject)
+  })
+}
+
+t.test('interim responses (102, 103 Early Hints) reach the client and are never stored', async (t) => {
+  const hints = `processing=1&hint=${encodeURIComponent('</a.css>; rel=preload; as=style')}&hint=${encodeURIComponent('</b.js>; rel=preload; as=script')}`
+  for (const [name, policies] of [['with the cache', CACHE], ['without it', {}]] as const) {
+    const gw = await cachingGateway(t, policies)
+    const path = `/cacheable/interim-${name === 'without it' ? 'plain' : 'cached'}?cc=max-age=600&${hints}`
+    const first = await getWithInterim(gw, path)
+    t.equal(first.status, 200, name)
+    t.match(first.interim, [{ statusCode: 102 }, { statusCode: 103, headers: { link: '</a.css>; rel=preload; as=style', via: '1.1 waypost' } }, { statusCode: 103, headers: { link: '</b.js>; rel=preload; as=script' } }], `${name}: each 1xx, in order`)
+    t.equal(first.interim.length, 3)
+    t.equal(first.headers.link, undefined, `${name}: the hints stay in the 103s`)
+    t.ok(!(await rawHttp10(gw, path)).includes(' 103 '), `${name}: never to an HTTP/1.0 client (RFC 9110 §15.2)`)
+  }
+  const gw = await cachingGateway(t)
+  const path = `/cacheable/interim-stored?cc=max-age=600&${hints}`
+  t.equal((await getWithInterim(gw, path)).interim.length, 3)
+  const hit = await getWithInterim(gw, path)
+  t.match(hit.headers['cache-status'], /^waypost; hit/)
+  t.same(hit.interim, [], 'a hit has none: they were not stored')
+  t.equal(hit.headers.link, undefined, 'nor merged into the stored response')
 })

@@ -118,6 +118,7 @@ export function fakeExchange(request: FakeRequest = {}): Exchange {
       hasBody: request.body !== undefined,
       requestId: 'test-request',
       sendContinue: undefined,
+      sendInterim: undefined,
     },
     route: { name: 'test', upstream: 'app' },
     log: pino({ level: 'silent' }),

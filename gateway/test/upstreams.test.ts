@@ -134,6 +134,7 @@ async function attempt(gw: RunningGateway, record: ExchangeRecord): Promise<numb
       hasBody: false,
       requestId: 'retry-test',
       sendContinue: undefined,
+      sendInterim: undefined,
     },
     route: route.info,
     log: gw.gateway.log,

@@ -528,7 +528,8 @@ class ResponseCache {
     const background: Exchange = {
       ...exchange,
       // Always a GET, even for a HEAD that found the entry stale: only a GET's answer can replace it.
-      request: { ...exchange.request, method: 'GET', hasBody: false, body: undefined, sendContinue: undefined },
+      // Its interim responses go nowhere: the client has had its answer.
+      request: { ...exchange.request, method: 'GET', hasBody: false, body: undefined, sendContinue: undefined, sendInterim: undefined },
       signal,
       record: newExchangeRecord(),
     }
