@@ -679,3 +679,27 @@ t.test('interim responses (102, 103 Early Hints) reach the client and are never 
   t.same(hit.interim, [], 'a hit has none: they were not stored')
   t.equal(hit.headers.link, undefined, 'nor merged into the stored response')
 })
+
+t.test('Vary: Accept-Language matches requests that differ only in case, spacing or weight order', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/vary-lang-1?vary=Accept-Language'
+  const first = await get(gw, path, { 'accept-language': 'en-US, fr;q=0.5' })
+  const same = await get(gw, path, { 'accept-language': 'FR ; q=0.50,en-us' })
+  t.match(same.headers['cache-status'], /^waypost; hit/, 'the same preferences, written otherwise')
+  t.equal(same.body, first.body)
+  const other = await get(gw, path, { 'accept-language': 'fr, en-US;q=0.5' })
+  t.match(other.headers['cache-status'], /fwd=vary-miss/, 'other preferences: another variant')
+  t.equal(seen('/cacheable/vary-lang-1'), 2)
+})
+
+t.test('If-Modified-Since against a stored response without Last-Modified compares its Date (RFC 9110 §13.1.3)', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/ims-date-1?cc=max-age=600'
+  const stored = await get(gw, path)
+  const date = String(stored.headers.date)
+  t.equal(stored.headers['last-modified'], undefined)
+  t.equal((await get(gw, path, { 'if-modified-since': date })).status, 304, 'Date is not later than the IMS date: 304')
+  t.equal((await get(gw, path, { 'if-modified-since': new Date(Date.parse(date) + 60_000).toUTCString() })).status, 304)
+  t.equal((await get(gw, path, { 'if-modified-since': new Date(Date.parse(date) - 60_000).toUTCString() })).status, 200, 'an earlier IMS date: the full answer')
+  t.equal(seen('/cacheable/ims-date-1'), 1)
+})

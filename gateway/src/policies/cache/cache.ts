@@ -23,6 +23,7 @@ import { purgeEndpoint } from './purge.js'
 import type { BlockList } from 'node:net'
 import { addressList, inList, parseCidr } from '../../core/cidr.js'
 import { CapturingBody } from './capture.js'
+import { varyValue } from './vary.js'
 import { SURROGATE_CAPABILITY } from './surrogate-control.js'
 import { DEFAULT_TARGETED_HEADER, responseDirectives, stripOurControls } from './targeted.js'
 
@@ -126,12 +127,6 @@ function lookupOf(request: ProxyRequest): Lookup {
   return { uri: host + path, path, host, cacheControl: requestCacheControl(request) }
 }
 
-/** A request header's value as Vary compares it: absent differs from empty, list spacing does not matter. */
-function varyValue(value: string | string[] | undefined): string {
-  if (value === undefined) return '\u0000'
-  return (Array.isArray(value) ? value.join(',') : value).split(',').map((part) => part.trim()).join(',')
-}
-
 function varyNamesOf(headers: ResponseHeaders, keyHeaders: readonly string[]): string[] {
   const vary = headerText(headers.vary)
   const names = vary === undefined ? [] : vary.split(',').map((name) => name.trim().toLowerCase()).filter((name) => name !== '')
@@ -155,7 +150,7 @@ function sentHeader(request: ProxyRequest, name: string): string | undefined {
 }
 
 function matchesVary(entry: StoredResponse, request: ProxyRequest): boolean {
-  for (let i = 0; i < entry.varyNames.length; i++) if (varyValue(sentHeader(request, entry.varyNames[i]!)) !== entry.varyValues[i]) return false
+  for (let i = 0; i < entry.varyNames.length; i++) if (varyValue(entry.varyNames[i]!, sentHeader(request, entry.varyNames[i]!)) !== entry.varyValues[i]) return false
   return true
 }
 
@@ -477,7 +472,7 @@ class ResponseCache {
     if (body === null || Buffer.isBuffer(body)) return undefined
 
     const varyNames = varyNamesOf(headers, this.settings.keyHeaders)
-    const varyValues = varyNames.map((name) => varyValue(sentHeader(request, name)))
+    const varyValues = varyNames.map((name) => varyValue(name, sentHeader(request, name)))
     const tags = headerText(headers[this.settings.tagHeader])?.split(/\s+/).filter((tag) => tag !== '') ?? []
     const initialAge = correctedInitialAge(headers, requestTime, responseTime)
     // Copied now: the client's copy loses our Surrogate-Control directives, the stored one keeps them
