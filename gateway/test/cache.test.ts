@@ -703,3 +703,47 @@ t.test('If-Modified-Since against a stored response without Last-Modified compar
   t.equal((await get(gw, path, { 'if-modified-since': new Date(Date.parse(date) - 60_000).toUTCString() })).status, 200, 'an earlier IMS date: the full answer')
   t.equal(seen('/cacheable/ims-date-1'), 1)
 })
+
+t.test('range requests are answered from a complete stored response: 206, 416, If-Range (RFC 9110 §14)', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/range-1?bytes=1000&etag=%22r1%22&cc=max-age=600'
+  const pattern = (start: number, end: number): Buffer => Buffer.from(Array.from({ length: end - start + 1 }, (_, i) => (start + i) % 256))
+  const fetchBytes = async (headers: Record<string, string>, method: 'GET' | 'HEAD' = 'GET'): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> => {
+    const response = await request(`${gw.url}${path}`, { method, headers })
+    return { status: response.statusCode, headers: response.headers, body: Buffer.from(await response.body.arrayBuffer()) }
+  }
+  t.equal((await fetchBytes({})).body.length, 1000, 'stored whole')
+
+  const first = await fetchBytes({ range: 'bytes=0-9' })
+  t.equal(first.status, 206)
+  t.equal(first.headers['content-range'], 'bytes 0-9/1000')
+  t.equal(first.headers['content-length'], '10')
+  t.same(first.body, pattern(0, 9))
+  t.match(first.headers['cache-status'], /^waypost; hit/)
+
+  const suffix = await fetchBytes({ range: 'bytes=-5' })
+  t.equal(suffix.headers['content-range'], 'bytes 995-999/1000')
+  t.same(suffix.body, pattern(995, 999))
+  const open = await fetchBytes({ range: 'bytes=990-' })
+  t.same(open.body, pattern(990, 999))
+
+  const unsatisfiable = await fetchBytes({ range: 'bytes=2000-' })
+  t.equal(unsatisfiable.status, 416)
+  t.equal(unsatisfiable.headers['content-range'], 'bytes */1000')
+  t.equal(unsatisfiable.body.length, 0)
+
+  const several = await fetchBytes({ range: 'bytes=0-1,5-6' })
+  t.equal(several.status, 200, 'several ranges: the whole response')
+  t.equal(several.body.length, 1000)
+
+  t.equal((await fetchBytes({ range: 'bytes=0-9', 'if-range': '"r1"' })).status, 206, 'If-Range with the stored ETag: the range')
+  const changed = await fetchBytes({ range: 'bytes=0-9', 'if-range': '"r0"' })
+  t.equal(changed.status, 200, 'If-Range with another ETag: the whole response')
+  t.equal(changed.body.length, 1000)
+  t.equal((await fetchBytes({ range: 'bytes=0-9', 'if-range': 'W/"r1"' })).status, 200, 'a weak tag never matches')
+
+  const head = await fetchBytes({ range: 'bytes=0-9' }, 'HEAD')
+  t.equal(head.status, 200, 'HEAD: Range is for GET only')
+  t.equal(head.headers['content-length'], '1000')
+  t.equal(seen('/cacheable/range-1'), 1, 'all from the one stored response')
+})

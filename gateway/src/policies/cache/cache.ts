@@ -24,6 +24,7 @@ import type { BlockList } from 'node:net'
 import { addressList, inList, parseCidr } from '../../core/cidr.js'
 import { CapturingBody } from './capture.js'
 import { varyValue } from './vary.js'
+import { byteRange, ifRangeHolds } from './range.js'
 import { SURROGATE_CAPABILITY } from './surrogate-control.js'
 import { DEFAULT_TARGETED_HEADER, responseDirectives, stripOurControls } from './targeted.js'
 
@@ -339,6 +340,23 @@ class ResponseCache {
     if (entry.status >= 200 && entry.status < 300 && clientHasCurrentCopy(request, entry)) {
       delete headers['content-length']
       return { status: 304, headers, body: null, origin: 'cache' }
+    }
+    // Range is defined for GET only (RFC 9110 §14.2), and a 206 is a part of a 200.
+    const incoming = request.incoming.headers
+    if (incoming.range !== undefined && entry.status === 200 && request.method === 'GET' && ifRangeHolds(headerText(incoming['if-range']), entry.headers)) {
+      const length = entry.body.length
+      const range = byteRange(incoming.range, length)
+      if (range === 'unsatisfiable') {
+        headers['content-range'] = `bytes */${length}`
+        headers['content-length'] = '0'
+        delete headers['content-type']
+        return { status: 416, headers, body: null, origin: 'cache' }
+      }
+      if (range !== undefined) {
+        headers['content-range'] = `bytes ${range.start}-${range.end}/${length}`
+        headers['content-length'] = String(range.end - range.start + 1)
+        return { status: 206, headers, body: entry.body.subarray(range.start, range.end + 1), origin: 'cache' }
+      }
     }
     return { status: entry.status, headers, body: request.method === 'HEAD' ? null : entry.body, origin: 'cache' }
   }

@@ -5,7 +5,7 @@ import type { ResponseHeaders } from '../../core/exchange.js'
 import type { CacheControl } from './cache-control.js'
 import { parseHttpDate } from '../../core/http-date.js'
 
-/** Statuses a cache may store without explicit freshness (RFC 9110 §15.1). 206 is left out: no range support. */
+/** Statuses a cache may store without explicit freshness (RFC 9110 §15.1). 206 is left out: partial responses are not stored (ranges are served from a stored 200). */
 export const HEURISTICALLY_CACHEABLE = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
 
 /** Other statuses whose semantics we know, stored with explicit freshness. */
