@@ -2,7 +2,7 @@
 // Each test uses its own stub keys, so counts on the stub tell upstream requests from hits.
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
-import { createServer } from 'node:http'
+import { createServer, get as httpGet } from 'node:http'
 import { connect, type AddressInfo } from 'node:net'
 import { request } from 'undici'
 import { startStub } from '../../upstream-stub/src/stub.js'
@@ -512,4 +512,238 @@ t.test('copies being made share a budget of maxSize: one over it streams through
   t.match((await get(gw, '/held/1')).headers['cache-status'], /^waypost; hit/, 'the first copy was stored')
   t.match((await get(gw, '/held/2')).headers['cache-status'], /^waypost; hit/, 'the second copy was stored')
   t.match((await get(gw, '/held/3')).headers['cache-status'], /fwd=uri-miss/, 'the third was not: it went over the budget')
+})
+
+/** `header=Name: value` parameters for the stub's /cacheable. */
+function headerParams(...lines: string[]): string {
+  return lines.map((line) => `header=${encodeURIComponent(line)}`).join('&')
+}
+
+t.test('Age (RFC 9111 §5.1): an invalid value is ignored, and of several the first counts', async (t) => {
+  const gw = await cachingGateway(t)
+  // Each stored with max-age=3600: an Age taken for 7200 makes it stale at once, an ignored one leaves it fresh.
+  const cases: Array<[string, string[], boolean]> = [
+    ['age-abc', ['Age: abc'], true],
+    ['age-negative', ['Age: -7200'], true],
+    ['age-float', ['Age: 7200.0'], true],
+    ['age-parameter', ['Age: 7200;foo=bar'], true],
+    ['age-list-0-old', ['Age: 0, 7200'], true],
+    ['age-lines-0-old', ['Age: 0', 'Age: 7200'], true],
+    ['age-list-old-0', ['Age: 7200, 0'], false],
+    ['age-lines-old-0', ['Age: 7200', 'Age: 0'], false],
+  ]
+  for (const [key, lines, fresh] of cases) {
+    const path = `/cacheable/${key}?cc=max-age=3600&${headerParams(...lines)}`
+    await get(gw, path)
+    const second = await get(gw, path)
+    if (fresh) {
+      t.match(second.headers['cache-status'], /^waypost; hit/, `${lines.join(' / ')}: fresh`)
+      t.ok(Number(second.headers.age) < 5, `${lines.join(' / ')}: the hit's Age is ours (${String(second.headers.age)})`)
+    } else t.equal(generation(second), 1, `${lines.join(' / ')}: 7200 s old, stale at once`)
+  }
+})
+
+t.test('Expires, Date and If-Modified-Since are read as HTTP-dates only (RFC 9110 §5.6.7)', async (t) => {
+  const gw = await cachingGateway(t)
+  // No Cache-Control: Expires alone decides. A valid one far ahead keeps it; any other format is already expired.
+  const expiresCases: Array<[string, boolean]> = [
+    ['Thu, 18 Aug 2050 02:01:18 GMT', true],
+    ['Thursday, 18-Aug-50 02:01:18 GMT', true],
+    ['Thu Aug 18 02:01:18 2050', true],
+    ['Thu, 18 Aug 2050 02:01:18 UTC', false],
+    ['Thu 18 Aug 2050 02:01:18 GMT', false],
+    ['Thu, 18  Aug  2050 02:01:18 GMT', false],
+    ['Thu, 18-Aug-2050 02:01:18 GMT', false],
+    ['Thu, 18 Aug 2050 2:01:18 GMT', false],
+  ]
+  for (const [index, [expires, valid]] of expiresCases.entries()) {
+    const path = `/cacheable/expires-${index}?cc=&${headerParams(`Expires: ${expires}`)}`
+    await get(gw, path)
+    const second = await get(gw, path)
+    if (valid) t.match(second.headers['cache-status'], /^waypost; hit/, `Expires: ${expires} is a date in 2050`)
+    else t.equal(generation(second), 1, `Expires: ${expires} is invalid: already expired, not stored`)
+  }
+
+  // A Date in another format is no date at all: no apparent age from it.
+  const dated = `/cacheable/date-utc?cc=max-age=60&${headerParams('Date: Mon, 01 Jan 2001 00:00:00 UTC')}`
+  await get(gw, dated)
+  t.match((await get(gw, dated)).headers['cache-status'], /^waypost; hit/, 'a Date with UTC is ignored, not read as 2001')
+
+  // If-Modified-Since in another format is ignored: the full answer, not a 304.
+  const modified = `/cacheable/ims-1?cc=max-age=60&lastModified=${encodeURIComponent('Mon, 01 Jan 2001 00:00:00 GMT')}`
+  await get(gw, modified)
+  t.equal((await get(gw, modified, { 'if-modified-since': 'Thu, 18 Aug 2050 02:01:18 GMT' })).status, 304)
+  t.equal((await get(gw, modified, { 'if-modified-since': 'Thu, 18 Aug 2050 02:01:18 UTC' })).status, 200, 'UTC is not GMT')
+  t.equal((await get(gw, modified, { 'if-modified-since': '2050-08-18T02:01:18Z' })).status, 200)
+})
+
+t.test('CDN-Cache-Control (RFC 9213) decides for this cache over Cache-Control and Expires, and stops here', async (t) => {
+  const gw = await cachingGateway(t)
+  const cdn = (value: string): string => headerParams(`CDN-Cache-Control: ${value}`)
+
+  const fresh = `/cacheable/cdn-1?cc=no-store&${cdn('max-age=600')}`
+  const first = await get(gw, fresh)
+  t.equal(first.headers['cdn-cache-control'], undefined, 'it is for us: not forwarded')
+  t.equal(first.headers['cache-control'], 'no-store', 'Cache-Control goes on for the caches after us')
+  const hit = await get(gw, fresh)
+  t.match(hit.headers['cache-status'], /^waypost; hit; ttl=59\d$/, 'stored for its max-age, not refused for no-store')
+  t.equal(hit.headers['cdn-cache-control'], undefined, 'nor on a hit')
+  t.equal(seen('/cacheable/cdn-1'), 1)
+
+  const noStore = `/cacheable/cdn-2?cc=max-age=600&${cdn('no-store')}`
+  await get(gw, noStore)
+  await get(gw, noStore)
+  t.equal(seen('/cacheable/cdn-2'), 2, 'no-store in it: never stored, whatever Cache-Control says')
+
+  // No max-age in it and nothing to revalidate with: Expires would have kept it, but is ignored.
+  const expires = `/cacheable/cdn-3?cc=&${cdn('must-revalidate')}&${headerParams('Expires: Thu, 18 Aug 2050 02:01:18 GMT')}`
+  await get(gw, expires)
+  await get(gw, expires)
+  t.equal(seen('/cacheable/cdn-3'), 2, 'Expires is ignored when it decides')
+
+  const invalid = `/cacheable/cdn-4?cc=max-age=600&${cdn('Max-Age=5, no-store')}`
+  const kept = await get(gw, invalid)
+  t.equal(kept.headers['cdn-cache-control'], undefined, 'still ours by name: not forwarded')
+  t.match((await get(gw, invalid)).headers['cache-status'], /^waypost; hit/, 'invalid (an upper-case key): ignored, Cache-Control decides')
+
+  const surrogate = `/cacheable/cdn-5?cc=no-store&sc=no-store&${cdn('max-age=600')}`
+  await get(gw, surrogate)
+  t.match((await get(gw, surrogate)).headers['cache-status'], /^waypost; hit/, 'over Surrogate-Control too')
+})
+
+t.test('targetedHeader names another field: CDN-Cache-Control passes through and changes nothing here', async (t) => {
+  const gw = await cachingGateway(t, { cache: { targetedHeader: 'Waypost-Cache-Control' } })
+  const path = `/cacheable/cdn-own-1?cc=no-store&${headerParams('CDN-Cache-Control: max-age=600')}`
+  const first = await get(gw, path)
+  t.equal(first.headers['cdn-cache-control'], 'max-age=600', 'for the CDN in front of us')
+  await get(gw, path)
+  t.equal(seen('/cacheable/cdn-own-1'), 2, 'Cache-Control decides: no-store')
+
+  const own = `/cacheable/cdn-own-2?cc=no-store&${headerParams('Waypost-Cache-Control: max-age=600', 'CDN-Cache-Control: no-store')}`
+  const answer = await get(gw, own)
+  t.equal(answer.headers['waypost-cache-control'], undefined, 'our own field stops here')
+  t.equal(answer.headers['cdn-cache-control'], 'no-store')
+  t.match((await get(gw, own)).headers['cache-status'], /^waypost; hit/)
+  t.equal(seen('/cacheable/cdn-own-2'), 1)
+})
+
+interface InterimAnswer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  interim: Array<{ statusCode: number; headers: Record<string, string | string[] | undefined> }>
+}
+
+/** A GET with node:http's client, which reports each 1xx it reads as an 'information' event. */
+function getWithInterim(gw: RunningGateway, path: string): Promise<InterimAnswer> {
+  return new Promise((resolve, reject) => {
+    const interim: InterimAnswer['interim'] = []
+    const req = httpGet(gw.url + path, { agent: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, interim }))
+      res.on('error', reject)
+    })
+    req.on('information', (info) => interim.push({ statusCode: info.statusCode, headers: info.headers }))
+    req.on('error', reject)
+  })
+}
+
+/** The raw bytes of one HTTP/1.0 exchange (the gateway closes the connection after it). */
+function rawHttp10(gw: RunningGateway, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(gw.url)
+    const socket = connect(Number(port), hostname, () => socket.write(`GET ${path} HTTP/1.0\r\nHost: ${hostname}\r\n\r\n`))
+    const chunks: Buffer[] = []
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+    socket.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')))
+    socket.on('error', reject)
+  })
+}
+
+t.test('interim responses (102, 103 Early Hints) reach the client and are never stored', async (t) => {
+  const hints = `processing=1&hint=${encodeURIComponent('</a.css>; rel=preload; as=style')}&hint=${encodeURIComponent('</b.js>; rel=preload; as=script')}`
+  for (const [name, policies] of [['with the cache', CACHE], ['without it', {}]] as const) {
+    const gw = await cachingGateway(t, policies)
+    const path = `/cacheable/interim-${name === 'without it' ? 'plain' : 'cached'}?cc=max-age=600&${hints}`
+    const first = await getWithInterim(gw, path)
+    t.equal(first.status, 200, name)
+    t.match(first.interim, [{ statusCode: 102 }, { statusCode: 103, headers: { link: '</a.css>; rel=preload; as=style', via: '1.1 waypost' } }, { statusCode: 103, headers: { link: '</b.js>; rel=preload; as=script' } }], `${name}: each 1xx, in order`)
+    t.equal(first.interim.length, 3)
+    t.equal(first.headers.link, undefined, `${name}: the hints stay in the 103s`)
+    t.ok(!(await rawHttp10(gw, path)).includes(' 103 '), `${name}: never to an HTTP/1.0 client (RFC 9110 §15.2)`)
+  }
+  const gw = await cachingGateway(t)
+  const path = `/cacheable/interim-stored?cc=max-age=600&${hints}`
+  t.equal((await getWithInterim(gw, path)).interim.length, 3)
+  const hit = await getWithInterim(gw, path)
+  t.match(hit.headers['cache-status'], /^waypost; hit/)
+  t.same(hit.interim, [], 'a hit has none: they were not stored')
+  t.equal(hit.headers.link, undefined, 'nor merged into the stored response')
+})
+
+t.test('Vary: Accept-Language matches requests that differ only in case, spacing or weight order', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/vary-lang-1?vary=Accept-Language'
+  const first = await get(gw, path, { 'accept-language': 'en-US, fr;q=0.5' })
+  const same = await get(gw, path, { 'accept-language': 'FR ; q=0.50,en-us' })
+  t.match(same.headers['cache-status'], /^waypost; hit/, 'the same preferences, written otherwise')
+  t.equal(same.body, first.body)
+  const other = await get(gw, path, { 'accept-language': 'fr, en-US;q=0.5' })
+  t.match(other.headers['cache-status'], /fwd=vary-miss/, 'other preferences: another variant')
+  t.equal(seen('/cacheable/vary-lang-1'), 2)
+})
+
+t.test('If-Modified-Since against a stored response without Last-Modified compares its Date (RFC 9110 §13.1.3)', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/ims-date-1?cc=max-age=600'
+  const stored = await get(gw, path)
+  const date = String(stored.headers.date)
+  t.equal(stored.headers['last-modified'], undefined)
+  t.equal((await get(gw, path, { 'if-modified-since': date })).status, 304, 'Date is not later than the IMS date: 304')
+  t.equal((await get(gw, path, { 'if-modified-since': new Date(Date.parse(date) + 60_000).toUTCString() })).status, 304)
+  t.equal((await get(gw, path, { 'if-modified-since': new Date(Date.parse(date) - 60_000).toUTCString() })).status, 200, 'an earlier IMS date: the full answer')
+  t.equal(seen('/cacheable/ims-date-1'), 1)
+})
+
+t.test('range requests are answered from a complete stored response: 206, 416, If-Range (RFC 9110 §14)', async (t) => {
+  const gw = await cachingGateway(t)
+  const path = '/cacheable/range-1?bytes=1000&etag=%22r1%22&cc=max-age=600'
+  const pattern = (start: number, end: number): Buffer => Buffer.from(Array.from({ length: end - start + 1 }, (_, i) => (start + i) % 256))
+  const fetchBytes = async (headers: Record<string, string>, method: 'GET' | 'HEAD' = 'GET'): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> => {
+    const response = await request(`${gw.url}${path}`, { method, headers })
+    return { status: response.statusCode, headers: response.headers, body: Buffer.from(await response.body.arrayBuffer()) }
+  }
+  t.equal((await fetchBytes({})).body.length, 1000, 'stored whole')
+
+  const first = await fetchBytes({ range: 'bytes=0-9' })
+  t.equal(first.status, 206)
+  t.equal(first.headers['content-range'], 'bytes 0-9/1000')
+  t.equal(first.headers['content-length'], '10')
+  t.same(first.body, pattern(0, 9))
+  t.match(first.headers['cache-status'], /^waypost; hit/)
+
+  const suffix = await fetchBytes({ range: 'bytes=-5' })
+  t.equal(suffix.headers['content-range'], 'bytes 995-999/1000')
+  t.same(suffix.body, pattern(995, 999))
+  const open = await fetchBytes({ range: 'bytes=990-' })
+  t.same(open.body, pattern(990, 999))
+
+  const unsatisfiable = await fetchBytes({ range: 'bytes=2000-' })
+  t.equal(unsatisfiable.status, 416)
+  t.equal(unsatisfiable.headers['content-range'], 'bytes */1000')
+  t.equal(unsatisfiable.body.length, 0)
+
+  const several = await fetchBytes({ range: 'bytes=0-1,5-6' })
+  t.equal(several.status, 200, 'several ranges: the whole response')
+  t.equal(several.body.length, 1000)
+
+  t.equal((await fetchBytes({ range: 'bytes=0-9', 'if-range': '"r1"' })).status, 206, 'If-Range with the stored ETag: the range')
+  const changed = await fetchBytes({ range: 'bytes=0-9', 'if-range': '"r0"' })
+  t.equal(changed.status, 200, 'If-Range with another ETag: the whole response')
+  t.equal(changed.body.length, 1000)
+  t.equal((await fetchBytes({ range: 'bytes=0-9', 'if-range': 'W/"r1"' })).status, 200, 'a weak tag never matches')
+
+  const head = await fetchBytes({ range: 'bytes=0-9' }, 'HEAD')
+  t.equal(head.status, 200, 'HEAD: Range is for GET only')
+  t.equal(head.headers['content-length'], '1000')
+  t.equal(seen('/cacheable/range-1'), 1, 'all from the one stored response')
 })

@@ -119,6 +119,7 @@ export function fakeExchange(request: FakeRequest = {}): Exchange {
       hasBody: request.body !== undefined,
       requestId: 'test-request',
       sendContinue: undefined,
+      sendInterim: undefined,
     },
     identity: ANONYMOUS,
     route: { name: 'test', upstream: 'app' },

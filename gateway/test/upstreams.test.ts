@@ -135,6 +135,7 @@ async function attempt(gw: RunningGateway, record: ExchangeRecord): Promise<numb
       hasBody: false,
       requestId: 'retry-test',
       sendContinue: undefined,
+      sendInterim: undefined,
     },
     identity: ANONYMOUS,
     route: route.info,

@@ -32,6 +32,16 @@ const PUBLISHED = [
   { name: 'Varnish', file: 'varnish.json' },
 ]
 
+/**
+ * Required tests the cache fails on purpose, because the RFC says otherwise: they are still counted
+ * as failures in the table (every cache is judged by the same rules), but --max-required-fail counts
+ * only the others. RFC 9111 §5.1: a cache SHOULD use the first member of a list-based Age and SHOULD
+ * ignore an Age that is not a non-negative integer; these tests expect such a response to be stale.
+ */
+const DELIBERATE: ReadonlyMap<string, string> = new Map(
+  ['age-parse-nonnumeric', 'age-parse-negative', 'age-parse-float', 'age-parse-prefix-twoline', 'age-parse-dup-0', 'age-parse-dup-0-twoline', 'age-parse-dup-old', 'age-parse-parameter', 'age-parse-numeric-parameter'].map((id) => [id, 'RFC 9111 §5.1: first Age member; an invalid Age is ignored']),
+)
+
 /** One test's definition, as the suite's tests/*.mjs export it. */
 interface SuiteTest {
   id: string
@@ -130,7 +140,7 @@ function parseOptions(argv: string[]): Options {
       'gateway-port': { type: 'string', default: '8080' },
       'admin-port': { type: 'string', default: '9901' },
       'results-dir': { type: 'string', default: DEFAULT_RESULTS_DIR },
-      // CI: fail when more required tests fail than this (the known failures are in docs/performance.md).
+      // CI: fail when more required tests fail than this, not counting DELIBERATE (docs/performance.md).
       'max-required-fail': { type: 'string' },
     },
   })
@@ -188,12 +198,15 @@ async function run({ originPort, gatewayPort, adminPort, resultsDir, maxRequired
     ]),
   )
   if (failed.length > 0) console.log(`required tests failed: ${failed.join(', ')}`)
+  const deliberate = failed.filter((id) => DELIBERATE.has(id))
+  const unexpected = failed.filter((id) => !DELIBERATE.has(id))
+  for (const id of deliberate) console.log(`  ${id}: failed on purpose (${DELIBERATE.get(id)!})`)
   mkdirSync(resultsDir, { recursive: true })
   const out = join(resultsDir, 'cache-conformance.json')
-  writeFileSync(out, JSON.stringify({ suite: `http-cache-tests ${(JSON.parse(readFileSync(join(SUITE, 'package.json'), 'utf8')) as { version: string }).version}`, at: new Date().toISOString(), summary: Object.fromEntries(rows.map((row) => [row.name, row.summary])), failedRequired: failed, results }, null, 2) + '\n')
+  writeFileSync(out, JSON.stringify({ suite: `http-cache-tests ${(JSON.parse(readFileSync(join(SUITE, 'package.json'), 'utf8')) as { version: string }).version}`, at: new Date().toISOString(), summary: Object.fromEntries(rows.map((row) => [row.name, row.summary])), failedRequired: failed, failedOnPurpose: deliberate, results }, null, 2) + '\n')
   log(`wrote ${out}`)
-  if (maxRequiredFail !== undefined && failed.length > maxRequiredFail) {
-    console.log(`FAIL: ${failed.length} required tests failed, more than --max-required-fail ${maxRequiredFail}`)
+  if (maxRequiredFail !== undefined && unexpected.length > maxRequiredFail) {
+    console.log(`FAIL: ${unexpected.length} required tests failed (not counting ${deliberate.length} on purpose), more than --max-required-fail ${maxRequiredFail}`)
     return 1
   }
   return 0

@@ -1,9 +1,9 @@
 // The stub's HTTP endpoints: a route table of small handlers. Handlers throw HttpError for bad
 // input; anything else they throw after the client went away is ignored by the dispatcher.
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createHash } from 'node:crypto'
 import { pipeline } from 'node:stream/promises'
-import { CHUNK_SIZE, parseNumber, parseStatus, patternChunk, queryObject, seededRandom, sendJson, sleep, writeFlushed, writePattern, writeWithBackpressure } from './support.js'
+import { CHUNK_SIZE, HttpError, parseNumber, parseStatus, patternChunk, queryObject, seededRandom, sendJson, sleep, writeFlushed, writePattern, writeWithBackpressure } from './support.js'
 import { resetStats, statsJson, type StubState } from './state.js'
 
 /** One request as a handler sees it. */
@@ -185,6 +185,27 @@ function notModified(req: IncomingMessage, etag: string, lastModified: Date): bo
  * `bytes` (a pattern body of that size instead of JSON) and `delayMs`. A matching If-None-Match
  * gets a 304 with the same headers; every answer (304 included) advances the key's count.
  */
+/** `header=Name: value` parameters, by lower-case name in order; a malformed one is a 400 naming it. */
+function scriptedHeaders(lines: readonly string[]): Map<string, string[]> {
+  const headers = new Map<string, string[]>()
+  for (const line of lines) {
+    const colon = line.indexOf(':')
+    const name = line.slice(0, colon).trim().toLowerCase()
+    const value = line.slice(colon + 1).trim()
+    try {
+      if (colon === -1) throw new Error('expected "Name: value"')
+      validateHeaderName(name)
+      validateHeaderValue(name, value)
+    } catch (error) {
+      throw new HttpError(400, `invalid parameter "header": ${JSON.stringify(line)}: ${(error as Error).message}`)
+    }
+    const values = headers.get(name)
+    if (values === undefined) headers.set(name, [value])
+    else values.push(value)
+  }
+  return headers
+}
+
 async function cacheable({ req, res, params, url, state, signal }: Exchange): Promise<void> {
   const key = params[0] ?? ''
   const query = url.searchParams
@@ -192,12 +213,24 @@ async function cacheable({ req, res, params, url, state, signal }: Exchange): Pr
   const bytesParam = query.get('bytes')
   const size = bytesParam === null ? undefined : parseNumber(bytesParam, 'bytes', { min: 0, max: MAX_BYTES, integer: true })
   const delayMs = parseNumber(query.get('delayMs'), 'delayMs', { min: 0, max: MAX_FAULT_MS, integer: true }, 0)
+  const extra = scriptedHeaders(query.getAll('header'))
   const index = state.cacheable.get(key) ?? 0
   state.cacheable.set(key, index + 1)
+  // Interim responses before the final one: `hint` (repeatable) a 103 Early Hints with that Link, `processing=1` a 102.
+  if (query.get('processing') === '1') res.writeProcessing()
+  for (const link of query.getAll('hint')) {
+    try {
+      res.writeEarlyHints({ link })
+    } catch (error) {
+      throw new HttpError(400, `invalid parameter "hint": ${JSON.stringify(link)}: ${(error as Error).message}`)
+    }
+  }
   await sleep(delayMs, signal)
-  const headers: Record<string, string> = { 'x-generation': String(index) }
+  const headers: Record<string, string | string[]> = { 'x-generation': String(index) }
   const scripted = { 'cache-control': query.get('cc') ?? 'max-age=60', etag: query.get('etag'), 'last-modified': query.get('lastModified'), vary: query.get('vary'), 'surrogate-key': query.get('tag'), 'surrogate-control': query.get('sc') }
   for (const [name, value] of Object.entries(scripted)) if (value !== null) headers[name] = value
+  // `header=Name: value` (repeatable; one line each, so a name given twice is sent on two lines) comes last and wins.
+  for (const [name, values] of extra) headers[name] = values.length === 1 ? values[0]! : values
   const etag = query.get('etag')
   const ifNoneMatch = req.headers['if-none-match']
   if (etag !== null && ifNoneMatch !== undefined && ifNoneMatch.split(',').some((tag) => tag.trim() === etag)) {

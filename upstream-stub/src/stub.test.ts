@@ -4,6 +4,7 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
+import http from 'node:http'
 import net, { type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
@@ -426,6 +427,29 @@ t.test('/cacheable/:key scripts caching headers, a status sequence and 304s per 
   t.equal((await big.body.arrayBuffer()).byteLength, 70000)
   t.equal((await text('/cacheable/k3')).headers['cache-control'], 'max-age=60', 'default Cache-Control')
   t.equal((await text('/cacheable/k4?bytes=x')).status, 400)
+})
+
+t.test('/cacheable/:key sends scripted header lines and interim responses', TEST_TIMEOUT, async (t) => {
+  const lines = await text(`/cacheable/k5?header=${encodeURIComponent('Age: 0')}&header=${encodeURIComponent('age: 7200')}&header=${encodeURIComponent('Expires: 0')}`)
+  t.same(lines.headers.age, ['0', '7200'], 'a name given twice goes on two lines')
+  t.equal(lines.headers.expires, '0')
+  t.equal((await text('/cacheable/k5?header=no-colon')).status, 400)
+  t.match((await text(`/cacheable/k5?header=${encodeURIComponent('bad name: x')}`)).body, /invalid parameter \\"header\\"/)
+
+  // node:http's client reports each 1xx it reads as an 'information' event.
+  const interim: Array<{ statusCode: number; headers: Record<string, unknown> }> = []
+  const status = await new Promise<number>((resolve, reject) => {
+    const path = `/cacheable/k6?processing=1&hint=${encodeURIComponent('</a.css>; rel=preload; as=style')}&hint=${encodeURIComponent('</b.js>; rel=preload; as=script')}`
+    const req = http.get(stub.url + path, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('information', (info) => interim.push({ statusCode: info.statusCode, headers: info.headers }))
+    req.on('error', reject)
+  })
+  t.equal(status, 200)
+  t.match(interim, [{ statusCode: 102 }, { statusCode: 103, headers: { link: '</a.css>; rel=preload; as=style' } }, { statusCode: 103, headers: { link: '</b.js>; rel=preload; as=script' } }])
+  t.equal((await text(`/cacheable/k6?hint=${encodeURIComponent('not a link')}`)).status, 400)
 })
 
 t.test('/fault/reset-before-headers drops the connection without an answer', TEST_TIMEOUT, async (t) => {

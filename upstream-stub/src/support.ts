@@ -50,7 +50,7 @@ function isBodyless(status: number): boolean {
   return status === 204 || status === 304
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | string[]> = {}): void {
   if (isBodyless(status)) {
     res.writeHead(status, headers)
     res.end()

@@ -32,6 +32,12 @@ export interface ProxyRequest {
   /** Sends `100 Continue` once, when the client asked for it and a layer is about to read the body. */
   readonly sendContinue: (() => void) | undefined
   /**
+   * Passes an upstream's interim (1xx) response, such as 103 Early Hints, on to the client while the
+   * final one is awaited; it does nothing once the final response has begun. Undefined where no
+   * client may get one: an HTTP/1.0 client, an upgrade, a request the gateway makes on its own.
+   */
+  readonly sendInterim: ((status: number, headers: ResponseHeaders) => void) | undefined
+  /**
    * An Upgrade request (WebSocket): it runs through the route's layers like any request, and the
    * dispatch performs the handshake and splices the sockets; its 101's body ends when they close.
    */

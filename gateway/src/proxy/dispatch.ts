@@ -6,7 +6,7 @@
 // outlier detection, and the endpoint counts the attempt in flight until its body is done.
 import type { Dispatcher, Pool } from 'undici'
 import type { IncomingHttpHeaders } from 'node:http'
-import { DeadlineExceeded, type UpgradeRequest, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../core/exchange.js'
+import { DeadlineExceeded, type UpgradeRequest, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyRequest, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../core/exchange.js'
 import type { EndpointGroup } from './upstream/group.js'
 import type { Endpoint } from './upstream/endpoint.js'
 import { answerForError, NoEndpoints } from './errors.js'
@@ -41,6 +41,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     private readonly endpoint: Endpoint,
     private readonly resolve: (response: ProxyResponse) => void,
     private readonly reject: (error: unknown) => void,
+    private readonly sendInterim: ProxyRequest['sendInterim'],
   ) {}
 
   // ---- cancellation from the exchange (client gone, deadline)
@@ -56,7 +57,12 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
   }
 
   onResponseStart(_controller: Controller, statusCode: number, headers: IncomingHttpHeaders): void {
-    if (statusCode < 200) return // 1xx informational: the final response follows
+    // 1xx: the final response follows. undici reports each interim response here (100 and 101 it
+    // handles itself); they go on to the client and are never the exchange's response.
+    if (statusCode < 200) {
+      this.sendInterim?.(statusCode, headers)
+      return
+    }
     this.started = true
     const ms = performance.now() - this.sentAt
     this.record.upstreamMs = ms
@@ -205,7 +211,7 @@ export function dispatchTo(group: EndpointGroup): Upstream {
           headers: request.headers,
           body: request.body ?? (request.hasBody ? request.incoming : null),
         },
-        new ResponseHandler(exchange.signal, record, group, endpoint, resolve, reject),
+        new ResponseHandler(exchange.signal, record, group, endpoint, resolve, reject, request.sendInterim),
       )
     })
   }

@@ -1,7 +1,7 @@
 // One client exchange: route it, run the route's onion, stream the answer back, then write one
 // access-log line and the metrics. The plan is read once at the start, so an exchange finishes on
 // the plan it started with even if a reload swaps in another meanwhile.
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { STATUS_CODES, validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { AccessLog } from '../telemetry/access-log.js'
@@ -303,6 +303,7 @@ export function proxyRequestOf(
   requestId: string,
   hasBody: boolean,
   sendContinue: ProxyRequest['sendContinue'],
+  sendInterim: ProxyRequest['sendInterim'],
   upgrade: ProxyRequest['upgrade'],
 ): ProxyRequest {
   return {
@@ -315,6 +316,7 @@ export function proxyRequestOf(
     hasBody,
     requestId,
     sendContinue,
+    sendInterim,
     upgrade,
   }
 }
@@ -341,7 +343,7 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   const withBody = hasBody(request)
   // A client that asked for 100 Continue sends nothing until it gets it: watched from then on.
   if (withBody && !expectsContinue) state.watchUpload()
-  const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, admitted.authority, requestId, withBody, expectsContinue ? continueOnce(state) : undefined, undefined)
+  const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, admitted.authority, requestId, withBody, expectsContinue ? continueOnce(state) : undefined, interimWriter(request, response), undefined)
   const exchange: Exchange = {
     request: proxyRequest,
     identity: ANONYMOUS,
@@ -361,6 +363,47 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
       deliver(state, localResponse(status, reason, exchange))
     },
   )
+}
+
+/** Interim responses one exchange passes on at most: an upstream cannot make the gateway buffer without end. */
+const MAX_INTERIM_RESPONSES = 16
+
+/** What ServerResponse has, unlisted in its types, to write raw bytes in this response's place in the connection. */
+interface RawWriter {
+  _writeRaw(data: string, encoding: BufferEncoding): boolean
+}
+
+/**
+ * Writes an upstream's 1xx to the client (RFC 9110 §15.2: a proxy forwards them), with the same
+ * header mapping as a final response, until the final response's head is written. Never to an
+ * HTTP/1.0 client, which a server must not send one to (§15.2). Node has no public call for an
+ * arbitrary 1xx: writeContinue, writeProcessing and writeEarlyHints (103 with a Link only) are each
+ * built on _writeRaw, which also keeps the bytes behind any earlier pipelined response still being sent.
+ */
+function interimWriter(request: IncomingMessage, response: ServerResponse): ProxyRequest['sendInterim'] {
+  if (request.httpVersionMajor !== 1 || request.httpVersionMinor === 0) return undefined
+  let sent = 0
+  return (status, headers) => {
+    if (response.headersSent || response.destroyed || sent >= MAX_INTERIM_RESPONSES || status < 102 || status > 199) return
+    sent++
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Informational'}\r\n`
+    const mapped = clientResponseHeaders(headers)
+    for (const name in mapped) {
+      const value = mapped[name]
+      if (value === undefined) continue
+      for (const line of Array.isArray(value) ? value : [value]) {
+        // undici has parsed these already; a value Node would refuse in a final response is dropped here.
+        try {
+          validateHeaderName(name)
+          validateHeaderValue(name, line)
+        } catch {
+          continue
+        }
+        head += `${name}: ${line}\r\n`
+      }
+    }
+    ;(response as unknown as RawWriter)._writeRaw(head + '\r\n', 'latin1')
+  }
 }
 
 /** Layers may each ask for the body (a retry reads it, then the dispatch sends it): one 100 Continue is enough. */

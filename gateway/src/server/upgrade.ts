@@ -69,7 +69,7 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
     log(status)
     return
   }
-  const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, authority, requestId, false, undefined, {
+  const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, authority, requestId, false, undefined, undefined, {
     socket,
     head,
     protocol: request.headers.upgrade ?? 'websocket',

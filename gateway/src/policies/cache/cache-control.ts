@@ -19,6 +19,8 @@ export interface CacheControl {
   readonly maxStale: number | undefined
   readonly staleWhileRevalidate: number | undefined
   readonly staleIfError: number | undefined
+  /** From a targeted field (RFC 9213): Expires is ignored too. */
+  readonly targeted: boolean
 }
 
 type MutableCacheControl = { -readonly [K in keyof CacheControl]: CacheControl[K] }
@@ -41,6 +43,7 @@ function blank(): MutableCacheControl {
     maxStale: undefined,
     staleWhileRevalidate: undefined,
     staleIfError: undefined,
+    targeted: false,
   }
 }
 

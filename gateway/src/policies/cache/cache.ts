@@ -16,13 +16,22 @@ import { DeadlineExceeded, discardResponse, ExchangeSignal, localResponse, newEx
 import { definePolicy, type Deps } from '../policy.js'
 import type { Defaulted } from '../../core/schema-defaults.js'
 import { NO_DIRECTIVES, parseCacheControl, type CacheControl } from './cache-control.js'
-import { correctedInitialAge, currentAge, freshnessLifetime, headerText, httpDate, notStorableBecause, type FreshnessSettings } from './freshness.js'
+import { correctedInitialAge, currentAge, freshnessLifetime, headerText, notStorableBecause, type FreshnessSettings } from './freshness.js'
+import { parseHttpDate } from '../../core/http-date.js'
 import { CacheStore, entrySize, type StoredResponse } from './store.js'
 import { purgeEndpoint } from './purge.js'
 import type { BlockList } from 'node:net'
 import { addressList, inList, parseCidr } from '../../core/cidr.js'
 import { CapturingBody } from './capture.js'
-import { responseDirectives, stripOurSurrogateControl, SURROGATE_CAPABILITY } from './surrogate-control.js'
+import { varyValue } from './vary.js'
+import { byteRange, ifRangeHolds } from './range.js'
+import { SURROGATE_CAPABILITY } from './surrogate-control.js'
+import { DEFAULT_TARGETED_HEADER, responseDirectives, stripOurControls } from './targeted.js'
+
+/** A field name (RFC 9110 §5.1: a token). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+/** Fields that cannot be a targeted field: the cache reads them with other rules. */
+const NOT_TARGETED = new Set(['cache-control', 'surrogate-control', 'expires', 'pragma', 'age', 'date', 'vary'])
 
 export const CacheConfig = Type.Object(
   {
@@ -36,12 +45,19 @@ export const CacheConfig = Type.Object(
     purge: Type.Optional(Type.Boolean({ default: false, description: 'Accept the PURGE method on this route: it drops the stored responses of the request URI. Only operators may: callers on loopback, presenting the admin token (admin.token), or in `purgeFrom`; others get 401/403.' })),
     purgeFrom: Type.Optional(Type.Array(Type.String(), { default: [], description: 'Client addresses (CIDRs) that may PURGE without the admin token, e.g. the CI runners that deploy.' })),
     tagHeader: Type.Optional(Type.String({ minLength: 1, default: 'Surrogate-Key', description: 'Response header listing the entry\'s tags, space-separated, for purging by tag.' })),
+    targetedHeader: Type.Optional(
+      Type.String({
+        pattern: HEADER_NAME.source,
+        default: DEFAULT_TARGETED_HEADER,
+        description: 'Response header with cache directives for this cache alone (RFC 9213 targeted field): when valid and non-empty it replaces Cache-Control, Expires and Surrogate-Control here, and is removed before the response goes on. Behind a CDN that reads CDN-Cache-Control, name a field of your own so that CDN-Cache-Control passes through.',
+      }),
+    ),
     keyHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Request headers added to the cache key, as if every response varied on them.' })),
   },
   { additionalProperties: false, description: 'A shared HTTP cache (RFC 9111) for GET and HEAD.' },
 )
 export type CacheConfig = Static<typeof CacheConfig>
-type ResolvedCacheConfig = Defaulted<CacheConfig, 'maxSize' | 'maxObjectSize' | 'maxTtl' | 'staleWhileRevalidate' | 'staleIfError' | 'allowAuthorized' | 'purge' | 'purgeFrom' | 'tagHeader' | 'keyHeaders'>
+type ResolvedCacheConfig = Defaulted<CacheConfig, 'maxSize' | 'maxObjectSize' | 'maxTtl' | 'staleWhileRevalidate' | 'staleIfError' | 'allowAuthorized' | 'purge' | 'purgeFrom' | 'tagHeader' | 'targetedHeader' | 'keyHeaders'>
 
 interface CacheSettings extends FreshnessSettings {
   readonly maxSize: number
@@ -50,6 +66,8 @@ interface CacheSettings extends FreshnessSettings {
   readonly staleIfErrorS: number
   readonly purge: boolean
   readonly tagHeader: string
+  /** Lower case. */
+  readonly targetedHeader: string
   readonly keyHeaders: readonly string[]
 }
 
@@ -64,6 +82,7 @@ function settingsOf(config: ResolvedCacheConfig): CacheSettings {
     allowAuthorized: config.allowAuthorized,
     purge: config.purge,
     tagHeader: config.tagHeader.toLowerCase(),
+    targetedHeader: config.targetedHeader.toLowerCase(),
     keyHeaders: config.keyHeaders.map((name) => name.toLowerCase()),
   }
 }
@@ -114,12 +133,6 @@ function lookupOf(request: ProxyRequest): Lookup {
   return { uri: host + path, path, host, cacheControl: requestCacheControl(request) }
 }
 
-/** A request header's value as Vary compares it: absent differs from empty, list spacing does not matter. */
-function varyValue(value: string | string[] | undefined): string {
-  if (value === undefined) return '\u0000'
-  return (Array.isArray(value) ? value.join(',') : value).split(',').map((part) => part.trim()).join(',')
-}
-
 function varyNamesOf(headers: ResponseHeaders, keyHeaders: readonly string[]): string[] {
   const vary = headerText(headers.vary)
   const names = vary === undefined ? [] : vary.split(',').map((name) => name.trim().toLowerCase()).filter((name) => name !== '')
@@ -143,7 +156,7 @@ function sentHeader(request: ProxyRequest, name: string): string | undefined {
 }
 
 function matchesVary(entry: StoredResponse, request: ProxyRequest): boolean {
-  for (let i = 0; i < entry.varyNames.length; i++) if (varyValue(sentHeader(request, entry.varyNames[i]!)) !== entry.varyValues[i]) return false
+  for (let i = 0; i < entry.varyNames.length; i++) if (varyValue(entry.varyNames[i]!, sentHeader(request, entry.varyNames[i]!)) !== entry.varyValues[i]) return false
   return true
 }
 
@@ -160,10 +173,21 @@ function clientHasCurrentCopy(request: ProxyRequest, entry: StoredResponse): boo
   const headers = request.incoming.headers
   const ifNoneMatch = headers['if-none-match']
   if (ifNoneMatch !== undefined) return etagMatches(ifNoneMatch, headerText(entry.headers.etag))
-  const since = httpDate(headers['if-modified-since'])
+  // An If-Modified-Since that is not one valid HTTP-date is ignored (RFC 9110 §13.1.3).
+  const since = parseHttpDate(headers['if-modified-since'])
   if (Number.isNaN(since)) return false
-  const modified = httpDate(entry.headers['last-modified'] ?? entry.headers.date)
-  return !Number.isNaN(modified) && modified <= since
+  return lastModifiedOf(entry) <= since
+}
+
+/**
+ * When the stored response was last modified, as RFC 9111 §4.3.2 compares it with If-Modified-Since:
+ * its Last-Modified, else its Date, else when it was received.
+ */
+function lastModifiedOf(entry: StoredResponse): number {
+  const lastModified = parseHttpDate(entry.headers['last-modified'])
+  if (!Number.isNaN(lastModified)) return lastModified
+  const date = parseHttpDate(entry.headers.date)
+  return Number.isNaN(date) ? entry.responseTime : date
 }
 
 /** The request headers sent upstream to revalidate `entry`: the client's conditionals replaced with ours. */
@@ -324,14 +348,31 @@ class ResponseCache {
 
   /** A response built from a stored one: a 304 when the client already holds it, HEAD without body. */
   private answer(exchange: Exchange, entry: StoredResponse, age: number, status: string): ProxyResponse {
-    // Age saturates at 2^31 (RFC 9111 §1.2.2); an unreadable upstream Age counts as infinitely old.
+    // Age saturates at 2^31 (RFC 9111 §1.2.2).
     const headers: ResponseHeaders = { ...entry.headers, age: String(Math.min(Math.floor(age), 2 ** 31)) }
     appendCacheStatus(headers, `waypost; ${status}`)
-    stripOurSurrogateControl(headers)
+    stripOurControls(headers, this.settings.targetedHeader)
     const request = exchange.request
     if (entry.status >= 200 && entry.status < 300 && clientHasCurrentCopy(request, entry)) {
       delete headers['content-length']
       return { status: 304, headers, body: null, origin: 'cache' }
+    }
+    // Range is defined for GET only (RFC 9110 §14.2), and a 206 is a part of a 200.
+    const incoming = request.incoming.headers
+    if (incoming.range !== undefined && entry.status === 200 && request.method === 'GET' && ifRangeHolds(headerText(incoming['if-range']), entry.headers)) {
+      const length = entry.body.length
+      const range = byteRange(incoming.range, length)
+      if (range === 'unsatisfiable') {
+        headers['content-range'] = `bytes */${length}`
+        headers['content-length'] = '0'
+        delete headers['content-type']
+        return { status: 416, headers, body: null, origin: 'cache' }
+      }
+      if (range !== undefined) {
+        headers['content-range'] = `bytes ${range.start}-${range.end}/${length}`
+        headers['content-length'] = String(range.end - range.start + 1)
+        return { status: 206, headers, body: entry.body.subarray(range.start, range.end + 1), origin: 'cache' }
+      }
     }
     return { status: entry.status, headers, body: request.method === 'HEAD' ? null : entry.body, origin: 'cache' }
   }
@@ -394,7 +435,7 @@ class ResponseCache {
     }
     if (!background) this.count(exchange, 'miss')
     const stored = request.method === 'GET' && response.origin === 'upstream' ? this.storeWhileStreaming(response, exchange, lookup, requestTime, responseTime, release) : undefined
-    stripOurSurrogateControl(response.headers)
+    stripOurControls(response.headers, this.settings.targetedHeader)
     if (stored !== undefined) {
       appendCacheStatus(stored.headers, `waypost; fwd=${fwd}; stored`)
       return stored
@@ -436,7 +477,7 @@ class ResponseCache {
     const updated = { ...entry.headers }
     const fresh = endToEndHeaders(headers)
     for (const name in fresh) if (!NOT_UPDATED_BY_304.has(name)) updated[name] = fresh[name]
-    const cacheControl = responseDirectives(updated)
+    const cacheControl = responseDirectives(updated, this.settings.targetedHeader)
     const refreshed: StoredResponse = {
       ...entry,
       headers: updated,
@@ -454,7 +495,7 @@ class ResponseCache {
   /** Returns the response with its body teed into the store, or undefined when it must not be stored. */
   private storeWhileStreaming(response: ProxyResponse, exchange: Exchange, lookup: Lookup, requestTime: number, responseTime: number, release: (() => void) | undefined): ProxyResponse | undefined {
     const headers = response.headers
-    const cacheControl = responseDirectives(headers)
+    const cacheControl = responseDirectives(headers, this.settings.targetedHeader)
     const request = exchange.request
     const authorized = request.incoming.headers.authorization !== undefined
     if (notStorableBecause(response.status, headers, cacheControl, lookup.cacheControl, authorized, this.settings) !== undefined) return undefined
@@ -468,7 +509,7 @@ class ResponseCache {
     if (body === null || Buffer.isBuffer(body)) return undefined
 
     const varyNames = varyNamesOf(headers, this.settings.keyHeaders)
-    const varyValues = varyNames.map((name) => varyValue(sentHeader(request, name)))
+    const varyValues = varyNames.map((name) => varyValue(name, sentHeader(request, name)))
     const tags = headerText(headers[this.settings.tagHeader])?.split(/\s+/).filter((tag) => tag !== '') ?? []
     const initialAge = correctedInitialAge(headers, requestTime, responseTime)
     // Copied now: the client's copy loses our Surrogate-Control directives, the stored one keeps them
@@ -519,7 +560,8 @@ class ResponseCache {
     const background: Exchange = {
       ...exchange,
       // Always a GET, even for a HEAD that found the entry stale: only a GET's answer can replace it.
-      request: { ...exchange.request, method: 'GET', hasBody: false, body: undefined, sendContinue: undefined },
+      // Its interim responses go nowhere: the client has had its answer.
+      request: { ...exchange.request, method: 'GET', hasBody: false, body: undefined, sendContinue: undefined, sendInterim: undefined },
       signal,
       record: newExchangeRecord(),
     }
@@ -557,7 +599,7 @@ class ResponseCache {
     }
     this.count(exchange, 'bypass')
     const response = await next(exchange)
-    stripOurSurrogateControl(response.headers)
+    stripOurControls(response.headers, this.settings.targetedHeader)
     if (SAFE_METHODS.has(request.method) || response.status >= 400 || response.status < 200) return response
     this.store.deleteUri(lookup.uri)
     for (const name of ['location', 'content-location']) {
@@ -587,8 +629,10 @@ export const cache = definePolicy({
   schema: CacheConfig,
   admin: [purgeEndpoint],
   localReasons: (config) => (config.purge === true ? ['cache-only-if-cached', 'cache-purged', 'cache-not-found', 'purge-refused'] : ['cache-only-if-cached']),
-  validate: (config) =>
-    (config.purgeFrom ?? []).flatMap((entry, index) => (parseCidr(entry) === undefined ? [{ path: `/purgeFrom/${index}`, message: `not an IP address or CIDR: "${entry}"` }] : [])),
+  validate: (config) => [
+    ...(config.purgeFrom ?? []).flatMap((entry, index) => (parseCidr(entry) === undefined ? [{ path: `/purgeFrom/${index}`, message: `not an IP address or CIDR: "${entry}"` }] : [])),
+    ...(config.targetedHeader !== undefined && NOT_TARGETED.has(config.targetedHeader.toLowerCase()) ? [{ path: '/targetedHeader', message: `"${config.targetedHeader}" cannot be a targeted field: the cache reads it by its own rules` }] : []),
+  ],
   build(config, deps: Deps<CacheStore>) {
     const settings = settingsOf(config as ResolvedCacheConfig)
     const route = deps.route.name

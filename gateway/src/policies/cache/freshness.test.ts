@@ -47,12 +47,34 @@ t.test('freshness lifetime: s-maxage > max-age > Expires > heuristic, capped by 
   t.equal(lifetime({ 'cache-control': 'max-age=999999' }, { ...settings, maxTtlS: 100 }), 100)
 })
 
+t.test('dates are HTTP-dates or nothing: Expires, Date and Last-Modified in other formats', async (t) => {
+  const lifetime = (headers: Record<string, string>): number => freshnessLifetime(200, headers, NO_DIRECTIVES, NOW, settings)
+  t.equal(lifetime({ expires: 'Wed, 01 Jan 2025 12:05:00 GMT' }), 300, 'IMF-fixdate')
+  t.equal(lifetime({ expires: 'Wednesday, 01-Jan-25 12:05:00 GMT' }), 300, 'RFC 850')
+  t.equal(lifetime({ expires: 'Wed Jan  1 12:05:00 2025' }), 300, 'asctime')
+  for (const expires of ['Wed, 01 Jan 2025 12:05:00 UTC', 'Wed 01 Jan 2025 12:05:00 GMT', 'Wed, 01  Jan  2025 12:05:00 GMT', 'Wed, 01-Jan-2025 12:05:00 GMT', 'Wed, 01 Jan 2025 2:05:00 GMT']) {
+    t.equal(lifetime({ expires }), 0, `Expires: ${expires} is invalid, so already expired`)
+  }
+  t.equal(lifetime({ date: 'Wed, 01 Jan 2025 11:00:00 UTC', expires: 'Wed, 01 Jan 2025 12:05:00 GMT' }), 300, 'an invalid Date: the response time stands in')
+  t.equal(lifetime({ 'last-modified': 'Wed, 01 Jan 2025 02:00:00 UTC' }), 0, 'an invalid Last-Modified: no heuristic')
+  t.equal(correctedInitialAge({ date: 'Wed, 01 Jan 2025 11:00:00 UTC' }, NOW, NOW), 0, 'an invalid Date gives no apparent age')
+})
+
 t.test('age: apparent age, Age header and transit delay (§4.2.3)', async (t) => {
   t.equal(correctedInitialAge({}, NOW - 2000, NOW), 2, 'the response delay counts')
   t.equal(correctedInitialAge({ age: '30' }, NOW, NOW), 30)
   t.equal(correctedInitialAge({ date: 'Wed, 01 Jan 2025 11:59:00 GMT', age: '10' }, NOW, NOW), 60, 'the larger of apparent and corrected age')
   t.equal(currentAge(5, NOW, NOW + 3000), 8)
-  t.equal(correctedInitialAge({ age: '1.5' }, NOW, NOW), Infinity, 'an unreadable Age makes the response stale')
-  t.equal(correctedInitialAge({ age: ['0', '7200'] }, NOW, NOW), Infinity)
-  t.equal(correctedInitialAge({ age: '0, 7200' }, NOW, NOW), Infinity)
+})
+
+t.test('Age (§5.1): the first member counts; one that is not a non-negative integer is ignored', async (t) => {
+  for (const invalid of ['abc', '-7200', '7200.0', '1.5', '7200;foo=bar', '+5', '0x10', '']) t.equal(correctedInitialAge({ age: invalid }, NOW, NOW), 0, `Age: ${invalid} is ignored`)
+  t.equal(correctedInitialAge({ age: '0, 7200' }, NOW, NOW), 0, 'a list: its first member')
+  t.equal(correctedInitialAge({ age: '7200,0' }, NOW, NOW), 7200)
+  t.equal(correctedInitialAge({ age: ['0', '7200'] }, NOW, NOW), 0, 'two lines: the first')
+  t.equal(correctedInitialAge({ age: ['7200', '0'] }, NOW, NOW), 7200)
+  t.equal(correctedInitialAge({ age: ['abc', '7200'] }, NOW, NOW), 0, 'an invalid first member: no Age at all, not the next one')
+  t.equal(correctedInitialAge({ age: ' 30 ' }, NOW, NOW), 30)
+  t.equal(correctedInitialAge({ age: '99999999999999' }, NOW, NOW), 2 ** 31, 'saturates')
+  t.equal(correctedInitialAge({ date: 'Wed, 01 Jan 2025 11:59:00 GMT', age: 'abc' }, NOW, NOW), 60, 'the apparent age still counts')
 })

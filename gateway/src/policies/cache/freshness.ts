@@ -3,8 +3,9 @@
 // values and clock readings, so they are tested without sockets.
 import type { ResponseHeaders } from '../../core/exchange.js'
 import type { CacheControl } from './cache-control.js'
+import { parseHttpDate } from '../../core/http-date.js'
 
-/** Statuses a cache may store without explicit freshness (RFC 9110 §15.1). 206 is left out: no range support. */
+/** Statuses a cache may store without explicit freshness (RFC 9110 §15.1). 206 is left out: partial responses are not stored (ranges are served from a stored 200). */
 export const HEURISTICALLY_CACHEABLE = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
 
 /** Other statuses whose semantics we know, stored with explicit freshness. */
@@ -19,11 +20,6 @@ export function headerText(value: string | string[] | undefined): string | undef
   return Array.isArray(value) ? value.join(', ') : value
 }
 
-/** An HTTP-date (RFC 9110 §5.6.7) in ms since the epoch, or NaN. */
-export function httpDate(value: string | string[] | undefined): number {
-  const text = headerText(value)
-  return text === undefined ? NaN : Date.parse(text)
-}
 
 export interface FreshnessSettings {
   /** Upper bound on any freshness lifetime, in seconds. */
@@ -46,9 +42,14 @@ export function notStorableBecause(status: number, headers: ResponseHeaders, cc:
   if (headerText(headers.vary)?.includes('*') === true) return 'vary-star'
   // Per-user state must not be handed to every client: a choice most shared caches make too.
   if (headers['set-cookie'] !== undefined && !cc.public) return 'set-cookie'
-  const explicit = cc.public || cc.maxAge !== undefined || cc.sMaxAge !== undefined || headers.expires !== undefined
+  const explicit = cc.public || cc.maxAge !== undefined || cc.sMaxAge !== undefined || expiresOf(headers, cc) !== undefined
   if (!explicit && !HEURISTICALLY_CACHEABLE.has(status)) return 'no-freshness'
   return undefined
+}
+
+/** Expires as it counts: not at all when the directives come from a targeted field (RFC 9213 §2.1). */
+function expiresOf(headers: ResponseHeaders, cc: CacheControl): string | string[] | undefined {
+  return cc.targeted ? undefined : headers.expires
 }
 
 /** The freshness lifetime in seconds (§4.2.1), capped at maxTtl. `responseTime` stands in for a missing Date. */
@@ -56,10 +57,10 @@ export function freshnessLifetime(status: number, headers: ResponseHeaders, cc: 
   let lifetime: number | undefined
   if (cc.sMaxAge !== undefined) lifetime = cc.sMaxAge
   else if (cc.maxAge !== undefined) lifetime = cc.maxAge
-  else if (headers.expires !== undefined) {
-    const expires = httpDate(headers.expires)
-    const date = httpDate(headers.date)
-    // An invalid Expires (e.g. "0") means already expired.
+  else if (expiresOf(headers, cc) !== undefined) {
+    const expires = parseHttpDate(headers.expires)
+    const date = parseHttpDate(headers.date)
+    // An invalid Expires (e.g. "0", or a date in a format HTTP does not allow) means already expired (RFC 9111 §5.3).
     lifetime = Number.isNaN(expires) ? 0 : Math.max(0, (expires - (Number.isNaN(date) ? responseTime : date)) / 1000)
   } else if (HEURISTICALLY_CACHEABLE.has(status) || cc.public) {
     lifetime = heuristicLifetime(headers, responseTime, settings)
@@ -70,22 +71,32 @@ export function freshnessLifetime(status: number, headers: ResponseHeaders, cc: 
 /** §4.2.2: the configured default, else 10% of the time since Last-Modified; 0 when neither applies. */
 function heuristicLifetime(headers: ResponseHeaders, responseTime: number, settings: FreshnessSettings): number {
   if (settings.defaultTtlS !== undefined) return settings.defaultTtlS
-  const lastModified = httpDate(headers['last-modified'])
+  const lastModified = parseHttpDate(headers['last-modified'])
   if (Number.isNaN(lastModified)) return 0
-  const date = httpDate(headers.date)
+  const date = parseHttpDate(headers.date)
   const base = Number.isNaN(date) ? responseTime : date
   return Math.max(0, (base - lastModified) / 10_000)
 }
 
 /** §4.2.3: the age the response had when it arrived, corrected for transit. In seconds. */
 export function correctedInitialAge(headers: ResponseHeaders, requestTime: number, responseTime: number): number {
-  const date = httpDate(headers.date)
+  const date = parseHttpDate(headers.date)
   const apparentAge = Number.isNaN(date) ? 0 : Math.max(0, (responseTime - date) / 1000)
-  // An Age that is not one non-negative integer (a float, a suffix, a list) is unreliable: take the response as stale.
-  const ageText = headerText(headers.age)
-  const ageValue = ageText === undefined ? 0 : /^\s*\d+\s*$/.test(ageText) ? Number(ageText) : Infinity
   const responseDelay = (responseTime - requestTime) / 1000
-  return Math.max(apparentAge, ageValue + responseDelay)
+  return Math.max(apparentAge, ageSeconds(headers.age) + responseDelay)
+}
+
+/**
+ * §5.1: Age's first member (of the first line, when there are several lines or a list); a value that
+ * is not a non-negative integer (a float, a sign, a parameter) is ignored, as if there were no Age.
+ * Huge values saturate at 2^31 (§1.2.2).
+ */
+export function ageSeconds(value: string | string[] | undefined): number {
+  const first = Array.isArray(value) ? value[0] : value
+  if (first === undefined) return 0
+  const comma = first.indexOf(',')
+  const member = (comma === -1 ? first : first.slice(0, comma)).trim()
+  return /^\d+$/.test(member) ? Math.min(Number(member), 2 ** 31) : 0
 }
 
 /** Age now, in seconds: corrected initial age plus the time it has been resident. */

@@ -1,6 +1,10 @@
 // Surrogate-Control without sockets: which directives are ours, what they mean, what is forwarded.
 import t from 'tap'
-import { responseDirectives, stripOurSurrogateControl } from './surrogate-control.js'
+import { stripOurSurrogateControl } from './surrogate-control.js'
+import { responseDirectives as withTarget } from './targeted.js'
+import type { ResponseHeaders } from '../../core/exchange.js'
+
+const responseDirectives = (headers: ResponseHeaders): ReturnType<typeof withTarget> => withTarget(headers, 'cdn-cache-control')
 
 t.test('directives for us replace Cache-Control', async (t) => {
   t.match(responseDirectives({ 'cache-control': 'no-store', 'surrogate-control': 'max-age=3600' }), { noStore: false, sMaxAge: 3600 })

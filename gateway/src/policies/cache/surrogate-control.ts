@@ -35,14 +35,10 @@ function split(value: string): Split {
   return { ours, others }
 }
 
-/** The directives the cache acts on for this response: Surrogate-Control's for us when there are any, else Cache-Control's. */
-export function responseDirectives(headers: ResponseHeaders): CacheControl {
+/** The directives of Surrogate-Control for us, or undefined when there are none (Cache-Control decides then). */
+export function surrogateDirectives(headers: ResponseHeaders): CacheControl | undefined {
   const surrogate = headerText(headers['surrogate-control'])
-  if (surrogate !== undefined) {
-    const ours = fromSurrogate(split(surrogate).ours)
-    if (ours !== undefined) return ours
-  }
-  return parseCacheControl(headers['cache-control'])
+  return surrogate === undefined ? undefined : fromSurrogate(split(surrogate).ours)
 }
 
 /**
