@@ -120,6 +120,9 @@ async function run(args: string[]): Promise<number> {
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGHUP', () => void gateway.reload('signal'))
+  // Started by a supervisor with an IPC channel (`npm start`): when the channel closes, the supervisor
+  // is gone (even killed outright), and the gateway must not go on holding its ports.
+  if (process.channel !== undefined) process.once('disconnect', () => stop('supervisor gone'))
   return -1 // keep running
 }
 
