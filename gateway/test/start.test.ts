@@ -1,7 +1,7 @@
 // README's first command, `npm start`: the stub and the gateway with the bundled policy, and Ctrl-C
 // stops both (the gateway drains first). Run here on free ports, with the bundled file rewritten to them.
 import t from 'tap'
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -182,4 +182,47 @@ t.test('npm start leaves no process and no port behind, however it is stopped', 
       }
     })
   }
+})
+
+t.test('a second npm start does not run tsc: prestart skips the build when dist/ is up to date', async (t) => {
+  const build = fileURLToPath(new URL('../scripts/build.mjs', import.meta.url))
+  // `npm test` has just built; run alone after an edit, this test brings dist/ up to date first.
+  if (spawnSync(process.execPath, [build, '--check'], { cwd: ROOT }).status !== 0) t.equal(spawnSync(process.execPath, [build], { cwd: ROOT, stdio: 'ignore' }).status, 0, 'built')
+  const [proxyPort, adminPort, stubPort] = await freePorts(3)
+  const config = tempConfig(
+    readFileSync(BUNDLED, 'utf8')
+      .replaceAll('127.0.0.1:8080', `127.0.0.1:${proxyPort}`)
+      .replaceAll('127.0.0.1:9901', `127.0.0.1:${adminPort}`)
+      .replaceAll('127.0.0.1:3000', `127.0.0.1:${stubPort}`)
+      .replace('delay: 2s', 'delay: 0s'),
+  )
+  const env: NodeJS.ProcessEnv = { ...process.env, WAYPOST_CONFIG: config, STUB_PORT: String(stubPort) }
+  delete env.WAYPOST_LISTEN
+  delete env.WAYPOST_ADMIN
+  const started = Date.now()
+  const npm = spawn(NPM[0]!, [...NPM.slice(1), 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  let output = ''
+  npm.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
+  npm.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
+  const exited = new Promise((resolve) => npm.once('exit', resolve))
+  t.teardown(() => {
+    for (const pid of [npm.pid!, ...descendants(npm.pid!)]) if (alive(pid)) process.kill(pid, 'SIGKILL')
+  })
+  let status = 0
+  for (const deadline = Date.now() + 20_000; status !== 200 && Date.now() < deadline; ) {
+    status = await request(`http://127.0.0.1:${proxyPort}/status/200`).then(
+      async (response) => {
+        await response.body.dump()
+        return response.statusCode
+      },
+      () => 0,
+    )
+    if (status !== 200) await sleep(100)
+  }
+  t.equal(status, 200, 'serving')
+  t.match(output, 'build: dist/ is up to date, skipping tsc', 'prestart skipped tsc')
+  t.notMatch(output, /> tsc|tsc -p/, 'tsc was not started')
+  t.comment(`serving ${Date.now() - started} ms after npm start`)
+  process.kill(npm.pid!, 'SIGINT')
+  await exited
 })
