@@ -1,12 +1,12 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
 // The `waypost` command: run | validate | inject | version.
 import { parseArgs } from 'node:util'
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Gateway } from './server/gateway.js'
 import { createLogger, flushLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat } from './telemetry/logger.js'
-import { loadConfigFile, formatError } from './config/load.js'
+import { loadConfigFile, formatError, formatWarning } from './config/load.js'
 import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
 import { parseAddress } from './server/address.js'
 import { injectCommand, INJECT_USAGE } from './inject/command.js'
@@ -35,12 +35,15 @@ async function validate(files: string[]): Promise<number> {
   let code = 0
   for (const file of files) {
     const result = await loadConfigFile(file)
-    if (result.ok) {
-      console.log(`${file}: ok (${result.config.routes.length} routes, ${Object.keys(result.config.upstreams).length} upstreams, hash ${result.hash})`)
-      continue
+    if (!result.ok) {
+      for (const error of result.errors) console.error(formatError(error))
+      code = 1
     }
-    for (const error of result.errors) console.error(formatError(error))
-    code = 1
+    for (const warning of result.warnings) console.error(formatWarning(warning))
+    if (result.ok) {
+      const warned = result.warnings.length === 0 ? '' : `, ${result.warnings.length} warning${result.warnings.length === 1 ? '' : 's'}`
+      console.log(`${file}: ok (${result.config.routes.length} routes, ${Object.keys(result.config.upstreams).length} upstreams, hash ${result.hash}${warned})`)
+    }
   }
   return code
 }
@@ -49,6 +52,16 @@ async function validate(files: string[]): Promise<number> {
 async function fileLogFormat(file: string): Promise<LogFormat | undefined> {
   const loaded = await loadConfigFile(file)
   return loaded.ok ? loaded.config.log?.format : undefined
+}
+
+function exists(file: string): boolean {
+  try {
+    statSync(file)
+    return true
+  } catch (error) {
+    // Only a missing file is reported up front; any other trouble (permissions) the loader words itself.
+    return (error as NodeJS.ErrnoException).code !== 'ENOENT'
+  }
 }
 
 async function run(args: string[]): Promise<number> {
@@ -76,6 +89,13 @@ async function run(args: string[]): Promise<number> {
     return 2
   }
   const configFile = resolve(values.config ?? env.configFile ?? DEFAULT_CONFIG_FILE)
+  // The commonest first mistake, said once and plainly (not as a rejected reload plus a fatal log line).
+  if (!exists(configFile)) {
+    const given = values.config !== undefined ? '--config' : env.configFile !== undefined ? 'WAYPOST_CONFIG' : undefined
+    const hint = given === undefined ? `the default, ${DEFAULT_CONFIG_FILE} in the working directory; give another with --config FILE or WAYPOST_CONFIG` : `from ${given}`
+    console.error(`waypost: no config file at ${configFile} (${hint})`)
+    return 1
+  }
   // The format is chosen before the first line is written, so the file's is read ahead of the start.
   const format = (overrides.logFormat ?? (await fileLogFormat(configFile)) ?? 'json') as LogFormat
   let log
