@@ -10,6 +10,22 @@ import { toMs } from '../core/units.js'
 export const INJECT_USAGE = `waypost inject FILE|- [--image IMAGE] [--config-map NAME] [--port 8080] [--admin-port 9901]
                  [--app-port PORT] [--drain-delay 5s] [--drain-timeout 30s]`
 
+export const INJECT_HELP = `usage: ${INJECT_USAGE}
+
+Adds the gateway as a sidecar to the workloads in Kubernetes YAML (FILE, or - for stdin) and writes
+the result to stdout; notes go to stderr (docs/operations/sidecar.md).
+
+  --image IMAGE           the gateway's image (default waypost:VERSION, as \`docker build -t waypost:VERSION .\` tags it)
+  --config-map NAME       the ConfigMap holding waypost.yaml (default waypost)
+  --port PORT             the gateway's proxy port; Services are sent here (default 8080)
+  --admin-port PORT       the admin port, for the probes (default 9901)
+  --app-port PORT         the app's port, when the pod declares several or none
+  --drain-delay D         the policy's drain.delay, for the grace period (default 5s)
+  --drain-timeout D       the policy's drain.timeout, for the grace period (default 30s)
+  -h, --help              this help
+
+Exit 0 written, 1 refused (nothing written), 2 usage.`
+
 /** Exit code: 0 written, 1 refused (nothing written), 2 usage. */
 export async function injectCommand(args: string[], defaultImage: string): Promise<number> {
   let values: Record<string, string | undefined>
@@ -26,9 +42,14 @@ export async function injectCommand(args: string[], defaultImage: string): Promi
         'app-port': { type: 'string' },
         'drain-delay': { type: 'string' },
         'drain-timeout': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
       },
     })
-    values = parsed.values
+    if (parsed.values.help === true) {
+      console.log(INJECT_HELP)
+      return 0
+    }
+    values = parsed.values as Record<string, string | undefined>
     if (parsed.positionals.length !== 1) throw new Error('expected one FILE, or - for stdin')
     input = parsed.positionals[0]
   } catch (error) {
