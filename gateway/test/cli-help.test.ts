@@ -10,28 +10,33 @@ const example = fileURLToPath(new URL('../../config/waypost.yaml', import.meta.u
 t.test('every command answers --help and -h with its own usage, exit 0, no stack trace', async (t) => {
   const commands = ['run', 'validate', 'inject', 'version', 'help']
   const usage = new Map<string, string>()
-  // One after another: each is a node start, and the other subtests run beside these.
-  for (const [command, flag] of [...commands.map((command) => [command, '--help']), ['run', '-h'], ['inject', '-h']] as const) {
-    const answer = await waypost([command, flag])
+  // Side by side: each is a node start of a second or more.
+  const calls = [...commands.map((command) => [command, '--help']), ['run', '-h'], ['validate', '-h']] as const
+  const answers = await Promise.all(calls.map(([command, flag]) => waypost([command, flag])))
+  calls.forEach(([command, flag], index) => {
+    const answer = answers[index]!
     t.equal(answer.code, 0, `${command} ${flag}: exit 0`)
     t.match(answer.stdout, new RegExp(`^usage: waypost ${command}\\b`), `${command} ${flag}: its usage`)
     t.equal(answer.stderr, '', `${command} ${flag}: nothing on stderr`)
     usage.set(command, answer.stdout)
-  }
+  })
   t.match(usage.get('run'), /--config FILE[\s\S]*--log-format[\s\S]*SIGHUP reloads/, 'run: every flag and the signals')
   t.match(usage.get('inject'), /--image IMAGE[\s\S]*--drain-timeout/, 'inject: its options')
-  t.equal((await waypost(['help', 'run'])).stdout, usage.get('run'), 'help COMMAND is COMMAND --help')
-  t.match((await waypost(['--config', example, '--help'])).stdout, /^usage: waypost run/, 'flags only: run')
-  const general = await waypost(['--help'])
+  const [helpRun, flagsOnly, general] = await Promise.all([waypost(['help', 'run']), waypost(['--config', example, '--help']), waypost(['--help'])])
+  t.equal(helpRun.stdout, usage.get('run'), 'help COMMAND is COMMAND --help')
+  t.match(flagsOnly.stdout, /^usage: waypost run/, 'flags only: run')
   t.equal(general.code, 0)
   for (const command of commands) t.match(general.stdout, `waypost ${command}`)
 })
 
 t.test('a bad flag is a usage error (exit 2), never a stack trace or a file named after the flag', async (t) => {
-  const run = await waypost(['run', '--bogus'])
-  const validate = await waypost(['validate', '--bogus', example])
-  const version = await waypost(['version', '--bogus'])
-  const inject = await waypost(['inject', '--bogus', '-'])
+  const [run, validate, version, inject, noFile] = await Promise.all([
+    waypost(['run', '--bogus']),
+    waypost(['validate', '--bogus', example]),
+    waypost(['version', '--bogus']),
+    waypost(['inject', '--bogus', '-']),
+    waypost(['validate']),
+  ])
   for (const [name, result] of [['run', run], ['validate', validate], ['version', version], ['inject', inject]] as const) {
     t.equal(result.code, 2, `${name}: exit 2`)
     t.match(result.stderr, /Unknown option '--bogus'/, `${name}: names the flag`)
@@ -39,7 +44,6 @@ t.test('a bad flag is a usage error (exit 2), never a stack trace or a file name
     t.notMatch(result.stderr, /cannot read the config file/, `${name}: no file named --bogus was read`)
   }
   t.match(run.stderr, /usage: waypost run/)
-  const noFile = await waypost(['validate'])
   t.equal(noFile.code, 2)
   t.match(noFile.stderr, /expected at least one FILE\nusage: waypost validate FILE/)
 })

@@ -101,7 +101,7 @@ t.test('log.format: pretty prints lines for people, from the file or the flag; a
     t.teardown(() => void child.kill('SIGKILL'))
     let output = ''
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
-    for (let waited = 0; !output.includes('waypost ready') && waited < 10_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50))
+    for (let waited = 0; !output.includes('waypost ready') && waited < 30_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50))
     child.kill('SIGKILL')
     return output.split('\n').find((line) => line.includes('waypost ready')) ?? output
   }
