@@ -34,12 +34,14 @@ COPY config/waypost.yaml /etc/waypost/waypost.yaml
 USER 65532:65532
 # Listen on every interface inside the pod (the defaults are loopback, right for a laptop, useless
 # in a pod: the Service and the kubelet's probes come in on the pod IP). Environment beats the
-# policy file's listen.address / admin.address; flags beat both.
+# policy file's listen.address / admin.address; flags beat both. Ports 15080/15901, not the laptop's
+# 8080/9901: beside an app in a pod they must not clash with it, and 8080 is the commonest app port
+# (the same defaults as `waypost inject` and sidecar-manifests/).
 ENV NODE_ENV=production \
     WAYPOST_CONFIG=/etc/waypost/waypost.yaml \
-    WAYPOST_LISTEN=0.0.0.0:8080 \
-    WAYPOST_ADMIN=0.0.0.0:9901
-EXPOSE 8080 9901
+    WAYPOST_LISTEN=0.0.0.0:15080 \
+    WAYPOST_ADMIN=0.0.0.0:15901
+EXPOSE 15080 15901
 
 # Exec form, node itself as PID 1: SIGTERM goes straight to the gateway, which installs its own
 # SIGTERM/SIGINT/SIGHUP handlers and drains (a PID 1 without handlers would ignore SIGTERM; ours has
@@ -50,4 +52,4 @@ EXPOSE 8080 9901
 ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=4", "/app/dist/gateway/src/main.js"]
 CMD ["run"]
 # No HEALTHCHECK: Kubernetes ignores it and probes the admin port's /live and /ready instead, and
-# the image has no curl to run one with. Outside Kubernetes, probe http://HOST:9901/ready.
+# the image has no curl to run one with. Outside Kubernetes, probe http://HOST:15901/ready.

@@ -1,42 +1,103 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
-// The `waypost` command: run | validate | inject | version.
-import { parseArgs } from 'node:util'
+// The `waypost` command: run | validate | inject | version | help; each command answers --help.
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { Gateway } from './server/gateway.js'
 import { packageVersion } from './core/version.js'
 import { createLogger, flushLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat } from './telemetry/logger.js'
-import { loadConfigFile, formatError } from './config/load.js'
+import { loadConfigFile, formatError, formatWarning } from './config/load.js'
 import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
 import { parseAddress } from './server/address.js'
-import { injectCommand, INJECT_USAGE } from './inject/command.js'
+import { injectCommand, INJECT_HELP, INJECT_USAGE } from './inject/command.js'
 import type { LevelWithSilent } from 'pino'
 
+const RUN_SYNOPSIS = 'waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL] [--log-format json|pretty]'
+const VALIDATE_SYNOPSIS = 'waypost validate FILE [FILE...]'
+
 const USAGE = `usage:
-  waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL] [--log-format json|pretty]
-  waypost validate FILE [FILE...]
+  ${RUN_SYNOPSIS}
+  ${VALIDATE_SYNOPSIS}
   ${INJECT_USAGE}
   waypost version
+  waypost help [COMMAND]          (or COMMAND --help)
 
 Precedence: flags > environment (WAYPOST_CONFIG, WAYPOST_LISTEN, WAYPOST_ADMIN, WAYPOST_LOG_LEVEL, WAYPOST_LOG_FORMAT) > the file > defaults.
 The default config file is ${DEFAULT_CONFIG_FILE}.`
 
-const version = packageVersion
+/** Each command's own `--help`. */
+const COMMAND_USAGE: Record<string, string> = {
+  run: `usage: ${RUN_SYNOPSIS}
+
+Runs the gateway in the foreground (also what \`waypost\` with no command, or only flags, does).
+
+  -c, --config FILE       the policy file (env WAYPOST_CONFIG; default ${DEFAULT_CONFIG_FILE})
+  --listen HOST:PORT      the proxy listener (env WAYPOST_LISTEN; default the file's listen.address, else 127.0.0.1:8080)
+  --admin HOST:PORT       the admin listener (env WAYPOST_ADMIN; default the file's admin.address, else 127.0.0.1:9901)
+  --log-level LEVEL       ${LOG_LEVELS.join('|')} (env WAYPOST_LOG_LEVEL; default the file's log.level, else info)
+  --log-format FORMAT     ${LOG_FORMATS.join('|')} (env WAYPOST_LOG_FORMAT; default the file's log.format, else json)
+  -h, --help              this help
+
+Signals: SIGHUP reloads the file; SIGTERM or SIGINT drains and exits 0; a second signal exits 1 at once.
+Exit 2 for a bad flag, 1 when the first policy file does not load.`,
+  validate: `usage: ${VALIDATE_SYNOPSIS}
+
+Checks each policy file as a reload would (parse, schema, references, each policy's own checks)
+without running anything. Prints "FILE: ok (…)" per good file; every error on stderr as
+file:line:col: field.path: message, and warnings (valid settings that contradict each other) as
+file:line:col: field.path: warning: message.
+
+  -h, --help              this help
+
+Exit 0 when every file is valid (warnings included), 1 when any is rejected, 2 without a FILE.`,
+  inject: INJECT_HELP,
+  version: `usage: waypost version
+
+Prints the version (also: waypost --version).`,
+  help: `usage: waypost help [COMMAND]
+
+Prints the usage of every command, or COMMAND's own (the same as COMMAND --help).`,
+}
+
+/** A command's arguments parsed, or its usage error (exit 2) already printed. */
+function parseCommandArgs<T extends ParseArgsConfig>(command: string, config: T): ReturnType<typeof parseArgs<T>> | undefined {
+  try {
+    return parseArgs(config)
+  } catch (error) {
+    console.error(`waypost ${command}: ${(error as Error).message}\n${COMMAND_USAGE[command]!.split('\n')[0]}\n(waypost ${command} --help for more)`)
+    return undefined
+  }
+}
+
+function version(): string {
+  return packageVersion()
+}
 
 /** Checks each file as a reload would; exit 1 when any is rejected (CI checks a whole folder in one call). */
-async function validate(files: string[]): Promise<number> {
+async function validate(args: string[]): Promise<number> {
+  const parsed = parseCommandArgs('validate', { args, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } })
+  if (parsed === undefined) return 2
+  if (parsed.values.help === true) {
+    console.log(COMMAND_USAGE.validate)
+    return 0
+  }
+  const files = parsed.positionals
   if (files.length === 0) {
-    console.error(USAGE)
+    console.error(`waypost validate: expected at least one FILE\nusage: ${VALIDATE_SYNOPSIS}`)
     return 2
   }
   let code = 0
   for (const file of files) {
     const result = await loadConfigFile(file)
-    if (result.ok) {
-      console.log(`${file}: ok (${result.config.routes.length} routes, ${Object.keys(result.config.upstreams).length} upstreams, hash ${result.hash})`)
-      continue
+    if (!result.ok) {
+      for (const error of result.errors) console.error(formatError(error))
+      code = 1
     }
-    for (const error of result.errors) console.error(formatError(error))
-    code = 1
+    for (const warning of result.warnings) console.error(formatWarning(warning))
+    if (result.ok) {
+      const warned = result.warnings.length === 0 ? '' : `, ${result.warnings.length} warning${result.warnings.length === 1 ? '' : 's'}`
+      console.log(`${file}: ok (${result.config.routes.length} routes, ${Object.keys(result.config.upstreams).length} upstreams, hash ${result.hash}${warned})`)
+    }
   }
   return code
 }
@@ -47,11 +108,34 @@ async function fileLogFormat(file: string): Promise<LogFormat | undefined> {
   return loaded.ok ? loaded.config.log?.format : undefined
 }
 
+function exists(file: string): boolean {
+  try {
+    statSync(file)
+    return true
+  } catch (error) {
+    // Only a missing file is reported up front; any other trouble (permissions) the loader words itself.
+    return (error as NodeJS.ErrnoException).code !== 'ENOENT'
+  }
+}
+
 async function run(args: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const parsed = parseCommandArgs('run', {
     args,
-    options: { config: { type: 'string', short: 'c' }, listen: { type: 'string' }, admin: { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' } },
+    options: {
+      config: { type: 'string', short: 'c' },
+      listen: { type: 'string' },
+      admin: { type: 'string' },
+      'log-level': { type: 'string' },
+      'log-format': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
   })
+  if (parsed === undefined) return 2
+  const { values } = parsed
+  if (values.help === true) {
+    console.log(COMMAND_USAGE.run)
+    return 0
+  }
   const env = environmentOverrides(process.env)
   const overrides = { listen: values.listen ?? env.listen, admin: values.admin ?? env.admin, logLevel: values['log-level'] ?? env.logLevel, logFormat: values['log-format'] ?? env.logFormat }
   for (const [flag, address] of [['listen', overrides.listen], ['admin', overrides.admin]] as const) {
@@ -72,6 +156,13 @@ async function run(args: string[]): Promise<number> {
     return 2
   }
   const configFile = resolve(values.config ?? env.configFile ?? DEFAULT_CONFIG_FILE)
+  // The commonest first mistake, said once and plainly (not as a rejected reload plus a fatal log line).
+  if (!exists(configFile)) {
+    const given = values.config !== undefined ? '--config' : env.configFile !== undefined ? 'WAYPOST_CONFIG' : undefined
+    const hint = given === undefined ? `the default, ${DEFAULT_CONFIG_FILE} in the working directory; give another with --config FILE or WAYPOST_CONFIG` : `from ${given}`
+    console.error(`waypost: no config file at ${configFile} (${hint})`)
+    return 1
+  }
   // The format is chosen before the first line is written, so the file's is read ahead of the start.
   const format = (overrides.logFormat ?? (await fileLogFormat(configFile)) ?? 'json') as LogFormat
   let log
@@ -116,6 +207,9 @@ async function run(args: string[]): Promise<number> {
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGHUP', () => void gateway.reload('signal'))
+  // Started by a supervisor with an IPC channel (`npm start`): when the channel closes, the supervisor
+  // is gone (even killed outright), and the gateway must not go on holding its ports.
+  if (process.channel !== undefined) process.once('disconnect', () => stop('supervisor gone'))
   return -1 // keep running
 }
 
@@ -130,14 +224,28 @@ async function main(argv: string[]): Promise<number> {
       // The image this command comes from, tagged as `docker build -t waypost:VERSION .` tags it.
       return injectCommand(rest, `waypost:${version()}`)
     case 'version':
-    case '--version':
-      console.log(`waypost ${version()}`)
+    case '--version': {
+      const parsed = parseCommandArgs('version', { args: rest, options: { help: { type: 'boolean', short: 'h' } } })
+      if (parsed === undefined) return 2
+      console.log(parsed.values.help === true ? COMMAND_USAGE.version : `waypost ${version()}`)
       return 0
+    }
     case 'help':
     case '--help':
-    case '-h':
-      console.log(USAGE)
+    case '-h': {
+      const topic = command === 'help' ? rest[0] : undefined
+      if (topic === undefined) {
+        console.log(USAGE)
+        return 0
+      }
+      const name = topic === '--help' || topic === '-h' ? 'help' : topic
+      if (!Object.hasOwn(COMMAND_USAGE, name)) {
+        console.error(`unknown command "${topic}"\n${USAGE}`)
+        return 2
+      }
+      console.log(COMMAND_USAGE[name])
       return 0
+    }
     default:
       if (command.startsWith('-')) return run(argv)
       console.error(`unknown command "${command}"\n${USAGE}`)

@@ -40,12 +40,40 @@ routes:
 `)
   const result = await waypost(['validate', file])
   t.equal(result.code, 1)
-  const lines = result.stderr.trim().split('\n')
-  t.equal(lines.length, 1, `schema errors come first; semantic ones once the shape is right:\n${result.stderr}`)
-  t.equal(lines[0], `${file}:7:27: routes[0].policies.timeout.request: expected a duration such as "250ms", "2s", "1m" or a number of milliseconds`)
+  t.same(result.stderr.trim().split('\n'), [
+    `${file}:7:27: routes[0].policies.timeout.request: expected a duration such as "250ms", "2s", "1m" or a number of milliseconds`,
+    `${file}:5:15: routes[0].upstream: unknown upstream "ghost"; defined: app`,
+  ], 'schema and reference errors in one run')
   const semantic = await waypost(['validate', tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: ghost\n')])
   t.match(semantic.stderr, /:5:15: routes\[0\]\.upstream: unknown upstream "ghost"; defined: app/)
   t.match((await waypost(['validate', '/nonexistent.yaml'])).stderr, /cannot read the config file/)
+})
+
+t.test('validate: a misspelt field names the nearest one; contradictions warn without failing', async (t) => {
+  const misspelt = tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: app\n    policies:\n      retry: { attemps: 3 }\n')
+  const typo = await waypost(['validate', misspelt])
+  t.equal(typo.code, 1)
+  t.equal(typo.stderr, `${misspelt}:7:16: routes[0].policies.retry.attemps: unknown field "attemps"; did you mean "attempts"?\n`)
+  const contradiction = tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: app\n    policies:\n      timeout: { request: 1s, perTry: 3s }\n      retry: { attempts: 3 }\n')
+  const warned = await waypost(['validate', contradiction])
+  t.equal(warned.code, 0, 'a warning does not fail the file')
+  t.match(warned.stdout, /: ok \(1 routes, 1 upstreams, hash [0-9a-f]{16}, 1 warning\)/)
+  t.equal(warned.stderr, `${contradiction}:7:39: routes[0].policies.timeout.perTry: warning: timeout.perTry (3000ms) is not shorter than timeout.request (1000ms): the request deadline always passes first, so no attempt ever times out on its own and none is retried for it\n`)
+})
+
+t.test('run: a missing config file is one plain line', async (t) => {
+  const { mkdtempSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const empty = mkdtempSync(join(tmpdir(), 'waypost-empty-'))
+  const { spawnSync } = await import('node:child_process')
+  const byDefault = spawnSync(process.execPath, [MAIN, 'run'], { cwd: empty, encoding: 'utf8', env: { ...process.env, WAYPOST_CONFIG: '' } })
+  t.equal(byDefault.status, 1)
+  t.equal(byDefault.stdout, '', 'no log lines')
+  t.equal(byDefault.stderr, `waypost: no config file at ${join(empty, 'config/waypost.yaml')} (the default, config/waypost.yaml in the working directory; give another with --config FILE or WAYPOST_CONFIG)\n`)
+  const given = await waypost(['run', '--config', join(empty, 'mine.yaml')])
+  t.equal(given.code, 1)
+  t.equal(given.stdout, '')
+  t.equal(given.stderr, `waypost: no config file at ${join(empty, 'mine.yaml')} (from --config)\n`)
 })
 
 t.test('version and usage', async (t) => {
@@ -73,7 +101,7 @@ t.test('log.format: pretty prints lines for people, from the file or the flag; a
     t.teardown(() => void child.kill('SIGKILL'))
     let output = ''
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
-    for (let waited = 0; !output.includes('waypost ready') && waited < 10_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50))
+    for (let waited = 0; !output.includes('waypost ready') && waited < 30_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50))
     child.kill('SIGKILL')
     return output.split('\n').find((line) => line.includes('waypost ready')) ?? output
   }

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { validate } from 'dockerfile-utils'
 import { DockerfileParser } from 'dockerfile-ast'
+import { DEFAULT_ADMIN_PORT, DEFAULT_PORT } from '../src/inject/sidecar.js'
 
 const root = (path: string): string => fileURLToPath(new URL(`../../${path}`, import.meta.url))
 const content = readFileSync(root('Dockerfile'), 'utf8')
@@ -44,9 +45,10 @@ t.test('runtime: non-root numeric user, exec-form ENTRYPOINT running node, ports
   t.match(entrypoint[0], /\/node$/, 'exec form, node is PID 1 (no shell in between to swallow SIGTERM)')
   t.equal(entrypoint.at(-1), '/app/dist/gateway/src/main.js')
   t.same(argumentsOf('CMD'), ['["run"]'])
-  t.same(argumentsOf('EXPOSE'), ['8080 9901'])
+  // The sidecar's ports, as `waypost inject` and sidecar-manifests/ use them.
+  t.same(argumentsOf('EXPOSE'), [`${DEFAULT_PORT} ${DEFAULT_ADMIN_PORT}`])
   const env = argumentsOf('ENV').join(' ')
-  for (const setting of ['WAYPOST_CONFIG=/etc/waypost/waypost.yaml', 'WAYPOST_LISTEN=0.0.0.0:8080', 'WAYPOST_ADMIN=0.0.0.0:9901']) t.ok(env.includes(setting), setting)
+  for (const setting of ['WAYPOST_CONFIG=/etc/waypost/waypost.yaml', `WAYPOST_LISTEN=0.0.0.0:${DEFAULT_PORT}`, `WAYPOST_ADMIN=0.0.0.0:${DEFAULT_ADMIN_PORT}`]) t.ok(env.includes(setting), setting)
   t.notOk(runtime.some((instruction) => ['RUN', 'VOLUME'].includes(instruction.getKeyword())), 'nothing is run or written in the runtime stage')
 })
 

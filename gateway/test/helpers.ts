@@ -214,7 +214,8 @@ export function waypost(args: string[], options: { input?: string; env?: NodeJS.
     let stderr = ''
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    // Generous: a node start takes seconds when the machine's 2 cores are shared with other test runs.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
     child.once('error', reject)
     child.once('close', (code) => {
       clearTimeout(timer)

@@ -95,8 +95,10 @@ t.test('reloads under continuous load drop nothing', async (t) => {
   t.same(quietReloads, [], `requests were in flight across every reload (sent by each: ${sentAtReload.join(', ')})`)
   t.same(failures, [], `${failures.length} of ${sent} requests failed`)
   t.equal(await activeVersion(gw.adminUrl), 7, 'six good reloads applied on top of version 1')
+  const rejected = gw.lines.find((line) => line.msg === 'config rejected; the plan in force keeps serving') as { errors?: string[] } | undefined
+  t.match(rejected?.errors?.[0], /waypost\.yaml:[1-9]\d*:[1-9]\d*: YAML syntax/, 'the rejection was logged with its position')
   const status = (await (await request(`${gw.adminUrl}/config`)).body.json()) as { lastError: { errors: string[] } | null }
-  t.match(status.lastError?.errors[0], /waypost\.yaml:\d+:\d+: YAML syntax/)
+  t.equal(status.lastError, null, 'the good reloads after it cleared lastError')
   t.comment(`reload under load: ${sent} requests, ${failures.length} failures, ${reloads.length} reloads (${reloads.join(', ')})`)
 })
 
@@ -145,4 +147,28 @@ t.test('a file that cannot load (an alias bomb) is refused by every trigger; the
   replaceFile(file, configWith(3000))
   await waitForVersion(gw.adminUrl, 2)
   t.pass('a good file applies after the bad ones')
+})
+
+t.test('putting a rejected file back as it was clears the error: logged, and lastError null in GET /config', async (t) => {
+  const good = configWith(5000)
+  const file = tempConfig(good)
+  const gw = await spawnGateway(file, { WAYPOST_LOG_LEVEL: 'info' })
+  t.teardown(() => gw.stop())
+  const lastError = async (): Promise<{ errors: string[] } | null> =>
+    ((await (await request(`${gw.adminUrl}/config`)).body.json()) as { lastError: { errors: string[] } | null }).lastError
+
+  // A bad indent, the slip that used to be reported at 0:0.
+  const badIndent = good.replace(/\n( {4}url: .*)\n/, '\n$1\n   connections: 4\n')
+  t.not(badIndent, good)
+  replaceFile(file, badIndent)
+  const rejected = await gw.waitForLog((line) => line.msg === 'config rejected; the plan in force keeps serving')
+  t.match((rejected as { errors?: string[] }).errors?.[0], /waypost\.yaml:[1-9]\d*:[1-9]\d*: YAML syntax/)
+  t.match(await lastError(), { errors: [/YAML syntax/] })
+
+  replaceFile(file, good)
+  const cleared = await gw.waitForLog((line) => line.msg === 'config error cleared: the file loads again')
+  t.match(cleared, { source: 'file', version: 1 }, 'the plan in force is unchanged')
+  t.equal(await lastError(), null)
+  t.equal(await activeVersion(gw.adminUrl), 1, 'nothing was applied: the file is what runs')
+  t.equal(gw.lines.filter((line) => line.msg === 'config applied').length, 1)
 })

@@ -14,6 +14,8 @@ import { toMs } from '../src/core/units.js'
 import { kustomize, isKustomization } from './kustomize.js'
 import { schemaProblems, type KubernetesObject } from './kubernetes-schema.js'
 import { catchAllConfig, spawnGateway, tempConfig } from './helpers.js'
+import { inject } from '../src/inject/inject.js'
+import { DEFAULT_ADMIN_PORT, DEFAULT_PORT } from '../src/inject/sidecar.js'
 
 const manifests = fileURLToPath(new URL('../../sidecar-manifests/', import.meta.url))
 const builds = ['base', 'monitoring', 'overlays/pre-1.29', 'overlays/tls']
@@ -61,10 +63,13 @@ t.test('base: the gateway is a native sidecar with probes on the admin port, sta
   const gateway = spec.initContainers![0]!
   t.equal(gateway.name, 'waypost')
   t.equal(gateway.restartPolicy, 'Always', 'restartPolicy: Always makes an init container a sidecar')
-  t.same(gateway.startupProbe?.httpGet, { path: '/ready', port: 9901 })
-  t.same(gateway.readinessProbe?.httpGet, { path: '/ready', port: 9901 })
-  t.same(gateway.livenessProbe?.httpGet, { path: '/live', port: 9901 })
-  t.same(gateway.ports?.map((port) => port.containerPort), [8080, 9901])
+  // The ports `waypost inject` uses and the image sets (not the app's 8080).
+  t.same(gateway.startupProbe?.httpGet, { path: '/ready', port: DEFAULT_ADMIN_PORT })
+  t.same(gateway.readinessProbe?.httpGet, { path: '/ready', port: DEFAULT_ADMIN_PORT })
+  t.same(gateway.livenessProbe?.httpGet, { path: '/live', port: DEFAULT_ADMIN_PORT })
+  t.same(gateway.ports?.map((port) => port.containerPort), [DEFAULT_PORT, DEFAULT_ADMIN_PORT])
+  const config = policy(built.get('base')!)
+  t.same([config.listen?.address, config.admin?.address], [`0.0.0.0:${DEFAULT_PORT}`, `0.0.0.0:${DEFAULT_ADMIN_PORT}`], 'the policy file says what runs')
   t.same(gateway.volumeMounts, [{ name: 'waypost-config', mountPath: '/etc/waypost', readOnly: true }], 'the directory (a subPath mount never sees ConfigMap updates)')
   t.same(spec.volumes?.find((volume) => volume.name === 'waypost-config')?.configMap, { name: 'hello-waypost' })
   t.notOk(gateway.lifecycle?.preStop, 'no preStop: the gateway drains on SIGTERM, which it gets after the app exited')
@@ -94,9 +99,9 @@ t.test('base: the app is reachable only through the gateway', async (t) => {
   t.notOk(app.ports, 'the app declares no port')
   t.equal(policy(objects).upstreams.app!.url, 'http://127.0.0.1:5678', "the gateway's upstream is the app's loopback port")
   const service = find<{ spec: { ports: Array<{ targetPort: number }> } }>(objects, 'Service', 'hello')
-  t.same(service.spec.ports.map((port) => port.targetPort), [8080], "the Service targets the gateway's port")
+  t.same(service.spec.ports.map((port) => port.targetPort), [DEFAULT_PORT], "the Service targets the gateway's port")
   const networkPolicy = find<{ spec: { ingress: Array<{ ports: Array<{ port: number }> }> } }>(objects, 'NetworkPolicy')
-  t.same(networkPolicy.spec.ingress.flatMap((rule) => rule.ports.map((port) => port.port)).sort(), [8080, 9901], 'only the gateway ports are admitted')
+  t.same(networkPolicy.spec.ingress.flatMap((rule) => rule.ports.map((port) => port.port)).sort(), [DEFAULT_PORT, DEFAULT_ADMIN_PORT], 'only the gateway ports are admitted')
 })
 
 /** How long a pod may take to stop, at most, for the way its sidecar is run. */
@@ -138,8 +143,8 @@ t.test("pre-1.29 overlay: the postStart hook's script returns once the gateway i
   const gateway = await spawnGateway(tempConfig(catchAllConfig('http://127.0.0.1:9')))
   t.teardown(() => gateway.stop())
   const script = podSpec(built.get('overlays/pre-1.29')!).containers[0]!.lifecycle!.postStart!.exec!.command![2]!
-  t.ok(script.includes('http://127.0.0.1:9901/ready'))
-  const hook = spawn(process.execPath, ['-e', script.replace('http://127.0.0.1:9901', gateway.adminUrl)], { stdio: 'ignore' })
+  t.ok(script.includes(`http://127.0.0.1:${DEFAULT_ADMIN_PORT}/ready`))
+  const hook = spawn(process.execPath, ['-e', script.replace(`http://127.0.0.1:${DEFAULT_ADMIN_PORT}`, gateway.adminUrl)], { stdio: 'ignore' })
   const code = await new Promise<number | null>((resolve) => hook.once('exit', resolve))
   t.equal(code, 0)
 })
@@ -168,5 +173,17 @@ t.test('monitoring: the rules and the ServiceMonitor use series and ports that e
   const monitor = find<{ spec: { selector: { matchLabels: Record<string, string> }; endpoints: Array<{ port: string }> } }>(built.get('monitoring')!, 'ServiceMonitor')
   const admin = find<{ metadata: { labels: Record<string, string> }; spec: { ports: Array<{ name: string; targetPort: number }> } }>(built.get('base')!, 'Service', 'hello-waypost-admin')
   t.match(admin.metadata.labels, monitor.spec.selector.matchLabels)
-  t.same(admin.spec.ports.map((port) => [port.name, port.targetPort]), [[monitor.spec.endpoints[0]!.port, 9901]])
+  t.same(admin.spec.ports.map((port) => [port.name, port.targetPort]), [[monitor.spec.endpoints[0]!.port, DEFAULT_ADMIN_PORT]])
+})
+
+t.test("`waypost inject --classic`'s postStart hook returns once the gateway is ready, like the overlay's", async (t) => {
+  const gateway = await spawnGateway(tempConfig(catchAllConfig('http://127.0.0.1:9')))
+  t.teardown(() => gateway.stop())
+  const deployment = 'apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: a }\nspec:\n  selector: { matchLabels: { app: a } }\n  template:\n    metadata: { labels: { app: a } }\n    spec:\n      containers: [{ name: a, image: a:1, ports: [{ containerPort: 8080 }] }]\n'
+  const options = { image: 'registry.example/waypost:1', configMap: 'a', port: DEFAULT_PORT, adminPort: DEFAULT_ADMIN_PORT, drainDelayMs: 5000, drainTimeoutMs: 30_000, classic: true }
+  const injected = parse(inject(deployment, options).yaml.split('\n---\n')[0]!) as IDeployment
+  const script = injected.spec!.template.spec!.containers[0]!.lifecycle!.postStart!.exec!.command![2]!
+  t.ok(script.includes(`http://127.0.0.1:${DEFAULT_ADMIN_PORT}/ready`))
+  const hook = spawn(process.execPath, ['-e', script.replace(`http://127.0.0.1:${DEFAULT_ADMIN_PORT}`, gateway.adminUrl)], { stdio: 'ignore' })
+  t.equal(await new Promise<number | null>((resolve) => hook.once('exit', resolve)), 0)
 })

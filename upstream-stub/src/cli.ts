@@ -64,6 +64,8 @@ async function main(): Promise<void> {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+  // Started by a supervisor with an IPC channel (`npm start`): when it is gone, so is our reason to run.
+  if (process.channel !== undefined) process.once('disconnect', stop)
 }
 
 main().catch((error: unknown) => {

@@ -2,7 +2,7 @@ import t from 'tap'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseConfig, formatError } from './load.js'
+import { parseConfig, formatError, formatWarning } from './load.js'
 import { jsonSchema } from '../../scripts/gen-schema.js'
 import { toMs } from '../core/units.js'
 import { Value } from '@sinclair/typebox/value'
@@ -85,7 +85,98 @@ routes:
 t.test('YAML syntax errors carry their position', async (t) => {
   const errors = errorsOf('upstreams:\n  app: { url: "http://x\nroutes: [')
   t.ok(errors.length > 0)
-  t.match(errors[0], /^w\.yaml:\d+:\d+: YAML syntax:/)
+  t.match(errors[0], /^w\.yaml:[1-9]\d*:[1-9]\d*: YAML syntax:/)
+  // Bad indentation, the commonest slip, used to come back as 0:0.
+  t.same(errorsOf('upstreams:\n  app:\n    url: "http://127.0.0.1:3000"\n   connections: 4\nroutes:\n  - { name: a, upstream: app }\n'), [
+    'w.yaml:4:1: YAML syntax: All mapping items must start at the same column',
+  ])
+  t.same(errorsOf('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: app\n    policies:\n      timeout: { request: 1s }\n   retry: { attempts: 2 }\n'), [
+    'w.yaml:8:1: YAML syntax: Sequence item without - indicator',
+  ])
+  t.match(errorsOf('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: app\n     policies: {}\n'), [/^w\.yaml:5:15: YAML syntax: /])
+})
+
+t.test('schema errors and reference errors come together, in one pass', async (t) => {
+  t.same(
+    errorsOf(`upstreams:
+  app: { url: "http://127.0.0.1:3000" }
+routes:
+  - name: a
+    upstream: ghost
+    policies:
+      timeout: { request: soon }
+      breaker: { fallback: { upstream: spare } }
+  - name: a
+    upstream: app
+    match: { path: { regex: "(a)\\\\1" } }
+`),
+    [
+      'w.yaml:7:27: routes[0].policies.timeout.request: expected a duration such as "250ms", "2s", "1m" or a number of milliseconds',
+      'w.yaml:5:15: routes[0].upstream: unknown upstream "ghost"; defined: app',
+      'w.yaml:9:11: routes[1].name: duplicate route name "a" (first used by routes[0])',
+      'w.yaml:11:29: routes[1].match.path.regex: invalid regular expression for the linear-time engine (RE2 syntax: no backreferences or lookaround): error parsing regexp: invalid escape sequence: `\\1`',
+      'w.yaml:8:40: routes[0].policies.breaker.fallback.upstream: unknown upstream "spare"; defined: app',
+    ],
+  )
+  // A field the schema refused is not reported again by a reference check.
+  t.same(errorsOf(valid.replace('upstream: app', 'upstream: "no spaces"')), ['w.yaml:6:15: routes[0].upstream: expected a name of letters, digits, ".", "_" or "-" (at most 63 characters)'])
+  // Shapes the checks cannot read are skipped, never a throw.
+  t.match(errorsOf('upstreams: [1]\nroutes: { a: 1 }\n'), [/upstreams: /, /routes: /])
+  t.match(errorsOf('upstreams: { app: 5 }\nroutes: [5, { name: 7, upstream: [], policies: { retry: 3, timeout: { perTry: x } } }]\n').length, 6)
+})
+
+t.test('an unknown field names the nearest allowed one', async (t) => {
+  const withRoute = (route: string): string[] => errorsOf(`upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: app\n${route}`)
+  t.same(withRoute('    policies: { retry: { attemps: 3 } }\n'), ['w.yaml:6:26: routes[0].policies.retry.attemps: unknown field "attemps"; did you mean "attempts"?'])
+  t.same(withRoute('    policies: { retyr: {} }\n'), ['w.yaml:6:17: routes[0].policies.retyr: unknown field "retyr"; did you mean "retry"?'])
+  t.same(withRoute('    timeuot: { request: 1s }\n'), ['w.yaml:6:5: routes[0].timeuot: unknown field "timeuot"; did you mean "policies.timeout"?'], 'a policy one level too high')
+  t.same(withRoute('    Upstream: app\n'), ['w.yaml:6:5: routes[0].Upstream: unknown field "Upstream"; did you mean "upstream"?'])
+  t.same(withRoute('    frobnicate: 1\n'), ['w.yaml:6:5: routes[0].frobnicate: unknown field "frobnicate"; expected one of name, match, upstream, rewrite, policies'])
+  t.same(errorsOf(`${valid}lisen: { address: "127.0.0.1:1" }\n`), ['w.yaml:7:1: lisen: unknown field "lisen"; did you mean "listen"?'])
+})
+
+t.test('valid settings that contradict each other load, with a warning at the losing field', async (t) => {
+  const warningsOf = (text: string): string[] => {
+    const result = parseConfig(text, 'w.yaml')
+    t.ok(result.ok, 'still loads')
+    return result.warnings.map(formatWarning)
+  }
+  const text = `upstreams:
+  app: { url: "http://127.0.0.1:3000" }
+defaults:
+  policies:
+    timeout: { request: 2s }
+routes:
+  - name: a
+    upstream: app
+    policies:
+      timeout: { perTry: 2s }
+      retry: { attempts: 3 }
+  - name: b
+    upstream: app
+    policies:
+      concurrency: { max: 4, queue: 10, queueTimeout: 5s }
+  - name: c
+    upstream: app
+    policies:
+      timeout: { request: 10s, perTry: 1s }
+      concurrency: { max: 4, queue: 10, queueTimeout: 5s }
+  - name: d
+    upstream: app
+    policies:
+      timeout: false
+      concurrency: { max: 4, queue: 10, queueTimeout: 5s }
+`
+  t.same(warningsOf(text), [
+    'w.yaml:10:26: routes[0].policies.timeout.perTry: warning: timeout.perTry (2000ms) is not shorter than timeout.request (2000ms): the request deadline always passes first, so no attempt ever times out on its own and none is retried for it',
+    'w.yaml:15:55: routes[1].policies.concurrency.queueTimeout: warning: concurrency.queueTimeout (5000ms) is not shorter than timeout.request (2000ms): a queued request times out (504) before the queue would refuse it (503)',
+  ])
+  t.same(warningsOf(text.replace('timeout: { perTry: 2s }', 'timeout: { perTry: 1500ms }')).length, 1, 'a shorter per-try deadline is fine')
+  // Written once in the defaults: one warning there, not one per route.
+  t.same(warningsOf(valid.replace('upstreams:', 'defaults: { policies: { timeout: { request: 1s, perTry: 5s } } }\nupstreams:').replace('routes:', 'routes:\n  - { name: b, upstream: app }')), [
+    'w.yaml:2:57: defaults.policies.timeout.perTry: warning: timeout.perTry (5000ms) is not shorter than timeout.request (1000ms): the request deadline always passes first, so no attempt ever times out on its own and none is retried for it',
+  ])
+  t.same(warningsOf(valid), [])
 })
 
 t.test('semantic checks: path kinds, regexes, upstream URLs, CIDRs, rewrites', async (t) => {
@@ -162,8 +253,10 @@ routes:
       retry: { RETRY }
 `
   const errorsFor = (retry: string): string[] => errorsOf(text.replace('RETRY', retry))
-  t.same(errorsFor('attempts: 0'), ['w.yaml:10:26: routes[0].policies.retry.attempts: Expected integer to be greater or equal to 1'])
-  t.same(errorsFor('retryOn: [status, teapot]'), ['w.yaml:10:34: routes[0].policies.retry.retryOn[1]: expected one of connect-failure, reset, attempt-timeout, status'])
+  // The defaults' cross-field error comes with the route's schema errors, in one pass.
+  const backoff = 'w.yaml:5:31: defaults.policies.retry.backoff.base: base (2s) is longer than max (100ms)'
+  t.same(errorsFor('attempts: 0'), ['w.yaml:10:26: routes[0].policies.retry.attempts: Expected integer to be greater or equal to 1', backoff])
+  t.same(errorsFor('retryOn: [status, teapot]'), ['w.yaml:10:34: routes[0].policies.retry.retryOn[1]: expected one of connect-failure, reset, attempt-timeout, status', backoff])
   t.match(errorsFor('bodyLimit: 64kb'), [/^w\.yaml:10:\d+: routes\[0\]\.policies\.retry\.bodyLimit: expected a size such as "64KiB"/])
   t.same(errorsFor('attempts: 2'), ['w.yaml:5:31: defaults.policies.retry.backoff.base: base (2s) is longer than max (100ms)'])
 })

@@ -2,8 +2,20 @@
 // Deployment, StatefulSet, DaemonSet, Job and CronJob, and the Services selecting them sent to the
 // gateway's port. Edits go through the yaml package's Document API, so comments, key order and
 // every field it does not touch stay as written; other documents are passed through as they are.
-import { parseAllDocuments, isAlias, isMap, isScalar, isSeq, type Document } from 'yaml'
-import { SIDECAR_NAME, CONFIG_VOLUME, configVolume, neededGraceSeconds, sidecarContainer, type InjectOptions } from './sidecar.js'
+// New documents (a NetworkPolicy per workload, the policy ConfigMap on request) come after them.
+import { parseAllDocuments, stringify, isAlias, isMap, isScalar, isSeq, type Document } from 'yaml'
+import {
+  SIDECAR_NAME,
+  CONFIG_VOLUME,
+  configVolume,
+  memoryResources,
+  neededGraceSeconds,
+  networkPolicy,
+  policyConfigMap,
+  sidecarContainer,
+  starterPolicy,
+  type InjectOptions,
+} from './sidecar.js'
 
 /** Where each workload kind keeps its pod template. */
 const POD_TEMPLATE: Record<string, readonly string[]> = {
@@ -30,7 +42,7 @@ export interface InjectResult {
 interface ContainerPort { name?: string; containerPort?: number }
 interface Container { name?: string; ports?: ContainerPort[]; lifecycle?: { preStop?: { exec?: { command?: unknown[] }; sleep?: { seconds?: number } } } }
 interface PodSpec { hostNetwork?: boolean; containers?: Container[]; initContainers?: Container[]; volumes?: Array<{ name?: string }>; terminationGracePeriodSeconds?: number }
-interface Manifest { kind?: unknown; metadata?: { name?: unknown }; spec?: { selector?: Record<string, string> | null; ports?: ServicePort[] }; items?: unknown[] }
+interface Manifest { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown }; spec?: { selector?: Record<string, string> | null; ports?: ServicePort[] }; items?: unknown[] }
 interface ServicePort { name?: string; port?: number; targetPort?: number | string }
 
 /** A workload's pods, as far as Services need to know them. */
@@ -41,6 +53,11 @@ interface Workload {
   appPorts: ContainerPort[]
   /** It had the sidecar before this run. */
   alreadyInjected: boolean
+  name: string
+  kind: string
+  namespace: string | undefined
+  /** Every other port a container of the pod declares (a metrics port, another sidecar's). */
+  otherPorts: number[]
 }
 
 /** A manifest of the input, and where it sits in its document (inside a `kind: List`, under items.N). */
@@ -83,13 +100,81 @@ export function inject(text: string, options: InjectOptions): InjectResult {
   documents.forEach((document, index) => {
     for (const { manifest, at, label } of located[index]!) if (manifest.kind === 'Service') retargetService(document, manifest, at, label, workloads, options, problems)
   })
+  const existing = new Set(located.flat().map(({ manifest }) => objectKey(manifest.kind, manifest.metadata?.namespace, manifest.metadata?.name)))
+  const injected = workloads.filter((workload) => !workload.alreadyInjected)
+  const added = newDocuments(injected, existing, options, problems, notes)
+  if (options.policy !== undefined && injected.length > 0) {
+    const memory = memoryResources(options.policy.config)
+    notes.push(
+      memory.cachedRoutes === 0
+        ? `memory: request ${memory.requestMiB}Mi, limit ${memory.limitMiB}Mi (the policy caches nothing)`
+        : `memory: request ${memory.requestMiB}Mi, limit ${memory.limitMiB}Mi: the gateway's own plus the cache of ${memory.cachedRoutes} route${memory.cachedRoutes === 1 ? '' : 's'} (${Math.ceil(memory.cacheBytes / (1024 * 1024))} MiB of maxSize, held up to twice while responses are copied in)`,
+    )
+  }
   if (problems.length > 0) throw new InjectError(problems)
   const yaml = documents.map((document, index) => {
     const written = document.toString()
     if (written === unchanged[index]) return text.slice(index === 0 ? 0 : documents[index - 1]!.range[2], index === documents.length - 1 ? text.length : document.range[2])
     return index > 0 && !written.startsWith('---') ? `---\n${written}` : written
   })
-  return { yaml: yaml.join(''), notes }
+  const tail = yaml.length > 0 && !yaml[yaml.length - 1]!.endsWith('\n') ? '\n' : ''
+  return { yaml: yaml.join('') + tail + added.map((document) => `---\n${stringify(document, { blockQuote: 'literal', lineWidth: 0 })}`).join(''), notes }
+}
+
+function objectKey(kind: unknown, namespace: unknown, name: unknown): string {
+  return `${String(kind)}/${typeof namespace === 'string' ? namespace : ''}/${String(name)}`
+}
+
+/**
+ * The documents written beside the workloads injected in this run: a NetworkPolicy for each (unless
+ * --no-network-policy), and with --write-config-map the policy ConfigMap, one per namespace. One the
+ * input already has (a second run, or written by hand) is not written again.
+ */
+function newDocuments(injected: Workload[], existing: Set<string>, options: InjectOptions, problems: string[], notes: string[]): Array<Record<string, unknown>> {
+  const out: Array<Record<string, unknown>> = []
+  const add = (document: Record<string, unknown>): void => {
+    const metadata = document.metadata as { name: string; namespace?: string }
+    const key = objectKey(document.kind, metadata.namespace, metadata.name)
+    if (existing.has(key)) return
+    existing.add(key)
+    out.push(document)
+  }
+  if (options.networkPolicy !== false) {
+    const written: Array<Record<string, unknown>> = []
+    for (const workload of injected) {
+      if (Object.keys(workload.labels).length === 0) {
+        notes.push(`${workload.label}: its pods have no labels, so no NetworkPolicy can select them: the admin port ${options.adminPort} is open to the cluster`)
+        continue
+      }
+      const policy = (name: string): Record<string, unknown> => networkPolicy(name, workload.namespace, workload.labels, workload.otherPorts, options)
+      const same = (document: Record<string, unknown>): boolean => JSON.stringify(document.spec) === JSON.stringify(policy('').spec) && (document.metadata as { namespace?: string }).namespace === workload.namespace
+      // Pods of two workloads with the same labels and ports (a Deployment and a Job of one app) need one policy.
+      if (written.some(same)) continue
+      const name = `${workload.name}-waypost`
+      const taken = written.some((document) => (document.metadata as { name: string }).name === name && (document.metadata as { namespace?: string }).namespace === workload.namespace)
+      const document = policy(taken ? `${workload.name}-${workload.kind.toLowerCase()}-waypost` : name)
+      written.push(document)
+      add(document)
+    }
+  }
+  if (options.writeConfigMap === true) {
+    for (const namespace of new Set(injected.map((workload) => workload.namespace))) {
+      const here = injected.filter((workload) => workload.namespace === namespace)
+      let text = options.policy?.text
+      if (text === undefined) {
+        const ports = new Set(here.map((workload) => workload.appPort?.containerPort))
+        const port = ports.size === 1 ? [...ports][0] : undefined
+        if (port === undefined) {
+          const described = here.map((workload) => `${workload.label}: ${workload.appPort?.containerPort ?? 'unknown'}`).join('; ')
+          problems.push(`--write-config-map: one starter policy needs one app port, and the workloads sharing ConfigMap ${options.configMap} have ${ports.size > 1 ? 'several' : 'none known'} (${described}); pass --app-port, --config FILE, or inject them separately`)
+          continue
+        }
+        text = starterPolicy(port, options)
+      }
+      add(policyConfigMap(options.configMap, namespace, text))
+    }
+  }
+  return out
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -111,9 +196,27 @@ function injectWorkload(document: Document, manifest: Manifest, at: Array<string
   // An app that declares no port but was named with --app-port listens there all the same.
   const appPorts = declared.length === 0 && options.appPort !== undefined ? [{ containerPort: options.appPort }] : declared
   const alreadyInjected = [...containers, ...initContainers].some((container) => container.name === SIDECAR_NAME)
-  const workload: Workload = { label, labels: isObject(pod.metadata?.labels) ? pod.metadata.labels : {}, appPorts, appPort: pickAppPort(appPorts, options), alreadyInjected }
+  const appPort = pickAppPort(appPorts, options)
+  const otherPorts = [...containers, ...initContainers]
+    .flatMap((container) => container.ports ?? [])
+    .map((port) => port.containerPort)
+    .filter((port): port is number => typeof port === 'number' && port !== appPort?.containerPort && port !== options.port && port !== options.adminPort)
+  const workload: Workload = {
+    label,
+    labels: isObject(pod.metadata?.labels) ? pod.metadata.labels : {},
+    appPorts,
+    appPort,
+    alreadyInjected,
+    name: String(manifest.metadata?.name),
+    kind: String(manifest.kind),
+    namespace: typeof manifest.metadata?.namespace === 'string' ? manifest.metadata.namespace : undefined,
+    otherPorts: [...new Set(otherPorts)],
+  }
   if (alreadyInjected) return workload // idempotent: a second run changes nothing
-  const shared = sharedStructure(document, specPath)
+  if (options.classic === true && isBatch(manifest)) {
+    return refuse('with --classic the gateway is an ordinary container, which keeps running after the job is done, so the Job never completes: inject Jobs only on Kubernetes 1.29+ (without --classic)')
+  }
+  const shared = sharedStructure(document, specPath, options.classic === true)
   if (shared !== undefined) return refuse(shared)
   if (podSpec.hostNetwork === true) return refuse("the pod uses hostNetwork: the gateway's ports would be the node's, shared by every such pod")
   const clash = [...containers, ...initContainers].flatMap((container) => container.ports ?? []).find((port) => port.containerPort === options.port || port.containerPort === options.adminPort)
@@ -121,19 +224,28 @@ function injectWorkload(document: Document, manifest: Manifest, at: Array<string
   if ((podSpec.volumes ?? []).some((volume) => volume.name === CONFIG_VOLUME)) return refuse(`a volume is already named "${CONFIG_VOLUME}" but there is no "${SIDECAR_NAME}" container`)
   if (options.appPort !== undefined && workload.appPort === undefined) return refuse(`no container declares --app-port ${options.appPort}; ports: ${describePorts(appPorts)}`)
 
-  prepend(document, [...specPath, 'initContainers'], sidecarContainer(options))
+  prepend(document, [...specPath, options.classic === true ? 'containers' : 'initContainers'], sidecarContainer(options))
   append(document, [...specPath, 'volumes'], configVolume(options))
   // The app's preStop runs before the gateway is even told to stop (it stops after the app): both fit in the grace period.
   const appPreStop = Math.max(0, ...containers.map(preStopSeconds))
   const needed = neededGraceSeconds(options) + appPreStop
   const grace = podSpec.terminationGracePeriodSeconds ?? 30 // the Kubernetes default
   if (grace < needed) document.setIn([...specPath, 'terminationGracePeriodSeconds'], needed)
+  const port = workload.appPort === undefined ? '<app port>' : String(workload.appPort.containerPort)
   notes.push(
     workload.appPort === undefined
       ? `${label}: injected; point the policy file's upstream at the app's port: url: http://127.0.0.1:<app port>`
-      : `${label}: injected; in ConfigMap ${options.configMap}, the upstream is the app: url: http://127.0.0.1:${workload.appPort.containerPort}`,
+      : `${label}: injected; in ConfigMap ${options.configMap}, the upstream is the app: url: http://127.0.0.1:${port}`,
   )
-  if (!containers.some((container) => container.lifecycle?.preStop !== undefined) && !isBatch(manifest)) {
+  // Whatever reaches the app's port directly skips every policy: say how to close it.
+  notes.push(
+    `${label}: let the app listen on 127.0.0.1:${port} only, so clients cannot reach it around the gateway` +
+      (options.networkPolicy === false ? '' : ` (the NetworkPolicy written beside it also keeps port ${port} closed to other pods)`),
+  )
+  if (options.classic === true) {
+    const drainSeconds = Math.ceil((options.drainDelayMs + options.drainTimeoutMs) / 1000)
+    notes.push(`${label}: --classic: the app and the gateway get SIGTERM together, so give the app a preStop sleep of at least ${drainSeconds}s (drain.delay + drain.timeout): it must outlive the exchanges the gateway still finishes`)
+  } else if (!containers.some((container) => container.lifecycle?.preStop !== undefined) && !isBatch(manifest)) {
     notes.push(`${label}: the app has no preStop: give it one (e.g. sleep 5) so it keeps serving while the Service stops sending it traffic`)
   }
   return workload
@@ -158,8 +270,9 @@ function preStopSeconds(container: Container): number {
  * replace the alias, or add keys that hide the merged ones, so the output would lose what the input
  * meant. Returns the reason to refuse, or undefined.
  */
-function sharedStructure(document: Document, specPath: Array<string | number>): string | undefined {
-  const paths = [...specPath.map((_, i) => specPath.slice(0, i + 1)), [...specPath, 'initContainers'], [...specPath, 'volumes'], [...specPath, 'terminationGracePeriodSeconds']]
+function sharedStructure(document: Document, specPath: Array<string | number>, classic: boolean): string | undefined {
+  const edited = classic ? 'containers' : 'initContainers'
+  const paths = [...specPath.map((_, i) => specPath.slice(0, i + 1)), [...specPath, edited], [...specPath, 'volumes'], [...specPath, 'terminationGracePeriodSeconds']]
   for (const path of paths) {
     const node = document.getIn(path, true)
     if (isAlias(node)) return `${path.join('.')} is an alias (*${node.source}): write it out in full before injecting`

@@ -6,7 +6,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import type { FSWatcher } from 'node:fs'
 import type { Logger } from 'pino'
 import { compile, type Plan } from '../config/compile.js'
-import { formatError, loadConfigFile, type ConfigError } from '../config/load.js'
+import { formatError, formatWarning, loadConfigFile, type ConfigError } from '../config/load.js'
 import { KeptState } from '../config/kept-state.js'
 import { ConfigHistory } from '../config/history.js'
 import { watchConfig } from '../config/watch.js'
@@ -191,6 +191,8 @@ export class Gateway implements ExchangeHost {
     if (!loaded.ok) return this.rejected(source, loaded.errors)
     const previous = this.current
     if (previous !== undefined && previous.hash === loaded.hash) {
+      // The file was put back as it was (a rejected edit undone): nothing to apply, but the error is gone.
+      this.errorCleared(source, previous.version)
       return { ok: true, version: previous.version, hash: previous.hash, changed: false }
     }
     const version = (previous?.version ?? 0) + 1
@@ -216,7 +218,16 @@ export class Gateway implements ExchangeHost {
     this.metrics.configVersion.set(version)
     const event = this.history.record(version, loaded.hash, source, previous?.config, loaded.config)
     this.log.info({ version, hash: loaded.hash, source, ...event.summary }, 'config applied')
+    if (loaded.warnings.length > 0) this.log.warn({ version, warnings: loaded.warnings.map(formatWarning) }, 'config applied with warnings')
+    this.errorCleared(source, version)
     return { ok: true, version, hash: loaded.hash, changed: true }
+  }
+
+  /** After a good load: a rejection reported before (log, GET /config lastError) is over. */
+  private errorCleared(source: string, version: number): void {
+    if (this.lastError === undefined) return
+    this.log.info({ source, version, rejectedAt: this.lastError.at }, 'config error cleared: the file loads again')
+    this.lastError = undefined
   }
 
   private retire(plan: Plan, use: PlanUse): void {
@@ -230,7 +241,8 @@ export class Gateway implements ExchangeHost {
     const lines = errors.map(formatError)
     this.lastError = { at: new Date().toISOString(), source, errors: lines }
     this.metrics.reloads.labels('failure').inc()
-    this.log.error({ source, errors: lines }, 'config rejected; the plan in force keeps serving')
+    // With no plan yet (the first load), nothing keeps serving: start() throws and its caller reports the errors once.
+    if (this.current !== undefined) this.log.error({ source, errors: lines }, 'config rejected; the plan in force keeps serving')
     return { ok: false, errors }
   }
 

@@ -1,0 +1,99 @@
+// `npm run build` and `npm start`'s prestart: compile with tsc, but let `npm start` skip it when dist/
+// is already the build of these sources (tsc takes 10-20 s on 2 cores; `tsc -b` still takes ~2 s to
+// find nothing to do; this check takes a few milliseconds).
+//
+//   node gateway/scripts/build.mjs             always compile (type-check), as `tsc -p tsconfig.json`
+//   node gateway/scripts/build.mjs --if-stale  compile only when a source changed since the last good build
+//   node gateway/scripts/build.mjs --check     say whether a build is due (exit 1 when it is), compile nothing
+//
+// Plain JavaScript: it runs before anything is compiled. It works in the current directory (npm runs
+// scripts in the package's root). After a build that passed, dist/.build-ok records when that build
+// started and which sources it saw; a build that fails removes it, so a failing tree is never skipped.
+// Stale means: no record, a different set of sources (one added or deleted), or any source, the
+// tsconfig, package.json or package-lock.json modified after the recorded build started.
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+
+const TSCONFIG = 'tsconfig.json'
+const RECORD_NAME = '.build-ok'
+const EXTRA_INPUTS = [TSCONFIG, 'package.json', 'package-lock.json']
+
+/** Every `.ts` file under `dir`, recursively (node_modules excluded). */
+function typescriptFiles(dir) {
+  const found = []
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) {
+      if (entry.name !== 'node_modules') found.push(...typescriptFiles(path))
+    } else if (entry.name.endsWith('.ts')) {
+      found.push(path)
+    }
+  }
+  return found
+}
+
+/** The sources tsconfig.json compiles, or undefined when its `include` is not of the `DIR/**\/*.ts` form this check understands. */
+function sources(tsconfig) {
+  const include = tsconfig.include
+  if (!Array.isArray(include)) return undefined
+  const files = []
+  for (const pattern of include) {
+    const match = /^([\w./-]+)\/\*\*\/\*\.ts$/.exec(pattern)
+    if (match === null) return undefined
+    if (existsSync(match[1])) files.push(...typescriptFiles(match[1]))
+  }
+  return files.sort()
+}
+
+/** Why dist/ needs a build, or undefined when it is the build of these sources. */
+function staleness(outDir, inputs) {
+  if (inputs === undefined) return 'tsconfig.json include is not DIR/**/*.ts'
+  const recordFile = join(outDir, RECORD_NAME)
+  let record
+  try {
+    record = JSON.parse(readFileSync(recordFile, 'utf8'))
+  } catch {
+    return 'no record of a good build'
+  }
+  if (JSON.stringify(record.sources) !== JSON.stringify(inputs)) return 'sources were added or removed'
+  const builtAt = statSync(recordFile).mtimeMs
+  for (const file of [...inputs, ...EXTRA_INPUTS]) {
+    if (existsSync(file) && statSync(file).mtimeMs > builtAt) return `${file} changed`
+  }
+  return undefined
+}
+
+const ifStale = process.argv.includes('--if-stale')
+const checkOnly = process.argv.includes('--check')
+let tsconfig
+try {
+  tsconfig = JSON.parse(readFileSync(TSCONFIG, 'utf8'))
+} catch {
+  tsconfig = {} // not plain JSON (comments): always build
+}
+const outDir = tsconfig.compilerOptions?.outDir ?? 'dist'
+const inputs = sources(tsconfig)
+if (ifStale || checkOnly) {
+  const reason = staleness(outDir, inputs)
+  if (reason === undefined) {
+    console.error(checkOnly ? `build: ${outDir}/ is up to date` : `build: ${outDir}/ is up to date, skipping tsc`)
+    process.exit(0)
+  }
+  console.error(checkOnly ? `build: a build is due (${reason})` : `build: compiling with tsc (${reason})`)
+  if (checkOnly) process.exit(1)
+}
+
+const startedAt = new Date()
+const recordFile = join(outDir, RECORD_NAME)
+rmSync(recordFile, { force: true })
+const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc')
+const result = spawnSync(process.execPath, [tsc, '-p', TSCONFIG], { stdio: 'inherit' })
+if (result.status !== 0) process.exit(result.status ?? 1)
+if (inputs !== undefined) {
+  mkdirSync(outDir, { recursive: true })
+  writeFileSync(recordFile, JSON.stringify({ sources: inputs }) + '\n')
+  // Dated when tsc started: a source saved during the build is newer, so the next start rebuilds.
+  utimesSync(recordFile, startedAt, startedAt)
+}
