@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
-// The `waypost` command: run | validate | inject | version.
+// The `waypost` command: run | validate | inject | certs | version.
 import { parseArgs } from 'node:util'
 import { resolve } from 'node:path'
 import { Gateway } from './server/gateway.js'
@@ -9,12 +9,14 @@ import { loadConfigFile, formatError } from './config/load.js'
 import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
 import { parseAddress } from './server/address.js'
 import { injectCommand, INJECT_USAGE } from './inject/command.js'
+import { certsCommand, CERTS_USAGE } from './tls/command.js'
 import type { LevelWithSilent } from 'pino'
 
 const USAGE = `usage:
   waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL] [--log-format json|pretty]
   waypost validate FILE [FILE...]
   ${INJECT_USAGE}
+  ${CERTS_USAGE}   (development and tests only)
   waypost version
 
 Precedence: flags > environment (WAYPOST_CONFIG, WAYPOST_LISTEN, WAYPOST_ADMIN, WAYPOST_LOG_LEVEL, WAYPOST_LOG_FORMAT) > the file > defaults.
@@ -129,6 +131,8 @@ async function main(argv: string[]): Promise<number> {
     case 'inject':
       // The image this command comes from, tagged as `docker build -t waypost:VERSION .` tags it.
       return injectCommand(rest, `waypost:${version()}`)
+    case 'certs':
+      return certsCommand(rest)
     case 'version':
     case '--version':
       console.log(`waypost ${version()}`)

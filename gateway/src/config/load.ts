@@ -2,6 +2,7 @@
 // Every problem comes back as `file:line:col: field.path: message`, all of them at once.
 import { readFile, stat } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
+import { createSecureContext } from 'node:tls'
 import { isAlias, LineCounter, parseDocument, visit, type Document } from 'yaml'
 import { Value } from '@sinclair/typebox/value'
 import { DefaultErrorFunction, SetErrorFunction, ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
@@ -209,6 +210,55 @@ function semanticErrors(config: GatewayConfig): Array<{ path: string; message: s
   config.routes.forEach((route, index) => policyErrors(config, route.policies, `/routes/${index}/policies`, errors))
   config.listen?.trustedProxies?.forEach((entry, index) => {
     if (parseCidr(entry) === undefined) errors.push({ path: `/listen/trustedProxies/${index}`, message: `not an IP address or CIDR: "${entry}"` })
+  })
+  errors.push(...listenTlsErrors(config))
+  return errors
+}
+
+/**
+ * listen.tls and its companions. The certificate files are not read here: `waypost validate` checks
+ * a file that may be deployed where its certificates are not (CI, a clean clone of the examples);
+ * the running gateway reads them, and reports a missing or broken one with its file and reason.
+ */
+function listenTlsErrors(config: GatewayConfig): Array<{ path: string; message: string }> {
+  const errors: Array<{ path: string; message: string }> = []
+  const listen = config.listen
+  const tls = listen?.tls
+  if (listen?.plainAddress !== undefined) {
+    if (tls === undefined) errors.push({ path: '/listen/plainAddress', message: 'a second cleartext listener is only for a TLS listener: add listen.tls, or use listen.address' })
+    else if (listen.plainAddress === listen.address) errors.push({ path: '/listen/plainAddress', message: 'must differ from listen.address' })
+  }
+  const mode = listen?.forwardClientCert
+  if ((mode === 'forwardOnly' || mode === 'appendForward' || mode === 'alwaysForwardOnly') && (listen?.trustedProxies === undefined || listen.trustedProxies.length === 0)) {
+    errors.push({ path: '/listen/forwardClientCert', message: `${mode} passes on X-Forwarded-Client-Cert only from listen.trustedProxies, and none are listed` })
+  }
+  if (tls === undefined) return errors
+  const clientAuth = tls.clientAuth ?? 'none'
+  if (clientAuth !== 'none' && tls.clientCa === undefined) errors.push({ path: '/listen/tls/clientCa', message: `clientAuth ${clientAuth} needs clientCa, the CA bundle client certificates must chain to` })
+  if (clientAuth === 'none' && tls.clientCa !== undefined) errors.push({ path: '/listen/tls/clientAuth', message: 'clientCa is given but clientAuth is none: set clientAuth to optional or require, or remove clientCa' })
+  if (tls.crl !== undefined && tls.clientCa === undefined) errors.push({ path: '/listen/tls/crl', message: 'a CRL revokes client certificates: it needs clientCa' })
+  if (tls.ciphers !== undefined) {
+    try {
+      createSecureContext({ ciphers: tls.ciphers })
+    } catch (error) {
+      errors.push({ path: '/listen/tls/ciphers', message: `OpenSSL refuses this cipher list: ${(error as Error).message}` })
+    }
+  }
+  if (tls.groups !== undefined) {
+    try {
+      createSecureContext({ ecdhCurve: tls.groups })
+    } catch (error) {
+      errors.push({ path: '/listen/tls/groups', message: `OpenSSL refuses these groups: ${(error as Error).message}` })
+    }
+  }
+  const seen = new Map<string, number>()
+  tls.sni?.forEach((entry, index) => {
+    for (const host of entry.hosts) {
+      const lower = host.toLowerCase()
+      const first = seen.get(lower)
+      if (first !== undefined) errors.push({ path: `/listen/tls/sni/${index}/hosts`, message: `"${host}" is already served by sni[${first}]` })
+      else seen.set(lower, index)
+    }
   })
   return errors
 }

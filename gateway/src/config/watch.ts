@@ -14,3 +14,39 @@ export function watchConfig(file: string, onChange: () => void, debounceMs = 150
   watcher.on('error', () => undefined)
   return watcher
 }
+
+/**
+ * Calls `onChange` when any of `files` changes: each one's folder is watched, for the same reasons as
+ * the policy file's (a rename by an editor or `waypost certs`, a Secret's `..data` swap).
+ */
+export function watchFiles(files: readonly string[], onChange: () => void, debounceMs = 150): { close(): void } {
+  const byFolder = new Map<string, Set<string>>()
+  for (const file of files) {
+    const folder = dirname(file)
+    let names = byFolder.get(folder)
+    if (names === undefined) byFolder.set(folder, (names = new Set()))
+    names.add(basename(file))
+  }
+  let timer: NodeJS.Timeout | undefined
+  const watchers: FSWatcher[] = []
+  for (const [folder, names] of byFolder) {
+    try {
+      const watcher = watch(folder, { persistent: false }, (_event, changed) => {
+        if (changed !== null && !names.has(changed) && !changed.startsWith('..')) return
+        clearTimeout(timer)
+        timer = setTimeout(onChange, debounceMs)
+      })
+      watcher.on('error', () => undefined)
+      watchers.push(watcher)
+    } catch {
+      // A folder that does not exist (yet): its files are reported missing by whoever reads them.
+    }
+  }
+  // One handle for all of them, closed together.
+  return {
+    close: () => {
+      clearTimeout(timer)
+      for (const watcher of watchers) watcher.close()
+    },
+  }
+}
