@@ -226,7 +226,7 @@ function listenTlsErrors(config: GatewayConfig): Array<{ path: string; message: 
   const tls = listen?.tls
   if (listen?.plainAddress !== undefined) {
     if (tls === undefined) errors.push({ path: '/listen/plainAddress', message: 'a second cleartext listener is only for a TLS listener: add listen.tls, or use listen.address' })
-    else if (listen.plainAddress === listen.address) errors.push({ path: '/listen/plainAddress', message: 'must differ from listen.address' })
+    else if (listen.plainAddress === listen.address && !listen.address.endsWith(':0')) errors.push({ path: '/listen/plainAddress', message: 'must differ from listen.address' })
   }
   const mode = listen?.forwardClientCert
   if ((mode === 'forwardOnly' || mode === 'appendForward' || mode === 'alwaysForwardOnly') && (listen?.trustedProxies === undefined || listen.trustedProxies.length === 0)) {

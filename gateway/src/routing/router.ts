@@ -26,6 +26,8 @@ interface CompiledMatcher<R> {
   readonly route: R
   readonly specificity: readonly number[]
   readonly order: number
+  /** Whether the route asks for a client certificate (match.clientCert). */
+  readonly certificateOnly: boolean
   /** `certificate` null: the client certificate is not looked at. */
   matches(method: string, host: string, path: string, headers: IncomingHttpHeaders, certificate: ClientCertificate | undefined | null): boolean
 }
@@ -45,8 +47,14 @@ export class Router<R> {
    */
   match(method: string, host: string | undefined, path: string, headers: IncomingHttpHeaders, certificate?: ClientCertificate): R | undefined {
     const hostname = normalizeHost(host)
+    // A route that would take the request but for its client certificate protects what it matches:
+    // the request may still go to a route that matches it as closely (same host, path, methods and
+    // headers ranks: a public twin, or one for another certificate), never to a broader one.
+    let refused: CompiledMatcher<R> | undefined
     for (const entry of this.table) {
+      if (refused !== undefined && !sameLocation(entry, refused)) return undefined
       if (entry.matches(method, hostname, path, headers, certificate)) return entry.route
+      if (entry.certificateOnly && refused === undefined && entry.matches(method, hostname, path, headers, null)) refused = entry
     }
     return undefined
   }
@@ -55,6 +63,7 @@ export class Router<R> {
    * For a request no route took: whether one would have, but for its client certificate (none, or
    * not one the route takes). The request is then refused 403 rather than 404. Off the hot path.
    */
+  // (Called only after match() returned undefined, so any route it finds is one a certificate kept away.)
   wantsOtherCertificate(method: string, host: string | undefined, path: string, headers: IncomingHttpHeaders): boolean {
     const hostname = normalizeHost(host)
     for (const entry of this.table) {
@@ -74,6 +83,12 @@ function normalizeHost(host: string | undefined): string {
   // Strip the port; IPv6 literals keep their brackets.
   const end = host.startsWith('[') ? host.indexOf(']') + 1 : host.indexOf(':')
   return (end > 0 ? host.slice(0, end) : host).toLowerCase()
+}
+
+/** Two routes that match requests as closely: every rank but the client certificate's is the same. */
+function sameLocation<R>(a: CompiledMatcher<R>, b: CompiledMatcher<R>): boolean {
+  for (let i = 0; i < a.specificity.length - 1; i++) if (a.specificity[i] !== b.specificity[i]) return false
+  return true
 }
 
 function bySpecificity<R>(a: CompiledMatcher<R>, b: CompiledMatcher<R>): number {
@@ -97,6 +112,7 @@ function compileMatcher<R>(route: R, match: RouteMatch, order: number): Compiled
   return {
     route,
     order,
+    certificateOnly: clientCert !== undefined,
     specificity: [hostRank, pathRank, prefixLength, methods === undefined ? 0 : 1, headers.length, clientCert === undefined ? 0 : 1],
     matches(method, host, requestPath, requestHeaders, certificate) {
       if (methods !== undefined && !methods.has(method)) return false
