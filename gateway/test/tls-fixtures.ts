@@ -75,13 +75,17 @@ export async function tlsGet(url: string, pki: Pki, options: ClientOptions & { h
   }
 }
 
-/** A raw TLS handshake: the socket once secure (the server's certificate is on it), or the error. */
-export function handshake(port: number, pki: Pki, options: ClientOptions & { ciphers?: string; minVersion?: ConnectionOptions['minVersion']; anyName?: boolean } = {}): Promise<TLSSocket> {
+export type HandshakeOptions = ClientOptions & { ciphers?: string; minVersion?: ConnectionOptions['minVersion']; anyName?: boolean }
+
+/** A raw TLS handshake (trusting the PKI's CA, or `options.ca`): the socket once secure (the server's certificate is on it), or the error. */
+export function handshake(port: number, pkiOrOptions: Pki | HandshakeOptions, maybeOptions: HandshakeOptions = {}): Promise<TLSSocket> {
+  const pki = 'ca' in pkiOrOptions && typeof pkiOrOptions.ca === 'object' && !Array.isArray(pkiOrOptions.ca) ? (pkiOrOptions as Pki) : undefined
+  const options = pki === undefined ? (pkiOrOptions as HandshakeOptions) : maybeOptions
   return new Promise((resolve, reject) => {
     const socket = connect({
       port,
       host: '127.0.0.1',
-      ca: options.ca ?? pki.ca.cert,
+      ca: options.ca ?? pki?.ca.cert,
       servername: options.servername ?? 'localhost',
       maxVersion: options.maxVersion,
       minVersion: options.minVersion,
