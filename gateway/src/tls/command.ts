@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util'
 import { X509Certificate, createPrivateKey } from 'node:crypto'
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { createCa, issueCertificate, type Issued } from './issue.js'
+import type { Issued } from './issue.js'
 
 export const CERTS_USAGE = 'waypost certs --out DIR [--host NAME ...] [--spiffe URI] [--days N] [--reissue]'
 
@@ -56,6 +56,8 @@ async function certificateAuthority(dir: string): Promise<{ ca: Issued; outcome:
     const missing = cert === undefined ? 'ca.crt' : 'ca.key'
     throw new Error(`${join(dir, missing)} is missing beside its pair: restore it, or remove both to make a new CA`)
   }
+  // node-forge is loaded only by this command, not by every start of the gateway.
+  const { createCa } = await import('./issue.js')
   const ca = createCa()
   await writeAtomically(join(dir, 'ca.key'), ca.key, 0o600)
   await writeAtomically(join(dir, 'ca.crt'), ca.cert, 0o644)
@@ -79,6 +81,7 @@ export async function writeDevelopmentCertificates(options: CertsOptions): Promi
   const dir = options.out
   await mkdir(dir, { recursive: true })
   const { ca, outcome } = await certificateAuthority(dir)
+  const { issueCertificate } = await import('./issue.js')
   const outcomes: Record<string, FileOutcome> = { ca: outcome }
   const leaves = {
     server: { commonName: options.hosts?.[0] ?? 'localhost', hosts: options.hosts ?? DEFAULT_HOSTS, usage: 'server' as const },
