@@ -201,3 +201,32 @@ t.test("a Kubernetes Secret's ..data symlink swap is seen", async (t) => {
   await until('the swapped certificate', async () => (await servedSerial(portOf(gw.url), pki.ca.cert)) === next.serial)
   t.pass('served after the swap')
 })
+
+t.test('a projected volume whose certificates sit in a linked subfolder (items path tls/tls.crt): the swap is seen, twice', async (t) => {
+  const pki = makePki()
+  const dir = mkdtempSync(join(tmpdir(), 'waypost-projected-'))
+  // The kubelet's layout for items with a path: ..data/tls/tls.crt, and tls -> ..data/tls.
+  const version = (name: string, pair: Issued): void => {
+    mkdirSync(join(dir, name, 'tls'), { recursive: true })
+    writeFileSync(join(dir, name, 'tls', 'tls.crt'), pair.cert)
+    writeFileSync(join(dir, name, 'tls', 'tls.key'), pair.key)
+  }
+  const swap = (name: string): void => {
+    symlinkSync(name, join(dir, '..data_tmp'))
+    renameSync(join(dir, '..data_tmp'), join(dir, '..data'))
+  }
+  version('..1', pki.server)
+  symlinkSync('..1', join(dir, '..data'))
+  symlinkSync('..data/tls', join(dir, 'tls'))
+  const gw = await startGateway(catchAllConfig(stub.url, { listen: { tls: { cert: join(dir, 'tls', 'tls.crt'), key: join(dir, 'tls', 'tls.key') } } }))
+  t.teardown(() => gw.close())
+  for (const name of ['..2', '..3']) {
+    const next = issueCertificate(pki.ca, { commonName: 'localhost', hosts: ['localhost', '127.0.0.1'], usage: 'server' })
+    version(name, next)
+    swap(name)
+    // (The kubelet then removes the old version; that alone would wake a watch on the old folder,
+    // so it is left in place here: the swap itself must be seen.)
+    await until(`the swap to ${name}`, async () => (await servedSerial(portOf(gw.url), pki.ca.cert)) === next.serial)
+  }
+  t.pass('both swaps served')
+})

@@ -1,6 +1,6 @@
 // Reload on file change. We watch the directory, not the file: editors replace files by rename and
 // Kubernetes ConfigMap volumes swap a `..data` symlink, both of which a file watch would miss.
-import { watch, type FSWatcher } from 'node:fs'
+import { lstatSync, watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
 
 export function watchConfig(file: string, onChange: () => void, debounceMs = 150): FSWatcher {
@@ -21,11 +21,21 @@ export function watchConfig(file: string, onChange: () => void, debounceMs = 150
  */
 export function watchFiles(files: readonly string[], onChange: () => void, debounceMs = 150): { close(): void } {
   const byFolder = new Map<string, Set<string>>()
-  for (const file of files) {
-    const folder = dirname(file)
+  const add = (folder: string, name: string): void => {
     let names = byFolder.get(folder)
     if (names === undefined) byFolder.set(folder, (names = new Set()))
-    names.add(basename(file))
+    names.add(name)
+  }
+  for (const file of files) {
+    const folder = dirname(file)
+    add(folder, basename(file))
+    // A projected volume's subfolder (items with path tls/tls.crt) is itself a link through `..data`:
+    // the swap happens in the folder above, and the folder watched here is then deleted.
+    try {
+      if (lstatSync(folder).isSymbolicLink()) add(dirname(folder), basename(folder))
+    } catch {
+      // not there (yet)
+    }
   }
   let timer: NodeJS.Timeout | undefined
   const watchers: FSWatcher[] = []

@@ -237,7 +237,11 @@ export class TlsListener {
     this.watcher?.close()
     const files = this.files()
     const all = [files.cert, files.key, ...files.sni.flatMap((entry) => [entry.cert, entry.key]), files.clientCa, files.crl].filter((file): file is string => file !== undefined)
-    this.watcher = watchFiles(all, () => void this.reload('file'))
+    // Watched anew after each change: a folder watched through a link may have been replaced.
+    this.watcher = watchFiles(all, () => {
+      this.watch()
+      void this.reload('file')
+    })
   }
 
   private contextOptions(): SecureContextOptions {
