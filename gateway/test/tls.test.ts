@@ -235,3 +235,37 @@ t.test('the handshake flood is bounded: past maxHandshakes a connection is close
   t.equal(failure(metrics, 'timeout'), 5)
   t.equal((await tlsGet(`${gw.url}/headers`, pki)).status, 200, 'and it serves once the flood is gone')
 })
+
+t.test('a resumed session keeps its client identity; a change of client CA ends resumption', async (t) => {
+  const { connect } = await import('node:tls')
+  const { writeFileSync } = await import('node:fs')
+  const { join } = await import('node:path')
+  const caFile = join(pki.dir, 'resume-ca.crt')
+  writeFileSync(caFile, pki.ca.cert)
+  const gw = await gatewayWith({ tls: tlsSection(pki, { clientAuth: 'require', clientCa: caFile }) })
+  const get = (session?: Buffer): Promise<{ reused: boolean; body: string; session: Buffer | undefined }> =>
+    new Promise((resolve, reject) => {
+      let ticket: Buffer | undefined
+      const socket = connect({ port: portOf(gw.url), host: '127.0.0.1', ca: pki.ca.cert, servername: 'localhost', session, cert: pki.client.cert, key: pki.client.key }, () =>
+        socket.write('GET /headers HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'),
+      )
+      socket.on('session', (value: Buffer) => (ticket = value))
+      let body = ''
+      socket.on('data', (chunk: Buffer) => (body += chunk.toString()))
+      socket.on('end', () => resolve({ reused: socket.isSessionReused(), body, session: ticket }))
+      socket.on('error', reject)
+    })
+  const first = await get()
+  const resumed = await get(first.session)
+  t.ok(resumed.reused, 'resumed from the ticket')
+  t.match(resumed.body, /"x-forwarded-client-cert":"By=[^"]*Hash=/, 'with the identity of the certificate the session was made with')
+  writeFileSync(caFile, pki.ca.cert + pki.otherCa.cert)
+  // The bundle is watched: once the new one is applied, the old ticket no longer resumes.
+  const deadline = Date.now() + 5000
+  let reused = true
+  while (reused && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    reused = (await get(first.session)).reused
+  }
+  t.notOk(reused, 'after the CA bundle changed, the old ticket starts a full handshake')
+})

@@ -284,6 +284,9 @@ export class TlsListener {
 
   private apply(material: ListenerMaterial): void {
     const { exact, wildcard } = this.contexts(material)
+    // A session resumed from a ticket keeps the client certificate it was made with: when the CA
+    // bundle or the CRL changes, the old tickets must not outlive it.
+    const trustChanged = this.material !== undefined && (this.material.clientCa !== material.clientCa || this.material.crl !== material.crl)
     this.material = material
     this.appliedAt = new Date()
     this.ownUris = parseSubjectAltNames(material.main.leaf.subjectAltName).uri
@@ -291,8 +294,10 @@ export class TlsListener {
     this.forgetExpiry = material.certificates.map((each) => this.metrics.certificateExpiry(LISTENER, each.name, Date.parse(each.notAfter)))
     if (this.server === undefined) return
     this.server.setSecureContext(this.pairOptions(material, material.main))
-    // A new context comes with new ticket keys: keep the current ones, so a rotation does not end every session.
-    if (this.ticketKeys !== undefined && this.settings.sessionTickets) this.server.setTicketKeys(this.ticketKeys)
+    // A new context comes with new ticket keys: keep the current ones, so a certificate rotation does
+    // not end every session; a change of trust does.
+    if (trustChanged) this.rotateTicketKeys()
+    else if (this.ticketKeys !== undefined && this.settings.sessionTickets) this.server.setTicketKeys(this.ticketKeys)
     this.sniExact = exact
     this.sniWildcard = wildcard
   }
