@@ -8,7 +8,7 @@ const RANKS = [
   ['config'],
   ['routing', 'policies'],
   ['proxy'],
-  ['store'],
+  ['store', 'tls'],
   ['telemetry'],
   ['core'],
 ]

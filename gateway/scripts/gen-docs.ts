@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import type { TSchema } from '@sinclair/typebox'
 import { policies } from '../src/policies/index.js'
 import { UpstreamConfig } from '../src/proxy/upstream/config.js'
+import { ListenerTlsConfig } from '../src/config/schema.js'
 
 /** The repository root, whether this runs built (dist/gateway/scripts) or from source (gateway/scripts). */
 const REPO = ((): string => {
@@ -25,6 +26,7 @@ export function pages(): Array<{ file: string; parts: Record<string, () => strin
   return [
     ...policies.map((policy) => ({ file: policyPage(policy.name), parts: { fields: () => fieldTable(policy.schema as TSchema) } })),
     { file: 'docs/configuration/upstreams.md', parts: { fields: () => fieldTable(UpstreamConfig as TSchema) } },
+    { file: 'docs/operations/tls.md', parts: { fields: () => fieldTable(ListenerTlsConfig as TSchema) } },
     { file: 'docs/policies/README.md', parts: { policies: policiesIndex, order: layerOrder } },
   ]
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
-// The `waypost` command: run | validate | inject | version | help; each command answers --help.
+// The `waypost` command: run | validate | inject | certs | version | help; each command answers --help.
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { statSync } from 'node:fs'
 import { resolve } from 'node:path'
@@ -10,6 +10,7 @@ import { loadConfigFile, formatError, formatWarning } from './config/load.js'
 import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
 import { parseAddress } from './server/address.js'
 import { injectCommand, INJECT_HELP, INJECT_USAGE } from './inject/command.js'
+import { certsCommand, CERTS_HELP, CERTS_USAGE } from './tls/command.js'
 import type { LevelWithSilent } from 'pino'
 
 const RUN_SYNOPSIS = 'waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL] [--log-format json|pretty]'
@@ -19,6 +20,7 @@ const USAGE = `usage:
   ${RUN_SYNOPSIS}
   ${VALIDATE_SYNOPSIS}
   ${INJECT_USAGE}
+  ${CERTS_USAGE}   (development and tests only)
   waypost version
   waypost help [COMMAND]          (or COMMAND --help)
 
@@ -51,6 +53,7 @@ file:line:col: field.path: warning: message.
 
 Exit 0 when every file is valid (warnings included), 1 when any is rejected, 2 without a FILE.`,
   inject: INJECT_HELP,
+  certs: CERTS_HELP,
   version: `usage: waypost version
 
 Prints the version (also: waypost --version).`,
@@ -223,6 +226,8 @@ async function main(argv: string[]): Promise<number> {
     case 'inject':
       // The image this command comes from, tagged as `docker build -t waypost:VERSION .` tags it.
       return injectCommand(rest, `waypost:${version()}`)
+    case 'certs':
+      return certsCommand(rest)
     case 'version':
     case '--version': {
       const parsed = parseCommandArgs('version', { args: rest, options: { help: { type: 'boolean', short: 'h' } } })

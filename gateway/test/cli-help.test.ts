@@ -8,7 +8,7 @@ import { waypost } from './helpers.js'
 const example = fileURLToPath(new URL('../../config/waypost.yaml', import.meta.url))
 
 t.test('every command answers --help and -h with its own usage, exit 0, no stack trace', async (t) => {
-  const commands = ['run', 'validate', 'inject', 'version', 'help']
+  const commands = ['run', 'validate', 'inject', 'certs', 'version', 'help']
   const usage = new Map<string, string>()
   // Side by side: each is a node start of a second or more.
   const calls = [...commands.map((command) => [command, '--help']), ['run', '-h'], ['validate', '-h']] as const

@@ -115,3 +115,22 @@ t.test('log.format: pretty prints lines for people, from the file or the flag; a
   t.equal(refused.code, 2)
   t.match(refused.stderr, /--log-format \/ WAYPOST_LOG_FORMAT: expected one of json, pretty, got "fancy"/)
 })
+
+t.test('certs: writes the six files, then keeps them; usage errors exit 2', async (t) => {
+  const { mkdtempSync, readdirSync: list } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const dir = join(mkdtempSync(join(tmpdir(), 'waypost-cli-certs-')), 'certs')
+  const first = await waypost(['certs', '--out', dir, '--host', 'localhost', '--host', '127.0.0.1', '--spiffe', 'spiffe://cluster.local/ns/default/sa/app', '--days', '30'])
+  t.equal(first.code, 0, first.stderr)
+  t.match(first.stdout, /ca\.crt, ca\.key: created\n.*server\.crt, server\.key: issued\n.*client\.crt, client\.key: issued\nFor development and tests only/)
+  t.same(list(dir).sort(), ['ca.crt', 'ca.key', 'client.crt', 'client.key', 'server.crt', 'server.key'])
+  const again = await waypost(['certs', '--out', dir])
+  t.match(again.stdout, /ca\.key: kept[\s\S]*server\.key: kept[\s\S]*client\.key: kept/)
+  const reissued = await waypost(['certs', '--out', dir, '--reissue'])
+  t.match(reissued.stdout, /ca\.key: kept[\s\S]*server\.key: issued[\s\S]*client\.key: issued/)
+  for (const args of [['certs'], ['certs', '--out', dir, '--days', 'ten'], ['certs', '--out', dir, '--spiffe', 'https://x'], ['certs', '--out', dir, 'extra']]) {
+    const refused = await waypost(args)
+    t.equal(refused.code, 2, args.join(' '))
+    t.match(refused.stderr, /usage: waypost certs --out DIR/)
+  }
+})

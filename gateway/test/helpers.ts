@@ -71,6 +71,7 @@ export interface LogLine {
 
 export interface RunningGateway {
   readonly gateway: Gateway
+  /** http://HOST:PORT, or https:// when the config has listen.tls. */
   readonly url: string
   readonly adminUrl: string
   readonly configFile: string
@@ -95,7 +96,7 @@ export async function startGateway(configText: string, options: { watch?: boolea
   await gateway.start()
   return {
     gateway,
-    url: `http://${gateway.address('proxy')}`,
+    url: `${gateway.tlsStatus === null ? 'http' : 'https'}://${gateway.address('proxy')}`,
     adminUrl: `http://${gateway.address('admin')}`,
     configFile,
     logs,
@@ -188,7 +189,7 @@ export async function spawnGateway(configFile: string, env: NodeJS.ProcessEnv = 
   return {
     child,
     pid: child.pid!,
-    url: `http://${String(ready.listen)}`,
+    url: `${ready.tls === true ? 'https' : 'http'}://${String(ready.listen)}`,
     adminUrl: `http://${String(ready.admin)}`,
     lines,
     exited,

@@ -7,6 +7,7 @@ import type { Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
 import { linearRegex } from '../routing/linear-regex.js'
+import { clientCertTest } from '../routing/client-cert.js'
 import type { Deps } from '../policies/policy.js'
 import { registry } from '../policies/index.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
@@ -18,7 +19,7 @@ import { toBytes, toMs } from '../core/units.js'
 import { withDefaults, type Defaulted } from '../core/schema-defaults.js'
 import { addressList } from '../core/cidr.js'
 import { checkOperator } from '../core/operator.js'
-import { ClientsConfig, type AdminToken, type GatewayConfig, type MatchConfig, type PoliciesConfig, type RouteConfig } from './schema.js'
+import { ClientsConfig, ListenerTlsConfig, type AdminToken, type ForwardClientCert, type GatewayConfig, type MatchConfig, type PoliciesConfig, type RouteConfig } from './schema.js'
 import type { KeptState } from './kept-state.js'
 import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
@@ -46,6 +47,11 @@ export interface Settings {
   readonly headersTimeoutMs: number
   readonly dropUnderscoreHeaders: boolean
   readonly clients: ClientLimits
+  /** TLS on the proxy listener; undefined: cleartext. */
+  readonly tls: ListenerTls | undefined
+  /** A second listener without TLS beside the TLS one (listen.plainAddress). */
+  readonly plainAddress: string | undefined
+  readonly forwardClientCert: ForwardClientCert
   readonly drainDelayMs: number
   readonly drainTimeoutMs: number
   readonly logLevel: string
@@ -186,6 +192,7 @@ function routeMatch(match: MatchConfig | undefined): RouteMatch {
     host: match.host,
     methods: match.methods,
     path: path === undefined ? undefined : path.exact !== undefined ? { exact: path.exact } : path.regex !== undefined ? { regex: path.regex } : { prefix: path.prefix ?? '/' },
+    clientCert: match.clientCert === undefined ? undefined : clientCertTest(match.clientCert),
     headers: Object.entries(match.headers ?? {}).map(([name, value]): HeaderMatch => {
       const lower = name.toLowerCase()
       if (typeof value === 'string') return { name: lower, test: (actual) => actual === value }
@@ -195,6 +202,42 @@ function routeMatch(match: MatchConfig | undefined): RouteMatch {
       }
       return { name: lower, test: () => true }
     }),
+  }
+}
+
+/** listen.tls with the schema's defaults filled in. Paths are as written (relative ones to the policy file's folder). */
+export interface ListenerTls {
+  readonly cert: string
+  readonly key: string
+  readonly sni: ReadonlyArray<{ readonly hosts: readonly string[]; readonly cert: string; readonly key: string }>
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3'
+  readonly ciphers: string
+  readonly groups: string
+  readonly sessionTickets: boolean
+  readonly ticketKeyRotationMs: number
+  readonly clientAuth: 'none' | 'optional' | 'require'
+  readonly clientCa: string | undefined
+  readonly crl: string | undefined
+  readonly handshakeTimeoutMs: number
+  readonly maxHandshakes: number
+}
+
+export function listenerTlsOf(section: ListenerTlsConfig): ListenerTls {
+  const tls = withDefaults(ListenerTlsConfig, section) as Defaulted<ListenerTlsConfig, 'minVersion' | 'ciphers' | 'groups' | 'sessionTickets' | 'ticketKeyRotation' | 'clientAuth' | 'handshakeTimeout' | 'maxHandshakes'>
+  return {
+    cert: tls.cert,
+    key: tls.key,
+    sni: tls.sni ?? [],
+    minVersion: tls.minVersion,
+    ciphers: tls.ciphers,
+    groups: tls.groups,
+    sessionTickets: tls.sessionTickets,
+    ticketKeyRotationMs: toMs(tls.ticketKeyRotation),
+    clientAuth: tls.clientAuth,
+    clientCa: tls.clientCa,
+    crl: tls.crl,
+    handshakeTimeoutMs: toMs(tls.handshakeTimeout),
+    maxHandshakes: tls.maxHandshakes,
   }
 }
 
@@ -228,6 +271,9 @@ function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides'
     headersTimeoutMs: toMs(config.listen?.headersTimeout ?? '30s'),
     dropUnderscoreHeaders: config.listen?.underscoreHeaders !== 'forward',
     clients: clientLimitsOf(config.listen?.clients),
+    tls: config.listen?.tls === undefined ? undefined : listenerTlsOf(config.listen.tls),
+    plainAddress: config.listen?.tls === undefined ? undefined : config.listen.plainAddress,
+    forwardClientCert: config.listen?.forwardClientCert ?? 'sanitizeSet',
     drainDelayMs: toMs(config.drain?.delay ?? '5s'),
     drainTimeoutMs: toMs(config.drain?.timeout ?? '30s'),
     logLevel: overrides.logLevel ?? config.log?.level ?? 'info',

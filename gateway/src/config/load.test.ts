@@ -341,3 +341,27 @@ t.test('route and header regexes are RE2: backreferences and lookaround are refu
   t.match(withRegex('{ headers: { x-v: { regex: "^(?=a)" } } }'), [/routes\[0\]\.match\.headers\.x-v\.regex: invalid regular expression for the linear-time engine/])
   t.same(withRegex('{ path: { regex: "^/(a+)+$" } }'), [], 'a pattern that backtracks exponentially in RegExp is linear in RE2')
 })
+
+t.test('listen.tls: what validate checks without reading the certificate files', async (t) => {
+  const withListen = (listen: string): string[] => errorsOf(`listen:\n${listen}\nupstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: all\n    upstream: app\n`)
+  t.same(withListen('  tls: { cert: /nonexistent/server.crt, key: /nonexistent/server.key }'), [], 'files are read by the running gateway, not here')
+  t.match(withListen('  tls: { cert: a.crt, key: a.key, clientAuth: require }').join('\n'), /listen\.tls\.clientCa: clientAuth require needs clientCa/)
+  t.match(withListen('  tls: { cert: a.crt, key: a.key, clientCa: ca.crt }').join('\n'), /listen\.tls\.clientAuth: clientCa is given but clientAuth is none/)
+  t.match(withListen('  tls: { cert: a.crt, key: a.key, crl: crl.pem }').join('\n'), /listen\.tls\.crl: a CRL revokes client certificates: it needs clientCa/)
+  t.match(withListen('  tls: { cert: a.crt, key: a.key, ciphers: "NOT-A-CIPHER" }').join('\n'), /listen\.tls\.ciphers: OpenSSL refuses this cipher list/)
+  t.match(withListen('  tls: { cert: a.crt, key: a.key, groups: "P-999" }').join('\n'), /listen\.tls\.groups: OpenSSL refuses these groups/)
+  t.match(withListen('  tls: { cert: a.crt, key: a.key, minVersion: TLSv1.1 }').join('\n'), /listen\.tls\.minVersion: expected TLSv1\.2 or TLSv1\.3/)
+  t.match(withListen('  tls: { cert: a.crt, key: a.key, sni: [{ hosts: [a.test], cert: b, key: c }, { hosts: [A.test], cert: d, key: e }] }').join('\n'), /sni\[1\]\.hosts: "A\.test" is already served by sni\[0\]/)
+  t.match(withListen('  tls: { cert: a.crt, key: a.key, sni: [{ hosts: ["a*.test"], cert: b, key: c }] }').join('\n'), /expected a host name/)
+  t.match(withListen('  plainAddress: 127.0.0.1:8081').join('\n'), /listen\.plainAddress: a second cleartext listener is only for a TLS listener/)
+  t.match(withListen('  forwardClientCert: appendForward').join('\n'), /listen\.forwardClientCert: appendForward passes on X-Forwarded-Client-Cert only from listen\.trustedProxies/)
+  t.match(withListen('  forwardClientCert: append').join('\n'), /expected sanitize, forwardOnly, appendForward, sanitizeSet or alwaysForwardOnly/)
+})
+
+t.test('match.clientCert: true, or SPIFFE ID / SAN values', async (t) => {
+  const route = (match: string): string[] => errorsOf(`upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: app\n    match: ${match}\n`)
+  t.same(route('{ clientCert: true }'), [])
+  t.same(route('{ clientCert: { spiffeId: [spiffe://td/a, "spiffe://td/ns/*"], dns: "*.svc" } }'), [])
+  t.match(route('{ clientCert: false }').join('\n'), /expected true or \{ spiffeId, dns, uri, email \}/)
+  t.match(route('{ clientCert: { subject: x } }').join('\n'), /clientCert\.subject: unknown field|expected true/)
+})

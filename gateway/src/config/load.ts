@@ -5,6 +5,7 @@
 // that are valid but contradict each other come back as warnings.
 import { readFile, stat } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
+import { createSecureContext } from 'node:tls'
 import { isAlias, isMap, isScalar, LineCounter, parseDocument, visit, type Document } from 'yaml'
 import { Value } from '@sinclair/typebox/value'
 import { DefaultErrorFunction, SetErrorFunction, ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
@@ -290,6 +291,56 @@ function semanticErrors(config: unknown): Problem[] {
   const trusted = isRecord(config.listen) && Array.isArray(config.listen.trustedProxies) ? (config.listen.trustedProxies as unknown[]) : []
   trusted.forEach((entry, index) => {
     if (typeof entry === 'string' && parseCidr(entry) === undefined) errors.push({ path: `/listen/trustedProxies/${index}`, message: `not an IP address or CIDR: "${entry}"` })
+  })
+  // Like every check here, it reads only a section the schema accepted.
+  if (config.listen === undefined || Value.Check(GatewayConfig.properties.listen, config.listen)) errors.push(...listenTlsErrors(config as unknown as GatewayConfig))
+  return errors
+}
+
+/**
+ * listen.tls and its companions. The certificate files are not read here: `waypost validate` checks
+ * a file that may be deployed where its certificates are not (CI, a clean clone of the examples);
+ * the running gateway reads them, and reports a missing or broken one with its file and reason.
+ */
+function listenTlsErrors(config: GatewayConfig): Array<{ path: string; message: string }> {
+  const errors: Array<{ path: string; message: string }> = []
+  const listen = config.listen
+  const tls = listen?.tls
+  if (listen?.plainAddress !== undefined) {
+    if (tls === undefined) errors.push({ path: '/listen/plainAddress', message: 'a second cleartext listener is only for a TLS listener: add listen.tls, or use listen.address' })
+    else if (listen.plainAddress === listen.address && !listen.address.endsWith(':0')) errors.push({ path: '/listen/plainAddress', message: 'must differ from listen.address' })
+  }
+  const mode = listen?.forwardClientCert
+  if ((mode === 'forwardOnly' || mode === 'appendForward' || mode === 'alwaysForwardOnly') && (listen?.trustedProxies === undefined || listen.trustedProxies.length === 0)) {
+    errors.push({ path: '/listen/forwardClientCert', message: `${mode} passes on X-Forwarded-Client-Cert only from listen.trustedProxies, and none are listed` })
+  }
+  if (tls === undefined) return errors
+  const clientAuth = tls.clientAuth ?? 'none'
+  if (clientAuth !== 'none' && tls.clientCa === undefined) errors.push({ path: '/listen/tls/clientCa', message: `clientAuth ${clientAuth} needs clientCa, the CA bundle client certificates must chain to` })
+  if (clientAuth === 'none' && tls.clientCa !== undefined) errors.push({ path: '/listen/tls/clientAuth', message: 'clientCa is given but clientAuth is none: set clientAuth to optional or require, or remove clientCa' })
+  if (tls.crl !== undefined && tls.clientCa === undefined) errors.push({ path: '/listen/tls/crl', message: 'a CRL revokes client certificates: it needs clientCa' })
+  if (tls.ciphers !== undefined) {
+    try {
+      createSecureContext({ ciphers: tls.ciphers })
+    } catch (error) {
+      errors.push({ path: '/listen/tls/ciphers', message: `OpenSSL refuses this cipher list: ${(error as Error).message}` })
+    }
+  }
+  if (tls.groups !== undefined) {
+    try {
+      createSecureContext({ ecdhCurve: tls.groups })
+    } catch (error) {
+      errors.push({ path: '/listen/tls/groups', message: `OpenSSL refuses these groups: ${(error as Error).message}` })
+    }
+  }
+  const seen = new Map<string, number>()
+  tls.sni?.forEach((entry, index) => {
+    for (const host of entry.hosts) {
+      const lower = host.toLowerCase()
+      const first = seen.get(lower)
+      if (first !== undefined) errors.push({ path: `/listen/tls/sni/${index}/hosts`, message: `"${host}" is already served by sni[${first}]` })
+      else seen.set(lower, index)
+    }
   })
   return errors
 }

@@ -35,6 +35,76 @@ export const ClientsConfig = Type.Object(
   { additionalProperties: false, default: {}, description: 'Limits on each client: body timeouts (both directions) and caps per address.' },
 )
 
+/** TLS 1.3 suites first, then TLS 1.2's: ECDHE key exchange with AEAD ciphers only (no CBC, no RSA key exchange), Mozilla's "intermediate" set without DHE. */
+export const DEFAULT_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':')
+export const DEFAULT_GROUPS = 'X25519:P-256:P-384'
+
+const PemFile = (description: string) => Type.String({ minLength: 1, description })
+const SniHost = Type.String({ pattern: '^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$', errorMessage: 'expected a host name ("api.example.com") or a wildcard ("*.example.com")' })
+
+/** The proxy listener's TLS: its certificates, what it accepts of clients, and how it holds up under a handshake flood. */
+export const ListenerTlsConfig = Type.Object(
+  {
+    cert: PemFile('PEM file of the certificate, optionally followed by its intermediates (a chain). A relative path is read from the policy file\'s folder.'),
+    key: PemFile('PEM file of the certificate\'s private key.'),
+    sni: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            hosts: Type.Array(SniHost, { minItems: 1, description: 'Server names this certificate answers: exact, or `*.` for one or more labels.' }),
+            cert: PemFile('PEM file of the certificate (and chain).'),
+            key: PemFile('PEM file of its private key.'),
+          },
+          { additionalProperties: false },
+        ),
+        { minItems: 1, description: 'More certificates chosen by the name the client asks for (SNI): exact names first, then wildcards; anything else gets `cert`.' },
+      ),
+    ),
+    minVersion: Type.Optional(Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { default: 'TLSv1.2', errorMessage: 'expected TLSv1.2 or TLSv1.3', description: 'Oldest TLS version accepted; TLS 1.0 and 1.1 never are.' })),
+    ciphers: Type.Optional(Type.String({ minLength: 1, default: DEFAULT_CIPHERS, description: 'OpenSSL cipher list (TLS 1.3 suite names and TLS 1.2 ciphers, colon-separated).' })),
+    groups: Type.Optional(Type.String({ minLength: 1, default: DEFAULT_GROUPS, description: 'Key exchange groups, colon-separated, most preferred first.' })),
+    sessionTickets: Type.Optional(Type.Boolean({ default: true, description: 'Resume sessions with tickets (a resumed handshake skips the certificate work); their keys are random, kept in memory and replaced every `ticketKeyRotation`.' })),
+    ticketKeyRotation: Type.Optional(duration({ default: '1h', description: 'How often the session ticket keys are replaced (older tickets then fall back to a full handshake).' })),
+    clientAuth: Type.Optional(
+      Type.Union([Type.Literal('none'), Type.Literal('optional'), Type.Literal('require')], {
+        default: 'none',
+        errorMessage: 'expected none, optional or require',
+        description: '`require`: a client without a certificate that `clientCa` verifies fails the handshake (mTLS). `optional`: a client may send none, but one it sends must verify. `none`: none is asked for.',
+      }),
+    ),
+    clientCa: Type.Optional(PemFile('PEM bundle of the CAs client certificates must chain to (needed by `clientAuth` optional and require).')),
+    crl: Type.Optional(PemFile('PEM file of certificate revocation lists for `clientCa`: a revoked client certificate fails the handshake.')),
+    handshakeTimeout: Type.Optional(duration({ default: '10s', description: 'Longest a TLS handshake may take; a client still handshaking then is cut off.' })),
+    maxHandshakes: Type.Optional(
+      Type.Integer({ minimum: 1, default: 1000, description: 'Most TLS handshakes in progress at once; a connection beyond it is closed at once, so a flood of slow handshakes cannot hold every socket or starve the event loop.' }),
+    ),
+  },
+  { additionalProperties: false, description: 'TLS on the proxy listener (https): see docs/operations/tls.md.' },
+)
+export type ListenerTlsConfig = Static<typeof ListenerTlsConfig>
+
+/** What the gateway does with X-Forwarded-Client-Cert, by Envoy's names for forward_client_cert_details. */
+export const ForwardClientCert = Type.Union(
+  [Type.Literal('sanitize'), Type.Literal('forwardOnly'), Type.Literal('appendForward'), Type.Literal('sanitizeSet'), Type.Literal('alwaysForwardOnly')],
+  {
+    default: 'sanitizeSet',
+    errorMessage: 'expected sanitize, forwardOnly, appendForward, sanitizeSet or alwaysForwardOnly',
+    description:
+      'X-Forwarded-Client-Cert to the upstream, as Envoy\'s forward_client_cert_details: `sanitize` sends none; `sanitizeSet` (default) sends only the verified client certificate\'s; `appendForward` appends it to what a trusted proxy sent; `forwardOnly` passes on a trusted proxy\'s over mTLS; `alwaysForwardOnly` passes on a trusted proxy\'s, mTLS or not. A header from a peer not in `trustedProxies` is always dropped.',
+  },
+)
+export type ForwardClientCert = Static<typeof ForwardClientCert>
+
 const Address = Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]*):\\d{1,5}$', errorMessage: 'expected HOST:PORT, e.g. "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"' })
 
 export { PoliciesConfig }
@@ -62,6 +132,27 @@ export const AdminToken = Type.Union(
 )
 export type AdminToken = Static<typeof AdminToken>
 
+const OneOrMore = (description: string) =>
+  Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })], { errorMessage: 'expected a value or a list of values', description })
+
+/** What a route asks of the client certificate the TLS listener verified. */
+export const ClientCertMatch = Type.Union(
+  [
+    Type.Literal(true, { description: 'Any verified client certificate.' }),
+    Type.Object(
+      {
+        spiffeId: Type.Optional(OneOrMore('The SPIFFE ID (the URI SAN spiffe://…): exact, or ending in `/*` for any path below (spiffe://cluster.local/ns/payments/*).')),
+        dns: Type.Optional(OneOrMore('A DNS SAN: exact, or `*.example.com` for one or more labels.')),
+        uri: Type.Optional(OneOrMore('A URI SAN, exact.')),
+        email: Type.Optional(OneOrMore('An email SAN, exact.')),
+      },
+      { additionalProperties: false, description: 'A verified client certificate that has, for each field given, one of the listed values.' },
+    ),
+  ],
+  { errorMessage: 'expected true or { spiffeId, dns, uri, email }', description: 'The route takes only requests over a connection whose client certificate the listener verified (listen.tls.clientAuth), and that matches.' },
+)
+export type ClientCertMatch = Static<typeof ClientCertMatch>
+
 export const MatchConfig = Type.Object(
   {
     host: Type.Optional(Type.String({ description: 'Host header to match, exact ("api.example.com") or wildcard ("*.example.com").' })),
@@ -77,6 +168,7 @@ export const MatchConfig = Type.Object(
     ),
     methods: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Z]+$', errorMessage: 'expected an upper-case HTTP method' }), { minItems: 1 })),
     headers: Type.Optional(Type.Record(Type.String(), HeaderValueMatch)),
+    clientCert: Type.Optional(ClientCertMatch),
   },
   { additionalProperties: false },
 )
@@ -119,6 +211,15 @@ export const GatewayConfig = Type.Object(
             }),
           ),
           clients: Type.Optional(ClientsConfig),
+          tls: Type.Optional(ListenerTlsConfig),
+          plainAddress: Type.Optional(
+            Type.String({
+              pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]*):\\d{1,5}$',
+              errorMessage: 'expected HOST:PORT, e.g. "127.0.0.1:8081"',
+              description: 'A second listener without TLS, serving the same routes (for probes or a mesh that brings its own mTLS); only with `tls`. Default none.',
+            }),
+          ),
+          forwardClientCert: Type.Optional(ForwardClientCert),
         },
         { additionalProperties: false, description: 'The proxy listener. `address` default 127.0.0.1:8080 (env WAYPOST_LISTEN); `keepAliveTimeout` default 65s, longer than a load balancer\'s idle timeout.' },
       ),

@@ -1,6 +1,6 @@
 // Reload on file change. We watch the directory, not the file: editors replace files by rename and
 // Kubernetes ConfigMap volumes swap a `..data` symlink, both of which a file watch would miss.
-import { watch, type FSWatcher } from 'node:fs'
+import { lstatSync, watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
 
 export function watchConfig(file: string, onChange: () => void, debounceMs = 150): FSWatcher {
@@ -13,4 +13,50 @@ export function watchConfig(file: string, onChange: () => void, debounceMs = 150
   })
   watcher.on('error', () => undefined)
   return watcher
+}
+
+/**
+ * Calls `onChange` when any of `files` changes: each one's folder is watched, for the same reasons as
+ * the policy file's (a rename by an editor or `waypost certs`, a Secret's `..data` swap).
+ */
+export function watchFiles(files: readonly string[], onChange: () => void, debounceMs = 150): { close(): void } {
+  const byFolder = new Map<string, Set<string>>()
+  const add = (folder: string, name: string): void => {
+    let names = byFolder.get(folder)
+    if (names === undefined) byFolder.set(folder, (names = new Set()))
+    names.add(name)
+  }
+  for (const file of files) {
+    const folder = dirname(file)
+    add(folder, basename(file))
+    // A projected volume's subfolder (items with path tls/tls.crt) is itself a link through `..data`:
+    // the swap happens in the folder above, and the folder watched here is then deleted.
+    try {
+      if (lstatSync(folder).isSymbolicLink()) add(dirname(folder), basename(folder))
+    } catch {
+      // not there (yet)
+    }
+  }
+  let timer: NodeJS.Timeout | undefined
+  const watchers: FSWatcher[] = []
+  for (const [folder, names] of byFolder) {
+    try {
+      const watcher = watch(folder, { persistent: false }, (_event, changed) => {
+        if (changed !== null && !names.has(changed) && !changed.startsWith('..')) return
+        clearTimeout(timer)
+        timer = setTimeout(onChange, debounceMs)
+      })
+      watcher.on('error', () => undefined)
+      watchers.push(watcher)
+    } catch {
+      // A folder that does not exist (yet): its files are reported missing by whoever reads them.
+    }
+  }
+  // One handle for all of them, closed together.
+  return {
+    close: () => {
+      clearTimeout(timer)
+      for (const watcher of watchers) watcher.close()
+    },
+  }
 }

@@ -32,6 +32,8 @@ export type Reason =
   | 'unsupported-transfer-encoding'
   | 'invalid-host'
   | 'method-not-allowed'
+  // a route would take the request over a connection with (another) verified client certificate (match.clientCert)
+  | 'client-cert-required'
   // the client held more than its share (listen.clients)
   | 'client-upload-too-slow'
   | 'client-download-too-slow'

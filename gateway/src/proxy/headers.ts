@@ -6,11 +6,12 @@ import { randomUUID } from 'node:crypto'
 import { isIP, type BlockList } from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import type { ResponseHeaders } from '../core/exchange.js'
+import type { ClientCertificate } from '../core/identity.js'
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus legacy ones still seen in the wild. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'proxy-authorization', 'proxy-authenticate'])
 /** Fields we set ourselves on the upstream request (expect: we answer 100-continue ourselves). */
-const REPLACED = new Set(['x-request-id', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'via'])
+const REPLACED = new Set(['x-request-id', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'via', 'x-forwarded-client-cert'])
 
 const VIA = '1.1 waypost'
 const REQUEST_ID = /^[\w.:@/+=-]{1,200}$/
@@ -55,6 +56,49 @@ export interface ForwardingContext {
   /** An absolute-form target's authority, which replaces the Host header (RFC 9112 §3.2.2). */
   readonly authority?: string | undefined
   readonly protocol: 'http' | 'https'
+  /** What to do with X-Forwarded-Client-Cert (listen.forwardClientCert); default sanitizeSet. */
+  readonly forwardClientCert?: ForwardClientCertMode
+  /** This connection's XFCC element (xfccElement), when its client certificate was verified. */
+  readonly clientCertElement?: string | undefined
+}
+
+/** Envoy's forward_client_cert_details, by its names. */
+export type ForwardClientCertMode = 'sanitize' | 'forwardOnly' | 'appendForward' | 'sanitizeSet' | 'alwaysForwardOnly'
+
+/** An XFCC value: quoted when it holds a separator (`,` `;` `=`), a quote or a space, as Envoy writes it. */
+function xfccValue(value: string, alwaysQuote = false): string {
+  if (!alwaysQuote && !/[,;="\\\s]/.test(value)) return value
+  return `"${value.replace(/["\\]/g, '\\$&')}"`
+}
+
+/**
+ * One client's element of X-Forwarded-Client-Cert in Envoy's format:
+ * `By=<our URI SAN>;Hash=<SHA-256 of the client's DER, hex>;Subject="<DN>";URI=<each>;DNS=<each>`.
+ * Computed once per connection.
+ */
+export function xfccElement(certificate: ClientCertificate, by: readonly string[]): string {
+  let element = ''
+  for (const uri of by) element += `By=${xfccValue(uri)};`
+  element += `Hash=${certificate.fingerprint};Subject=${xfccValue(certificate.subject, true)}`
+  for (const uri of certificate.san.uri) element += `;URI=${xfccValue(uri)}`
+  for (const dns of certificate.san.dns) element += `;DNS=${xfccValue(dns)}`
+  return element
+}
+
+/** The X-Forwarded-Client-Cert to send upstream; `prior` is what a trusted proxy sent ('' when none, or untrusted). */
+function forwardedClientCert(mode: ForwardClientCertMode, prior: string, element: string | undefined): string | undefined {
+  switch (mode) {
+    case 'sanitize':
+      return undefined
+    case 'sanitizeSet':
+      return element
+    case 'forwardOnly':
+      return element !== undefined && prior !== '' ? prior : undefined
+    case 'appendForward':
+      return element === undefined ? undefined : prior === '' ? element : `${prior},${element}`
+    case 'alwaysForwardOnly':
+      return prior === '' ? undefined : prior
+  }
 }
 
 /** The flat header list for the upstream request. */
@@ -69,6 +113,7 @@ export function upstreamRequestHeaders(request: IncomingMessage, context: Forwar
   let priorProto: string | undefined
   let priorHost: string | undefined
   let priorVia = ''
+  let priorClientCert = ''
   let host: string | undefined
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
@@ -83,6 +128,7 @@ export function upstreamRequestHeaders(request: IncomingMessage, context: Forwar
         else if (lower === 'forwarded') priorForwarded = priorForwarded === '' ? value : `${priorForwarded}, ${value}`
         else if (lower === 'x-forwarded-proto') priorProto ??= value
         else if (lower === 'x-forwarded-host') priorHost ??= value
+        else if (lower === 'x-forwarded-client-cert') priorClientCert = priorClientCert === '' ? value : `${priorClientCert},${value}`
       }
       continue
     }
@@ -108,6 +154,8 @@ export function upstreamRequestHeaders(request: IncomingMessage, context: Forwar
   if (host !== undefined) element += `;host=${forwardedValue(host)}`
   out.push('forwarded', priorForwarded === '' ? element : `${priorForwarded}, ${element}`)
   out.push('via', priorVia === '' ? VIA : `${priorVia}, ${VIA}`)
+  const clientCert = forwardedClientCert(context.forwardClientCert ?? 'sanitizeSet', priorClientCert, context.clientCertElement)
+  if (clientCert !== undefined) out.push('x-forwarded-client-cert', clientCert)
   return out
 }
 

@@ -61,3 +61,37 @@ t.test('ties go to the earlier route; no match is undefined', async (t) => {
   t.same(r.order, ['first', 'second'])
   t.equal(router([['only', { path: { exact: '/x' } }]]).match('GET', '', '/y', {}), undefined)
 })
+
+t.test('match.clientCert: SPIFFE ID (exact and /*), DNS SAN (exact and wildcard); a route with it protects what it matches', async (t) => {
+  const { clientCertTest } = await import('./client-cert.js')
+  const certificate = (spiffeId: string | undefined, dns: string[] = []) => ({
+    subject: 'CN=x',
+    issuer: 'CN=ca',
+    san: { dns, uri: spiffeId === undefined ? [] : [spiffeId], email: [] },
+    spiffeId,
+    fingerprint: 'ab',
+    serial: '01',
+    notAfter: 0,
+  })
+  const app = certificate('spiffe://td/ns/default/sa/app', ['app.default.svc'])
+  const other = certificate('spiffe://td/ns/other/sa/x')
+  const r = router([
+    ['public', { path: { prefix: '/' } }],
+    ['workload', { path: { prefix: '/admin' }, clientCert: clientCertTest({ spiffeId: 'spiffe://td/ns/default/sa/app' }) }],
+    ['namespace', { path: { prefix: '/ns' }, clientCert: clientCertTest({ spiffeId: 'spiffe://td/ns/default/*' }) }],
+    ['dns', { path: { prefix: '/dns' }, clientCert: clientCertTest({ dns: '*.default.svc' }) }],
+    ['twin-public', { path: { prefix: '/twin' } }],
+    ['twin-mtls', { path: { prefix: '/twin' }, clientCert: clientCertTest(true) }],
+  ])
+  t.equal(r.match('GET', '', '/admin/x', {}, app), 'workload')
+  t.equal(r.match('GET', '', '/admin/x', {}, other), undefined, "another workload's certificate: not the broader public route")
+  t.equal(r.match('GET', '', '/admin/x', {}), undefined, 'no certificate: neither')
+  t.ok(r.wantsOtherCertificate('GET', '', '/admin/x', {}), 'a certificate would have made the difference')
+  t.equal(r.match('GET', '', '/ns/a', {}, app), 'namespace')
+  t.equal(r.match('GET', '', '/ns/a', {}, certificate('spiffe://td/ns/default')), undefined, '/* needs a path below')
+  t.equal(r.match('GET', '', '/dns', {}, app), 'dns')
+  t.equal(r.match('GET', '', '/dns', {}, certificate(undefined, ['default.svc'])), undefined, 'a wildcard does not cover its apex')
+  t.equal(r.match('GET', '', '/twin', {}, other), 'twin-mtls', 'the route asking for a certificate is tried first')
+  t.equal(r.match('GET', '', '/twin', {}), 'twin-public', 'an equally specific public route takes the others')
+  t.equal(r.match('GET', '', '/elsewhere', {}, app), 'public')
+})

@@ -27,6 +27,10 @@ export interface AdminHost {
   readonly plan: Plan
   readonly configFile: string
   readonly lastError: unknown
+  /** What a start still waits for (certificates that do not load yet), for GET /ready. */
+  readonly waitingFor?: string | undefined
+  /** The TLS listener's certificates and last error; null without TLS. */
+  readonly tlsStatus?: unknown
   readonly history: ConfigHistory
   readonly metrics: GatewayMetrics
   readonly log: Logger
@@ -87,7 +91,7 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
       return text(response, 200, 'live\n')
     case 'GET /ready':
     case 'HEAD /ready':
-      return gateway.ready ? text(response, 200, 'ready\n') : text(response, 503, `not ready: ${gateway.state}\n`)
+      return gateway.ready ? text(response, 200, 'ready\n') : text(response, 503, `not ready: ${gateway.state}${gateway.waitingFor === undefined ? '' : ` (waiting for ${gateway.waitingFor})`}\n`)
     case 'GET /config': {
       const plan = gateway.plan
       return json(response, 200, {
@@ -95,6 +99,7 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
         file: gateway.configFile,
         active: { version: plan.version, hash: plan.hash, source: plan.source, loadedAt: plan.loadedAt.toISOString(), routes: plan.router.order.map((route) => route.info) },
         lastError: gateway.lastError ?? null,
+        tls: gateway.tlsStatus ?? null,
         history: gateway.history.list(),
         config: redactSecrets(plan.config),
       })

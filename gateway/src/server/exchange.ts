@@ -15,7 +15,7 @@ import { ClientTransfer, type ClientGuard } from './client-guard.js'
 import { normalizePath } from '../routing/normalize-path.js'
 import { requestProblem } from './request-checks.js'
 import type { Reason } from '../core/reasons.js'
-import { ANONYMOUS } from '../core/identity.js'
+import type { ConnectionPeer } from './peer.js'
 
 /** What an exchange needs from the gateway around it. */
 export interface ExchangeHost {
@@ -25,8 +25,9 @@ export interface ExchangeHost {
   readonly accessLog: AccessLog
   /** Where requests no route took are counted (GatewayMetrics.unrouted). */
   readonly metrics: GatewayMetrics
-  readonly protocol: 'http' | 'https'
   readonly clients: ClientGuard
+  /** What the connection says about its client (scheme, verified certificate, identity), worked out once per connection. */
+  peer(socket: Socket): ConnectionPeer
   exchangeStarted(plan: Plan): void
   exchangeEnded(plan: Plan): void
 }
@@ -152,6 +153,7 @@ class ExchangeState {
     readonly requestId: string,
     readonly path: string,
     readonly authority: string,
+    readonly peer: ConnectionPeer,
   ) {
     this.socket = request.socket
     this.bytesReadAtStart = this.socket.bytesRead
@@ -202,6 +204,8 @@ class ExchangeState {
       cache: this.record.cache,
       error: this.error === undefined ? undefined : (this.error as Error).message,
       remote: clientAddress(socket),
+      tlsVersion: this.peer.tlsVersion,
+      tlsCipher: this.peer.tlsCipher,
     })
   }
 
@@ -275,15 +279,17 @@ export interface Admission {
 
 type RequestTarget = NonNullable<ReturnType<typeof requestTarget>>
 
-export function admit(plan: Plan, request: IncomingMessage): Admission {
+export function admit(plan: Plan, request: IncomingMessage, peer: ConnectionPeer): Admission {
   const problem = requestProblem(request)
   const target = problem === undefined ? requestTarget(request.url) : undefined
   const authority = target?.authority ?? request.headers.host ?? ''
-  const route = target === undefined ? undefined : plan.router.match(request.method ?? '', authority, target.path, request.headers)
+  const method = request.method ?? ''
+  const route = target === undefined ? undefined : plan.router.match(method, authority, target.path, request.headers, peer.certificate)
   let refusal: Admission['refusal']
   if (problem !== undefined) refusal = problem
   else if (target === undefined) refusal = { status: 400, reason: 'invalid-request-target' }
-  else if (route === undefined) refusal = { status: 404, reason: 'no-route' }
+  // A route would take it with a (different) client certificate: say so, rather than that nothing would.
+  else if (route === undefined) refusal = plan.router.wantsOtherCertificate(method, authority, target.path, request.headers) ? { status: 403, reason: 'client-cert-required' } : { status: 404, reason: 'no-route' }
   // TRACE echoes the request back, headers (cookies, tokens) included: only where a route asks for it.
   else if (request.method === 'TRACE' && !route.allowsTrace) refusal = { status: 405, reason: 'method-not-allowed', headers: TRACE_ALLOW }
   return { target, authority, route, refusal }
@@ -294,7 +300,7 @@ export function admit(plan: Plan, request: IncomingMessage): Admission {
  * three arguments (one object per request, of one shape for both).
  */
 export function proxyRequestOf(
-  protocol: ExchangeHost['protocol'],
+  peer: ConnectionPeer,
   plan: Plan,
   request: IncomingMessage,
   route: CompiledRoute,
@@ -310,7 +316,16 @@ export function proxyRequestOf(
     method: request.method ?? 'GET',
     path: rewrite(route, target.target),
     target: target.target,
-    headers: upstreamRequestHeaders(request, { trustedProxies: plan.settings.trustedProxies, requestId, hostOverride: route.rewriteHost, authority: target.authority, protocol, dropUnderscoreHeaders: plan.settings.dropUnderscoreHeaders }),
+    headers: upstreamRequestHeaders(request, {
+      trustedProxies: plan.settings.trustedProxies,
+      requestId,
+      hostOverride: route.rewriteHost,
+      authority: target.authority,
+      protocol: peer.protocol,
+      dropUnderscoreHeaders: plan.settings.dropUnderscoreHeaders,
+      forwardClientCert: plan.settings.forwardClientCert,
+      clientCertElement: peer.xfcc,
+    }),
     authority,
     incoming: request,
     hasBody,
@@ -325,12 +340,13 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   const plan = host.plan
   request.on('error', ignore)
   const requestId = requestIdFor(request.headers['x-request-id'])
-  const admitted = admit(plan, request)
+  const peer = host.peer(request.socket)
+  const admitted = admit(plan, request, peer)
   const { target, route, refusal } = admitted
   const limits = plan.settings.clients
   // Whatever a connection over its address's cap sends is never proxied (it was answered 429).
   if (limits.connectionsPerAddress > 0 && host.clients.isRefused(request.socket)) return void request.socket.destroy()
-  const state = new ExchangeState(host, plan, route, request, response, requestId, target?.path ?? '-', admitted.authority)
+  const state = new ExchangeState(host, plan, route, request, response, requestId, target?.path ?? '-', admitted.authority, peer)
   if (refusal !== undefined || target === undefined || route === undefined) {
     const { status, reason, headers } = refusal ?? { status: 400, reason: 'invalid-request-target' as const, headers: undefined }
     return deliver(state, localResponse(status, reason, state.bare(), headers))
@@ -343,10 +359,10 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   const withBody = hasBody(request)
   // A client that asked for 100 Continue sends nothing until it gets it: watched from then on.
   if (withBody && !expectsContinue) state.watchUpload()
-  const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, admitted.authority, requestId, withBody, expectsContinue ? continueOnce(state) : undefined, interimWriter(request, response), undefined)
+  const proxyRequest = proxyRequestOf(peer, plan, request, route, target, admitted.authority, requestId, withBody, expectsContinue ? continueOnce(state) : undefined, interimWriter(request, response), undefined)
   const exchange: Exchange = {
     request: proxyRequest,
-    identity: ANONYMOUS,
+    identity: peer.identity,
     route: route.info,
     log: host.log,
     signal: state.signal,

@@ -1,9 +1,11 @@
 // The running gateway: the plan in force, the proxy and admin listeners, reloads and the lifecycle
 // starting → ready → draining → stopped.
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import type { Duplex } from 'node:stream'
 import type { AddressInfo, Socket } from 'node:net'
 import type { FSWatcher } from 'node:fs'
+import { dirname } from 'node:path'
 import type { Logger } from 'pino'
 import { compile, type Plan } from '../config/compile.js'
 import { formatError, formatWarning, loadConfigFile, type ConfigError } from '../config/load.js'
@@ -18,6 +20,8 @@ import { handleUpgrade } from './upgrade.js'
 import { createAdminHandler } from './admin.js'
 import { parseAddress } from './address.js'
 import { ClientGuard } from './client-guard.js'
+import { TlsListener, type TlsStatus } from './tls-listener.js'
+import { CLEARTEXT_PEER, type ConnectionPeer } from './peer.js'
 
 /** Longest a start waits for upstream endpoints to be known before turning ready anyway. */
 const UPSTREAM_WARMUP_MS = 10_000
@@ -44,7 +48,6 @@ interface PlanUse {
 export class Gateway implements ExchangeHost {
   readonly metrics = new GatewayMetrics()
   readonly history = new ConfigHistory()
-  readonly protocol = 'http' as const
   readonly clients = new ClientGuard()
   readonly log: Logger
   readonly accessLog: AccessLog
@@ -53,7 +56,11 @@ export class Gateway implements ExchangeHost {
   private current: Plan | undefined
   private readonly kept = new KeptState()
   private readonly planUse = new WeakMap<Plan, PlanUse>()
-  private readonly proxyServer: Server
+  /** The proxy listener: https when listen.tls is set (made at start, once the first plan says which). */
+  private proxyServer: Server | HttpsServer = createServer()
+  /** listen.plainAddress: a cleartext listener beside the TLS one. */
+  private plainServer: Server | undefined
+  private tls: TlsListener | undefined
   private readonly adminServer: Server
   private readonly upgraded = new Set<Duplex>()
   private inFlight = 0
@@ -61,18 +68,25 @@ export class Gateway implements ExchangeHost {
   private reloading: Promise<ReloadResult> = Promise.resolve({ ok: false, errors: [] })
   private watcher: FSWatcher | undefined
   private idleWaiters: Array<() => void> = []
+  /** Settles when a shutdown begins (a start still waiting for its certificates gives up). */
+  private stopRequested: () => void = () => undefined
+  private readonly stopping = new Promise<void>((resolve) => (this.stopRequested = resolve))
 
   constructor(private readonly options: GatewayOptions) {
     this.log = options.log
     this.accessLog = new AccessLog(options.log)
-    this.proxyServer = createServer({ requestTimeout: 0 })
-    this.proxyServer.on('request', (request: IncomingMessage, response: ServerResponse) => handleExchange(this, request, response, false))
+    this.adminServer = createServer(createAdminHandler(this))
+  }
+
+  /** The proxy's handlers on a listener (the proxy listener, and the cleartext one beside a TLS one). */
+  private serve(server: Server | HttpsServer, tls: boolean): void {
+    server.on('request', (request: IncomingMessage, response: ServerResponse) => handleExchange(this, request, response, false))
     // Answer 100-continue only when the body is about to be sent upstream: a request that a layer
     // turns away (404, 503) never makes the client send its body.
-    this.proxyServer.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => handleExchange(this, request, response, true))
-    this.proxyServer.on('connection', (socket: Socket) => this.connectionOpened(socket))
-    this.proxyServer.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => handleUpgrade(this, request, socket, head))
-    this.proxyServer.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    server.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => handleExchange(this, request, response, true))
+    server.on('connection', (socket: Socket) => this.connectionOpened(socket, tls))
+    server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => handleUpgrade(this, request, socket, head))
+    server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
       this.log.debug({ err: error.code ?? error.message }, 'client error')
       if (!socket.writable || error.code?.startsWith('HPE_') !== true) return void socket.destroy()
       const tooLarge = error.code === 'HPE_HEADER_OVERFLOW'
@@ -91,11 +105,14 @@ export class Gateway implements ExchangeHost {
         if (!socket.writableEnded) socket.destroy()
       })
     })
-    this.adminServer = createServer(createAdminHandler(this))
   }
 
-  /** Counts the connection against its address's cap (listen.clients.connectionsPerAddress). */
-  private connectionOpened(socket: Socket): void {
+  /**
+   * Counts the connection against its address's cap (listen.clients.connectionsPerAddress). On the
+   * TLS listener this is the raw connection, before its handshake: one over the cap is closed
+   * without one (no HTTP answer can be read without TLS).
+   */
+  private connectionOpened(socket: Socket, tls: boolean): void {
     const limit = this.plan.settings.clients.connectionsPerAddress
     const address = socket.remoteAddress ?? ''
     if (limit === 0) return
@@ -103,6 +120,7 @@ export class Gateway implements ExchangeHost {
       this.log.debug({ remote: address, limit }, 'connection over the per-address cap refused')
       this.metrics.unrouted.count('OTHER', 429)
       this.metrics.unrouted.local('client-connection-limit')
+      if (tls) return void socket.destroy()
       return this.clients.refuse(socket)
     }
     socket.once('close', () => this.clients.connectionClosed(address))
@@ -118,6 +136,22 @@ export class Gateway implements ExchangeHost {
 
   get ready(): boolean {
     return this.state === 'ready'
+  }
+
+  /** What the gateway waits for while starting, for GET /ready. */
+  get waitingFor(): string | undefined {
+    return this.state === 'starting' ? this.tls?.waitingFor : undefined
+  }
+
+  /** The TLS listener's certificates and last error, for GET /config; null without TLS. */
+  get tlsStatus(): TlsStatus | null {
+    return this.tls?.status() ?? null
+  }
+
+  /** What the connection says about its client: cleartext, or the TLS peer its handshake verified. */
+  peer(socket: Socket): ConnectionPeer {
+    if (this.tls === undefined) return CLEARTEXT_PEER
+    return this.tls.peer(socket) ?? CLEARTEXT_PEER
   }
 
   get configFile(): string {
@@ -144,7 +178,7 @@ export class Gateway implements ExchangeHost {
     }
     // Only once the drain delay is over: during it, idle keep-alive sockets must stay usable,
     // or a load balancer that has not yet seen /ready fail would reuse a socket we just closed.
-    if (this.acceptingStopped) this.proxyServer.closeIdleConnections()
+    if (this.acceptingStopped) for (const server of this.proxyServers()) server.closeIdleConnections()
   }
 
   trackUpgrade(socket: Duplex): void {
@@ -159,18 +193,50 @@ export class Gateway implements ExchangeHost {
     // Ready only once upstream endpoints are known (a DNS name's first answer), within reason.
     await Promise.race([Promise.all([...this.plan.upstreams.values()].map((group) => group.warmedUp)), sleep(UPSTREAM_WARMUP_MS)])
     const settings = this.plan.settings
-    this.proxyServer.keepAliveTimeout = settings.keepAliveTimeoutMs
-    this.proxyServer.headersTimeout = settings.headersTimeoutMs
-    await Promise.all([listen(this.adminServer, settings.admin), listen(this.proxyServer, settings.listen)])
     if (this.options.watch !== false) {
       this.watcher = watchConfig(this.options.configFile, () => void this.reload('file'))
     }
+    if (settings.tls !== undefined) {
+      // The admin listener first: while the certificates are missing or broken, /ready says why.
+      await listen(this.adminServer, settings.admin)
+      this.tls = new TlsListener(settings.tls, dirname(this.options.configFile), this.log, this.metrics)
+      await this.tls.start()
+      await Promise.race([this.tls.loaded, this.stopping])
+      if (this.draining) return
+      const server = createHttpsServer(this.tls.serverOptions())
+      this.tls.attach(server)
+      this.serve(server, true)
+      this.proxyServer = server
+      if (settings.plainAddress !== undefined) {
+        this.plainServer = createServer({ requestTimeout: 0 })
+        this.serve(this.plainServer, false)
+      }
+    } else {
+      this.proxyServer = createServer({ requestTimeout: 0 })
+      this.serve(this.proxyServer, false)
+    }
+    for (const server of this.proxyServers()) {
+      server.keepAliveTimeout = settings.keepAliveTimeoutMs
+      server.headersTimeout = settings.headersTimeoutMs
+    }
+    await Promise.all([
+      this.adminServer.listening ? undefined : listen(this.adminServer, settings.admin),
+      listen(this.proxyServer, settings.listen),
+      this.plainServer === undefined ? undefined : listen(this.plainServer, settings.plainAddress!),
+    ])
     this.state = 'ready'
-    this.log.info({ listen: this.address('proxy'), admin: this.address('admin'), version: this.plan.version, hash: this.plan.hash }, 'waypost ready')
+    const plain = this.plainServer === undefined ? {} : { plain: this.address('plain') }
+    this.log.info({ listen: this.address('proxy'), ...plain, tls: this.tls !== undefined, admin: this.address('admin'), version: this.plan.version, hash: this.plan.hash }, 'waypost ready')
   }
 
-  address(which: 'proxy' | 'admin'): string {
-    const info = (which === 'proxy' ? this.proxyServer : this.adminServer).address() as AddressInfo | null
+  /** The listeners that proxy: the proxy listener, and the cleartext one beside a TLS one. */
+  private proxyServers(): Array<Server | HttpsServer> {
+    return this.plainServer === undefined ? [this.proxyServer] : [this.proxyServer, this.plainServer]
+  }
+
+  address(which: 'proxy' | 'admin' | 'plain'): string {
+    const server = which === 'proxy' ? this.proxyServer : which === 'plain' ? this.plainServer : this.adminServer
+    const info = (server?.address() ?? null) as AddressInfo | null
     if (info === null) return ''
     return info.family === 'IPv6' ? `[${info.address}]:${info.port}` : `${info.address}:${info.port}`
   }
@@ -214,6 +280,7 @@ export class Gateway implements ExchangeHost {
       this.warnAboutRestartOnly(previous, plan)
     }
     this.log.level = plan.settings.logLevel
+    if (this.tls !== undefined && plan.settings.tls !== undefined) this.tls.update(plan.settings.tls)
     this.metrics.reloads.labels('success').inc()
     this.metrics.configVersion.set(version)
     const event = this.history.record(version, loaded.hash, source, previous?.config, loaded.config)
@@ -249,9 +316,10 @@ export class Gateway implements ExchangeHost {
   private warnAboutRestartOnly(previous: Plan, next: Plan): void {
     const before = previous.settings
     const after = next.settings
-    if (before.listen !== after.listen || before.admin !== after.admin) {
-      this.log.warn({ listen: after.listen, admin: after.admin }, 'listen addresses change only on restart')
+    if (before.listen !== after.listen || before.admin !== after.admin || before.plainAddress !== after.plainAddress) {
+      this.log.warn({ listen: after.listen, admin: after.admin, plainAddress: after.plainAddress }, 'listen addresses change only on restart')
     }
+    if ((before.tls === undefined) !== (after.tls === undefined)) this.log.warn({ tls: after.tls !== undefined }, 'turning listen.tls on or off takes a restart')
     if (before.logFormat !== after.logFormat) this.log.warn({ format: after.logFormat }, 'log.format changes only on restart')
   }
 
@@ -259,23 +327,25 @@ export class Gateway implements ExchangeHost {
   async shutdown(): Promise<void> {
     if (this.state === 'draining' || this.state === 'stopped') return
     this.state = 'draining'
+    this.stopRequested()
     const { drainDelayMs, drainTimeoutMs } = this.plan.settings
     this.log.info({ delayMs: drainDelayMs, timeoutMs: drainTimeoutMs, inFlight: this.inFlight }, 'draining: readiness off')
     this.watcher?.close()
     await sleep(drainDelayMs)
-    const closed = new Promise<void>((resolve) => this.proxyServer.close(() => resolve()))
+    const closed = Promise.all(this.proxyServers().map((server) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))))
     this.acceptingStopped = true
-    this.proxyServer.closeIdleConnections()
+    for (const server of this.proxyServers()) server.closeIdleConnections()
     this.log.info({ inFlight: this.inFlight }, 'draining: stopped accepting')
     const drained = await Promise.race([this.idle().then(() => true), sleep(drainTimeoutMs).then(() => false)])
     if (!drained) this.log.warn({ inFlight: this.inFlight }, 'drain timeout: closing remaining connections')
-    this.proxyServer.closeAllConnections()
+    for (const server of this.proxyServers()) server.closeAllConnections()
     for (const socket of this.upgraded) socket.destroy()
     await closed
+    this.tls?.stop()
     this.kept.disposeAll()
     this.clients.stop()
     this.state = 'stopped'
-    await new Promise<void>((resolve) => this.adminServer.close(() => resolve()))
+    await new Promise<void>((resolve) => (this.adminServer.listening ? this.adminServer.close(() => resolve()) : resolve()))
     this.adminServer.closeAllConnections()
     this.log.info({ drained }, 'stopped')
     this.flushLogs()
@@ -293,7 +363,7 @@ export class Gateway implements ExchangeHost {
   }
 }
 
-function listen(server: Server, address: string): Promise<void> {
+function listen(server: Server | HttpsServer, address: string): Promise<void> {
   const { host, port } = parseAddress(address)
   return new Promise((resolve, reject) => {
     server.once('error', reject)

@@ -8,7 +8,7 @@ import { requestIdFor, clientAddress } from '../proxy/headers.js'
 import { answerForError, ClientGone } from '../proxy/errors.js'
 import { ExchangeSignal, newExchangeRecord, type Exchange, type ProxyResponse } from '../core/exchange.js'
 import { admit, proxyRequestOf, type ExchangeHost } from './exchange.js'
-import { ANONYMOUS } from '../core/identity.js'
+import type { Socket } from 'node:net'
 
 function refuse(socket: Duplex, status: string, reason: string): void {
   if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-waypost-reason: ${reason}\r\n\r\n`)
@@ -32,7 +32,9 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   const plan = host.plan
   const started = performance.now()
   const requestId = requestIdFor(request.headers['x-request-id'])
-  const admitted = admit(plan, request)
+  // The socket of an upgrade is the connection's own (TLS or not), as for any request.
+  const peer = host.peer(socket as Socket)
+  const admitted = admit(plan, request, peer)
   const { target, authority, route, refusal } = admitted
   const record = newExchangeRecord()
   const log = (status: number, error?: unknown): void => {
@@ -57,6 +59,8 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
       error: (error as Error | undefined)?.message,
       remote: clientAddress(socket as { remoteAddress?: string }),
       upgrade: request.headers.upgrade,
+      tlsVersion: peer.tlsVersion,
+      tlsCipher: peer.tlsCipher,
     })
   }
   if (refusal !== undefined || target === undefined || route === undefined) {
@@ -69,7 +73,7 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
     log(status)
     return
   }
-  const proxyRequest = proxyRequestOf(host.protocol, plan, request, route, target, authority, requestId, false, undefined, undefined, {
+  const proxyRequest = proxyRequestOf(peer, plan, request, route, target, authority, requestId, false, undefined, undefined, {
     socket,
     head,
     protocol: request.headers.upgrade ?? 'websocket',
@@ -77,7 +81,7 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   const signal = new ExchangeSignal()
   const clientGone = (): void => signal.abort(new ClientGone())
   socket.once('close', clientGone)
-  const exchange: Exchange = { request: proxyRequest, identity: ANONYMOUS, route: route.info, log: host.log, signal, attempt: 0, record }
+  const exchange: Exchange = { request: proxyRequest, identity: peer.identity, route: route.info, log: host.log, signal, attempt: 0, record }
   host.exchangeStarted(plan)
   const observe = (status: number): void => route.metrics.observe(request.method ?? 'GET', status, (performance.now() - started) / 1000)
   route.handler(exchange)

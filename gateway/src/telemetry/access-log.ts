@@ -30,6 +30,9 @@ export interface AccessRecord {
   readonly error: string | undefined
   readonly remote: string
   readonly upgrade?: string
+  /** The connection's TLS version ("TLSv1.3") and cipher suite; undefined over cleartext. */
+  readonly tlsVersion?: string | undefined
+  readonly tlsCipher?: string | undefined
 }
 
 interface LineStream {
@@ -103,6 +106,8 @@ export class AccessLog {
     if (entry.cache !== '') line += `,"cache":"${entry.cache}"`
     if (entry.error !== undefined) line += `,"error":${JSON.stringify(entry.error)}`
     if (entry.upgrade !== undefined) line += `,"upgrade":${JSON.stringify(entry.upgrade)}`
+    // OpenSSL's names: letters, digits, `.`, `_` and `-`.
+    if (entry.tlsVersion !== undefined) line += `,"tlsVersion":"${entry.tlsVersion}","tlsCipher":"${entry.tlsCipher ?? ''}"`
     this.pending += `${line},"remote":"${entry.remote}","msg":"access"}\n`
     if (this.pending.length >= BATCH_CHARS) this.flush()
     else this.timer ??= setTimeout(this.flush, BATCH_MS).unref()

@@ -7,6 +7,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type OpenMetricsContentType } from 'prom-client'
 import { packageVersion } from '../core/version.js'
 import type { Reason } from '../core/reasons.js'
+import { TlsMetrics } from './tls-metrics.js'
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
@@ -21,7 +22,7 @@ const ATTEMPT_OUTCOMES = ['failed', ...STATUS_CLASSES] as const
 export const UNROUTED = '-'
 
 /** The local answers made before a route is known: their series exist from the start, at 0. */
-const UNROUTED_REASONS: readonly Reason[] = ['no-route', 'invalid-request-target', 'invalid-host', 'http-version-not-supported', 'transfer-encoding-on-http-1.0', 'unsupported-transfer-encoding', 'malformed-request', 'headers-too-large', 'client-connection-limit']
+const UNROUTED_REASONS: readonly Reason[] = ['no-route', 'invalid-request-target', 'invalid-host', 'http-version-not-supported', 'transfer-encoding-on-http-1.0', 'unsupported-transfer-encoding', 'malformed-request', 'headers-too-large', 'client-connection-limit', 'client-cert-required']
 
 /** The method label of a request: one of METHODS, or OTHER (the label's values stay few). */
 function methodLabel(method: string | undefined): string {
@@ -65,6 +66,8 @@ export class GatewayMetrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   })
+  /** The TLS listener's handshakes and certificate reloads. */
+  readonly tls = new TlsMetrics(this.registry)
   readonly configVersion = new Gauge({
     name: 'waypost_config_version',
     help: 'Version number of the config plan in force.',
@@ -119,6 +122,21 @@ export class GatewayMetrics {
       }
     },
   })
+  /** Certificates whose expiry the gauge below reports, read when scraped. */
+  private readonly certificates = new Set<CertificateExpiry>()
+  readonly certificateExpiryTime = new Gauge({
+    name: 'waypost_tls_certificate_expiry_timestamp_seconds',
+    help: 'When each certificate in use stops being valid (Unix time, seconds), by listener ("upstream:NAME" for an upstream\'s client certificate) and name.',
+    labelNames: ['listener', 'name'] as const,
+    registers: [this.registry],
+    collect: () => {
+      // Rebuilt at every scrape, so a retired certificate disappears and a reload's overlap (old and
+      // new owner both reporting the same labels) cannot leave a stale value behind.
+      const gauge = this.certificateExpiryTime
+      gauge.reset()
+      for (const certificate of this.certificates) gauge.labels(certificate.listener, certificate.name).set(certificate.notAfterMs / 1000)
+    },
+  })
   /** Requests no route took (see UNROUTED): counted like a route's, from the start. */
   readonly unrouted: RouteMetrics
 
@@ -146,6 +164,17 @@ export class GatewayMetrics {
 
   forgetUpstream(source: UpstreamStateSource): void {
     this.upstreamSources.delete(source)
+  }
+
+  /**
+   * Reports a certificate in use in waypost_tls_certificate_expiry_timestamp_seconds until the
+   * returned function is called (its owner rotated it or was retired). `listener` names where it is
+   * used: a listener's name, or `upstream:NAME` for an upstream's client certificate.
+   */
+  certificateExpiry(listener: string, name: string, notAfterMs: number): () => void {
+    const certificate: CertificateExpiry = { listener, name, notAfterMs }
+    this.certificates.add(certificate)
+    return () => void this.certificates.delete(certificate)
   }
 
   /**
@@ -214,6 +243,12 @@ function openMetricsView(metric: ExportedMetric): ExportedMetric {
     reset: () => undefined,
   }
   return view as unknown as ExportedMetric
+}
+
+interface CertificateExpiry {
+  readonly listener: string
+  readonly name: string
+  readonly notAfterMs: number
 }
 
 /** What the upstream gauges read from an endpoint group (structural, so telemetry imports no proxy code). */
