@@ -119,6 +119,21 @@ export class GatewayMetrics {
       }
     },
   })
+  /** Certificates whose expiry the gauge below reports, read when scraped. */
+  private readonly certificates = new Set<CertificateExpiry>()
+  readonly certificateExpiryTime = new Gauge({
+    name: 'waypost_tls_certificate_expiry_timestamp_seconds',
+    help: 'When each certificate in use stops being valid (Unix time, seconds), by listener ("upstream:NAME" for an upstream\'s client certificate) and name.',
+    labelNames: ['listener', 'name'] as const,
+    registers: [this.registry],
+    collect: () => {
+      // Rebuilt at every scrape, so a retired certificate disappears and a reload's overlap (old and
+      // new owner both reporting the same labels) cannot leave a stale value behind.
+      const gauge = this.certificateExpiryTime
+      gauge.reset()
+      for (const certificate of this.certificates) gauge.labels(certificate.listener, certificate.name).set(certificate.notAfterMs / 1000)
+    },
+  })
   /** Requests no route took (see UNROUTED): counted like a route's, from the start. */
   readonly unrouted: RouteMetrics
 
@@ -146,6 +161,17 @@ export class GatewayMetrics {
 
   forgetUpstream(source: UpstreamStateSource): void {
     this.upstreamSources.delete(source)
+  }
+
+  /**
+   * Reports a certificate in use in waypost_tls_certificate_expiry_timestamp_seconds until the
+   * returned function is called (its owner rotated it or was retired). `listener` names where it is
+   * used: a listener's name, or `upstream:NAME` for an upstream's client certificate.
+   */
+  certificateExpiry(listener: string, name: string, notAfterMs: number): () => void {
+    const certificate: CertificateExpiry = { listener, name, notAfterMs }
+    this.certificates.add(certificate)
+    return () => void this.certificates.delete(certificate)
   }
 
   /**
@@ -214,6 +240,12 @@ function openMetricsView(metric: ExportedMetric): ExportedMetric {
     reset: () => undefined,
   }
   return view as unknown as ExportedMetric
+}
+
+interface CertificateExpiry {
+  readonly listener: string
+  readonly name: string
+  readonly notAfterMs: number
 }
 
 /** What the upstream gauges read from an endpoint group (structural, so telemetry imports no proxy code). */

@@ -10,22 +10,40 @@ import { EndpointGroup } from './group.js'
 import { HealthChecker } from './health-check.js'
 import { OutlierDetector } from './outlier.js'
 import { DnsDiscovery } from './dns.js'
+import { DEFAULT_UPSTREAM_TLS, UpstreamTls } from './tls.js'
 
 export interface UpstreamDeps {
   readonly log: Logger
   readonly metrics: GatewayMetrics
 }
 
+/** Whether the upstream has (or, through DNS, will have) https:// endpoints. */
+function usesHttps(config: ReturnType<typeof resolveUpstream>): boolean {
+  if (config.dns !== undefined) return config.dns.scheme === 'https'
+  const urls = config.endpoints?.map((endpoint) => endpoint.url) ?? [config.url!]
+  return urls.some((url) => url.startsWith('https:'))
+}
+
+/**
+ * The upstream's endpoint group. Throws when its TLS files cannot be used (a TlsFileError naming the
+ * file), so a start fails and a reload is refused rather than run an upstream without them.
+ */
 export function buildUpstream(name: string, section: UpstreamConfig, deps: UpstreamDeps): EndpointGroup {
   const config = resolveUpstream(section)
+  const connectTimeoutMs = toMs(config.connectTimeout)
+  const tls = config.tls !== undefined || usesHttps(config) ? new UpstreamTls(config.tls ?? DEFAULT_UPSTREAM_TLS, { upstream: name, log: deps.log, metrics: deps.metrics, connectTimeoutMs, defaultServerName: config.dns?.name }) : undefined
   const group = new EndpointGroup({
     name,
     balancer: config.balancer,
     minHealthyPercent: config.minHealthyPercent,
     log: deps.log,
     metrics: deps.metrics,
-    createPool: (origin) => createPool(origin, config),
+    createPool: (origin) => createPool(origin, config, tls),
   })
+  if (tls !== undefined) {
+    group.tls = tls
+    group.onDispose(() => tls.stop())
+  }
   if (config.outlierDetection !== undefined) {
     const ejections = deps.metrics.upstreamEjections.labels(name)
     // From 0, so that rate() and increase() see the first ejection.
@@ -42,7 +60,7 @@ export function buildUpstream(name: string, section: UpstreamConfig, deps: Upstr
     group.setEndpoints(endpoints.map((endpoint) => ({ address: new URL(endpoint.url).origin, priority: endpoint.priority, weight: endpoint.weight })))
   }
   if (config.healthCheck !== undefined) {
-    const checker = new HealthChecker(config.healthCheck, group, { connectTimeoutMs: toMs(config.connectTimeout), idleMs: toMs(config.idleTimeout) })
+    const checker = new HealthChecker(config.healthCheck, group, { connectTimeoutMs, idleMs: toMs(config.idleTimeout), tls })
     group.onDispose(() => checker.stop())
     // DNS endpoints are checked from the round after they appear.
     checker.start()
