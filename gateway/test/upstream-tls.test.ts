@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { rmSync, writeFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { request } from 'undici'
+import { WebSocket, WebSocketServer } from 'ws'
 import { catchAllConfig, metricsText, startGateway, type LogLine, type RunningGateway } from './helpers.js'
 import { certDir, createCa, replaceFile, selfSigned, type Issued } from './tls-certs.js'
 import { parseConfig, formatError } from '../src/config/load.js'
@@ -226,6 +227,40 @@ t.test('upstream mTLS: the client certificate is presented; without it the upstr
   // alert, so all the gateway can see is the connection closing (an upstream that sends the alert,
   // like Envoy, gives upstream-tls and the alert's name).
   t.match(unknown.reason, /^upstream-reset /)
+})
+
+t.test('WebSocket upgrades to an https upstream: verified, with the client certificate; an unverifiable one is 502 upstream-tls', async (t) => {
+  const server = createServer({ cert: serverCert.cert, key: serverCert.key, ca: ca.cert, requestCert: true, rejectUnauthorized: true })
+  const wss = new WebSocketServer({ server })
+  wss.on('connection', (socket, req) => {
+    const peer = (req.socket as TLSSocket).getPeerCertificate()
+    socket.on('message', (data: Buffer) => socket.send(`${peer.serialNumber.toUpperCase()} ${data.toString()}`))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    wss.close()
+    server.closeAllConnections()
+    server.close()
+  })
+  const port = (server.address() as AddressInfo).port
+  const gw = await startGateway(catchAllConfig({ url: `https://127.0.0.1:${port}`, tls: { ca: files.ca, clientCert: files.clientCert, clientKey: files.clientKey } }))
+  t.teardown(() => gw.close())
+  const socket = new WebSocket(`${gw.url.replace('http', 'ws')}/`)
+  await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject))
+  const reply = new Promise<string>((resolve) => socket.once('message', (data: Buffer) => resolve(data.toString())))
+  socket.send('hello')
+  t.equal(await reply, `${clientCert.serial} hello`, 'the upstream saw the client certificate on the upgraded connection')
+  socket.close()
+
+  const unverified = await startGateway(catchAllConfig({ url: `https://127.0.0.1:${port}`, tls: { ca: files.otherCa } }))
+  t.teardown(() => unverified.close())
+  const refused = new WebSocket(`${unverified.url.replace('http', 'ws')}/`)
+  const status = await new Promise<number>((resolve) => refused.once('unexpected-response', (_request, response) => resolve(response.statusCode ?? 0)).once('error', () => resolve(-1)))
+  t.equal(status, 502)
+  const line = await lastAccess(unverified)
+  t.equal(line.reason, 'upstream-tls')
+  // This upstream sends its CA after its certificate (a Node server with `ca` set does): a root the gateway does not trust.
+  t.match(line.error, /^SELF_SIGNED_CERT_IN_CHAIN: /)
 })
 
 t.test('DNS endpoints are verified against dns.name, and sent it in SNI', async (t) => {
