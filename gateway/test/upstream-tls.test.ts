@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:https'
 import { createServer as createHttpServer } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import type { AddressInfo } from 'node:net'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { rmSync, writeFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { request } from 'undici'
@@ -397,7 +397,25 @@ t.test('health checks use the upstream TLS: the CA, the server name and the clie
   for (let i = 0; i < 5; i++) t.equal((await get(`${gw.url}/`)).status, 200, 'traffic goes to the verified endpoint only')
 })
 
-t.test('the config refuses TLS settings and files it cannot use, naming the field and the file', async (t) => {
+t.test('validation refuses TLS settings that cannot work, and leaves the files to the running gateway', async (t) => {
+  const errorsOf = (upstream: Record<string, unknown>): string[] => {
+    const result = parseConfig(catchAllConfig(upstream), 'w.yaml')
+    return result.ok ? [] : result.errors.map((error) => formatError(error).replace(/^w\.yaml:\d+:\d+: /, ''))
+  }
+  const https = `https://127.0.0.1:${app.port}`
+  t.same(errorsOf({ url: https, tls: { ca: files.ca, clientCert: files.clientCert, clientKey: files.clientKey } }), [])
+  t.same(errorsOf({ url: https, tls: { ca: '/nowhere/ca.crt' } }), [], '`waypost validate` may run where the certificates are not (CI, a clean clone)')
+  t.same(errorsOf({ url: 'http://127.0.0.1:3000', tls: { ca: files.ca } }), ['upstreams.app.tls: tls applies to https:// endpoints only, and this upstream has http://127.0.0.1:3000: use https:// (or drop tls)'])
+  t.same(errorsOf({ endpoints: [{ url: https }, { url: 'http://127.0.0.1:3001' }], tls: {} }), ['upstreams.app.tls: tls applies to https:// endpoints only, and this upstream has http://127.0.0.1:3001: use https:// (or drop tls)'])
+  t.same(errorsOf({ dns: { name: 'localhost', port: 1 }, tls: {} }), ['upstreams.app.tls: tls applies to https:// endpoints only, and this upstream has dns.scheme http: use https:// (or drop tls)'])
+  t.same(errorsOf({ url: https, tls: { clientCert: files.clientCert } }), ['upstreams.app.tls.clientCert: clientCert and clientKey go together: set both or neither'])
+  t.same(errorsOf({ url: https, tls: { clientKey: files.clientKey } }), ['upstreams.app.tls.clientKey: clientCert and clientKey go together: set both or neither'])
+  t.same(errorsOf({ url: https, tls: { minVersion: 'TLSv1.1' } }), ['upstreams.app.tls.minVersion: expected TLSv1.2 or TLSv1.3'])
+  t.same(errorsOf({ url: https, tls: { serverName: 'a/b' } }), ['upstreams.app.tls.serverName: expected a host name'])
+  t.same(errorsOf({ url: https, tls: { verify: 'no' } }), ['upstreams.app.tls.verify: Expected boolean'])
+})
+
+t.test('the gateway does not start with TLS files it cannot use, and a reload to them is refused; relative paths are read from the policy file\'s folder', async (t) => {
   const expired = ca.issue({ commonName: 'expired', notBefore: new Date(Date.now() - 48 * 3_600_000), notAfter: new Date(Date.now() - 3_600_000) })
   const stranger = ca.issue({ commonName: 'stranger' })
   const bad = certDir()
@@ -409,22 +427,30 @@ t.test('the config refuses TLS settings and files it cannot use, naming the fiel
   const expiredKey = write('expired.key', expired.key)
   const strangerKey = write('stranger.key', stranger.key)
   const empty = write('empty.crt', '')
-  const errorsOf = (upstream: Record<string, unknown>): string[] => {
-    const result = parseConfig(catchAllConfig(upstream), 'w.yaml')
-    return result.ok ? [] : result.errors.map((error) => formatError(error).replace(/^w\.yaml:\d+:\d+: /, ''))
-  }
   const https = `https://127.0.0.1:${app.port}`
-  t.same(errorsOf({ url: https, tls: { ca: files.ca, clientCert: files.clientCert, clientKey: files.clientKey } }), [], 'usable files load')
-  t.same(errorsOf({ url: 'http://127.0.0.1:3000', tls: { ca: files.ca } }), ['upstreams.app.tls: tls applies to https:// endpoints only, and this upstream has http://127.0.0.1:3000: use https:// (or drop tls)'])
-  t.same(errorsOf({ endpoints: [{ url: https }, { url: 'http://127.0.0.1:3001' }], tls: {} }), ['upstreams.app.tls: tls applies to https:// endpoints only, and this upstream has http://127.0.0.1:3001: use https:// (or drop tls)'])
-  t.same(errorsOf({ dns: { name: 'localhost', port: 1 }, tls: {} }), ['upstreams.app.tls: tls applies to https:// endpoints only, and this upstream has dns.scheme http: use https:// (or drop tls)'])
-  t.same(errorsOf({ url: https, tls: { clientCert: files.clientCert } }), ['upstreams.app.tls.clientCert: clientCert and clientKey go together: set both or neither'])
-  t.same(errorsOf({ url: https, tls: { ca: join(bad, 'missing.crt') } }), [`upstreams.app.tls.ca: ${join(bad, 'missing.crt')}: cannot read it (ENOENT)`])
-  t.same(errorsOf({ url: https, tls: { ca: empty } }), [`upstreams.app.tls.ca: ${empty}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)`])
-  t.same(errorsOf({ url: https, tls: { clientCert: files.clientCert, clientKey: strangerKey } }), [`upstreams.app.tls.clientKey: ${strangerKey}: the key does not match the certificate in ${files.clientCert}`])
-  t.match(errorsOf({ url: https, tls: { clientCert: expiredCert, clientKey: expiredKey } }), [new RegExp(`^upstreams\\.app\\.tls\\.clientCert: ${expiredCert}: the certificate expired on `)])
-  t.match(errorsOf({ url: https, tls: { clientCert: files.clientKey, clientKey: files.clientKey } }), [/^upstreams\.app\.tls\.clientCert: .*: no PEM certificate in it/])
-  t.same(errorsOf({ url: https, tls: { minVersion: 'TLSv1.1' } }), ['upstreams.app.tls.minVersion: expected TLSv1.2 or TLSv1.3'])
-  t.same(errorsOf({ url: https, tls: { serverName: 'a/b' } }), ['upstreams.app.tls.serverName: expected a host name'])
-  t.same(errorsOf({ url: https, tls: { verify: 'no' } }), ['upstreams.app.tls.verify: Expected boolean'])
+  const cases: Array<{ tls: Record<string, unknown>; message: string | RegExp }> = [
+    { tls: { ca: join(bad, 'missing.crt') }, message: `upstreams.app.tls.ca: ${join(bad, 'missing.crt')}: cannot read it (ENOENT)` },
+    { tls: { ca: empty }, message: `upstreams.app.tls.ca: ${empty}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)` },
+    { tls: { clientCert: files.clientCert, clientKey: strangerKey }, message: `upstreams.app.tls.clientKey: ${strangerKey}: the key does not match the certificate in ${files.clientCert}` },
+    { tls: { clientCert: expiredCert, clientKey: expiredKey }, message: new RegExp(`upstreams\\.app\\.tls\\.clientCert: ${expiredCert}: the certificate expired on `) },
+    { tls: { clientCert: files.clientKey, clientKey: files.clientKey }, message: `upstreams.app.tls.clientCert: ${files.clientKey}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)` },
+  ]
+  for (const { tls, message } of cases) {
+    const started = startGateway(catchAllConfig({ url: https, tls }))
+    await t.rejects(started, { message: typeof message === 'string' ? new RegExp(message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : message }, `refused: ${String(message)}`)
+  }
+
+  // Relative to the policy file's folder, wherever the gateway runs from.
+  const relative = `../${basename(dirname(files.ca))}`
+  const gw = await startGateway(catchAllConfig({ url: https, tls: { ca: `${relative}/ca.crt` } }))
+  t.teardown(() => gw.close())
+  t.equal((await get(`${gw.url}/`)).status, 200, `ca: ${relative}/ca.crt`)
+
+  // A reload to a file that cannot be used is refused; the upstream in force keeps serving.
+  writeFileSync(gw.configFile, catchAllConfig({ url: https, tls: { ca: `${relative}/ca.crt`, clientCert: expiredCert, clientKey: expiredKey } }))
+  const reload = await request(`${gw.adminUrl}/reload`, { method: 'POST' })
+  const body = await reload.body.text()
+  t.not(reload.statusCode, 200, 'the reload is refused')
+  t.match(body, /upstreams\.app\.tls\.clientCert: .*expired\.crt: the certificate expired on /)
+  t.equal((await get(`${gw.url}/`)).status, 200, 'the plan in force serves on')
 })

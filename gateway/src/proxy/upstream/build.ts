@@ -5,7 +5,9 @@ import type { Logger } from 'pino'
 import { toMs } from '../../core/units.js'
 import type { GatewayMetrics } from '../../telemetry/metrics.js'
 import { createPool } from '../pool.js'
-import { resolveUpstream, type UpstreamConfig } from './config.js'
+import { resolve } from 'node:path'
+import { resolveUpstream, type ResolvedUpstreamTlsConfig, type UpstreamConfig } from './config.js'
+import { TlsFileError } from '../tls-files.js'
 import { EndpointGroup } from './group.js'
 import { HealthChecker } from './health-check.js'
 import { OutlierDetector } from './outlier.js'
@@ -15,6 +17,8 @@ import { DEFAULT_UPSTREAM_TLS, UpstreamTls } from './tls.js'
 export interface UpstreamDeps {
   readonly log: Logger
   readonly metrics: GatewayMetrics
+  /** Where relative file paths (the TLS files) are read from: the policy file's folder. */
+  readonly baseDir: string
 }
 
 /** Whether the upstream has (or, through DNS, will have) https:// endpoints. */
@@ -24,14 +28,30 @@ function usesHttps(config: ReturnType<typeof resolveUpstream>): boolean {
   return urls.some((url) => url.startsWith('https:'))
 }
 
+/** The upstream's TLS settings with its file paths resolved against `baseDir`. */
+function tlsWithPaths(tls: ResolvedUpstreamTlsConfig, baseDir: string): ResolvedUpstreamTlsConfig {
+  const path = (file: string | undefined): string | undefined => (file === undefined ? undefined : resolve(baseDir, file))
+  return { ...tls, ca: path(tls.ca), clientCert: path(tls.clientCert), clientKey: path(tls.clientKey) }
+}
+
 /**
- * The upstream's endpoint group. Throws when its TLS files cannot be used (a TlsFileError naming the
- * file), so a start fails and a reload is refused rather than run an upstream without them.
+ * The upstream's endpoint group. Throws when its TLS files cannot be used, naming the field, the
+ * file and the reason, so a start fails and a reload is refused rather than run an upstream without
+ * them. (`waypost validate` does not read them: it may run where the certificates are not.)
  */
 export function buildUpstream(name: string, section: UpstreamConfig, deps: UpstreamDeps): EndpointGroup {
   const config = resolveUpstream(section)
   const connectTimeoutMs = toMs(config.connectTimeout)
-  const tls = config.tls !== undefined || usesHttps(config) ? new UpstreamTls(config.tls ?? DEFAULT_UPSTREAM_TLS, { upstream: name, log: deps.log, metrics: deps.metrics, connectTimeoutMs, defaultServerName: config.dns?.name }) : undefined
+  let tls: UpstreamTls | undefined
+  if (config.tls !== undefined || usesHttps(config)) {
+    try {
+      tls = new UpstreamTls(tlsWithPaths(config.tls ?? DEFAULT_UPSTREAM_TLS, deps.baseDir), { upstream: name, log: deps.log, metrics: deps.metrics, connectTimeoutMs, defaultServerName: config.dns?.name })
+    } catch (error) {
+      if (!(error instanceof TlsFileError)) throw error
+      const field = ({ ca: 'ca', cert: 'clientCert', key: 'clientKey' } as const)[error.role]
+      throw new Error(`upstreams.${name}.tls.${field}: ${error.file}: ${error.reason}`, { cause: error })
+    }
+  }
   const group = new EndpointGroup({
     name,
     balancer: config.balancer,

@@ -5,7 +5,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { duration, toMs } from '../../core/units.js'
 import { withDefaults, type Defaulted } from '../../core/schema-defaults.js'
-import { loadClientTls, TlsFileError } from '../tls-files.js'
 
 const Origin = Type.String({ description: 'An origin, e.g. "http://127.0.0.1:3000" (no path).', examples: ['http://127.0.0.1:3000'] })
 
@@ -68,8 +67,8 @@ export const OutlierDetectionConfig = Type.Object(
 )
 export type OutlierDetectionConfig = Static<typeof OutlierDetectionConfig>
 
-/** A PEM file's path, as given (relative paths from the gateway's working directory). */
-const PemFile = (description: string) => Type.String({ minLength: 1, description })
+/** A PEM file's path (a relative one from the policy file's folder, as for the listener's files). */
+const PemFile = (description: string) => Type.String({ minLength: 1, description: `${description} A relative path is read from the policy file's folder.` })
 
 export const UpstreamTlsConfig = Type.Object(
   {
@@ -201,8 +200,9 @@ export function upstreamProblems(section: UpstreamConfig): UpstreamProblem[] {
 
 /**
  * The `tls` section: for https endpoints only (so no endpoint is reached in plain text by mistake),
- * a key with its certificate, and files the gateway can use, read and checked as it would load them
- * (so `waypost validate` and a reload refuse an unreadable, expired or mismatched file).
+ * and a key with its certificate. The files are not read here: `waypost validate` may check a policy
+ * where its certificates are not (CI, a clean clone); the gateway reads them when it builds the
+ * upstream, and refuses to start or reload with one it cannot use.
  */
 function tlsProblems(config: ResolvedUpstreamConfig): UpstreamProblem[] {
   const tls = config.tls!
@@ -214,12 +214,5 @@ function tlsProblems(config: ResolvedUpstreamConfig): UpstreamProblem[] {
   if ((tls.clientCert === undefined) !== (tls.clientKey === undefined)) {
     return [{ path: tls.clientCert === undefined ? '/tls/clientKey' : '/tls/clientCert', message: 'clientCert and clientKey go together: set both or neither' }]
   }
-  try {
-    loadClientTls({ ca: tls.ca, cert: tls.clientCert, key: tls.clientKey, minVersion: tls.minVersion })
-    return []
-  } catch (error) {
-    if (!(error instanceof TlsFileError)) throw error
-    const field = ({ ca: 'ca', cert: 'clientCert', key: 'clientKey' } as const)[error.role]
-    return [{ path: `/tls/${field}`, message: `${error.file}: ${error.reason}` }]
-  }
+  return []
 }
