@@ -8,7 +8,7 @@ import { createServer as createHttpServer } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import type { AddressInfo } from 'node:net'
 import { basename, dirname, join } from 'node:path'
-import { rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { request } from 'undici'
 import { WebSocket, WebSocketServer } from 'ws'
@@ -367,6 +367,33 @@ t.test('the client certificate rotates under load: no request fails, new connect
   t.same([...load.statuses.keys()], [200])
   t.ok(load.sent() > 100, `requests sent: ${load.sent()}`)
   t.ok(strict.connections.filter((connection) => connection.serial === first.serial).length > 0, 'the first certificate was used before')
+})
+
+t.test('a Kubernetes Secret volume: the ..data swap rotates the client certificate', async (t) => {
+  // The layout the kubelet writes: files are links through `..data` to a timestamped folder, and an
+  // update writes a new folder and renames a new `..data` link over the old one.
+  const volume = certDir()
+  const publish = (stamp: string, issued: Issued): void => {
+    mkdirSync(join(volume, stamp))
+    writeFileSync(join(volume, stamp, 'tls.crt'), issued.cert)
+    writeFileSync(join(volume, stamp, 'tls.key'), issued.key)
+    symlinkSync(stamp, join(volume, '..data_tmp'))
+    renameSync(join(volume, '..data_tmp'), join(volume, '..data'))
+  }
+  const first = ca.issue({ commonName: 'secret-1' })
+  publish('..2026_01_01_00_00_00.1', first)
+  symlinkSync('..data/tls.crt', join(volume, 'tls.crt'))
+  symlinkSync('..data/tls.key', join(volume, 'tls.key'))
+  // Every answer closes its connection: each request shows the certificate in force.
+  const strict = await startTlsUpstream({ server: serverCert, clientCa: ca.cert, closeEvery: 1 })
+  t.teardown(() => strict.close())
+  const gw = await startGateway(catchAllConfig({ url: `https://127.0.0.1:${strict.port}`, tls: { ca: files.ca, clientCert: join(volume, 'tls.crt'), clientKey: join(volume, 'tls.key') } }))
+  t.teardown(() => gw.close())
+  t.equal(JSON.parse((await get(`${gw.url}/`)).body).serial, first.serial)
+  const second = ca.issue({ commonName: 'secret-2' })
+  publish('..2026_01_02_00_00_00.2', second)
+  await waitFor('the swap is seen', () => gw.logs.some((line) => line.msg === 'upstream TLS files rotated: new connections use them'))
+  t.equal(JSON.parse((await get(`${gw.url}/`)).body).serial, second.serial, 'the next connection presents the new certificate')
 })
 
 t.test('health checks use the upstream TLS: the CA, the server name and the client certificate', async (t) => {

@@ -2,7 +2,7 @@
 // A file that cannot be used is refused with the file and the reason (unreadable, no certificate in
 // it, expired, not yet valid, a key that does not match its certificate), so a rotation that went
 // wrong never replaces a good pair and the operator learns which file to fix.
-import { readFileSync, watch, type FSWatcher } from 'node:fs'
+import { lstatSync, readFileSync, watch, type FSWatcher } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto'
 import { createSecureContext, type SecureContext } from 'node:tls'
@@ -123,11 +123,21 @@ export function loadClientTls(files: ClientTlsFiles): ClientTlsMaterial {
  */
 export function watchFiles(files: readonly string[], onChange: () => void, onWatchError: (directory: string, error: Error) => void, debounceMs = 150): () => void {
   const byDirectory = new Map<string, Set<string>>()
+  const add = (directory: string, name: string): void => {
+    const names = byDirectory.get(directory) ?? new Set<string>()
+    names.add(name)
+    byDirectory.set(directory, names)
+  }
   for (const file of files) {
     const absolute = resolve(file)
-    const names = byDirectory.get(dirname(absolute)) ?? new Set<string>()
-    names.add(basename(absolute))
-    byDirectory.set(dirname(absolute), names)
+    add(dirname(absolute), basename(absolute))
+    // A projected volume's subfolder (an item with path tls/tls.crt) is itself a link through
+    // `..data`: the swap happens in the folder above it, and the folder watched here is replaced.
+    try {
+      if (lstatSync(dirname(absolute)).isSymbolicLink()) add(dirname(dirname(absolute)), basename(dirname(absolute)))
+    } catch {
+      // Not there: loading the file reports it.
+    }
   }
   let timer: NodeJS.Timeout | undefined
   const watchers: FSWatcher[] = []
