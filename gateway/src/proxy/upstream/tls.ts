@@ -111,9 +111,10 @@ export class UpstreamTls {
     try {
       material = loadMaterial(this.config)
     } catch (error) {
-      if (!(error instanceof TlsFileError)) throw error
-      this.refused = { file: error.file, reason: error.reason, at: new Date().toISOString() }
-      this.deps.log.error({ upstream: this.deps.upstream, file: error.file, reason: error.reason }, 'upstream TLS files refused: new connections keep the certificates in force')
+      // Anything else is refused the same way: this runs from a file watch, where a throw would end the process.
+      const { file, reason } = error instanceof TlsFileError ? error : { file: this.config.clientCert ?? this.config.ca ?? '-', reason: (error as Error).message }
+      this.refused = { file, reason, at: new Date().toISOString() }
+      this.deps.log.error({ upstream: this.deps.upstream, file, reason }, 'upstream TLS files refused: new connections keep the certificates in force')
       return false
     }
     const before = this.material
