@@ -5,10 +5,11 @@
 // the whole queue that builds up behind it (no "coordinated omission").
 //
 // usage: node dist/loadtest/bench/fixed-rate.js --url http://127.0.0.1:PORT/ --rate 2000 --duration 5
-//          [--warmup 1] [--connections 50] [--timer-only]
+//          [--warmup 1] [--connections 50] [--timer-only] [--insecure]
 // Between requests less than 2 ms apart it polls (setImmediate), which keeps its own send lag far
 // below a millisecond but keeps its CPU busy; --timer-only sleeps on timers instead (about 1 ms
-// of lag, little CPU: for long runs such as the soak).
+// of lag, little CPU: for long runs such as the soak). --insecure accepts any certificate of an
+// https:// URL (the TLS benchmarks' self-signed one).
 // Prints one JSON line (FixedRateResult) on stdout. Run it pinned to its own CPU (run.ts does).
 import { parseArgs } from 'node:util'
 import { performance } from 'node:perf_hooks'
@@ -59,6 +60,7 @@ async function main(): Promise<void> {
       warmup: { type: 'string', default: '1' },
       connections: { type: 'string', default: '50' },
       'timer-only': { type: 'boolean', default: false },
+      insecure: { type: 'boolean', default: false },
     },
   })
   if (values.url === undefined) throw new Error('--url is required')
@@ -69,7 +71,8 @@ async function main(): Promise<void> {
   const connections = Number(values.connections)
   const timerOnly = values['timer-only'] === true
 
-  const pool = new Pool(url.origin, { connections, pipelining: 1, headersTimeout: 10_000, bodyTimeout: 10_000, keepAliveTimeout: 30_000 })
+  const connect = values.insecure === true ? { rejectUnauthorized: false } : undefined
+  const pool = new Pool(url.origin, { connections, pipelining: 1, headersTimeout: 10_000, bodyTimeout: 10_000, keepAliveTimeout: 30_000, ...(connect === undefined ? {} : { connect }) })
   const path = url.pathname + url.search
   const intervalMs = 1000 / rate
   const warmCount = Math.round(rate * warmup)

@@ -5,8 +5,17 @@ import { availableParallelism } from 'node:os'
 import { booleanSetting, HELP_FLAG, numberSetting, stringSetting, UsageError } from '../lib/options.js'
 import { DEFAULT_RESULTS_DIR } from '../lib/paths.js'
 
-export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'nginx-static', 'gateway-cache'] as const
+export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'nginx-static', 'gateway-cache', 'nginx-tls', 'gateway-tls'] as const
 export type ConfigName = (typeof CONFIG_NAMES)[number]
+/** The configs whose clients talk TLS to them (the same self-signed certificate for both). */
+export const TLS_CONFIG_NAMES: readonly ConfigName[] = ['nginx-tls', 'gateway-tls']
+export function isTls(config: ConfigName): boolean {
+  return TLS_CONFIG_NAMES.includes(config)
+}
+/** The nginx a config is compared with: nginx terminating TLS for the TLS configs, nginx otherwise. */
+export function nginxReference(config: ConfigName): ConfigName {
+  return isTls(config) ? 'nginx-tls' : 'nginx'
+}
 /**
  * What `npm run bench` measures unless told otherwise: the proxy comparison, with undici-proxy (the
  * least a node:http + undici proxy can do) as the floor under the gateway.
@@ -14,6 +23,11 @@ export type ConfigName = (typeof CONFIG_NAMES)[number]
 export const DEFAULT_CONFIGS: readonly ConfigName[] = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default']
 /** `npm run bench:cache`: a cache hit (the default chain plus `cache`) beside nginx serving the same 1 KiB file. */
 export const CACHE_CONFIGS: readonly ConfigName[] = ['nginx-static', 'gateway-cache', 'nginx', 'gateway-default']
+/**
+ * `npm run bench:tls`: TLS termination (keep-alive throughput, latency, and new connections per
+ * second) beside nginx terminating TLS with the same certificate, with their cleartext pair alongside.
+ */
+export const TLS_CONFIGS: readonly ConfigName[] = ['nginx', 'gateway-default', 'nginx-tls', 'gateway-tls']
 export type UpstreamKind = 'node' | 'nginx'
 
 export interface CommonOptions {
@@ -92,7 +106,7 @@ function common(values: Record<string, string | boolean | undefined>): CommonOpt
   }
 }
 
-export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--cache | --configs direct,nginx,gateway-bare,gateway-default]
+export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--cache | --tls | --configs direct,nginx,gateway-bare,gateway-default]
   [--duration S] [--reps N] [--warmup S] [--rate RPS] [--connections N] [--latency-duration S]
   [--upstream node|nginx] [--port-base PORT] [--load-cpus LIST] [--server-cpus LIST]
   [--gateway-node-flags "FLAGS"] [--keep] [--quiet-wait S] [--foreign-max PCT] [--retries N] [--extra-budget S]
@@ -100,7 +114,7 @@ export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--
 Environment: DURATION REPS WARMUP RATE CONNECTIONS LATENCY_DURATION CONFIGS UPSTREAM PORT_BASE LOAD_CPUS
   SERVER_CPUS GATEWAY_NODE_FLAGS KEEP QUIET_WAIT FOREIGN_MAX RETRIES EXTRA_BUDGET RESULTS_DIR STRICT
 Flags win over the environment, which wins over --quick (DURATION=2 REPS=1), which wins over the defaults.
-Configs: ${CONFIG_NAMES.join(', ')}; default ${DEFAULT_CONFIGS.join(',')}; --cache: ${CACHE_CONFIGS.join(',')}.`
+Configs: ${CONFIG_NAMES.join(', ')}; default ${DEFAULT_CONFIGS.join(',')}; --cache: ${CACHE_CONFIGS.join(',')}; --tls: ${TLS_CONFIGS.join(',')}.`
 
 export function benchOptions(argv: string[]): BenchOptions | 'help' {
   const { values } = parseArgs({
@@ -110,6 +124,7 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
       quick: { type: 'boolean' },
       strict: { type: 'boolean' },
       cache: { type: 'boolean' },
+      tls: { type: 'boolean' },
       configs: { type: 'string' },
       duration: { type: 'string' },
       reps: { type: 'string' },
@@ -125,7 +140,9 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
   const quick = booleanSetting(values.quick, 'QUICK')
   const base = common(values)
   const duration = numberSetting(values.duration, 'DURATION', quick ? 2 : 5, { minimum: 1 })
-  const configs = stringSetting(values.configs, 'CONFIGS', (values.cache === true ? CACHE_CONFIGS : DEFAULT_CONFIGS).join(','))
+  if (values.cache === true && values.tls === true) throw new UsageError('--cache and --tls: one preset at a time (or name the configs with --configs)')
+  const preset = values.cache === true ? CACHE_CONFIGS : values.tls === true ? TLS_CONFIGS : DEFAULT_CONFIGS
+  const configs = stringSetting(values.configs, 'CONFIGS', preset.join(','))
     .split(',')
     .map((name) => name.trim())
     .filter(Boolean)

@@ -3,8 +3,8 @@
 // does not skew them), the targets, the printed table and the JSON written to loadtest/results/.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { ConfigName } from './options.js'
-import type { FixedRateResult } from './latency.js'
+import { isTls, nginxReference, type ConfigName } from './options.js'
+import type { FixedRateResult, HandshakeResult } from './latency.js'
 import { fmt, max, median, min, ratio, signed, table } from './util.js'
 
 export interface ThroughputRun {
@@ -37,6 +37,19 @@ export interface LatencyRun extends FixedRateResult {
   stealPct: number
 }
 
+/** New TLS connections per second (TLS configs): each a full handshake and one request. */
+export interface HandshakeRun extends HandshakeResult {
+  config: ConfigName
+  rep: number
+  attempts: number
+  /** CPU time of the proxy per new connection (its handshake and its one request). */
+  proxyCpuUsPerHandshake: number
+  /** CPU time of the generator per connection: if it nears 1e6 / rate, the generator was the limit. */
+  loadgenCpuUsPerHandshake: number
+  foreignPct: number
+  stealPct: number
+}
+
 export interface ConfigSummary {
   config: ConfigName
   rps: { median: number; min: number; max: number; runs: number }
@@ -45,10 +58,25 @@ export interface ConfigSummary {
   upstreamCpuUsPerReq: number
   /** At the fixed rate: medians over the rounds. */
   latency: { rate: number; achievedRate: number; p50Ms: number; p99Ms: number; p999Ms: number; maxMs: number; errors: number; proxyCpuUsPerReq: number }
+  /** New connections per second and their cost, medians over the rounds (TLS configs only). */
+  handshakes?: {
+    rate: number
+    proxyCpuUsPerHandshake: number
+    loadgenCpuUsPerHandshake: number
+    p50Ms: number
+    p99Ms: number
+    errors: number
+    protocol: string
+    cipher: string
+    /** Paired with nginx-tls per round. */
+    rateVsNginx: number
+    cpuVsNginx: number
+  }
   /** RSS once started, before any load; and after all rounds. */
   rssIdleMiB: number
   rssMiB: number
   ratios: {
+    /** Against nginx; a TLS config against nginx-tls (see nginxReference). */
     throughputVsNginx: number
     cpuVsNginx: number
     cpuVsGatewayBare: number
@@ -78,7 +106,7 @@ export interface BenchReport {
   summary: ConfigSummary[]
   targets: TargetResult[]
   notes: string[]
-  runs: { throughput: ThroughputRun[]; latency: LatencyRun[] }
+  runs: { throughput: ThroughputRun[]; latency: LatencyRun[]; handshakes: HandshakeRun[] }
 }
 
 /** Median over rounds of f(config's run, reference's run) for the rounds where both exist. */
@@ -96,12 +124,14 @@ export interface RssKiB {
   loaded: ReadonlyMap<ConfigName, number>
 }
 
-export function summarize(configs: readonly ConfigName[], throughput: readonly ThroughputRun[], latency: readonly LatencyRun[], rssKiB: RssKiB, rate: number): ConfigSummary[] {
+export function summarize(configs: readonly ConfigName[], throughput: readonly ThroughputRun[], latency: readonly LatencyRun[], rssKiB: RssKiB, rate: number, handshakes: readonly HandshakeRun[] = []): ConfigSummary[] {
   return configs.map((config): ConfigSummary => {
     const t = throughput.filter((run) => run.config === config)
     const l = latency.filter((run) => run.config === config)
+    const h = handshakes.filter((run) => run.config === config)
     const rps = t.map((run) => run.rps)
     const has = (reference: ConfigName): boolean => configs.includes(reference) && reference !== config
+    const nginx = nginxReference(config)
     return {
       config,
       rps: { median: median(rps), min: min(rps), max: max(rps), runs: t.length },
@@ -118,11 +148,27 @@ export function summarize(configs: readonly ConfigName[], throughput: readonly T
         errors: l.reduce((sum, run) => sum + run.errors + run.non200, 0),
         proxyCpuUsPerReq: median(l.map((run) => run.proxyCpuUsPerReq)),
       },
+      ...(h.length === 0
+        ? {}
+        : {
+            handshakes: {
+              rate: median(h.map((run) => run.rate)),
+              proxyCpuUsPerHandshake: median(h.map((run) => run.proxyCpuUsPerHandshake)),
+              loadgenCpuUsPerHandshake: median(h.map((run) => run.loadgenCpuUsPerHandshake)),
+              p50Ms: median(h.map((run) => run.p50Ms)),
+              p99Ms: median(h.map((run) => run.p99Ms)),
+              errors: h.reduce((sum, run) => sum + run.errors, 0),
+              protocol: h[0]!.protocol,
+              cipher: h[0]!.cipher,
+              rateVsNginx: has('nginx-tls') ? paired(handshakes, config, 'nginx-tls', (a, b) => a.rate / b.rate) : NaN,
+              cpuVsNginx: has('nginx-tls') ? paired(handshakes, config, 'nginx-tls', (a, b) => a.proxyCpuUsPerHandshake / b.proxyCpuUsPerHandshake) : NaN,
+            },
+          }),
       rssIdleMiB: (rssKiB.idle.get(config) ?? NaN) / 1024,
       rssMiB: (rssKiB.loaded.get(config) ?? NaN) / 1024,
       ratios: {
-        throughputVsNginx: has('nginx') ? paired(throughput, config, 'nginx', (a, b) => a.rps / b.rps) : NaN,
-        cpuVsNginx: has('nginx') && config !== 'direct' ? paired(throughput, config, 'nginx', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq) : NaN,
+        throughputVsNginx: has(nginx) ? paired(throughput, config, nginx, (a, b) => a.rps / b.rps) : NaN,
+        cpuVsNginx: has(nginx) && config !== 'direct' ? paired(throughput, config, nginx, (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq) : NaN,
         cpuVsGatewayBare: has('gateway-bare') && config !== 'direct' ? paired(throughput, config, 'gateway-bare', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq) : NaN,
         cpuVsUndici: has('undici-proxy') && config !== 'direct' ? paired(throughput, config, 'undici-proxy', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq) : NaN,
         p50AddedMs: has('direct') ? paired(latency, config, 'direct', (a, b) => a.p50Ms - b.p50Ms) : NaN,
@@ -196,6 +242,18 @@ export function formatTable(summary: readonly ConfigSummary[], rate: number): st
   return table(rows)
 }
 
+/** New connections per second of the TLS configs, beside nginx-tls; undefined when none was measured. */
+export function formatHandshakeTable(summary: readonly ConfigSummary[]): string | undefined {
+  const measured = summary.filter((s) => s.handshakes !== undefined)
+  if (measured.length === 0) return undefined
+  const rows: string[][] = [['config', 'handshakes/s', 'vs nginx-tls', 'proxy CPU us/handshake', 'vs nginx-tls', 'p50 ms', 'p99 ms', 'generator us/handshake', 'errors', 'negotiated']]
+  for (const s of measured) {
+    const h = s.handshakes!
+    rows.push([s.config, fmt(h.rate), ratio(h.rateVsNginx), fmt(h.proxyCpuUsPerHandshake, 1), ratio(h.cpuVsNginx), fmt(h.p50Ms, 2), fmt(h.p99Ms, 2), fmt(h.loadgenCpuUsPerHandshake, 1), String(h.errors), `${h.protocol} ${h.cipher}`])
+  }
+  return `new TLS connections (a full handshake and one request each, no session resumed):\n${table(rows, new Set([0, 9]))}`
+}
+
 export function formatTargets(targets: readonly TargetResult[]): string {
   if (targets.length === 0) return 'targets: not judged (gateway-default was not measured)'
   const lines = targets.map((t) => {
@@ -207,17 +265,24 @@ export function formatTargets(targets: readonly TargetResult[]): string {
   return ['targets (gateway-default):', ...lines].join('\n')
 }
 
+/** What a run is filed under: `cache` when it measured the cache, `tls` when it measured TLS, else the proxy comparison. */
+export function reportKind(report: Pick<BenchReport, 'summary'>): 'cache' | 'tls' | 'proxy' {
+  if (report.summary.some((s) => s.config === 'gateway-cache')) return 'cache'
+  return report.summary.some((s) => isTls(s.config)) ? 'tls' : 'proxy'
+}
+
 /**
  * Writes bench-<date>.json and latest.json (a run measuring the cache: bench-cache-<date>.json and
- * cache-latest.json, so it does not replace the proxy comparison); returns the dated file's path.
+ * cache-latest.json; TLS: bench-tls-<date>.json and tls-latest.json; so neither replaces the proxy
+ * comparison); returns the dated file's path.
  */
 export function writeReport(dir: string, report: BenchReport): string {
   mkdirSync(dir, { recursive: true })
-  const cache = report.summary.some((s) => s.config === 'gateway-cache')
+  const kind = reportKind(report)
   const stamp = report.date.replace(/\.\d+Z$/, 'Z').replaceAll(':', '-')
-  const file = join(dir, `${cache ? 'bench-cache' : 'bench'}-${stamp}.json`)
+  const file = join(dir, `${kind === 'proxy' ? 'bench' : `bench-${kind}`}-${stamp}.json`)
   const text = `${JSON.stringify(report, (_key, value: unknown) => (typeof value === 'number' && !Number.isFinite(value) ? null : value), 2)}\n`
   writeFileSync(file, text)
-  writeFileSync(join(dir, cache ? 'cache-latest.json' : 'latest.json'), text)
+  writeFileSync(join(dir, kind === 'proxy' ? 'latest.json' : `${kind}-latest.json`), text)
   return file
 }

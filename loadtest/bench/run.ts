@@ -1,10 +1,11 @@
 // `npm run bench`: direct vs nginx vs the gateway (bare and with its default policies), measured
-// in one run, interleaved, on 127.0.0.1 only. See loadtest/README.md for what each figure means.
+// in one run, interleaved, on 127.0.0.1 only; `--tls` adds TLS termination beside nginx's (keep-alive
+// throughput and latency, and new connections per second). See loadtest/README.md for what each figure means.
 import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { cpus, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BENCH_USAGE, benchOptions, DEFAULT_CONFIGS, type BenchOptions, type ConfigName } from './options.js'
+import { BENCH_USAGE, benchOptions, DEFAULT_CONFIGS, isTls, type BenchOptions, type ConfigName } from './options.js'
 import { messageOf, runMain } from '../lib/main.js'
 import { setStopGrace, stopAll } from '../lib/processes.js'
 import { GATEWAY_MAIN } from '../lib/paths.js'
@@ -14,9 +15,9 @@ import { findTool } from '../lib/tools.js'
 import { requireBenchTools, startTopology, STOP_GRACE_MS, type Target, type Topology } from './topology.js'
 import { measure, waitQuiet } from './measure.js'
 import { runWrk, wrkLogFile } from './wrk.js'
-import { runFixedRate } from './latency.js'
+import { runFixedRate, runHandshakes } from './latency.js'
 import { NCPU, groupRssKiB } from './procfs.js'
-import { floorNote, formatTable, formatTargets, judge, paired, summarize, writeReport, type BenchReport, type LatencyRun, type ThroughputRun } from './report.js'
+import { floorNote, formatHandshakeTable, formatTable, formatTargets, judge, paired, reportKind, summarize, writeReport, type BenchReport, type HandshakeRun, type LatencyRun, type ThroughputRun } from './report.js'
 import { fmt, ratio } from './util.js'
 
 /** The fixed-rate generator sends at the target rate for this long before it starts recording. */
@@ -32,6 +33,7 @@ function firstLine(command: string, args: string[]): string {
 class Runner {
   readonly throughput: ThroughputRun[] = []
   readonly latency: LatencyRun[] = []
+  readonly handshakes: HandshakeRun[] = []
   /** Seconds that quiet-waits and retries have added so far. */
   private extra = 0
 
@@ -61,14 +63,14 @@ class Runner {
   async warmUp(target: Target): Promise<void> {
     const { warmup, connections, loadCpus } = this.options
     if (warmup <= 0) return
-    await runWrk({ port: target.port, seconds: warmup, connections, cpus: loadCpus, logFile: wrkLogFile(this.runDir, `warmup-${target.config}`) })
+    await runWrk({ port: target.port, seconds: warmup, connections, cpus: loadCpus, logFile: wrkLogFile(this.runDir, `warmup-${target.config}`), tls: target.tls })
   }
 
   async throughputRun(target: Target, rep: number): Promise<void> {
     const { duration, connections, loadCpus } = this.options
     const run = await this.attempts(async (attempt): Promise<Omit<ThroughputRun, 'attempts'>> => {
       const logFile = wrkLogFile(this.runDir, `${target.config}-${rep}-${attempt}`)
-      const m = await measure(this.pgids(target), () => runWrk({ port: target.port, seconds: duration, connections, cpus: loadCpus, logFile }))
+      const m = await measure(this.pgids(target), () => runWrk({ port: target.port, seconds: duration, connections, cpus: loadCpus, logFile, tls: target.tls }))
       const perRequest = (seconds: number): number => (m.result.requests > 0 ? (seconds * 1e6) / m.result.requests : NaN)
       const direct = target.config === 'direct'
       return {
@@ -98,7 +100,7 @@ class Runner {
     const run = await this.attempts(async (attempt): Promise<Omit<LatencyRun, 'attempts'>> => {
       const logFile = join(this.runDir, `fixed-rate-${target.config}-${rep}-${attempt}.txt`)
       const m = await measure(this.pgids(target), () =>
-        runFixedRate({ port: target.port, rate, seconds: latencyDuration, warmupSeconds: LATENCY_WARMUP_S, connections, cpus: loadCpus, logFile }),
+        runFixedRate({ port: target.port, rate, seconds: latencyDuration, warmupSeconds: LATENCY_WARMUP_S, connections, cpus: loadCpus, logFile, tls: target.tls }),
       )
       const sent = rate * (latencyDuration + LATENCY_WARMUP_S)
       return {
@@ -115,6 +117,30 @@ class Runner {
     log(
       `  ${target.config.padEnd(15)} rep ${rep}  ${rate} req/s: p50 ${fmt(run.p50Ms, 2)} ms, p99 ${fmt(run.p99Ms, 2)} ms, ` +
         `p99.9 ${fmt(run.p999Ms, 2)} ms (achieved ${fmt(run.achievedRate)} req/s${problems}), foreign ${fmt(run.foreignPct)}% (steal ${fmt(run.stealPct)}%)`,
+    )
+  }
+
+  /** TLS configs: new connections per second for `duration`, each a full handshake and one request. */
+  async handshakeRun(target: Target, rep: number): Promise<void> {
+    const { duration, connections, loadCpus } = this.options
+    const run = await this.attempts(async (attempt): Promise<Omit<HandshakeRun, 'attempts'>> => {
+      const logFile = join(this.runDir, `handshakes-${target.config}-${rep}-${attempt}.txt`)
+      const m = await measure(this.pgids(target), () => runHandshakes({ port: target.port, seconds: duration, connections, cpus: loadCpus, logFile }))
+      const perHandshake = (seconds: number): number => (m.result.handshakes > 0 ? (seconds * 1e6) / m.result.handshakes : NaN)
+      return {
+        ...m.result,
+        config: target.config,
+        rep,
+        proxyCpuUsPerHandshake: perHandshake(m.cpuSeconds[0]!),
+        loadgenCpuUsPerHandshake: perHandshake(m.loadgenCpuSeconds),
+        foreignPct: m.foreignPct,
+        stealPct: m.stealPct,
+      }
+    }, duration)
+    this.handshakes.push(run)
+    log(
+      `  ${target.config.padEnd(15)} rep ${rep}  new TLS connections: ${fmt(run.rate)}/s (${run.protocol} ${run.cipher}), proxy ${fmt(run.proxyCpuUsPerHandshake, 1)} us each, ` +
+        `generator ${fmt(run.loadgenCpuUsPerHandshake, 1)} us each, p99 ${fmt(run.p99Ms, 2)} ms, errors ${run.errors}, foreign ${fmt(run.foreignPct)}%`,
     )
   }
 
@@ -138,7 +164,8 @@ function countLines(file: string): Promise<number> {
 
 async function bench(options: BenchOptions): Promise<number> {
   const needNginx = options.configs.some((config) => config.startsWith('nginx')) || options.upstream === 'nginx'
-  requireBenchTools(['wrk', 'taskset', ...(needNginx ? ['nginx'] : [])])
+  const needTls = options.configs.some(isTls)
+  requireBenchTools(['wrk', 'taskset', ...(needNginx ? ['nginx'] : []), ...(needTls ? ['openssl'] : [])])
   if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} not found: build first (npm run build), or use npm run bench`)
   // With --cpu-prof the gateway writes its profile after the drain: give it time.
   setStopGrace(options.gatewayNodeFlags.some((flag) => flag.startsWith('--cpu-prof') || flag.startsWith('--heap-prof')) ? 30_000 : STOP_GRACE_MS)
@@ -148,6 +175,7 @@ async function bench(options: BenchOptions): Promise<number> {
   const started = Date.now()
   const date = new Date().toISOString()
   const mode = options.quick ? 'quick' : options.duration === 5 && options.reps === 3 && options.configs.join() === DEFAULT_CONFIGS.join() ? 'full' : 'custom'
+  const openssl = needTls ? firstLine('openssl', ['version']) : 'not used'
   const machine = {
     node: process.version,
     kernel: release(),
@@ -155,12 +183,14 @@ async function bench(options: BenchOptions): Promise<number> {
     cpuModel: cpus()[0]?.model ?? 'unknown',
     nginx: needNginx ? firstLine('nginx', ['-v']) : 'not used',
     wrk: firstLine('wrk', ['-v']),
+    openssl,
   }
   console.log(`waypost bench (${mode}) ${date}: ${machine.node}, ${machine.cpus} CPUs (${machine.cpuModel}), kernel ${machine.kernel}`)
   console.log(`  configs ${options.configs.join(', ')}; upstream: ${options.upstream === 'node' ? 'node:http 1 KiB' : 'nginx static 1 KiB'}; 127.0.0.1 ports from ${options.portBase}`)
   console.log(`  throughput: wrk -t1 -c${options.connections} -d${options.duration}s, ${options.reps} round(s), order rotated each round, after ${options.warmup}s warm-up per config`)
   console.log(`  latency: open-loop ${options.rate} req/s for ${options.latencyDuration}s (+${LATENCY_WARMUP_S}s unrecorded) over ${options.connections} connections, from scheduled send time`)
   console.log(`  pinning (taskset -c): load generators ${options.loadCpus}; upstream and proxies ${options.serverCpus}`)
+  if (needTls) console.log(`  TLS: one self-signed RSA 2048 certificate for nginx-tls and gateway-tls (${openssl}); new connections: ${options.connections} loops for ${options.duration}s, a full handshake and one request each`)
   if (options.gatewayNodeFlags.length > 0) console.log(`  gateway node flags: ${options.gatewayNodeFlags.join(' ')}`)
 
   let report: BenchReport
@@ -180,6 +210,7 @@ async function bench(options: BenchOptions): Promise<number> {
         const target = topology.targets.get(options.configs[(i + rep - 1) % n]!)!
         await runner.throughputRun(target, rep)
         await runner.latencyRun(target, rep)
+        if (target.tls) await runner.handshakeRun(target, rep)
       }
     }
 
@@ -209,7 +240,7 @@ async function bench(options: BenchOptions): Promise<number> {
       const lines = await countLines(gw.logFile)
       notes.push(`gateway-default access log: ${lines} lines, ${fmt(statSync(gw.logFile).size / 2 ** 20, 1)} MiB written to its stdout file`)
     }
-    const summary = summarize(options.configs, runner.throughput, runner.latency, { idle: rssIdle, loaded: rss }, options.rate)
+    const summary = summarize(options.configs, runner.throughput, runner.latency, { idle: rssIdle, loaded: rss }, options.rate, runner.handshakes)
     const floor = floorNote(runner.throughput, summary)
     if (floor !== undefined) notes.push(floor)
     const notMeasured = summary.filter((s) => s.rps.runs === 0)
@@ -220,8 +251,11 @@ async function bench(options: BenchOptions): Promise<number> {
       const rps = paired(runner.throughput, 'gateway-cache', 'nginx-static', (a, b) => a.rps / b.rps)
       notes.push(`cache hit vs nginx serving the same file: CPU per request ${ratio(cpu)}, throughput ${ratio(rps)}`)
     }
-    const failing = summary.filter((s) => s.errors + s.latency.errors > 0)
-    if (failing.length > 0) notes.push(`errors (non-2xx, socket errors, failed requests) in: ${failing.map((s) => `${s.config} ${s.errors + s.latency.errors}`).join(', ')}`)
+    if (needTls) notes.push('TLS configs: "vs nginx" compares with nginx-tls (nginx terminating TLS with the same certificate)')
+    const limited = summary.filter((s) => s.handshakes !== undefined && s.handshakes.loadgenCpuUsPerHandshake * s.handshakes.rate > 0.9e6)
+    if (limited.length > 0) notes.push(`the handshake generator used over 90% of its CPU for: ${limited.map((s) => s.config).join(', ')} (its rate is a lower bound of the server's)`)
+    const failing = summary.filter((s) => s.errors + s.latency.errors + (s.handshakes?.errors ?? 0) > 0)
+    if (failing.length > 0) notes.push(`errors (non-2xx, socket errors, failed requests or connections) in: ${failing.map((s) => `${s.config} ${s.errors + s.latency.errors + (s.handshakes?.errors ?? 0)}`).join(', ')}`)
     const slow = summary.filter((s) => s.latency.achievedRate < 0.95 * options.rate)
     if (slow.length > 0) notes.push(`fixed rate not reached (< 95% of ${options.rate} req/s) by: ${slow.map((s) => `${s.config} ${fmt(s.latency.achievedRate)}`).join(', ')}`)
     const disturbed = summary.filter((s) => s.foreignMaxPct > options.foreignMax)
@@ -234,7 +268,7 @@ async function bench(options: BenchOptions): Promise<number> {
       summary,
       targets: judge(summary, options.rate),
       notes,
-      runs: { throughput: runner.throughput, latency: runner.latency },
+      runs: { throughput: runner.throughput, latency: runner.latency, handshakes: runner.handshakes },
     }
   } finally {
     await stopAll()
@@ -245,10 +279,13 @@ async function bench(options: BenchOptions): Promise<number> {
   console.log('')
   console.log(formatTable(report.summary, options.rate))
   console.log('')
+  const handshakeTable = formatHandshakeTable(report.summary)
+  if (handshakeTable !== undefined) console.log(`${handshakeTable}\n`)
   for (const note of report.notes) console.log(`note: ${note}`)
   console.log(formatTargets(report.targets))
   const file = writeReport(options.resultsDir, report)
-  console.log(`\nwrote ${file} and ${file.includes('bench-cache-') ? 'cache-latest.json' : 'latest.json'}; total ${fmt((Date.now() - started) / 1000)} s`)
+  const kind = reportKind(report)
+  console.log(`\nwrote ${file} and ${kind === 'proxy' ? 'latest.json' : `${kind}-latest.json`}; total ${fmt((Date.now() - started) / 1000)} s`)
   const failed = report.targets.filter((t) => t.pass === false)
   if (options.strict && failed.length > 0) {
     console.log(`--strict: ${failed.length} target(s) missed`)

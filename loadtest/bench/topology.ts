@@ -1,11 +1,13 @@
 // What runs during a benchmark: the upstream (node:http or nginx static, 1 KiB) and one server per
 // measured config, each pinned to the server CPUs, with its config, logs and temp files in the run
-// directory. Ports are PORT_BASE + a fixed offset, 127.0.0.1 only.
+// directory. Ports are PORT_BASE + a fixed offset, 127.0.0.1 only. The TLS configs (nginx-tls,
+// gateway-tls) terminate TLS with one self-signed certificate written into the run directory.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
-import type { CommonOptions, ConfigName } from './options.js'
+import { isTls, type CommonOptions, type ConfigName } from './options.js'
+import { writeBenchCertificate, type CertificateFiles } from '../lib/certs.js'
 import { launchGateway } from '../lib/gateway.js'
 import { portIsFree } from '../lib/ports.js'
 import { startProcess, waitForBody, type Started } from '../lib/processes.js'
@@ -23,13 +25,13 @@ export const STOP_GRACE_MS = 5_000
 
 /** Throws with the install command if one of the tools is missing. */
 export function requireBenchTools(names: readonly string[]): void {
-  requireTools(names, 'the full set the benchmark uses: apt-get install -y wrk nginx-light')
+  requireTools(names, 'the full set the benchmark uses: apt-get install -y wrk nginx-light openssl')
 }
 
 /** Port offsets from PORT_BASE. */
-const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6 } as const
+const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6, 'nginx-tls': 7, 'gateway-tls': 8 } as const
 /** The gateways' admin ports, from PORT_BASE. */
-const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-cache': 15 } as const
+const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-cache': 15, 'gateway-tls': 18 } as const
 type GatewayConfigName = keyof typeof ADMIN_OFFSET
 
 export interface Target {
@@ -42,6 +44,8 @@ export interface Target {
   readonly adminPort?: number
   /** The file the server's stdout goes to (for gateway-default: the access log). */
   readonly logFile: string
+  /** Whether clients talk TLS to it (https, the benchmark's self-signed certificate). */
+  readonly tls: boolean
 }
 
 export interface Topology {
@@ -74,39 +78,47 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
   const upstream = options.upstream === 'nginx' ? startNginx(runDir, 'upstream-nginx', nginxStaticConf, upstreamPort, 0, options) : startNodeUpstream(runDir, upstreamPort, options)
   await waitForBody(upstream, upstreamPort, BODY_BYTES)
 
+  const certificate = configs.some(isTls) ? writeBenchCertificate(runDir) : undefined
   const targets = new Map<ConfigName, Target>()
   for (const config of configs) {
     const port = base + (config === 'direct' ? OFFSET.upstream : OFFSET[config])
+    const tls = isTls(config)
     switch (config) {
       case 'direct':
-        targets.set(config, { config, port, server: upstream, logFile: upstream.logFile })
+        targets.set(config, { config, port, server: upstream, logFile: upstream.logFile, tls })
         break
       case 'nginx': {
         const server = startNginx(runDir, 'nginx', nginxProxyConf, port, upstreamPort, options)
-        targets.set(config, { config, port, server, logFile: server.logFile })
+        targets.set(config, { config, port, server, logFile: server.logFile, tls })
+        break
+      }
+      case 'nginx-tls': {
+        const server = startNginx(runDir, 'nginx-tls', nginxTlsProxyConf(certificate!), port, upstreamPort, options)
+        targets.set(config, { config, port, server, logFile: server.logFile, tls })
         break
       }
       case 'nginx-static': {
         const server = startNginx(runDir, 'nginx-static', nginxStaticConf, port, upstreamPort, options)
-        targets.set(config, { config, port, server, logFile: server.logFile })
+        targets.set(config, { config, port, server, logFile: server.logFile, tls })
         break
       }
       case 'undici-proxy': {
         const server = startUndiciProxy(runDir, port, upstreamPort, options)
-        targets.set(config, { config, port, server, logFile: server.logFile })
+        targets.set(config, { config, port, server, logFile: server.logFile, tls })
         break
       }
       case 'gateway-bare':
       case 'gateway-default':
-      case 'gateway-cache': {
+      case 'gateway-cache':
+      case 'gateway-tls': {
         const adminPort = base + ADMIN_OFFSET[config]
-        const server = startGateway(runDir, config, port, adminPort, upstreamPort, options)
-        targets.set(config, { config, port, server, adminPort, logFile: server.logFile })
+        const server = startGateway(runDir, config, port, adminPort, upstreamPort, options, certificate)
+        targets.set(config, { config, port, server, adminPort, logFile: server.logFile, tls })
         break
       }
     }
   }
-  for (const target of targets.values()) await waitForBody(target.server, target.port, BODY_BYTES)
+  for (const target of targets.values()) await waitForBody(target.server, target.port, BODY_BYTES, undefined, target.tls)
   return { upstream, upstreamPort, targets }
 }
 
@@ -181,6 +193,20 @@ const nginxProxyConf: NginxConf = (prefix, port, upstreamPort) => `${nginxCommon
 }
 `
 
+/**
+ * nginx-tls: the reference proxy terminating TLS with the benchmark's certificate. TLS 1.2 and 1.3
+ * as the gateway offers them; nginx's defaults otherwise (its ciphers, session tickets on, no
+ * session cache), so keep-alive clients pay one handshake per connection.
+ */
+const nginxTlsProxyConf = (certificate: CertificateFiles): NginxConf => (prefix, port, upstreamPort) =>
+  nginxProxyConf(prefix, port, upstreamPort).replace(
+    `listen 127.0.0.1:${port} backlog=4096;`,
+    `listen 127.0.0.1:${port} ssl backlog=4096;
+        ssl_certificate ${certificate.cert};
+        ssl_certificate_key ${certificate.key};
+        ssl_protocols TLSv1.2 TLSv1.3;`,
+  )
+
 /** The alternative upstream (--upstream nginx), and nginx-static: a static 1 KiB file, the upstream's body. */
 const nginxStaticConf: NginxConf = (prefix, port) => `${nginxCommon(prefix)}
     default_type text/plain;
@@ -211,12 +237,14 @@ const CACHE_CHAIN = { ...DEFAULT_CHAIN, cache: { defaultTtl: '1h' } }
 
 /**
  * The gateway's policy file for a config: one catch-all route; gateway-default adds the default
- * policy chain and the access log, gateway-cache the same with a cache.
+ * policy chain and the access log, gateway-cache the same with a cache, gateway-tls the same as
+ * gateway-default behind a TLS listener (`listen.tls`, the certificate and key files).
  */
-export function gatewayConfig(config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number): string {
+export function gatewayConfig(config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, certificate?: CertificateFiles): string {
   const full = config !== 'gateway-bare'
+  if (config === 'gateway-tls' && certificate === undefined) throw new Error('gateway-tls needs the benchmark certificate')
   const doc = {
-    listen: { address: `127.0.0.1:${port}` },
+    listen: { address: `127.0.0.1:${port}`, ...(config === 'gateway-tls' ? { tls: { cert: certificate!.cert, key: certificate!.key } } : {}) },
     admin: { address: `127.0.0.1:${adminPort}` },
     log: { level: 'info', access: full },
     // Stop at once on SIGTERM: nothing to wait for between runs (and --cpu-prof is written sooner).
@@ -228,9 +256,9 @@ export function gatewayConfig(config: GatewayConfigName, port: number, adminPort
   return `# ${config}: written by loadtest/bench/topology.ts\n${stringify(doc)}`
 }
 
-function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions): Started {
+function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions, certificate: CertificateFiles | undefined): Started {
   const configFile = join(runDir, `${config}.yaml`)
-  writeFileSync(configFile, gatewayConfig(config, port, adminPort, upstreamPort))
+  writeFileSync(configFile, gatewayConfig(config, port, adminPort, upstreamPort, certificate))
   // Settings from the caller's environment must not override the file.
   const env = { ...process.env }
   for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_')) delete env[key]

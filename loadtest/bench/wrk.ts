@@ -1,5 +1,6 @@
 // Throughput runs: wrk (closed loop: CONNECTIONS connections, each sending its next request as soon
-// as the previous answer arrives) pinned to the load CPUs; its text output parsed.
+// as the previous answer arrives) pinned to the load CPUs; its text output parsed. Over https for the
+// TLS configs: wrk does not check the certificate, and keeps its connections (one handshake each).
 import { join } from 'node:path'
 import { runToEnd } from '../lib/processes.js'
 import { findTool } from '../lib/tools.js'
@@ -21,11 +22,13 @@ export interface WrkOptions {
   connections: number
   cpus: string
   logFile: string
+  /** https instead of http. */
+  tls?: boolean
 }
 
-export async function runWrk({ port, seconds, connections, cpus, logFile }: WrkOptions): Promise<WrkResult> {
+export async function runWrk({ port, seconds, connections, cpus, logFile, tls = false }: WrkOptions): Promise<WrkResult> {
   const wrk = findTool('wrk') ?? 'wrk'
-  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', `http://127.0.0.1:${port}/`]
+  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', `${tls ? 'https' : 'http'}://127.0.0.1:${port}/`]
   const { code, output } = await runToEnd('wrk', wrk, args, { cpus, logFile, timeoutMs: (seconds + 30) * 1000 })
   if (code !== 0) throw new Error(`wrk exited with ${code}:\n${output}`)
   return parseWrk(output)

@@ -1,4 +1,4 @@
-// External programs the load tests run (wrk, nginx, haproxy, taskset): found on PATH or in the
+// External programs the load tests run (wrk, nginx, haproxy, taskset, openssl): found on PATH or in the
 // sbin directories, where Debian puts nginx and haproxy.
 import { accessSync, constants } from 'node:fs'
 import { delimiter, join } from 'node:path'
@@ -27,6 +27,7 @@ const PACKAGE_OF: Record<string, string> = {
   haproxy: 'haproxy',
   taskset: 'util-linux',
   getconf: 'libc-bin',
+  openssl: 'openssl',
 }
 
 /**

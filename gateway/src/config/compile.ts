@@ -85,11 +85,13 @@ export interface CompileContext {
   readonly clock?: Clock
   /** Environment and CLI values that win over the file. */
   readonly overrides: { listen?: string; admin?: string; logLevel?: string; logFormat?: string }
+  /** The policy file's folder: relative file paths in it (upstream TLS files) are read from there. Default: the working directory. */
+  readonly baseDir?: string
 }
 
 export function compile(config: GatewayConfig, context: CompileContext): Plan {
   const upstreams = new Map<string, EndpointGroup>()
-  const upstreamDeps = { log: context.log, metrics: context.metrics }
+  const upstreamDeps = { log: context.log, metrics: context.metrics, baseDir: context.baseDir ?? process.cwd() }
   for (const [name, upstream] of Object.entries(config.upstreams)) {
     upstreams.set(name, context.state.keep('upstream', name, upstream, () => buildUpstream(name, upstream, upstreamDeps), (group) => group.dispose()))
   }

@@ -16,6 +16,8 @@ export type Reason =
   | 'upstream-reset-body'
   | 'upstream-closed'
   | 'upstream-protocol-error'
+  // TLS with the upstream failed: its certificate did not verify, or it refused ours
+  | 'upstream-tls'
   | 'upstream-error'
   | 'no-endpoints'
   | 'upgrade-refused'

@@ -4,12 +4,12 @@
 // when the sink is full: one handler object per request, no AsyncResource, AbortSignal or Readable.
 // Each attempt's outcome (status, or a failure before headers) goes back to the endpoint group for
 // outlier detection, and the endpoint counts the attempt in flight until its body is done.
-import type { Dispatcher, Pool } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { IncomingHttpHeaders } from 'node:http'
 import { DeadlineExceeded, type UpgradeRequest, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyRequest, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../core/exchange.js'
 import type { EndpointGroup } from './upstream/group.js'
 import type { Endpoint } from './upstream/endpoint.js'
-import { answerForError, NoEndpoints } from './errors.js'
+import { answerForError, NoEndpoints, withTlsCause } from './errors.js'
 import { proxyUpgrade } from './upgrade.js'
 
 type Controller = Dispatcher.DispatchController
@@ -107,7 +107,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
         this.group.reportFailure(this.endpoint)
         this.group.attempts.observe(0, (performance.now() - this.sentAt) / 1000)
       }
-      this.reject(error)
+      this.reject(withTlsCause(error, this.endpoint.address))
       return
     }
     if (this.done) return
@@ -200,7 +200,7 @@ export function dispatchTo(group: EndpointGroup): Upstream {
     if (group.size > 1) (record.tried ??= []).push(endpoint)
     const request = exchange.request
     record.attempts++
-    if (request.upgrade !== undefined) return upgradeAttempt(group, endpoint.pool, exchange, request.upgrade)
+    if (request.upgrade !== undefined) return upgradeAttempt(group, endpoint, exchange, request.upgrade)
     request.sendContinue?.()
     endpoint.inFlight++
     return new Promise<ProxyResponse>((resolve, reject) => {
@@ -225,14 +225,14 @@ const HANDSHAKE_TIMEOUT_MS = 30_000
  * spliced and the 101 comes back with the connection as its body. The upgraded stream is not
  * counted in the endpoint's in-flight load (it may live for hours) nor reported to outlier detection.
  */
-function upgradeAttempt(group: EndpointGroup, pool: Pool, exchange: Exchange, upgrade: UpgradeRequest): Promise<ProxyResponse> {
+function upgradeAttempt(group: EndpointGroup, endpoint: Endpoint, exchange: Exchange, upgrade: UpgradeRequest): Promise<ProxyResponse> {
   const controller = new AbortController()
   const listener: AbortListener = { onAbort: (reason) => controller.abort(reason) }
   exchange.signal.subscribe(listener)
   const timer = setTimeout(() => controller.abort(new DeadlineExceeded('upstream-headers-timeout', HANDSHAKE_TIMEOUT_MS)), HANDSHAKE_TIMEOUT_MS)
   const request = exchange.request
   const started = performance.now()
-  return proxyUpgrade(pool, { method: request.method, path: request.path, headers: request.headers, protocol: upgrade.protocol, signal: controller.signal }, upgrade.socket, upgrade.head).then(
+  return proxyUpgrade(endpoint.pool, { method: request.method, path: request.path, headers: request.headers, protocol: upgrade.protocol, signal: controller.signal }, upgrade.socket, upgrade.head).then(
     (connection): ProxyResponse => {
       const ms = performance.now() - started
       exchange.record.upstreamMs = ms
@@ -242,7 +242,7 @@ function upgradeAttempt(group: EndpointGroup, pool: Pool, exchange: Exchange, up
     (error: unknown) => {
       // A refused handshake (the upstream answered without switching) or a failed connection; not a client that left.
       if (!(exchange.signal.aborted && !(exchange.signal.reason instanceof DeadlineExceeded))) group.attempts.observe(0, (performance.now() - started) / 1000)
-      throw error
+      throw error instanceof Error ? withTlsCause(error, endpoint.address) : error
     },
   ).finally(() => {
     clearTimeout(timer)

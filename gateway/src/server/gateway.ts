@@ -1,5 +1,6 @@
 // The running gateway: the plan in force, the proxy and admin listeners, reloads and the lifecycle
 // starting → ready → draining → stopped.
+import { dirname } from 'node:path'
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import type { Duplex } from 'node:stream'
@@ -265,7 +266,7 @@ export class Gateway implements ExchangeHost {
     let plan: Plan
     this.kept.begin()
     try {
-      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, overrides: this.options.overrides ?? {} })
+      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, overrides: this.options.overrides ?? {}, baseDir: dirname(this.options.configFile) })
     } catch (error) {
       this.kept.rollback()
       return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `compile failed: ${(error as Error).message}` }])

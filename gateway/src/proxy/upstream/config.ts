@@ -67,6 +67,30 @@ export const OutlierDetectionConfig = Type.Object(
 )
 export type OutlierDetectionConfig = Static<typeof OutlierDetectionConfig>
 
+/** A PEM file's path (a relative one from the policy file's folder, as for the listener's files). */
+const PemFile = (description: string) => Type.String({ minLength: 1, description: `${description} A relative path is read from the policy file's folder.` })
+
+export const UpstreamTlsConfig = Type.Object(
+  {
+    ca: Type.Optional(PemFile('PEM file of the CA certificates that may sign the upstream\'s certificate, in place of the system\'s. Watched: a change applies to new connections.')),
+    serverName: Type.Optional(Type.String({
+      minLength: 1,
+      pattern: '^[^\\s/:]+$',
+      errorMessage: 'expected a host name',
+      description: 'The name sent in SNI and checked against the upstream\'s certificate. Default: the endpoint\'s host name (`dns.name` for DNS endpoints); for an IP address, none is sent and the certificate must name the IP.',
+    })),
+    clientCert: Type.Optional(PemFile('PEM file of the client certificate (leaf first, then its intermediates) presented when the upstream asks for one (mTLS). Needs `clientKey`. Watched: a good new pair applies to new connections; a broken one is refused and logged.')),
+    clientKey: Type.Optional(PemFile('PEM file of the private key of `clientCert` (unencrypted).')),
+    minVersion: Type.Optional(Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { errorMessage: 'expected TLSv1.2 or TLSv1.3', default: 'TLSv1.2', description: 'The oldest TLS version offered to the upstream.' })),
+    verify: Type.Optional(Type.Boolean({ default: true, description: 'Verify the upstream\'s certificate (chain and name). `false` accepts any certificate, so anyone on the path can read the traffic: for tests only, and logged as a warning when the upstream is loaded.' })),
+  },
+  {
+    additionalProperties: false,
+    description: 'TLS to the upstream\'s https:// endpoints: verified against the system\'s CAs (or `ca`) by default; with a client certificate for mTLS. Set only for an upstream whose endpoints are all https.',
+  },
+)
+export type UpstreamTlsConfig = Static<typeof UpstreamTlsConfig>
+
 export const UpstreamConfig = Type.Object(
   {
     url: Type.Optional(Origin),
@@ -84,6 +108,7 @@ export const UpstreamConfig = Type.Object(
     idleTimeout: Type.Optional(duration({ default: '4s', description: 'An idle keep-alive socket is closed after this: keep it below the app\'s keep-alive timeout (Node\'s default is 5s).' })),
     connectTimeout: Type.Optional(duration({ default: '5s', description: 'Longest a connection to an endpoint may take.' })),
     bodyIdleTimeout: Type.Optional(duration({ default: '5m', description: 'The longest silence allowed while a response body streams.' })),
+    tls: Type.Optional(UpstreamTlsConfig),
   },
   { additionalProperties: false, description: 'An upstream: exactly one of `url`, `endpoints` or `dns`.' },
 )
@@ -91,14 +116,16 @@ export type UpstreamConfig = Static<typeof UpstreamConfig>
 
 export type ResolvedDnsConfig = Defaulted<DnsConfig, 'scheme' | 'ttl'>
 export type ResolvedHealthCheckConfig = Defaulted<HealthCheckConfig, 'interval' | 'timeout' | 'healthyThreshold' | 'unhealthyThreshold' | 'expectStatus'>
+export type ResolvedUpstreamTlsConfig = Defaulted<UpstreamTlsConfig, 'minVersion' | 'verify'>
 export type ResolvedOutlierDetectionConfig = Defaulted<OutlierDetectionConfig, 'consecutive5xx' | 'consecutiveGatewayErrors' | 'baseEjectionTime' | 'maxEjectionTime' | 'maxEjectionPercent'>
 
 /** An upstream section with its schema defaults filled in: what the proxy reads. */
-export type ResolvedUpstreamConfig = Omit<Defaulted<UpstreamConfig, 'balancer' | 'minHealthyPercent' | 'connections' | 'idleTimeout' | 'connectTimeout' | 'bodyIdleTimeout'>, 'endpoints' | 'dns' | 'healthCheck' | 'outlierDetection'> & {
+export type ResolvedUpstreamConfig = Omit<Defaulted<UpstreamConfig, 'balancer' | 'minHealthyPercent' | 'connections' | 'idleTimeout' | 'connectTimeout' | 'bodyIdleTimeout'>, 'endpoints' | 'dns' | 'healthCheck' | 'outlierDetection' | 'tls'> & {
   readonly endpoints?: Array<Defaulted<EndpointConfig, 'priority' | 'weight'>>
   readonly dns?: ResolvedDnsConfig
   readonly healthCheck?: ResolvedHealthCheckConfig
   readonly outlierDetection?: ResolvedOutlierDetectionConfig
+  readonly tls?: ResolvedUpstreamTlsConfig
 }
 
 export function resolveUpstream(config: UpstreamConfig): ResolvedUpstreamConfig {
@@ -167,5 +194,25 @@ export function upstreamProblems(section: UpstreamConfig): UpstreamProblem[] {
   if (outlier !== undefined && toMs(outlier.baseEjectionTime) > toMs(outlier.maxEjectionTime)) {
     problems.push({ path: '/outlierDetection/baseEjectionTime', message: 'must not be longer than maxEjectionTime' })
   }
+  if (config.tls !== undefined) problems.push(...tlsProblems(config))
   return problems
+}
+
+/**
+ * The `tls` section: for https endpoints only (so no endpoint is reached in plain text by mistake),
+ * and a key with its certificate. The files are not read here: `waypost validate` may check a policy
+ * where its certificates are not (CI, a clean clone); the gateway reads them when it builds the
+ * upstream, and refuses to start or reload with one it cannot use.
+ */
+function tlsProblems(config: ResolvedUpstreamConfig): UpstreamProblem[] {
+  const tls = config.tls!
+  const plain =
+    config.dns !== undefined
+      ? config.dns.scheme === 'http' ? ['dns.scheme http'] : []
+      : (config.endpoints?.map((endpoint) => endpoint.url) ?? (config.url === undefined ? [] : [config.url])).filter((url) => url.startsWith('http:'))
+  if (plain.length > 0) return [{ path: '/tls', message: `tls applies to https:// endpoints only, and this upstream has ${plain.join(', ')}: use https:// (or drop tls)` }]
+  if ((tls.clientCert === undefined) !== (tls.clientKey === undefined)) {
+    return [{ path: tls.clientCert === undefined ? '/tls/clientKey' : '/tls/clientCert', message: 'clientCert and clientKey go together: set both or neither' }]
+  }
+  return []
 }

@@ -6,6 +6,7 @@ import { GatewayMetrics } from '../../telemetry/metrics.js'
 import { createPool } from '../pool.js'
 import { EndpointGroup } from './group.js'
 import { DnsDiscovery, type ResolvedAddress } from './dns.js'
+import { DEFAULT_UPSTREAM_TLS, UpstreamTls } from './tls.js'
 
 t.test('endpoints follow the DNS answer; a failed or empty answer keeps the last good set', async (t) => {
   const messages: string[] = []
@@ -53,7 +54,11 @@ t.test('endpoints follow the DNS answer; a failed or empty answer keeps the last
 })
 
 t.test('family keeps only IPv4 or IPv6 addresses', async (t) => {
-  const group = new EndpointGroup({ name: 'app', balancer: 'least-request', minHealthyPercent: 50, log: pino({ level: 'silent' }), metrics: new GatewayMetrics(), createPool: (origin) => createPool(origin, resolveUpstream({})) })
+  const log = pino({ level: 'silent' })
+  const metrics = new GatewayMetrics()
+  // https endpoints connect through their upstream's TLS (the defaults: verified against the system CAs).
+  const tls = new UpstreamTls(DEFAULT_UPSTREAM_TLS, { upstream: 'app', log, metrics, connectTimeoutMs: 1000, defaultServerName: 'x' })
+  const group = new EndpointGroup({ name: 'app', balancer: 'least-request', minHealthyPercent: 50, log, metrics, createPool: (origin) => createPool(origin, resolveUpstream({}), tls) })
   const discovery = new DnsDiscovery({ name: 'x', port: 443, scheme: 'https', family: 6, ttl: '1m' }, group, async () => [{ address: '10.0.0.1', family: 4 }, { address: '::1', family: 6 }])
   t.teardown(() => {
     discovery.stop()

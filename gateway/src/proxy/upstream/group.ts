@@ -14,6 +14,7 @@ import type { GatewayMetrics, UpstreamMetrics, UpstreamStateSource } from '../..
 import { Endpoint, type EndpointSpec } from './endpoint.js'
 import { createBalancer, type Balancer, type BalancerName } from './balancer.js'
 import type { OutlierDetector } from './outlier.js'
+import type { UpstreamTls, UpstreamTlsSnapshot } from './tls.js'
 
 export interface GroupOptions {
   readonly name: string
@@ -48,6 +49,8 @@ export class EndpointGroup implements UpstreamStateSource {
   warmedUp: Promise<void> = Promise.resolve()
   /** Set by the upstream's builder when outlier detection is configured. */
   outlier: OutlierDetector | null = null
+  /** Set by the upstream's builder when it has https endpoints: their TLS, shown in the snapshot. */
+  tls: UpstreamTls | null = null
   private levels: ReadonlyArray<ReadonlyArray<Endpoint>> = []
   private candidates: ReadonlyArray<Endpoint> = []
   private panic = false
@@ -181,13 +184,14 @@ export class EndpointGroup implements UpstreamStateSource {
     if (this.outlier !== null && this.outlier.onFailure(endpoint, this)) this.refresh()
   }
 
-  snapshot(): { name: string; panic: boolean; activePriority: number; endpoints: EndpointSnapshot[] } {
+  snapshot(): { name: string; panic: boolean; activePriority: number; tls?: UpstreamTlsSnapshot; endpoints: EndpointSnapshot[] } {
     this.settle()
     const now = performance.now()
     return {
       name: this.name,
       panic: this.panic,
       activePriority: this.activePriority,
+      ...(this.tls === null ? {} : { tls: this.tls.snapshot() }),
       endpoints: this.endpointList.map((endpoint) => ({
         address: endpoint.address,
         priority: endpoint.priority,

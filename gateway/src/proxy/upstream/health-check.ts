@@ -7,12 +7,14 @@
 //
 // Checks use a one-connection client of their own per endpoint rather than the endpoint's pool, so
 // a pool saturated by traffic cannot queue a check past its timeout and fail a busy but working
-// endpoint; the connection settings (connect timeout) are the upstream's.
+// endpoint; the connection settings (connect timeout, TLS) are the upstream's.
 import { Client } from 'undici'
 import { toMs } from '../../core/units.js'
 import { statusRange, type ResolvedHealthCheckConfig } from './config.js'
 import type { Endpoint } from './endpoint.js'
 import type { EndpointGroup } from './group.js'
+import type { UpstreamTls } from './tls.js'
+import { isTlsFailureCode } from '../errors.js'
 
 const HEADERS = { 'user-agent': 'waypost-health-check' }
 
@@ -28,8 +30,8 @@ export class HealthChecker {
   constructor(
     private readonly config: ResolvedHealthCheckConfig,
     private readonly group: EndpointGroup,
-    /** The upstream's connect timeout and keep-alive idle timeout, as its pools use them. */
-    private readonly connection: { readonly connectTimeoutMs: number; readonly idleMs: number },
+    /** The upstream's connect timeout, keep-alive idle timeout and TLS, as its pools use them. */
+    private readonly connection: { readonly connectTimeoutMs: number; readonly idleMs: number; readonly tls: UpstreamTls | undefined },
   ) {
     this.intervalMs = toMs(config.interval)
     this.timeoutMs = toMs(config.timeout)
@@ -70,7 +72,8 @@ export class HealthChecker {
       passed = response.statusCode >= this.expect.low && response.statusCode <= this.expect.high
       detail = `status ${response.statusCode}`
     } catch (error) {
-      detail = (error as { code?: string }).code ?? (error as Error).message
+      const code = (error as { code?: string }).code
+      detail = code === undefined ? (error as Error).message : isTlsFailureCode(code) ? `upstream-tls ${code}` : code
     }
     // Stopped, or removed from the group (a new DNS answer) while the check ran: nothing to record.
     if (this.stopped || !this.group.endpointList.includes(endpoint)) return
@@ -78,8 +81,10 @@ export class HealthChecker {
   }
 
   private clientFor(endpoint: Endpoint): Client {
-    const { connectTimeoutMs, idleMs } = this.connection
-    return new Client(endpoint.address, { connect: { timeout: connectTimeoutMs }, keepAliveTimeout: idleMs, keepAliveMaxTimeout: idleMs, keepAliveTimeoutThreshold: 1000, pipelining: 1 })
+    const { connectTimeoutMs, idleMs, tls } = this.connection
+    // An https endpoint is checked through the upstream's TLS connector: same CA, name, client certificate.
+    const connect = tls !== undefined && endpoint.address.startsWith('https:') ? tls.connect : { timeout: connectTimeoutMs }
+    return new Client(endpoint.address, { connect, keepAliveTimeout: idleMs, keepAliveMaxTimeout: idleMs, keepAliveTimeoutThreshold: 1000, pipelining: 1 })
   }
 
   private record(endpoint: Endpoint, passed: boolean, detail: string): void {
