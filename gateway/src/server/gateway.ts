@@ -13,6 +13,7 @@ import { watchConfig } from '../config/watch.js'
 import { GatewayMetrics } from '../telemetry/metrics.js'
 import { flushLogger } from '../telemetry/logger.js'
 import { AccessLog } from '../telemetry/access-log.js'
+import { SecurityLog } from '../telemetry/security-log.js'
 import { handleExchange, type ExchangeHost } from './exchange.js'
 import { handleUpgrade } from './upgrade.js'
 import { createAdminHandler } from './admin.js'
@@ -48,6 +49,8 @@ export class Gateway implements ExchangeHost {
   readonly clients = new ClientGuard()
   readonly log: Logger
   readonly accessLog: AccessLog
+  /** Authentication failures, denials, admin actions, certificate changes (securityLog). */
+  readonly security: SecurityLog
   state: LifecycleState = 'starting'
   lastError: { at: string; source: string; errors: string[] } | undefined
   private current: Plan | undefined
@@ -65,6 +68,7 @@ export class Gateway implements ExchangeHost {
   constructor(private readonly options: GatewayOptions) {
     this.log = options.log
     this.accessLog = new AccessLog(options.log)
+    this.security = new SecurityLog(options.log)
     this.proxyServer = createServer({ requestTimeout: 0 })
     this.proxyServer.on('request', (request: IncomingMessage, response: ServerResponse) => handleExchange(this, request, response, false))
     // Answer 100-continue only when the body is about to be sent upstream: a request that a layer
@@ -116,8 +120,16 @@ export class Gateway implements ExchangeHost {
     return this.state === 'draining' || this.state === 'stopped'
   }
 
+  /** Ready: started, not draining, and every dependency of the plan (a JWKS) loaded. */
   get ready(): boolean {
-    return this.state === 'ready'
+    return this.state === 'ready' && this.waitingFor.length === 0
+  }
+
+  /** What the plan in force still waits for before it is ready (policies' deps.awaitBeforeReady). */
+  get waitingFor(): string[] {
+    const pending: string[] = []
+    for (const dependency of this.current?.dependencies ?? []) if (!dependency.ready) pending.push(dependency.what)
+    return pending
   }
 
   get configFile(): string {
@@ -197,7 +209,7 @@ export class Gateway implements ExchangeHost {
     let plan: Plan
     this.kept.begin()
     try {
-      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, overrides: this.options.overrides ?? {} })
+      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, security: this.security, overrides: this.options.overrides ?? {} })
     } catch (error) {
       this.kept.rollback()
       return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `compile failed: ${(error as Error).message}` }])
@@ -212,6 +224,7 @@ export class Gateway implements ExchangeHost {
       this.warnAboutRestartOnly(previous, plan)
     }
     this.log.level = plan.settings.logLevel
+    this.security.configure(plan.settings.securityLog)
     this.metrics.reloads.labels('success').inc()
     this.metrics.configVersion.set(version)
     const event = this.history.record(version, loaded.hash, source, previous?.config, loaded.config)
@@ -267,11 +280,13 @@ export class Gateway implements ExchangeHost {
     this.adminServer.closeAllConnections()
     this.log.info({ drained }, 'stopped')
     this.flushLogs()
+    this.security.close()
   }
 
   /** Writes every buffered log line; for exits. */
   flushLogs(): void {
     this.accessLog.flush()
+    this.security.flush()
     flushLogger(this.log)
   }
 
