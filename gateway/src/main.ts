@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
-// The `waypost` command: run | validate | inject | version.
+// The `waypost` command: run | validate | report | inject | version.
 import { parseArgs } from 'node:util'
 import { resolve } from 'node:path'
 import { Gateway } from './server/gateway.js'
@@ -9,11 +9,13 @@ import { loadConfigFile, formatError } from './config/load.js'
 import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
 import { parseAddress } from './server/address.js'
 import { injectCommand, INJECT_USAGE } from './inject/command.js'
+import { buildReport, reportMarkdown } from './config/report.js'
 import type { LevelWithSilent } from 'pino'
 
 const USAGE = `usage:
   waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL] [--log-format json|pretty]
   waypost validate FILE [FILE...]
+  waypost report FILE [--json]
   ${INJECT_USAGE}
   waypost version
 
@@ -39,6 +41,30 @@ async function validate(files: string[]): Promise<number> {
     code = 1
   }
   return code
+}
+
+/** The compliance report of one policy file: Markdown, or JSON with --json; exit 1 when the file does not load. */
+async function report(args: string[]): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' } } })
+  } catch (error) {
+    console.error(`${(error as Error).message}\n${USAGE}`)
+    return 2
+  }
+  const [file, ...extra] = parsed.positionals
+  if (file === undefined || extra.length > 0) {
+    console.error(USAGE)
+    return 2
+  }
+  const loaded = await loadConfigFile(file)
+  if (!loaded.ok) {
+    for (const error of loaded.errors) console.error(formatError(error))
+    return 1
+  }
+  const result = buildReport(loaded.config, file, loaded.hash)
+  console.log(parsed.values.json === true ? JSON.stringify(result, null, 2) : reportMarkdown(result))
+  return 0
 }
 
 /** The file's `log.format`, when the file loads; a bad file is reported by the start itself. */
@@ -126,6 +152,8 @@ async function main(argv: string[]): Promise<number> {
       return run(rest)
     case 'validate':
       return validate(rest)
+    case 'report':
+      return report(rest)
     case 'inject':
       // The image this command comes from, tagged as `docker build -t waypost:VERSION .` tags it.
       return injectCommand(rest, `waypost:${version()}`)

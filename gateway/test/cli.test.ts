@@ -89,3 +89,31 @@ t.test('log.format: pretty prints lines for people, from the file or the flag; a
   t.equal(refused.code, 2)
   t.match(refused.stderr, /--log-format \/ WAYPOST_LOG_FORMAT: expected one of json, pretty, got "fancy"/)
 })
+
+t.test('report: a Markdown compliance report (or JSON) with the findings first; exit 1 for a bad file, 2 without one', async (t) => {
+  const file = tempConfig(
+    catchAllConfig('http://127.0.0.1:3000', {
+      prefix: '/open',
+      extra: {
+        admin: { address: '0.0.0.0:0' },
+        routes: [{ name: 'hs', match: { path: { prefix: '/hs' } }, upstream: 'app', policies: { auth: { jwt: { secret: 'tooshort', algorithms: ['HS256'], issuer: 'i', audience: 'a' } } } }],
+      },
+    }),
+  )
+  const markdown = await waypost(['report', file])
+  t.equal(markdown.code, 0, markdown.stderr)
+  t.match(markdown.stdout, /^# Compliance report: /)
+  t.match(markdown.stdout, /- \*\*high\*\*: the admin listener is on 0\.0\.0\.0:0, not loopback/)
+  t.match(markdown.stdout, /- \*\*high\*\* \(route `hs`\): JWT HS256 with a 8-byte secret/)
+  t.match(markdown.stdout, /- \*\*medium\*\* \(route `all`\): reachable without authentication \(prefix \/open\)/)
+  t.match(markdown.stdout, /\| `hs` \| `prefix \/hs` \| app \| JWT \(HS256, shared secret, iss "i", aud "a"\) \| none \| none \(plain HTTP\) \| none \|/)
+  const json = await waypost(['report', file, '--json'])
+  t.equal(json.code, 0)
+  const parsed = JSON.parse(json.stdout) as { routes: Array<{ name: string }>; findings: Array<{ severity: string }> }
+  t.same(parsed.routes.map((route) => route.name), ['all', 'hs'])
+  t.equal(parsed.findings[0]!.severity, 'high')
+  const bad = await waypost(['report', tempConfig('routes: 5')])
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /routes: /)
+  t.equal((await waypost(['report'])).code, 2)
+})

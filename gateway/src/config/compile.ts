@@ -218,7 +218,7 @@ function compileRoute(route: RouteConfig, merged: Record<string, unknown>, targe
 }
 
 /** A route's section replaces the default field by field; `false` switches the default off. */
-function mergePolicies(defaults: PoliciesConfig | undefined, own: PoliciesConfig | undefined): PoliciesConfig {
+export function mergePolicies(defaults: PoliciesConfig | undefined, own: PoliciesConfig | undefined): PoliciesConfig {
   const merged: Record<string, unknown> = { ...defaults }
   for (const [name, section] of Object.entries(own ?? {})) {
     const base = merged[name]
