@@ -59,6 +59,7 @@ async function main(): Promise<void> {
       warmup: { type: 'string', default: '1' },
       connections: { type: 'string', default: '50' },
       'timer-only': { type: 'boolean', default: false },
+      header: { type: 'string', multiple: true, default: [] },
     },
   })
   if (values.url === undefined) throw new Error('--url is required')
@@ -68,6 +69,8 @@ async function main(): Promise<void> {
   const warmup = Number(values.warmup)
   const connections = Number(values.connections)
   const timerOnly = values['timer-only'] === true
+  const headers: Record<string, string> = {}
+  for (const header of values.header) headers[header.slice(0, header.indexOf(':')).trim()] = header.slice(header.indexOf(':') + 1).trim()
 
   const pool = new Pool(url.origin, { connections, pipelining: 1, headersTimeout: 10_000, bodyTimeout: 10_000, keepAliveTimeout: 30_000 })
   const path = url.pathname + url.search
@@ -88,7 +91,7 @@ async function main(): Promise<void> {
   const fire = (i: number, scheduled: number, now: number): void => {
     const index = i - warmCount
     if (index >= 0) lag[index] = now - scheduled
-    pool.request({ method: 'GET', path }).then(
+    pool.request({ method: 'GET', path, headers }).then(
       async ({ statusCode, body }) => {
         await body.dump()
         const end = performance.now()

@@ -17,6 +17,8 @@ export interface FixedRateOptions {
   timerOnly?: boolean
   cpus: string
   logFile: string
+  /** Sent with every request (a JWT config's Authorization). */
+  headers?: Readonly<Record<string, string>>
 }
 
 export type { FixedRateResult }
@@ -30,6 +32,7 @@ export async function runFixedRate(options: FixedRateOptions): Promise<FixedRate
     '--warmup', String(options.warmupSeconds),
     '--connections', String(options.connections),
     ...(options.timerOnly === true ? ['--timer-only'] : []),
+    ...Object.entries(options.headers ?? {}).flatMap(([name, value]) => ['--header', `${name}: ${value}`]),
   ]
   const timeoutMs = (options.seconds + options.warmupSeconds + 30) * 1000
   const { code, output } = await runToEnd('fixed-rate', process.execPath, args, { cpus: options.cpus, logFile: options.logFile, timeoutMs })
