@@ -117,3 +117,32 @@ t.test('report: a Markdown compliance report (or JSON) with the findings first; 
   t.match(bad.stderr, /routes: /)
   t.equal((await waypost(['report'])).code, 2)
 })
+
+t.test('validate: authorization rules that can never match and auth misconfigurations, each at its file:line:col', async (t) => {
+  const rules = tempConfig(`upstreams:
+  app: { url: "http://127.0.0.1:3000" }
+routes:
+  - name: a
+    upstream: app
+    policies:
+      auth:
+        jwt: { jwks: "http://127.0.0.1:3000/jwks", algorithms: [RS256, HS256] }
+      authz:
+        rules:
+          - name: r1
+            allow:
+              subject: { regex: "(a" }
+          - name: r2
+            deny:
+              time: { from: "10:00", to: "10:00" }
+`)
+  const result = await waypost(['validate', rules])
+  t.equal(result.code, 1)
+  t.match(result.stderr, /:8:64: routes\[0\]\.policies\.auth\.jwt\.algorithms: HS256 need a shared `secret`: never HS\* with a public key/)
+  t.match(result.stderr, /:13:33: routes\[0\]\.policies\.authz\.rules\[0\]\.allow\.subject\.regex: invalid regular expression/)
+  t.match(result.stderr, /:16:21: routes\[0\]\.policies\.authz\.rules\[1\]\.deny\.time: from and to are the same time/)
+  const claimType = await waypost(['validate', tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: app\n    policies:\n      authz:\n        rules:\n          - name: r\n            allow:\n              claims:\n                org: { equal: acme }\n')])
+  t.match(claimType.stderr, /:12:22: routes\[0\]\.policies\.authz\.rules\[0\]\.allow\.claims\.org: expected \{ equals \}, \{ oneOf/)
+  const none = await waypost(['validate', tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: app\n    policies:\n      auth:\n        jwt: { jwks: "http://x/jwks", algorithms: [none] }\n')])
+  t.match(none.stderr, /routes\[0\]\.policies\.auth\.jwt\.algorithms\[0\]: expected one of RS256.*\("none" is never accepted\)/)
+})
