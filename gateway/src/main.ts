@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
-// The `waypost` command: run | validate | inject | certs | version | help; each command answers --help.
+// The `waypost` command: run | validate | report | inject | certs | version | help; each command answers --help.
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { statSync } from 'node:fs'
 import { resolve } from 'node:path'
@@ -11,6 +11,7 @@ import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
 import { parseAddress } from './server/address.js'
 import { injectCommand, INJECT_HELP, INJECT_USAGE } from './inject/command.js'
 import { certsCommand, CERTS_HELP, CERTS_USAGE } from './tls/command.js'
+import { buildReport, reportMarkdown } from './config/report.js'
 import type { LevelWithSilent } from 'pino'
 
 const RUN_SYNOPSIS = 'waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL] [--log-format json|pretty]'
@@ -19,6 +20,7 @@ const VALIDATE_SYNOPSIS = 'waypost validate FILE [FILE...]'
 const USAGE = `usage:
   ${RUN_SYNOPSIS}
   ${VALIDATE_SYNOPSIS}
+  waypost report FILE [--json]
   ${INJECT_USAGE}
   ${CERTS_USAGE}   (development and tests only)
   waypost version
@@ -103,6 +105,30 @@ async function validate(args: string[]): Promise<number> {
     }
   }
   return code
+}
+
+/** The compliance report of one policy file: Markdown, or JSON with --json; exit 1 when the file does not load. */
+async function report(args: string[]): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' } } })
+  } catch (error) {
+    console.error(`${(error as Error).message}\n${USAGE}`)
+    return 2
+  }
+  const [file, ...extra] = parsed.positionals
+  if (file === undefined || extra.length > 0) {
+    console.error(USAGE)
+    return 2
+  }
+  const loaded = await loadConfigFile(file)
+  if (!loaded.ok) {
+    for (const error of loaded.errors) console.error(formatError(error))
+    return 1
+  }
+  const result = buildReport(loaded.config, file, loaded.hash)
+  console.log(parsed.values.json === true ? JSON.stringify(result, null, 2) : reportMarkdown(result))
+  return 0
 }
 
 /** The file's `log.format`, when the file loads; a bad file is reported by the start itself. */
@@ -223,6 +249,8 @@ async function main(argv: string[]): Promise<number> {
       return run(rest)
     case 'validate':
       return validate(rest)
+    case 'report':
+      return report(rest)
     case 'inject':
       // The image this command comes from, tagged as `docker build -t waypost:VERSION .` tags it.
       return injectCommand(rest, `waypost:${version()}`)

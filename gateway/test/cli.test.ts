@@ -18,8 +18,10 @@ t.test('validate: ok', async (t) => {
 
 t.test('validate: every example in config/examples is valid', async (t) => {
   const examples = fileURLToPath(new URL('../../config/examples/', import.meta.url))
-  const files = readdirSync(examples).filter((name) => name.endsWith('.yaml'))
+  // api-keys.yaml is the keys file auth.yaml reads, not a policy file.
+  const files = readdirSync(examples).filter((name) => name.endsWith('.yaml') && name !== 'api-keys.yaml')
   t.ok(files.includes('chaos.yaml'))
+  t.ok(files.includes('auth.yaml'))
   const result = await waypost(['validate', ...files.map((name) => join(examples, name))])
   t.equal(result.code, 0, result.stderr)
   for (const name of files) t.match(result.stdout, `${join(examples, name)}: ok`, name)
@@ -133,4 +135,61 @@ t.test('certs: writes the six files, then keeps them; usage errors exit 2', asyn
     t.equal(refused.code, 2, args.join(' '))
     t.match(refused.stderr, /usage: waypost certs --out DIR/)
   }
+})
+
+t.test('report: a Markdown compliance report (or JSON) with the findings first; exit 1 for a bad file, 2 without one', async (t) => {
+  const file = tempConfig(
+    catchAllConfig('http://127.0.0.1:3000', {
+      prefix: '/open',
+      extra: {
+        admin: { address: '0.0.0.0:0' },
+        routes: [{ name: 'hs', match: { path: { prefix: '/hs' } }, upstream: 'app', policies: { auth: { jwt: { secret: 'tooshort', algorithms: ['HS256'], issuer: 'i', audience: 'a' } } } }],
+      },
+    }),
+  )
+  const markdown = await waypost(['report', file])
+  t.equal(markdown.code, 0, markdown.stderr)
+  t.match(markdown.stdout, /^# Compliance report: /)
+  t.match(markdown.stdout, /- \*\*high\*\*: the admin listener is on 0\.0\.0\.0:0, not loopback/)
+  t.match(markdown.stdout, /- \*\*high\*\* \(route `hs`\): JWT HS256 with a 8-byte secret/)
+  t.match(markdown.stdout, /- \*\*medium\*\* \(route `all`\): reachable without authentication \(prefix \/open\)/)
+  t.match(markdown.stdout, /\| `hs` \| `prefix \/hs` \| app \| JWT \(HS256, shared secret, iss "i", aud "a"\) \| none \| none \(plain HTTP\) \| none \|/)
+  const json = await waypost(['report', file, '--json'])
+  t.equal(json.code, 0)
+  const parsed = JSON.parse(json.stdout) as { routes: Array<{ name: string }>; findings: Array<{ severity: string }> }
+  t.same(parsed.routes.map((route) => route.name), ['all', 'hs'])
+  t.equal(parsed.findings[0]!.severity, 'high')
+  const bad = await waypost(['report', tempConfig('routes: 5')])
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /routes: /)
+  t.equal((await waypost(['report'])).code, 2)
+})
+
+t.test('validate: authorization rules that can never match and auth misconfigurations, each at its file:line:col', async (t) => {
+  const rules = tempConfig(`upstreams:
+  app: { url: "http://127.0.0.1:3000" }
+routes:
+  - name: a
+    upstream: app
+    policies:
+      auth:
+        jwt: { jwks: "http://127.0.0.1:3000/jwks", algorithms: [RS256, HS256] }
+      authz:
+        rules:
+          - name: r1
+            allow:
+              subject: { regex: "(a" }
+          - name: r2
+            deny:
+              time: { from: "10:00", to: "10:00" }
+`)
+  const result = await waypost(['validate', rules])
+  t.equal(result.code, 1)
+  t.match(result.stderr, /:8:64: routes\[0\]\.policies\.auth\.jwt\.algorithms: HS256 need a shared `secret`: never HS\* with a public key/)
+  t.match(result.stderr, /:13:33: routes\[0\]\.policies\.authz\.rules\[0\]\.allow\.subject\.regex: invalid regular expression/)
+  t.match(result.stderr, /:16:21: routes\[0\]\.policies\.authz\.rules\[1\]\.deny\.time: from and to are the same time/)
+  const claimType = await waypost(['validate', tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: app\n    policies:\n      authz:\n        rules:\n          - name: r\n            allow:\n              claims:\n                org: { equal: acme }\n')])
+  t.match(claimType.stderr, /:12:22: routes\[0\]\.policies\.authz\.rules\[0\]\.allow\.claims\.org: expected \{ equals \}, \{ oneOf/)
+  const none = await waypost(['validate', tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - name: a\n    upstream: app\n    policies:\n      auth:\n        jwt: { jwks: "http://x/jwks", algorithms: [none] }\n')])
+  t.match(none.stderr, /routes\[0\]\.policies\.auth\.jwt\.algorithms\[0\]: expected one of RS256.*\("none" is never accepted\)/)
 })

@@ -11,7 +11,8 @@ import type { Clock, TimerHandle } from '../src/core/clock.js'
 import { ExchangeSignal, newExchangeRecord, type BodySink, type Exchange, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../src/core/exchange.js'
 import type { Deps, Policy } from '../src/policies/policy.js'
 import { checkOperator } from '../src/core/operator.js'
-import { ANONYMOUS } from '../src/core/identity.js'
+import { ANONYMOUS, type Identity } from '../src/core/identity.js'
+import type { SecurityEvent } from '../src/telemetry/security-log.js'
 
 interface Timer {
   readonly id: number
@@ -86,20 +87,24 @@ export interface FakeRequest {
   /** Sent as the request body (the retry layer reads it for replay). */
   body?: string
   remoteAddress?: string
+  /** Who the request comes from, as the listener or an outer auth layer said (anonymous by default). */
+  identity?: Identity
 }
 
 /** A client request as far as layers look at it: headers, method, URL, the socket's address, a body stream. */
 function fakeIncoming(request: FakeRequest): IncomingMessage {
   const body = request.body === undefined ? [] : [Buffer.from(request.body)]
   const stream = Readable.from(body)
+  const headers: Record<string, string> = {
+    host: 'test.local',
+    ...(request.body === undefined ? {} : { 'content-length': String(Buffer.byteLength(request.body)) }),
+    ...Object.fromEntries(Object.entries(request.headers ?? {}).map(([name, value]) => [name.toLowerCase(), value])),
+  }
   return Object.assign(stream, {
     method: request.method ?? 'GET',
     url: request.path ?? '/',
-    headers: {
-      host: 'test.local',
-      ...(request.body === undefined ? {} : { 'content-length': String(Buffer.byteLength(request.body)) }),
-      ...Object.fromEntries(Object.entries(request.headers ?? {}).map(([name, value]) => [name.toLowerCase(), value])),
-    },
+    headers,
+    rawHeaders: Object.entries(headers).flat(),
     socket: { remoteAddress: request.remoteAddress ?? '127.0.0.1' },
     // Only what layers read is here; the cast says so rather than pretending to be a whole IncomingMessage.
   }) as unknown as IncomingMessage
@@ -121,7 +126,7 @@ export function fakeExchange(request: FakeRequest = {}): Exchange {
       sendContinue: undefined,
       sendInterim: undefined,
     },
-    identity: ANONYMOUS,
+    identity: request.identity ?? ANONYMOUS,
     route: { name: 'test', upstream: 'app' },
     log: pino({ level: 'silent' }),
     signal: new ExchangeSignal(),
@@ -202,6 +207,10 @@ export interface LayerUnderTest<Exposed> {
   readonly metrics: Registry
   /** What the layer offered its admin endpoints. */
   readonly exposed: Exposed[]
+  /** What it recorded in the security log. */
+  readonly securityEvents: SecurityEvent[]
+  /** What it asked `/ready` to wait for (deps.awaitBeforeReady). */
+  readonly readiness: Array<{ what: string; ready: Promise<void> }>
   /** The built handler: the policy's exchange layer around its attempt layer around `next`. */
   readonly handler: Upstream
   /** Sends one request through the layer. */
@@ -229,6 +238,8 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
   const metrics = options.metrics ?? new Registry()
   const kept = options.kept ?? new Map<string, unknown>()
   const exposed: Exposed[] = []
+  const securityEvents: SecurityEvent[] = []
+  const readiness: Array<{ what: string; ready: Promise<void> }> = []
   const deps: Deps<Exposed> = {
     route: { name: 'test', upstream: 'app' },
     log: pino({ level: 'silent' }),
@@ -249,6 +260,8 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
     },
     expose: (value) => void exposed.push(value),
     operator: (request) => checkOperator(request, options.adminToken),
+    security: { record: (event) => void securityEvents.push(event) },
+    awaitBeforeReady: (what, ready) => void readiness.push({ what, ready }),
   }
   const config = section
   let handler = options.next
@@ -260,6 +273,8 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
     clock,
     metrics,
     exposed,
+    securityEvents,
+    readiness,
     handler,
     call: (request) => handler(fakeExchange(request)),
     send: (exchange) => handler(exchange),

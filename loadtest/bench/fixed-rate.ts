@@ -61,6 +61,7 @@ async function main(): Promise<void> {
       connections: { type: 'string', default: '50' },
       'timer-only': { type: 'boolean', default: false },
       insecure: { type: 'boolean', default: false },
+      header: { type: 'string', multiple: true, default: [] },
     },
   })
   if (values.url === undefined) throw new Error('--url is required')
@@ -70,6 +71,8 @@ async function main(): Promise<void> {
   const warmup = Number(values.warmup)
   const connections = Number(values.connections)
   const timerOnly = values['timer-only'] === true
+  const headers: Record<string, string> = {}
+  for (const header of values.header) headers[header.slice(0, header.indexOf(':')).trim()] = header.slice(header.indexOf(':') + 1).trim()
 
   const connect = values.insecure === true ? { rejectUnauthorized: false } : undefined
   const pool = new Pool(url.origin, { connections, pipelining: 1, headersTimeout: 10_000, bodyTimeout: 10_000, keepAliveTimeout: 30_000, ...(connect === undefined ? {} : { connect }) })
@@ -91,7 +94,7 @@ async function main(): Promise<void> {
   const fire = (i: number, scheduled: number, now: number): void => {
     const index = i - warmCount
     if (index >= 0) lag[index] = now - scheduled
-    pool.request({ method: 'GET', path }).then(
+    pool.request({ method: 'GET', path, headers }).then(
       async ({ statusCode, body }) => {
         await body.dump()
         const end = performance.now()

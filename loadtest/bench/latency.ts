@@ -22,6 +22,8 @@ export interface FixedRateOptions {
   logFile: string
   /** https, accepting the benchmark's self-signed certificate. */
   tls?: boolean
+  /** Sent with every request (a JWT config's Authorization). */
+  headers?: Readonly<Record<string, string>>
 }
 
 export type { FixedRateResult, HandshakeResult }
@@ -45,6 +47,7 @@ export async function runFixedRate(options: FixedRateOptions): Promise<FixedRate
     '--connections', String(options.connections),
     ...(options.timerOnly === true ? ['--timer-only'] : []),
     ...(options.tls === true ? ['--insecure'] : []),
+    ...Object.entries(options.headers ?? {}).flatMap(([name, value]) => ['--header', `${name}: ${value}`]),
   ]
   const timeoutMs = (options.seconds + options.warmupSeconds + 30) * 1000
   const { code, output } = await runToEnd('fixed-rate', process.execPath, args, { cpus: options.cpus, logFile: options.logFile, timeoutMs })

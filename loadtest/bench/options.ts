@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os'
 import { booleanSetting, HELP_FLAG, numberSetting, stringSetting, UsageError } from '../lib/options.js'
 import { DEFAULT_RESULTS_DIR } from '../lib/paths.js'
 
-export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'nginx-static', 'gateway-cache', 'nginx-tls', 'gateway-tls'] as const
+export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'gateway-jwt-rs256', 'gateway-jwt-es256', 'nginx-static', 'gateway-cache', 'nginx-tls', 'gateway-tls'] as const
 export type ConfigName = (typeof CONFIG_NAMES)[number]
 /** The configs whose clients talk TLS to them (the same self-signed certificate for both). */
 export const TLS_CONFIG_NAMES: readonly ConfigName[] = ['nginx-tls', 'gateway-tls']
@@ -18,9 +18,10 @@ export function nginxReference(config: ConfigName): ConfigName {
 }
 /**
  * What `npm run bench` measures unless told otherwise: the proxy comparison, with undici-proxy (the
- * least a node:http + undici proxy can do) as the floor under the gateway.
+ * least a node:http + undici proxy can do) as the floor under the gateway, and what JWT
+ * verification (RS256, ES256; the key cached) adds to the default chain.
  */
-export const DEFAULT_CONFIGS: readonly ConfigName[] = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default']
+export const DEFAULT_CONFIGS: readonly ConfigName[] = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'gateway-jwt-rs256', 'gateway-jwt-es256']
 /** `npm run bench:cache`: a cache hit (the default chain plus `cache`) beside nginx serving the same 1 KiB file. */
 export const CACHE_CONFIGS: readonly ConfigName[] = ['nginx-static', 'gateway-cache', 'nginx', 'gateway-default']
 /**

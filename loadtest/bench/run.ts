@@ -63,14 +63,14 @@ class Runner {
   async warmUp(target: Target): Promise<void> {
     const { warmup, connections, loadCpus } = this.options
     if (warmup <= 0) return
-    await runWrk({ port: target.port, seconds: warmup, connections, cpus: loadCpus, logFile: wrkLogFile(this.runDir, `warmup-${target.config}`), tls: target.tls })
+    await runWrk({ port: target.port, seconds: warmup, connections, cpus: loadCpus, logFile: wrkLogFile(this.runDir, `warmup-${target.config}`), tls: target.tls, headers: target.headers })
   }
 
   async throughputRun(target: Target, rep: number): Promise<void> {
     const { duration, connections, loadCpus } = this.options
     const run = await this.attempts(async (attempt): Promise<Omit<ThroughputRun, 'attempts'>> => {
       const logFile = wrkLogFile(this.runDir, `${target.config}-${rep}-${attempt}`)
-      const m = await measure(this.pgids(target), () => runWrk({ port: target.port, seconds: duration, connections, cpus: loadCpus, logFile, tls: target.tls }))
+      const m = await measure(this.pgids(target), () => runWrk({ port: target.port, seconds: duration, connections, cpus: loadCpus, logFile, tls: target.tls, headers: target.headers }))
       const perRequest = (seconds: number): number => (m.result.requests > 0 ? (seconds * 1e6) / m.result.requests : NaN)
       const direct = target.config === 'direct'
       return {
@@ -100,7 +100,7 @@ class Runner {
     const run = await this.attempts(async (attempt): Promise<Omit<LatencyRun, 'attempts'>> => {
       const logFile = join(this.runDir, `fixed-rate-${target.config}-${rep}-${attempt}.txt`)
       const m = await measure(this.pgids(target), () =>
-        runFixedRate({ port: target.port, rate, seconds: latencyDuration, warmupSeconds: LATENCY_WARMUP_S, connections, cpus: loadCpus, logFile, tls: target.tls }),
+        runFixedRate({ port: target.port, rate, seconds: latencyDuration, warmupSeconds: LATENCY_WARMUP_S, connections, cpus: loadCpus, logFile, tls: target.tls, headers: target.headers }),
       )
       const sent = rate * (latencyDuration + LATENCY_WARMUP_S)
       return {
@@ -245,6 +245,13 @@ async function bench(options: BenchOptions): Promise<number> {
     if (floor !== undefined) notes.push(floor)
     const notMeasured = summary.filter((s) => s.rps.runs === 0)
     if (notMeasured.length > 0) notes.push(`no runs for: ${notMeasured.map((s) => s.config).join(', ')}`)
+    for (const config of ['gateway-jwt-rs256', 'gateway-jwt-es256'] as const) {
+      if (!options.configs.includes(config) || !options.configs.includes('gateway-default')) continue
+      const jwt = summary.find((s) => s.config === config)!
+      const base = summary.find((s) => s.config === 'gateway-default')!
+      const cpu = paired(runner.throughput, config, 'gateway-default', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq)
+      notes.push(`${config}: the default chain plus JWT verification (cached key) costs ${fmt(jwt.proxyCpuUsPerReq - base.proxyCpuUsPerReq, 1)} us/req more CPU than gateway-default (${ratio(cpu)} its CPU per request)`)
+    }
     const hit = summary.find((s) => s.config === 'gateway-cache')
     if (hit !== undefined && options.configs.includes('nginx-static')) {
       const cpu = paired(runner.throughput, 'gateway-cache', 'nginx-static', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq)

@@ -19,7 +19,7 @@ const run = promisify(execFile)
 const dist = fileURLToPath(new URL('../../dist/loadtest/bench/', import.meta.url))
 
 t.test('gateway-tls: the default chain behind listen.tls with the benchmark certificate', async (t) => {
-  const text = gatewayConfig('gateway-tls', 19008, 19018, 19000, { cert: '/run/bench.crt', key: '/run/bench.key' })
+  const text = gatewayConfig('gateway-tls', 19008, 19018, 19000, { certificate: { cert: '/run/bench.crt', key: '/run/bench.key' } })
   const doc = parse(text) as { listen: unknown; defaults: unknown; log: { access: boolean } }
   t.same(doc.listen, { address: '127.0.0.1:19008', tls: { cert: '/run/bench.crt', key: '/run/bench.key' } })
   t.same(doc.defaults, parse(gatewayConfig('gateway-default', 19003, 19013, 19000)).defaults, 'the same chain as gateway-default')

@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
+import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { isTls, type CommonOptions, type ConfigName } from './options.js'
 import { writeBenchCertificate, type CertificateFiles } from '../lib/certs.js'
 import { launchGateway } from '../lib/gateway.js'
@@ -29,9 +30,9 @@ export function requireBenchTools(names: readonly string[]): void {
 }
 
 /** Port offsets from PORT_BASE. */
-const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6, 'nginx-tls': 7, 'gateway-tls': 8 } as const
+const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6, 'nginx-tls': 7, 'gateway-tls': 8, 'gateway-jwt-rs256': 9, 'gateway-jwt-es256': 10 } as const
 /** The gateways' admin ports, from PORT_BASE. */
-const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-cache': 15, 'gateway-tls': 18 } as const
+const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-jwt-rs256': 14, 'gateway-cache': 15, 'gateway-jwt-es256': 16, 'gateway-tls': 18 } as const
 type GatewayConfigName = keyof typeof ADMIN_OFFSET
 
 export interface Target {
@@ -46,6 +47,8 @@ export interface Target {
   readonly logFile: string
   /** Whether clients talk TLS to it (https, the benchmark's self-signed certificate). */
   readonly tls: boolean
+  /** Sent with every request to it (the JWT configs' Authorization). */
+  readonly headers?: Readonly<Record<string, string>>
 }
 
 export interface Topology {
@@ -110,15 +113,18 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
       case 'gateway-bare':
       case 'gateway-default':
       case 'gateway-cache':
-      case 'gateway-tls': {
+      case 'gateway-tls':
+      case 'gateway-jwt-rs256':
+      case 'gateway-jwt-es256': {
         const adminPort = base + ADMIN_OFFSET[config]
-        const server = startGateway(runDir, config, port, adminPort, upstreamPort, options, certificate)
-        targets.set(config, { config, port, server, adminPort, logFile: server.logFile, tls })
+        const jwt = config === 'gateway-jwt-rs256' || config === 'gateway-jwt-es256' ? await benchIssuer(runDir, config === 'gateway-jwt-rs256' ? 'RS256' : 'ES256') : undefined
+        const server = startGateway(runDir, config, port, adminPort, upstreamPort, options, { certificate, jwksFile: jwt?.jwksFile })
+        targets.set(config, { config, port, server, adminPort, logFile: server.logFile, tls, ...(jwt === undefined ? {} : { headers: { authorization: `Bearer ${jwt.token}` } }) })
         break
       }
     }
   }
-  for (const target of targets.values()) await waitForBody(target.server, target.port, BODY_BYTES, undefined, target.tls)
+  for (const target of targets.values()) await waitForBody(target.server, target.port, BODY_BYTES, undefined, target.tls, target.headers)
   return { upstream, upstreamPort, targets }
 }
 
@@ -235,14 +241,51 @@ const DEFAULT_CHAIN = {
  */
 const CACHE_CHAIN = { ...DEFAULT_CHAIN, cache: { defaultTtl: '1h' } }
 
+const BENCH_ISSUER = 'https://issuer.bench.waypost'
+const BENCH_AUDIENCE = 'bench'
+
+/**
+ * gateway-jwt-*: the default chain plus JWT verification. The key set is a local JWKS file (loaded
+ * once: the key stays cached, no fetch during the run) and every request carries the same token,
+ * so what is measured is the per-request verification (signature, claims, identity headers).
+ */
+const jwtChain = (jwksFile: string, algorithm: 'RS256' | 'ES256') => ({
+  auth: { jwt: { jwksFile, issuer: BENCH_ISSUER, audience: BENCH_AUDIENCE, algorithms: [algorithm] } },
+  ...DEFAULT_CHAIN,
+})
+
+/** A key pair for one JWT config: the public half in a JWKS file in the run dir, a token signed with the private half. */
+async function benchIssuer(runDir: string, algorithm: 'RS256' | 'ES256'): Promise<{ jwksFile: string; token: string }> {
+  const { publicKey, privateKey } = await generateKeyPair(algorithm)
+  const kid = `bench-${algorithm.toLowerCase()}`
+  const jwksFile = join(runDir, `jwks-${algorithm.toLowerCase()}.json`)
+  writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid, alg: algorithm, use: 'sig' }] }))
+  const token = await new SignJWT({ sub: 'bench-client', roles: ['bench'], scope: 'read' })
+    .setProtectedHeader({ alg: algorithm, kid })
+    .setIssuer(BENCH_ISSUER)
+    .setAudience(BENCH_AUDIENCE)
+    .setIssuedAt()
+    .setExpirationTime('24h')
+    .sign(privateKey)
+  return { jwksFile, token }
+}
+
 /**
  * The gateway's policy file for a config: one catch-all route; gateway-default adds the default
  * policy chain and the access log, gateway-cache the same with a cache, gateway-tls the same as
  * gateway-default behind a TLS listener (`listen.tls`, the certificate and key files).
  */
-export function gatewayConfig(config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, certificate?: CertificateFiles): string {
+/** What a gateway config needs beyond its name: the TLS listener's files, the JWT configs' keys. */
+export interface GatewayExtras {
+  readonly certificate?: CertificateFiles
+  readonly jwksFile?: string
+}
+
+export function gatewayConfig(config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, extras: GatewayExtras = {}): string {
+  const { certificate, jwksFile } = extras
   const full = config !== 'gateway-bare'
   if (config === 'gateway-tls' && certificate === undefined) throw new Error('gateway-tls needs the benchmark certificate')
+  const chain = config === 'gateway-cache' ? CACHE_CHAIN : jwksFile !== undefined ? jwtChain(jwksFile, config === 'gateway-jwt-es256' ? 'ES256' : 'RS256') : DEFAULT_CHAIN
   const doc = {
     listen: { address: `127.0.0.1:${port}`, ...(config === 'gateway-tls' ? { tls: { cert: certificate!.cert, key: certificate!.key } } : {}) },
     admin: { address: `127.0.0.1:${adminPort}` },
@@ -250,15 +293,15 @@ export function gatewayConfig(config: GatewayConfigName, port: number, adminPort
     // Stop at once on SIGTERM: nothing to wait for between runs (and --cpu-prof is written sooner).
     drain: { delay: '0s', timeout: '2s' },
     upstreams: { app: { url: `http://127.0.0.1:${upstreamPort}`, connections: 128 } },
-    ...(full ? { defaults: { policies: config === 'gateway-cache' ? CACHE_CHAIN : DEFAULT_CHAIN } } : {}),
+    ...(full ? { defaults: { policies: chain } } : {}),
     routes: [{ name: 'all', upstream: 'app' }],
   }
   return `# ${config}: written by loadtest/bench/topology.ts\n${stringify(doc)}`
 }
 
-function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions, certificate: CertificateFiles | undefined): Started {
+function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions, extras: GatewayExtras): Started {
   const configFile = join(runDir, `${config}.yaml`)
-  writeFileSync(configFile, gatewayConfig(config, port, adminPort, upstreamPort, certificate))
+  writeFileSync(configFile, gatewayConfig(config, port, adminPort, upstreamPort, extras))
   // Settings from the caller's environment must not override the file.
   const env = { ...process.env }
   for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_')) delete env[key]

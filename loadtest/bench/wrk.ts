@@ -24,11 +24,13 @@ export interface WrkOptions {
   logFile: string
   /** https instead of http. */
   tls?: boolean
+  /** Sent with every request (a JWT config's Authorization). */
+  headers?: Readonly<Record<string, string>>
 }
 
-export async function runWrk({ port, seconds, connections, cpus, logFile, tls = false }: WrkOptions): Promise<WrkResult> {
+export async function runWrk({ port, seconds, connections, cpus, logFile, tls = false, headers = {} }: WrkOptions): Promise<WrkResult> {
   const wrk = findTool('wrk') ?? 'wrk'
-  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', `${tls ? 'https' : 'http'}://127.0.0.1:${port}/`]
+  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...Object.entries(headers).flatMap(([name, value]) => ['-H', `${name}: ${value}`]), `${tls ? 'https' : 'http'}://127.0.0.1:${port}/`]
   const { code, output } = await runToEnd('wrk', wrk, args, { cpus, logFile, timeoutMs: (seconds + 30) * 1000 })
   if (code !== 0) throw new Error(`wrk exited with ${code}:\n${output}`)
   return parseWrk(output)

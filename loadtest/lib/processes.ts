@@ -241,7 +241,7 @@ export async function waitForLine(started: Started, match: (line: string) => boo
 }
 
 /** Waits until GET / on `port` (over TLS with `tls`) answers 200 with a `bodyLength`-byte body; fails if the process exits first. */
-export async function waitForBody(started: Started, port: number, bodyLength: number, timeoutMs = 15_000, tls = false): Promise<void> {
+export async function waitForBody(started: Started, port: number, bodyLength: number, timeoutMs = 15_000, tls = false, headers: Record<string, string> = {}): Promise<void> {
   const deadline = Date.now() + timeoutMs
   let last = 'no answer'
   while (Date.now() < deadline) {
@@ -249,7 +249,7 @@ export async function waitForBody(started: Started, port: number, bodyLength: nu
       throw new Error(`${started.name} exited before it was ready; its log (${started.logFile}):\n${tail(started.logFile, 20)}`)
     }
     try {
-      const { status, body } = await httpGet(port, '/', 1000, tls)
+      const { status, body } = await httpGet(port, '/', 1000, tls, headers)
       if (status === 200 && Buffer.byteLength(body) === bodyLength) return
       last = `status ${status}, ${Buffer.byteLength(body)} bytes`
     } catch (error) {

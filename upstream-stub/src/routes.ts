@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto'
 import { pipeline } from 'node:stream/promises'
 import { CHUNK_SIZE, HttpError, parseNumber, parseStatus, patternChunk, queryObject, seededRandom, sendJson, sleep, writeFlushed, writePattern, writeWithBackpressure } from './support.js'
 import { resetStats, statsJson, type StubState } from './state.js'
+import { devIntrospect, devToken, jwks, openidConfiguration } from './dev-issuer.js'
 
 /** One request as a handler sees it. */
 export interface Exchange {
@@ -388,6 +389,11 @@ export const routes: readonly Route[] = [
   { pattern: /^\/sequence\/([^/]+)$/, handle: sequence },
   { pattern: /^\/flaky$/, handle: flaky },
   { pattern: /^\/concurrency-latency$/, handle: concurrencyLatency },
+  // The development issuer (development only: it signs whatever it is asked to).
+  { pattern: /^\/\.well-known\/openid-configuration$/, handle: openidConfiguration },
+  { pattern: /^\/\.well-known\/jwks\.json$/, handle: jwks },
+  { pattern: /^\/dev\/token$/, method: 'POST', handle: devToken },
+  { pattern: /^\/dev\/introspect$/, method: 'POST', handle: devIntrospect },
 ]
 
 const fallback: Route = { pattern: /^/, handle: notFound }

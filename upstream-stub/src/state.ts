@@ -1,5 +1,6 @@
 // Mutable state of one stub instance: request statistics plus the per-key memory some endpoints need.
 import type { ServerResponse } from 'node:http'
+import type { DevIssuer } from './dev-issuer.js'
 
 export interface StubStats {
   /** Requests received (HTTP and WebSocket upgrades), except the /__stats endpoints themselves. */
@@ -25,6 +26,8 @@ export interface StubState {
   cacheGenerated: number
   /** Last-Modified for /cache: fixed for the stub's lifetime so conditional requests can match. */
   readonly startedAt: Date
+  /** The development token issuer (/.well-known/*, /dev/token, /dev/introspect); set once its keys are made. */
+  issuer: DevIssuer | undefined
 }
 
 export function createState(): StubState {
@@ -36,6 +39,7 @@ export function createState(): StubState {
     cacheGenerated: 0,
     // Whole seconds, because Last-Modified / If-Modified-Since carry no milliseconds.
     startedAt: new Date(Math.floor(Date.now() / 1000) * 1000),
+    issuer: undefined,
   }
 }
 

@@ -695,6 +695,43 @@ function nextMessage(ws: WebSocket): Promise<{ data: Buffer; isBinary: boolean }
   return new Promise((resolve) => ws.once('message', (data, isBinary) => resolve({ data: data as Buffer, isBinary })))
 }
 
+t.test('the development issuer: discovery, JWKS, tokens with merged claims, introspection of its own tokens', TEST_TIMEOUT, async (t) => {
+  const discovery = JSON.parse((await text('/.well-known/openid-configuration')).body) as Record<string, string>
+  t.equal(discovery.issuer, stub.url)
+  t.equal(discovery.jwks_uri, `${stub.url}/.well-known/jwks.json`)
+  const keySet = await text('/.well-known/jwks.json')
+  t.match(keySet.headers['cache-control'], /max-age=300/)
+  const { keys } = JSON.parse(keySet.body) as { keys: Array<Record<string, string>> }
+  t.same(keys.map((key) => key.alg), ['RS256', 'ES256'])
+  t.ok(keys.every((key) => key.d === undefined), 'public keys only')
+
+  const minted = await text('/dev/token', { method: 'POST', body: JSON.stringify({ sub: 'alice', roles: ['admin'] }), headers: { 'content-type': 'application/json' } })
+  t.equal(minted.status, 200)
+  const answer = JSON.parse(minted.body) as { access_token: string; token_type: string; expires_in: number }
+  t.equal(answer.token_type, 'Bearer')
+  t.equal(answer.expires_in, 300)
+  const { jwtVerify, createLocalJWKSet, decodeProtectedHeader } = await import('jose')
+  const { payload } = await jwtVerify(answer.access_token, createLocalJWKSet({ keys }), { issuer: stub.url, audience: 'waypost-dev' })
+  t.match(payload, { sub: 'alice', roles: ['admin'], iss: stub.url, aud: 'waypost-dev' })
+  t.equal(payload.exp! - payload.iat!, 300)
+  const es = JSON.parse((await text('/dev/token?alg=ES256', { method: 'POST' })).body) as { access_token: string }
+  t.equal(decodeProtectedHeader(es.access_token).alg, 'ES256', '?alg=ES256, and an empty body takes the defaults')
+  const noExp = JSON.parse((await text('/dev/token', { method: 'POST', body: '{"exp": null}' })).body) as { access_token: string; expires_in?: number }
+  t.equal(noExp.expires_in, undefined, 'a claim set to null is left out')
+  t.equal((await text('/dev/token', { method: 'POST', body: '[1]' })).status, 400)
+  t.equal((await text('/dev/token', { method: 'POST', body: '{oops' })).status, 400)
+  t.equal((await text('/dev/token?alg=HS256', { method: 'POST' })).status, 400)
+
+  const introspect = async (token: string) => JSON.parse((await text('/dev/introspect', { method: 'POST', body: new URLSearchParams({ token }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } })).body) as Record<string, unknown>
+  t.match(await introspect(answer.access_token), { active: true, sub: 'alice', roles: ['admin'] })
+  t.same(await introspect('not-a-token'), { active: false })
+  const expired = JSON.parse((await text('/dev/token', { method: 'POST', body: JSON.stringify({ exp: Math.floor(Date.now() / 1000) - 10 }) })).body) as { access_token: string }
+  t.same(await introspect(expired.access_token), { active: false }, 'expired')
+  const other = await ownStub(t)
+  const foreign = JSON.parse((await text('/dev/token', { method: 'POST' }, other)).body) as { access_token: string }
+  t.same(await introspect(foreign.access_token), { active: false }, 'another stub\'s token (other keys) is not active')
+})
+
 t.test('WebSocket on /ws echoes text and binary messages', TEST_TIMEOUT, async (t) => {
   const own = await ownStub(t)
   const wsUrl = own.url.replace(/^http/, 'ws')

@@ -7,6 +7,7 @@ import { WebSocketServer, type WebSocket } from 'ws'
 import { matchRoute, type Exchange } from './routes.js'
 import { countRequest, createState, resetStats, type StubState, type StubStats } from './state.js'
 import { HttpError, sendJson } from './support.js'
+import { createDevIssuer } from './dev-issuer.js'
 
 export type { StubStats } from './state.js'
 
@@ -35,6 +36,7 @@ const noop = (): void => {}
 export async function startStub(options: StubOptions = {}): Promise<Stub> {
   const host = options.host ?? '127.0.0.1'
   const state = createState()
+  state.issuer = await createDevIssuer()
   const sockets = new Set<Socket>()
   const connectionIds = new WeakMap<object, number>()
   let lastConnectionId = 0
@@ -64,9 +66,11 @@ export async function startStub(options: StubOptions = {}): Promise<Stub> {
 
   await listen(server, options.port ?? 0, host)
   const port = (server.address() as AddressInfo).port
+  const url = `http://${isIPv6(host) ? `[${host}]` : host}:${port}`
+  state.issuer.origin = url
   let closing: Promise<void> | undefined
   return {
-    url: `http://${isIPv6(host) ? `[${host}]` : host}:${port}`,
+    url,
     port,
     host,
     server,

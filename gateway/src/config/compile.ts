@@ -13,7 +13,7 @@ import { registry } from '../policies/index.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
 import { dispatchTo } from '../proxy/dispatch.js'
-import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
+import { withoutRequestHeaders, type Layer, type RouteInfo, type Upstream } from '../core/exchange.js'
 import { systemClock, type Clock } from '../core/clock.js'
 import { toBytes, toMs } from '../core/units.js'
 import { withDefaults, type Defaulted } from '../core/schema-defaults.js'
@@ -23,6 +23,7 @@ import { ClientsConfig, ListenerTlsConfig, type AdminToken, type ForwardClientCe
 import type { KeptState } from './kept-state.js'
 import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
+import { NO_SECURITY_LOG, type SecurityEvents } from '../telemetry/security-log.js'
 
 export interface CompiledRoute {
   readonly info: RouteInfo
@@ -57,6 +58,14 @@ export interface Settings {
   readonly logLevel: string
   readonly logFormat: string
   readonly accessLog: boolean
+  /** `securityLog.path`: 'stdout' or a file. */
+  readonly securityLog: string
+}
+
+/** Something `/ready` waits for (a JWKS fetched): what a policy passed to `deps.awaitBeforeReady`. */
+export interface Dependency {
+  readonly what: string
+  ready: boolean
 }
 
 export interface Plan {
@@ -72,6 +81,8 @@ export interface Plan {
   readonly upstreams: ReadonlyMap<string, EndpointGroup>
   /** What each policy's layers offered its admin endpoints (`deps.expose`), by policy name. */
   readonly exposed: ReadonlyMap<string, ReadonlyArray<unknown>>
+  /** What must be ready before `/ready` says so (policies' `deps.awaitBeforeReady`). */
+  readonly dependencies: ReadonlyArray<Dependency>
 }
 
 export interface CompileContext {
@@ -83,6 +94,8 @@ export interface CompileContext {
   readonly log: Logger
   /** Time for the layers; the system clock unless a test passes its own. */
   readonly clock?: Clock
+  /** Where policies record authentication failures and denials; nowhere unless given. */
+  readonly security?: SecurityEvents
   /** Environment and CLI values that win over the file. */
   readonly overrides: { listen?: string; admin?: string; logLevel?: string; logFormat?: string }
   /** The policy file's folder: relative file paths in it (upstream TLS files) are read from there. Default: the working directory. */
@@ -97,7 +110,11 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   }
   const settings = settingsOf(config, context.overrides)
   const exposed = new Map<string, unknown[]>()
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams, config.upstreams[route.upstream], settings, config.redis, context, exposed))
+  const dependencies: Dependency[] = []
+  const merged = config.routes.map((route) => mergePolicies(config.defaults?.policies, route.policies) as Record<string, unknown>)
+  const owned = ownedRequestHeaders(merged)
+  const shared: SharedContext = { upstreams, settings, redis: config.redis, context, exposed, dependencies, owned }
+  const routes = config.routes.map((route, index) => compileRoute(route, merged[index]!, config.upstreams[route.upstream], shared))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -110,22 +127,47 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     routes,
     upstreams,
     exposed,
+    dependencies,
   }
 }
 
-function compileRoute(
-  route: RouteConfig,
-  defaults: PoliciesConfig | undefined,
-  upstreams: ReadonlyMap<string, EndpointGroup>,
-  target: unknown,
-  settings: Settings,
-  redis: RedisConfig | undefined,
-  context: CompileContext,
-  exposed: Map<string, unknown[]>,
-): CompiledRoute {
+/** What every route's compile shares. */
+interface SharedContext {
+  readonly upstreams: ReadonlyMap<string, EndpointGroup>
+  readonly settings: Settings
+  readonly redis: RedisConfig | undefined
+  readonly context: CompileContext
+  readonly exposed: Map<string, unknown[]>
+  readonly dependencies: Dependency[]
+  /** Headers some policy of the plan sets for the upstream: stripped from every client request. */
+  readonly owned: ReadonlySet<string>
+}
+
+/** The identity headers any route's policies set (Policy.ownedRequestHeaders), over the whole plan. */
+function ownedRequestHeaders(routes: ReadonlyArray<Record<string, unknown>>): ReadonlySet<string> {
+  const names = new Set<string>()
+  for (const merged of routes) {
+    for (const policy of registry) {
+      const section = merged[policy.name]
+      if (section === undefined || section === false || policy.ownedRequestHeaders === undefined) continue
+      for (const name of policy.ownedRequestHeaders(section)) names.add(name.toLowerCase())
+    }
+  }
+  return names
+}
+
+/** Outermost on every route: a header the gateway sets for the upstream never comes from the client. */
+function stripOwnedHeaders(names: ReadonlySet<string>): Layer {
+  return (next) => (exchange) => {
+    const request = withoutRequestHeaders(exchange.request, names)
+    return next(request === exchange.request ? exchange : { ...exchange, request })
+  }
+}
+
+function compileRoute(route: RouteConfig, merged: Record<string, unknown>, target: unknown, shared: SharedContext): CompiledRoute {
+  const { upstreams, settings, redis, context, exposed, dependencies } = shared
   const endpoints = upstreams.get(route.upstream)!
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
-  const merged = mergePolicies(defaults, route.policies) as Record<string, unknown>
   const exchangeLayers: Layer[] = []
   const attemptLayers: Layer[] = []
   // The route's request series exist from its first plan on: each method it matches (GET when any), every status class.
@@ -150,6 +192,12 @@ function compileRoute(
         return dispatchTo(other)
       },
       operator: (request) => checkOperator(request, settings.adminToken),
+      security: context.security ?? NO_SECURITY_LOG,
+      awaitBeforeReady: (what, ready) => {
+        const dependency: Dependency = { what: `${what} (route ${route.name})`, ready: false }
+        dependencies.push(dependency)
+        void ready.then(() => (dependency.ready = true))
+      },
       expose: (value) => {
         let values = exposed.get(policy.name)
         if (values === undefined) exposed.set(policy.name, (values = []))
@@ -163,7 +211,7 @@ function compileRoute(
     if (attemptLayer !== null) attemptLayers.push(attemptLayer)
   }
   let handler = dispatchTo(endpoints)
-  const layers = [...exchangeLayers, ...attemptLayers]
+  const layers = [...(shared.owned.size > 0 ? [stripOwnedHeaders(shared.owned)] : []), ...exchangeLayers, ...attemptLayers]
   for (let i = layers.length - 1; i >= 0; i--) handler = layers[i]!(handler)
   const prefix = route.match?.path?.prefix
   return {
@@ -178,7 +226,7 @@ function compileRoute(
 }
 
 /** A route's section replaces the default field by field; `false` switches the default off. */
-function mergePolicies(defaults: PoliciesConfig | undefined, own: PoliciesConfig | undefined): PoliciesConfig {
+export function mergePolicies(defaults: PoliciesConfig | undefined, own: PoliciesConfig | undefined): PoliciesConfig {
   const merged: Record<string, unknown> = { ...defaults }
   for (const [name, section] of Object.entries(own ?? {})) {
     const base = merged[name]
@@ -281,5 +329,6 @@ function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides'
     logLevel: overrides.logLevel ?? config.log?.level ?? 'info',
     logFormat: overrides.logFormat ?? config.log?.format ?? 'json',
     accessLog: config.log?.access ?? true,
+    securityLog: config.securityLog?.path ?? 'stdout',
   }
 }

@@ -248,6 +248,23 @@ export const GatewayConfig = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    securityLog: Type.Optional(
+      Type.Object(
+        {
+          path: Type.Optional(
+            Type.String({
+              minLength: 1,
+              default: 'stdout',
+              description: '`stdout` (beside the other log lines, each marked `"log":"security"`) or a file the JSON lines are appended to (created with its directory). Changes on reload.',
+            }),
+          ),
+        },
+        {
+          additionalProperties: false,
+          description: 'The security log: one JSON line per authentication failure, authorization denial, admin action and certificate change (time, request id, route, subject, reason, rule, source address). Never filtered by `log.level`; never holds a credential.',
+        },
+      ),
+    ),
     drain: Type.Optional(
       Type.Object(
         { delay: Type.Optional(Duration), timeout: Type.Optional(Duration) },

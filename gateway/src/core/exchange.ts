@@ -238,3 +238,25 @@ export function sleep(ms: number, signal: ExchangeSignal, clock: Clock = systemC
     signal.subscribe(listener)
   })
 }
+
+/**
+ * The request without the headers named in `names` (lower-case): the same object when it has none
+ * of them, so the common case allocates nothing.
+ */
+export function withoutRequestHeaders(request: ProxyRequest, names: ReadonlySet<string>): ProxyRequest {
+  const headers = request.headers
+  let first = -1
+  for (let i = 0; i < headers.length; i += 2) {
+    if (names.has(headers[i]!.toLowerCase())) {
+      first = i
+      break
+    }
+  }
+  if (first === -1) return request
+  const kept = headers.slice(0, first)
+  for (let i = first; i < headers.length; i += 2) {
+    const name = headers[i]!
+    if (!names.has(name.toLowerCase())) kept.push(name, headers[i + 1]!)
+  }
+  return { ...request, headers: kept }
+}

@@ -32,6 +32,8 @@ export interface Identity {
   readonly claims: Readonly<Record<string, unknown>>
   /** The connection's verified client certificate, whatever else authenticated the request. */
   readonly certificate: ClientCertificate | undefined
+  /** The bucket a rate limit keyed on identity uses instead of kind and subject (an API key's `rateLimitKey`). */
+  readonly rateLimitKey?: string
 }
 
 const NONE: readonly string[] = Object.freeze([])

@@ -41,6 +41,10 @@ export type Reason =
   | 'client-download-too-slow'
   | 'client-connection-limit'
   | 'client-exchange-limit'
+  // authentication and authorization (auth, authz)
+  | 'unauthenticated'
+  | 'auth-unavailable'
+  | 'forbidden'
   // a policy turned the request away
   | 'rate-limited'
   | 'concurrency-limit'

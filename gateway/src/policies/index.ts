@@ -1,6 +1,9 @@
 // The ordered registry of policies: the one list that the layer order, the `policies:` schema (and
 // so config/waypost.schema.json) and the docs' order come from. Adding a policy is its folder plus
 // one line here. Outermost first; why this order:
+// - auth: who the client is is settled before anything counts or spends on the request (a
+//   refused credential costs nothing further), and identity-keyed rate limits need it;
+// - authz: right after, on the identity auth proved (or the listener's client certificate);
 // - rateLimit: a refused request costs nothing further (not even reading its body);
 // - buffer: a body is read whole before anything below takes an upstream socket or a slot, and
 //   before the request deadline starts, so upload time is the client's, not the upstream's;
@@ -13,6 +16,8 @@
 // - concurrency, adaptiveConcurrency: what is admitted to the upstream;
 // - breaker outside retry, so it sees one outcome per exchange; retry innermost of the exchange layers.
 import { Type, type Static, type TLiteral, type TSchema, type TObject, type TOptional, type TUnion } from '@sinclair/typebox'
+import { auth } from './auth/auth.js'
+import { authz } from './authz/authz.js'
 import { timeout } from './timeout.js'
 import { rateLimit } from './rate-limit/rate-limit.js'
 import { buffer } from './buffer/buffer.js'
@@ -24,7 +29,7 @@ import { breaker } from './breaker.js'
 import { retry } from './retry/retry.js'
 import type { Policy } from './policy.js'
 
-export const policies = [rateLimit, buffer, timeout, cache, fault, concurrency, adaptiveConcurrency, breaker, retry] as const
+export const policies = [auth, authz, rateLimit, buffer, timeout, cache, fault, concurrency, adaptiveConcurrency, breaker, retry] as const
 
 type Registered = (typeof policies)[number]
 

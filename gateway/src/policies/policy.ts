@@ -11,6 +11,7 @@ import type { OperatorCheck } from '../core/operator.js'
 import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
 import type { Reason } from '../core/reasons.js'
 import type { RedisConfig } from '../store/redis.js'
+import type { SecurityEvents } from '../telemetry/security-log.js'
 import { withDefaults } from '../core/schema-defaults.js'
 
 /** What a policy may use when it builds its layer. `Exposed` is what it offers its admin endpoints. */
@@ -39,6 +40,14 @@ export interface Deps<Exposed = never> {
   expose(value: Exposed): void
   /** Whether the caller may act as an operator: on loopback, or presenting the admin token. */
   operator(request: IncomingMessage): Promise<OperatorCheck>
+  /** The security log (authentication failures, denials): never given a credential. */
+  readonly security: SecurityEvents
+  /**
+   * Holds `/ready` at 503 until `ready` resolves (a JWKS fetched, keys loaded), for as long as this
+   * plan is in force; `what` is named in the 503's body. Never rejects: a dependency that fails
+   * keeps trying and resolves when it first succeeds.
+   */
+  awaitBeforeReady(what: string, ready: Promise<void>): void
 }
 
 /** A problem a policy's own check found; `path` is a JSON pointer below its section ('' for the section). */
@@ -88,6 +97,12 @@ export interface Policy<Name extends string = string, S extends TSchema = TSchem
   validate?(config: Static<S>, context: ValidateContext): ConfigProblem[]
   readonly admin?: ReadonlyArray<AdminEndpoint<Exposed>>
   /**
+   * Request headers this policy sets for the upstream (identity headers): the compiler strips them
+   * from the client's request on every route of the plan, with or without this policy, so a client
+   * can never forge them on a route that does not set them. Lower-case names.
+   */
+  ownedRequestHeaders?(config: Static<S>): readonly string[]
+  /**
    * The reasons of the local answers this config may make: on a route using it, their series of
    * waypost_local_responses_total exist from the start, at 0 (rate() then sees the first one too).
    */
@@ -100,9 +115,10 @@ export interface Policy<Name extends string = string, S extends TSchema = TSchem
  * policy may rely on every defaulted field being there.
  */
 export function definePolicy<const Name extends string, S extends TSchema, Exposed = never>(policy: Policy<Name, S, Exposed>): Policy<Name, S, Exposed> {
-  const { build, buildAttempt, validate, localReasons } = policy
+  const { build, buildAttempt, validate, localReasons, ownedRequestHeaders } = policy
   return {
     ...policy,
+    ownedRequestHeaders: ownedRequestHeaders === undefined ? undefined : (config) => ownedRequestHeaders(withDefaults(policy.schema, config)),
     localReasons: localReasons === undefined ? undefined : (config) => localReasons(withDefaults(policy.schema, config)),
     build: (config, deps) => build(withDefaults(policy.schema, config), deps),
     buildAttempt: buildAttempt === undefined ? undefined : (config, deps) => buildAttempt(withDefaults(policy.schema, config), deps),

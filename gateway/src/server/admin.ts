@@ -10,6 +10,7 @@ import { OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, type GatewayMetrics 
 import { registry } from '../policies/index.js'
 import type { AdminEndpoint } from '../policies/policy.js'
 import type { Logger } from 'pino'
+import type { SecurityEvents } from '../telemetry/security-log.js'
 import { refuseMutation } from './admin-guard.js'
 
 /** An admin request's JSON is tiny; anything bigger is refused unread. */
@@ -24,11 +25,13 @@ interface OfferedEndpoint {
 export interface AdminHost {
   readonly ready: boolean
   readonly state: string
+  /** What still keeps it from being ready (certificates while starting, a JWKS); empty when nothing. */
+  readonly waitingFor: readonly string[]
+  /** Admin actions (reloads, purges), refused or done, are recorded here. */
+  readonly security: SecurityEvents
   readonly plan: Plan
   readonly configFile: string
   readonly lastError: unknown
-  /** What a start still waits for (certificates that do not load yet), for GET /ready. */
-  readonly waitingFor?: string | undefined
   /** The TLS listener's certificates and last error; null without TLS. */
   readonly tlsStatus?: unknown
   readonly history: ConfigHistory
@@ -68,7 +71,11 @@ export function createAdminHandler(gateway: AdminHost) {
     const [path = '/', query = ''] = (request.url ?? '/').split('?', 2)
     const method = request.method ?? 'GET'
     if (method === 'GET' || method === 'HEAD' || !KNOWN_PATHS.has(path)) return route(gateway, method, path, query, request, response)
-    // A mutating endpoint: only for loopback callers or the admin token, never for a web page.
+    // A mutating endpoint: only for loopback callers or the admin token, never for a web page. Each
+    // one, done or refused, is an admin action for the security log.
+    response.once('finish', () =>
+      gateway.security.record({ event: 'admin-action', reason: `${method} ${path}`, method, path, status: response.statusCode, remote: request.socket.remoteAddress ?? '' }),
+    )
     refuseMutation(request, gateway.plan.settings.adminToken).then(
       (refusal) => {
         if (refusal === undefined) return route(gateway, method, path, query, request, response)
@@ -91,7 +98,9 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
       return text(response, 200, 'live\n')
     case 'GET /ready':
     case 'HEAD /ready':
-      return gateway.ready ? text(response, 200, 'ready\n') : text(response, 503, `not ready: ${gateway.state}${gateway.waitingFor === undefined ? '' : ` (waiting for ${gateway.waitingFor})`}\n`)
+      if (gateway.ready) return text(response, 200, 'ready\n')
+      const waiting = gateway.waitingFor
+      return text(response, 503, gateway.state !== 'draining' && gateway.state !== 'stopped' && waiting.length > 0 ? `not ready: ${gateway.state === 'ready' ? '' : `${gateway.state}, `}waiting for ${waiting.join(', ')}\n` : `not ready: ${gateway.state}\n`)
     case 'GET /config': {
       const plan = gateway.plan
       return json(response, 200, {

@@ -6,7 +6,6 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { Duplex } from 'node:stream'
 import type { AddressInfo, Socket } from 'node:net'
 import type { FSWatcher } from 'node:fs'
-import { dirname } from 'node:path'
 import type { Logger } from 'pino'
 import { compile, type Plan } from '../config/compile.js'
 import { formatError, formatWarning, loadConfigFile, type ConfigError } from '../config/load.js'
@@ -16,6 +15,7 @@ import { watchConfig } from '../config/watch.js'
 import { GatewayMetrics } from '../telemetry/metrics.js'
 import { flushLogger } from '../telemetry/logger.js'
 import { AccessLog } from '../telemetry/access-log.js'
+import { SecurityLog } from '../telemetry/security-log.js'
 import { handleExchange, type ExchangeHost } from './exchange.js'
 import { handleUpgrade } from './upgrade.js'
 import { createAdminHandler } from './admin.js'
@@ -52,6 +52,8 @@ export class Gateway implements ExchangeHost {
   readonly clients = new ClientGuard()
   readonly log: Logger
   readonly accessLog: AccessLog
+  /** Authentication failures, denials, admin actions, certificate changes (securityLog). */
+  readonly security: SecurityLog
   state: LifecycleState = 'starting'
   lastError: { at: string; source: string; errors: string[] } | undefined
   private current: Plan | undefined
@@ -76,6 +78,7 @@ export class Gateway implements ExchangeHost {
   constructor(private readonly options: GatewayOptions) {
     this.log = options.log
     this.accessLog = new AccessLog(options.log)
+    this.security = new SecurityLog(options.log)
     this.adminServer = createServer(createAdminHandler(this))
   }
 
@@ -135,13 +138,21 @@ export class Gateway implements ExchangeHost {
     return this.state === 'draining' || this.state === 'stopped'
   }
 
+  /** Ready: started, not draining, and every dependency of the plan (a JWKS) loaded. */
   get ready(): boolean {
-    return this.state === 'ready'
+    return this.state === 'ready' && this.waitingFor.length === 0
   }
 
-  /** What the gateway waits for while starting, for GET /ready. */
-  get waitingFor(): string | undefined {
-    return this.state === 'starting' ? this.tls?.waitingFor : undefined
+  /**
+   * What still keeps the gateway from being ready: while starting, the listener's certificates;
+   * then the plan's dependencies (policies' deps.awaitBeforeReady, such as a JWKS).
+   */
+  get waitingFor(): string[] {
+    const pending: string[] = []
+    const certificates = this.state === 'starting' ? this.tls?.waitingFor : undefined
+    if (certificates !== undefined) pending.push(certificates)
+    for (const dependency of this.current?.dependencies ?? []) if (!dependency.ready) pending.push(dependency.what)
+    return pending
   }
 
   /** The TLS listener's certificates and last error, for GET /config; null without TLS. */
@@ -266,7 +277,7 @@ export class Gateway implements ExchangeHost {
     let plan: Plan
     this.kept.begin()
     try {
-      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, overrides: this.options.overrides ?? {}, baseDir: dirname(this.options.configFile) })
+      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, security: this.security, overrides: this.options.overrides ?? {}, baseDir: dirname(this.options.configFile) })
     } catch (error) {
       this.kept.rollback()
       return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `compile failed: ${(error as Error).message}` }])
@@ -282,6 +293,7 @@ export class Gateway implements ExchangeHost {
     }
     this.log.level = plan.settings.logLevel
     if (this.tls !== undefined && plan.settings.tls !== undefined) this.tls.update(plan.settings.tls)
+    this.security.configure(plan.settings.securityLog)
     this.metrics.reloads.labels('success').inc()
     this.metrics.configVersion.set(version)
     const event = this.history.record(version, loaded.hash, source, previous?.config, loaded.config)
@@ -350,11 +362,13 @@ export class Gateway implements ExchangeHost {
     this.adminServer.closeAllConnections()
     this.log.info({ drained }, 'stopped')
     this.flushLogs()
+    this.security.close()
   }
 
   /** Writes every buffered log line; for exits. */
   flushLogs(): void {
     this.accessLog.flush()
+    this.security.flush()
     flushLogger(this.log)
   }
 

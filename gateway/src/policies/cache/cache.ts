@@ -259,6 +259,8 @@ class ResponseCache {
     /** Who may PURGE: operators (Deps.operator), and callers in `purgeFrom`. */
     private readonly operator: Deps['operator'],
     private readonly purgeFrom: BlockList | undefined,
+    /** PURGEs, done or refused, are admin actions for the security log. */
+    private readonly security: Deps['security'],
   ) {
     const results = {} as Record<Result, { inc(): void }>
     for (const result of RESULTS) results[result] = pendingCount(counter, route, result)
@@ -580,6 +582,11 @@ class ResponseCache {
     )
   }
 
+  private recordPurge(exchange: Exchange, status: number): void {
+    const request = exchange.request
+    this.security.record({ event: 'admin-action', reason: 'PURGE', method: 'PURGE', path: request.target.split('?', 1)[0], status, route: exchange.route.name, requestId: request.requestId, remote: request.incoming.socket.remoteAddress ?? '' })
+  }
+
   /** Unsafe methods pass through; a non-error answer invalidates the URI and its Location / Content-Location (§4.4). */
   private async passUnsafe(next: Upstream, exchange: Exchange): Promise<ProxyResponse> {
     const request = exchange.request
@@ -591,10 +598,12 @@ class ResponseCache {
         const operator = await this.operator(request.incoming)
         if (!operator.ok) {
           exchange.log.warn({ route: exchange.route.name, remote: request.incoming.socket.remoteAddress, status: operator.status, reason: operator.error }, 'PURGE refused')
+          this.recordPurge(exchange, operator.status)
           return localResponse(operator.status, 'purge-refused', exchange, operator.headers)
         }
       }
       const purged = this.store.deleteUri(lookup.uri)
+      this.recordPurge(exchange, purged > 0 ? 200 : 404)
       return localResponse(purged > 0 ? 200 : 404, purged > 0 ? 'cache-purged' : 'cache-not-found', exchange, { 'cache-status': `waypost; detail=purged-${purged}` })
     }
     this.count(exchange, 'bypass')
@@ -646,7 +655,7 @@ export const cache = definePolicy({
       (state) => state.store.clear(),
     )
     deps.expose(kept.store)
-    const responseCache = new ResponseCache(settings, kept.store, kept.pending, counter, route, deps.operator, addressList((config as ResolvedCacheConfig).purgeFrom))
+    const responseCache = new ResponseCache(settings, kept.store, kept.pending, counter, route, deps.operator, addressList((config as ResolvedCacheConfig).purgeFrom), deps.security)
     return (next) => (exchange) => responseCache.handle(next, exchange)
   },
 })

@@ -32,6 +32,12 @@ t.test('PURGE: operators only; others get 401/403 and the entry stays', async (t
   await send({ path: '/page' })
   t.equal((await send({ method: 'PURGE', path: '/page', remoteAddress: '127.0.0.1' })).status, 200, 'loopback')
   t.equal(next.calls.length, 3, 'each purge made the next GET go upstream')
+  t.same(
+    layer.securityEvents.map((event) => `${event.event} ${event.reason} ${event.status} ${event.remote}`),
+    ['admin-action PURGE 401 10.0.0.5', 'admin-action PURGE 401 10.0.0.5', 'admin-action PURGE 200 10.0.0.5', 'admin-action PURGE 200 192.0.2.7', 'admin-action PURGE 200 127.0.0.1'],
+    'every PURGE, refused or done, is in the security log',
+  )
+  t.notOk(JSON.stringify(layer.securityEvents).includes(TOKEN), 'without the admin token')
 
   const noToken = runLayer(cache, { purge: true }, { next })
   t.equal((await noToken.call({ method: 'PURGE', path: '/page', remoteAddress: '10.0.0.5' })).status, 403, 'no admin token configured: loopback only')

@@ -2,8 +2,8 @@
 // and the IETF RateLimit-Policy / RateLimit fields (draft-ietf-httpapi-ratelimit-headers-10), which
 // every allowed response carries too, so well-behaved clients can slow down before they are
 // refused. `shadow: true` only counts and logs, for trying a limit on live traffic first.
+import { createHash } from 'node:crypto'
 import { Type, type Static } from '@sinclair/typebox'
-import type { IncomingMessage } from 'node:http'
 import { originatingClient } from '../../proxy/headers.js'
 import { createRedisClient, keyPrefixOf } from '../../store/redis.js'
 import { pendingCount, sharedCounter, sharedGauge } from '../../telemetry/metrics.js'
@@ -20,11 +20,12 @@ export const RateLimitConfig = Type.Object(
     rate: Type.Number({ exclusiveMinimum: 0, description: 'Tokens added per second: the sustained requests per second allowed.' }),
     burst: Type.Optional(Type.Integer({ minimum: 1, description: 'Most tokens a bucket holds: requests allowed at once after a quiet period. Default: rate, rounded up.' })),
     key: Type.Optional(
-      Type.Union([Type.Literal('route'), Type.Literal('ip'), Type.Object({ header: HeaderName }, { additionalProperties: false })], {
-        errorMessage: 'expected "route", "ip" or { header: NAME }',
+      Type.Union([Type.Literal('route'), Type.Literal('ip'), Type.Literal('identity'), Type.Object({ header: HeaderName }, { additionalProperties: false })], {
+        errorMessage: 'expected "route", "ip", "identity" or { header: NAME }',
         description:
           'Whose bucket a request takes from: `route` (one for the route), `ip` (the client address, behind listen.trustedProxies), ' +
-          'or `{ header: NAME }` (e.g. an API key; requests without it fall back to their client address).',
+          '`identity` (who `auth` proved: an API key\'s `rateLimitKey`, else kind and subject; anonymous requests fall back to their client address), ' +
+          'or `{ header: NAME }` (requests without it fall back to their client address).',
         default: 'ip',
       }),
     ),
@@ -41,7 +42,7 @@ export type RateLimitConfig = Static<typeof RateLimitConfig>
 type ResolvedRateLimitConfig = Defaulted<RateLimitConfig, 'key' | 'maxKeys' | 'shadow' | 'global' | 'headers'>
 
 /** The key of a request's bucket. */
-type KeyOf = (incoming: IncomingMessage) => string
+type KeyOf = (exchange: Exchange) => string
 
 export const rateLimit = definePolicy({
   name: 'rateLimit',
@@ -64,7 +65,7 @@ export const rateLimit = definePolicy({
     const limited = shadow ? undefined : pendingCount(counter, route, 'limited')
     const shadowLimited = shadow ? pendingCount(counter, route, 'shadow-limited') : undefined
     const trustedProxies = deps.trustedProxies
-    const keyOf = keyFunction(config.key, (incoming) => originatingClient(incoming, trustedProxies))
+    const keyOf = keyFunction(config.key, (exchange) => originatingClient(exchange.request.incoming, trustedProxies))
 
     const current = (decision: Decision): string => `"${route}";r=${decision.remaining};t=${decision.resetSeconds}`
     const withHeaders = (response: ProxyResponse, decision: Decision): ProxyResponse => {
@@ -74,13 +75,13 @@ export const rateLimit = definePolicy({
     }
 
     return (next: Upstream) => async (exchange: Exchange) => {
-      const key = keyOf(exchange.request.incoming)
+      const key = keyOf(exchange)
       const decision = await buckets.take(key)
       if (decision.allowed) {
         allowed.inc()
       } else if (shadow) {
         shadowLimited?.inc()
-        exchange.log.info({ route, key, retryAfter: decision.retryAfterSeconds, requestId: exchange.request.requestId }, 'rate limit exceeded (shadow mode: let through)')
+        exchange.log.info({ route, key: loggedKey(config.key, key), retryAfter: decision.retryAfterSeconds, requestId: exchange.request.requestId }, 'rate limit exceeded (shadow mode: let through)')
       } else {
         limited?.inc()
         return localResponse(429, 'rate-limited', exchange, { 'retry-after': String(decision.retryAfterSeconds), 'ratelimit-policy': policyHeader, ratelimit: current(decision) })
@@ -112,10 +113,24 @@ function globalBuckets(config: RateLimitConfig, burst: number, local: TokenBucke
 function keyFunction(key: NonNullable<RateLimitConfig['key']>, clientOf: KeyOf): KeyOf {
   if (key === 'route') return () => ''
   if (key === 'ip') return clientOf
-  const header = key.header.toLowerCase()
-  return (incoming) => {
-    const value = incoming.headers[header]
-    if (typeof value === 'string' && value !== '') return `h:${value}`
-    return `ip:${clientOf(incoming)}`
+  if (key === 'identity') {
+    return (exchange) => {
+      const identity = exchange.identity
+      if (identity.rateLimitKey !== undefined) return `k:${identity.rateLimitKey}`
+      if (identity.kind === 'anonymous' || identity.subject === '') return `ip:${clientOf(exchange)}`
+      return `${identity.kind}:${identity.issuer}:${identity.subject}`
+    }
   }
+  const header = key.header.toLowerCase()
+  return (exchange) => {
+    const value = exchange.request.incoming.headers[header]
+    if (typeof value === 'string' && value !== '') return `h:${value}`
+    return `ip:${clientOf(exchange)}`
+  }
+}
+
+/** A header's value may be a credential (an API key): the log gets a short hash of it, never the value. */
+function loggedKey(config: NonNullable<RateLimitConfig['key']>, key: string): string {
+  if (typeof config !== 'object' || !key.startsWith('h:')) return key
+  return `h:sha256:${createHash('sha256').update(key).digest('hex').slice(0, 12)}`
 }
