@@ -97,10 +97,12 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
     case 'HEAD /live':
       return text(response, 200, 'live\n')
     case 'GET /ready':
-    case 'HEAD /ready':
+    case 'HEAD /ready': {
       if (gateway.ready) return text(response, 200, 'ready\n')
       const waiting = gateway.waitingFor
-      return text(response, 503, gateway.state !== 'draining' && gateway.state !== 'stopped' && waiting.length > 0 ? `not ready: ${gateway.state === 'ready' ? '' : `${gateway.state}, `}waiting for ${waiting.join(', ')}\n` : `not ready: ${gateway.state}\n`)
+      const draining = gateway.state === 'draining' || gateway.state === 'stopped'
+      return text(response, 503, !draining && waiting.length > 0 ? `not ready: ${gateway.state === 'ready' ? '' : `${gateway.state}, `}waiting for ${waiting.join(', ')}\n` : `not ready: ${gateway.state}\n`)
+    }
     case 'GET /config': {
       const plan = gateway.plan
       return json(response, 200, {
