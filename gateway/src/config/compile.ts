@@ -11,7 +11,7 @@ import type { Deps } from '../policies/policy.js'
 import { registry } from '../policies/index.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
-import { dispatchTo } from '../proxy/dispatch.js'
+import { dispatchTo, tracedDispatchTo } from '../proxy/dispatch.js'
 import type { Layer, RouteInfo, Upstream } from '../core/exchange.js'
 import { systemClock, type Clock } from '../core/clock.js'
 import { toBytes, toMs } from '../core/units.js'
@@ -79,6 +79,8 @@ export interface CompileContext {
   readonly clock?: Clock
   /** Environment and CLI values that win over the file. */
   readonly overrides: { listen?: string; admin?: string; logLevel?: string; logFormat?: string }
+  /** Tracing is on (decided at start): each dispatch gets a client span per attempt. */
+  readonly tracing?: boolean
 }
 
 export function compile(config: GatewayConfig, context: CompileContext): Plan {
@@ -118,6 +120,8 @@ function compileRoute(
   const endpoints = upstreams.get(route.upstream)!
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
   const merged = mergePolicies(defaults, route.policies) as Record<string, unknown>
+  // The traced dispatch only when tracing is on: with it off, nothing of tracing is in the plan.
+  const dispatch = context.tracing === true ? tracedDispatchTo : dispatchTo
   const exchangeLayers: Layer[] = []
   const attemptLayers: Layer[] = []
   // The route's request series exist from its first plan on: each method it matches (GET when any), every status class.
@@ -139,7 +143,7 @@ function compileRoute(
       upstream: (name) => {
         const other = upstreams.get(name)
         if (other === undefined) throw new Error(`route ${route.name}: unknown upstream "${name}"`)
-        return dispatchTo(other)
+        return dispatch(other)
       },
       operator: (request) => checkOperator(request, settings.adminToken),
       expose: (value) => {
@@ -154,7 +158,7 @@ function compileRoute(
     const attemptLayer = policy.buildAttempt?.(section, deps) ?? null
     if (attemptLayer !== null) attemptLayers.push(attemptLayer)
   }
-  let handler = dispatchTo(endpoints)
+  let handler = dispatch(endpoints)
   const layers = [...exchangeLayers, ...attemptLayers]
   for (let i = layers.length - 1; i >= 0; i--) handler = layers[i]!(handler)
   const prefix = route.match?.path?.prefix

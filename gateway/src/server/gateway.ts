@@ -13,6 +13,8 @@ import { watchConfig } from '../config/watch.js'
 import { GatewayMetrics } from '../telemetry/metrics.js'
 import { flushLogger } from '../telemetry/logger.js'
 import { AccessLog } from '../telemetry/access-log.js'
+import { resolveTracing, type Tracing } from '../telemetry/tracing-config.js'
+import type { GatewayConfig } from '../config/schema.js'
 import { handleExchange, type ExchangeHost } from './exchange.js'
 import { handleUpgrade } from './upgrade.js'
 import { createAdminHandler } from './admin.js'
@@ -34,6 +36,8 @@ export interface GatewayOptions {
   readonly overrides?: { listen?: string; admin?: string; logLevel?: string; logFormat?: string }
   /** Watch the config file's directory and reload on change. Default true. */
   readonly watch?: boolean
+  /** Where the OTEL_* variables are read (tracing); default `process.env`. */
+  readonly environment?: NodeJS.ProcessEnv
 }
 
 interface PlanUse {
@@ -48,6 +52,8 @@ export class Gateway implements ExchangeHost {
   readonly clients = new ClientGuard()
   readonly log: Logger
   readonly accessLog: AccessLog
+  /** Set at start when tracing is on (the OTEL_* variables or the file's `tracing:`), for the gateway's life. */
+  tracing: Tracing | undefined = undefined
   state: LifecycleState = 'starting'
   lastError: { at: string; source: string; errors: string[] } | undefined
   private current: Plan | undefined
@@ -194,10 +200,12 @@ export class Gateway implements ExchangeHost {
       return { ok: true, version: previous.version, hash: previous.hash, changed: false }
     }
     const version = (previous?.version ?? 0) + 1
+    // Tracing is decided once, with the first plan: its exporter and sampler live as long as the process.
+    if (previous === undefined) await this.startTracing(loaded.config)
     let plan: Plan
     this.kept.begin()
     try {
-      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, overrides: this.options.overrides ?? {} })
+      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, overrides: this.options.overrides ?? {}, tracing: this.tracing !== undefined })
     } catch (error) {
       this.kept.rollback()
       return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `compile failed: ${(error as Error).message}` }])
@@ -217,6 +225,23 @@ export class Gateway implements ExchangeHost {
     const event = this.history.record(version, loaded.hash, source, previous?.config, loaded.config)
     this.log.info({ version, hash: loaded.hash, source, ...event.summary }, 'config applied')
     return { ok: true, version, hash: loaded.hash, changed: true }
+  }
+
+  /** Loads the SDK only when tracing is on: a gateway without it never imports OpenTelemetry. */
+  private async startTracing(config: GatewayConfig): Promise<void> {
+    if (this.tracing !== undefined) return
+    const resolved = resolveTracing(config.tracing, this.options.environment ?? process.env)
+    for (const warning of resolved.warnings) this.log.warn(`tracing: ${warning}`)
+    if (!resolved.on) {
+      // Asked for but unusable (an endpoint that is not a URL) is worth a warning; not asked for is not.
+      if (resolved.misconfigured) this.log.warn({ why: resolved.why }, 'tracing off')
+      else this.log.debug({ why: resolved.why }, 'tracing off')
+      return
+    }
+    const { startTracing } = await import('../telemetry/tracing.js')
+    const settings = resolved.settings
+    this.tracing = startTracing(settings, this.log)
+    this.log.info({ endpoint: settings.endpoint, serviceName: settings.serviceName, sampler: settings.sampler, traceResponse: settings.traceResponse }, 'tracing on')
   }
 
   private retire(plan: Plan, use: PlanUse): void {
@@ -241,6 +266,7 @@ export class Gateway implements ExchangeHost {
       this.log.warn({ listen: after.listen, admin: after.admin }, 'listen addresses change only on restart')
     }
     if (before.logFormat !== after.logFormat) this.log.warn({ format: after.logFormat }, 'log.format changes only on restart')
+    if (JSON.stringify(previous.config.tracing) !== JSON.stringify(next.config.tracing)) this.log.warn('tracing changes only on restart')
   }
 
   /** Graceful drain (SIGTERM): not ready at once, serve `drain.delay`, stop accepting, wait for in-flight up to `drain.timeout`. */
@@ -262,6 +288,8 @@ export class Gateway implements ExchangeHost {
     await closed
     this.kept.disposeAll()
     this.clients.stop()
+    // The last spans, for at most tracing.flushTimeout: a collector that does not answer cannot hold the exit.
+    await this.tracing?.shutdown()
     this.state = 'stopped'
     await new Promise<void>((resolve) => this.adminServer.close(() => resolve()))
     this.adminServer.closeAllConnections()

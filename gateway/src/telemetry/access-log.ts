@@ -30,6 +30,9 @@ export interface AccessRecord {
   readonly error: string | undefined
   readonly remote: string
   readonly upgrade?: string
+  /** The server span's ids (hex), when tracing is on: `trace_id` and `span_id`, the names log collectors correlate on. */
+  readonly traceId?: string | undefined
+  readonly spanId?: string | undefined
 }
 
 interface LineStream {
@@ -103,6 +106,8 @@ export class AccessLog {
     if (entry.cache !== '') line += `,"cache":"${entry.cache}"`
     if (entry.error !== undefined) line += `,"error":${JSON.stringify(entry.error)}`
     if (entry.upgrade !== undefined) line += `,"upgrade":${JSON.stringify(entry.upgrade)}`
+    // Ids the SDK made: lower-case hex, nothing to escape.
+    if (entry.traceId !== undefined) line += `,"trace_id":"${entry.traceId}","span_id":"${entry.spanId}"`
     this.pending += `${line},"remote":"${entry.remote}","msg":"access"}\n`
     if (this.pending.length >= BATCH_CHARS) this.flush()
     else this.timer ??= setTimeout(this.flush, BATCH_MS).unref()
