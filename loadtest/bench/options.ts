@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os'
 import { booleanSetting, HELP_FLAG, numberSetting, stringSetting, UsageError } from '../lib/options.js'
 import { DEFAULT_RESULTS_DIR } from '../lib/paths.js'
 
-export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'nginx-static', 'gateway-cache'] as const
+export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'nginx-static', 'gateway-cache', 'gateway-trace-1', 'gateway-trace-100'] as const
 export type ConfigName = (typeof CONFIG_NAMES)[number]
 /**
  * What `npm run bench` measures unless told otherwise: the proxy comparison, with undici-proxy (the

@@ -2,6 +2,8 @@
 // measured config, each pinned to the server CPUs, with its config, logs and temp files in the run
 // directory. Ports are PORT_BASE + a fixed offset, 127.0.0.1 only.
 import { mkdirSync, writeFileSync } from 'node:fs'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
@@ -27,9 +29,11 @@ export function requireBenchTools(names: readonly string[]): void {
 }
 
 /** Port offsets from PORT_BASE. */
-const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6 } as const
+const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6, 'gateway-trace-1': 7, 'gateway-trace-100': 8 } as const
 /** The gateways' admin ports, from PORT_BASE. */
-const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-cache': 15 } as const
+const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-cache': 15, 'gateway-trace-1': 17, 'gateway-trace-100': 18 } as const
+/** The traced configs and their sampling ratio. */
+const TRACE_RATIO: Partial<Record<GatewayConfigName, number>> = { 'gateway-trace-1': 0.01, 'gateway-trace-100': 1 }
 type GatewayConfigName = keyof typeof ADMIN_OFFSET
 
 export interface Target {
@@ -48,6 +52,43 @@ export interface Topology {
   readonly upstream: Started
   readonly upstreamPort: number
   readonly targets: ReadonlyMap<ConfigName, Target>
+  /** Where the traced configs export their spans, when one is measured. */
+  readonly otlpSink?: OtlpSink
+}
+
+/**
+ * A collector that accepts OTLP/HTTP exports and throws them away, in this process: its CPU counts
+ * as the load generator's, not the gateway's, whose cost is building and sending the exports.
+ */
+export interface OtlpSink {
+  readonly url: string
+  readonly exports: number
+  readonly bytes: number
+}
+
+async function startOtlpSink(): Promise<OtlpSink> {
+  let exports = 0
+  let bytes = 0
+  const server: Server = createServer((request, response) => {
+    request.on('data', (chunk: Buffer) => (bytes += chunk.length))
+    request.on('end', () => {
+      exports++
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+    })
+  })
+  server.keepAliveTimeout = 65_000
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  server.unref() // the run ends when the measurements do
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return {
+    url,
+    get exports() {
+      return exports
+    },
+    get bytes() {
+      return bytes
+    },
+  }
 }
 
 export function portsOf(base: number, configs: readonly ConfigName[]): number[] {
@@ -73,6 +114,7 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
   const upstreamPort = base + OFFSET.upstream
   const upstream = options.upstream === 'nginx' ? startNginx(runDir, 'upstream-nginx', nginxStaticConf, upstreamPort, 0, options) : startNodeUpstream(runDir, upstreamPort, options)
   await waitForBody(upstream, upstreamPort, BODY_BYTES)
+  const otlpSink = configs.some((config) => config in TRACE_RATIO) ? await startOtlpSink() : undefined
 
   const targets = new Map<ConfigName, Target>()
   for (const config of configs) {
@@ -98,16 +140,18 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
       }
       case 'gateway-bare':
       case 'gateway-default':
-      case 'gateway-cache': {
+      case 'gateway-cache':
+      case 'gateway-trace-1':
+      case 'gateway-trace-100': {
         const adminPort = base + ADMIN_OFFSET[config]
-        const server = startGateway(runDir, config, port, adminPort, upstreamPort, options)
+        const server = startGateway(runDir, config, port, adminPort, upstreamPort, options, otlpSink?.url)
         targets.set(config, { config, port, server, adminPort, logFile: server.logFile })
         break
       }
     }
   }
   for (const target of targets.values()) await waitForBody(target.server, target.port, BODY_BYTES)
-  return { upstream, upstreamPort, targets }
+  return { upstream, upstreamPort, targets, otlpSink }
 }
 
 function startNodeUpstream(runDir: string, port: number, options: CommonOptions): Started {
@@ -211,10 +255,13 @@ const CACHE_CHAIN = { ...DEFAULT_CHAIN, cache: { defaultTtl: '1h' } }
 
 /**
  * The gateway's policy file for a config: one catch-all route; gateway-default adds the default
- * policy chain and the access log, gateway-cache the same with a cache.
+ * policy chain and the access log, gateway-cache the same with a cache, gateway-trace-1 and
+ * gateway-trace-100 the same with tracing sampled at 1% and 100%, exported to `otlpSink`.
  */
-export function gatewayConfig(config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number): string {
+export function gatewayConfig(config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, otlpSink?: string): string {
   const full = config !== 'gateway-bare'
+  const ratio = TRACE_RATIO[config]
+  if (ratio !== undefined && otlpSink === undefined) throw new Error(`${config} needs an OTLP sink`)
   const doc = {
     listen: { address: `127.0.0.1:${port}` },
     admin: { address: `127.0.0.1:${adminPort}` },
@@ -223,17 +270,18 @@ export function gatewayConfig(config: GatewayConfigName, port: number, adminPort
     drain: { delay: '0s', timeout: '2s' },
     upstreams: { app: { url: `http://127.0.0.1:${upstreamPort}`, connections: 128 } },
     ...(full ? { defaults: { policies: config === 'gateway-cache' ? CACHE_CHAIN : DEFAULT_CHAIN } } : {}),
+    ...(ratio === undefined ? {} : { tracing: { enabled: true, endpoint: otlpSink, sampler: { ratio } } }),
     routes: [{ name: 'all', upstream: 'app' }],
   }
   return `# ${config}: written by loadtest/bench/topology.ts\n${stringify(doc)}`
 }
 
-function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions): Started {
+function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions, otlpSink: string | undefined): Started {
   const configFile = join(runDir, `${config}.yaml`)
-  writeFileSync(configFile, gatewayConfig(config, port, adminPort, upstreamPort))
-  // Settings from the caller's environment must not override the file.
+  writeFileSync(configFile, gatewayConfig(config, port, adminPort, upstreamPort, otlpSink))
+  // Settings from the caller's environment must not override the file (nor switch tracing on).
   const env = { ...process.env }
-  for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_')) delete env[key]
+  for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_') || key.startsWith('OTEL_')) delete env[key]
   // stdout (the "ready" line and, for gateway-default, one access-log line per request) goes to a file.
   return launchGateway(config, configFile, {
     nodeFlags: options.gatewayNodeFlags,
