@@ -13,7 +13,7 @@ import { watchConfig } from '../config/watch.js'
 import { GatewayMetrics } from '../telemetry/metrics.js'
 import { flushLogger } from '../telemetry/logger.js'
 import { AccessLog } from '../telemetry/access-log.js'
-import { resolveTracing, type Tracing } from '../telemetry/tracing-config.js'
+import { displayUrl, resolveTracing, type Tracing } from '../telemetry/tracing-config.js'
 import type { GatewayConfig } from '../config/schema.js'
 import { handleExchange, type ExchangeHost } from './exchange.js'
 import { handleUpgrade } from './upgrade.js'
@@ -241,7 +241,7 @@ export class Gateway implements ExchangeHost {
     const { startTracing } = await import('../telemetry/tracing.js')
     const settings = resolved.settings
     this.tracing = startTracing(settings, this.log)
-    this.log.info({ endpoint: settings.endpoint, serviceName: settings.serviceName, sampler: settings.sampler, traceResponse: settings.traceResponse }, 'tracing on')
+    this.log.info({ endpoint: displayUrl(settings.endpoint), serviceName: settings.serviceName, sampler: settings.sampler, traceResponse: settings.traceResponse }, 'tracing on')
   }
 
   private retire(plan: Plan, use: PlanUse): void {

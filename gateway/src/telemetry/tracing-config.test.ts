@@ -1,5 +1,5 @@
 import t from 'tap'
-import { resolveTracing, type TracingConfig, type TracingResolution, type TracingSettings } from './tracing-config.js'
+import { displayUrl, resolveTracing, type TracingConfig, type TracingResolution, type TracingSettings } from './tracing-config.js'
 
 function on(resolution: TracingResolution): TracingSettings {
   if (!resolution.on) throw new Error(`expected tracing on, got off: ${resolution.why}`)
@@ -87,4 +87,10 @@ t.test('what Waypost does not do is said, not silently ignored', async (t) => {
   t.match(resolveTracing(undefined, { ...env, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf' }).warnings, [/http\/json/])
   t.same(resolveTracing(undefined, { ...env, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' }).warnings, [])
   t.match(resolveTracing(undefined, { ...env, OTEL_TRACES_EXPORTER: 'zipkin' }).warnings, [/OTLP only/])
+})
+
+t.test('an endpoint is logged without its credentials', async (t) => {
+  t.equal(displayUrl('https://tenant:s3cret@otel.example:4318/v1/traces'), 'https://***@otel.example:4318/v1/traces')
+  t.equal(displayUrl('http://collector:4318/v1/traces'), 'http://collector:4318/v1/traces')
+  t.equal(displayUrl('not a url'), 'not a url')
 })

@@ -104,6 +104,15 @@ function httpUrl(text: string): URL | undefined {
   }
 }
 
+/** A URL fit for a log line: any user name and password replaced (an endpoint may carry them). */
+export function displayUrl(text: string): string {
+  const url = httpUrl(text)
+  if (url === undefined || (url.username === '' && url.password === '')) return text
+  url.username = '***'
+  url.password = ''
+  return url.toString()
+}
+
 /** `service.name` out of OTEL_RESOURCE_ATTRIBUTES ("key=value,key=value", values percent-encoded). */
 function serviceNameOfResourceAttributes(text: string | undefined): string | undefined {
   if (text === undefined) return undefined

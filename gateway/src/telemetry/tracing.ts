@@ -37,7 +37,7 @@ import {
 } from '@opentelemetry/semantic-conventions'
 import type { AttemptTrace, Exchange, TraceAttributes } from '../core/exchange.js'
 import { packageVersion } from '../core/version.js'
-import type { ServerOutcome, ServerSpanStart, ServerTrace, Tracing, TracingSettings } from './tracing-config.js'
+import { displayUrl, type ServerOutcome, type ServerSpanStart, type ServerTrace, type Tracing, type TracingSettings } from './tracing-config.js'
 
 /** The methods HTTP semantic conventions name; any other is `_OTHER` (its own name in `http.request.method_original`). */
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'QUERY'])
@@ -139,6 +139,8 @@ class LoggingExporter implements SpanExporter {
 
 class OtelTracing implements Tracing {
   readonly tracer: Tracer
+  /** The endpoint as logged. */
+  private readonly endpoint: string
 
   constructor(
     readonly settings: TracingSettings,
@@ -146,6 +148,7 @@ class OtelTracing implements Tracing {
     private readonly log: Logger,
   ) {
     this.tracer = provider.getTracer('waypost', packageVersion())
+    this.endpoint = displayUrl(settings.endpoint)
   }
 
   serverSpan(request: IncomingMessage, start: ServerSpanStart): ServerTrace {
@@ -187,13 +190,13 @@ class OtelTracing implements Tracing {
     const flushed = this.provider.shutdown().then(
       () => false,
       (error: unknown) => {
-        this.log.warn({ err: (error as Error).message, endpoint: this.settings.endpoint }, 'trace export at shutdown failed: the last spans are lost')
+        this.log.warn({ err: (error as Error).message, endpoint: this.endpoint }, 'trace export at shutdown failed: the last spans are lost')
         return false
       },
     )
     const late = await Promise.race([flushed, timedOut])
     clearTimeout(timer)
-    if (late) this.log.warn({ timeoutMs, endpoint: this.settings.endpoint }, 'trace flush timed out at shutdown: the last spans are lost')
+    if (late) this.log.warn({ timeoutMs, endpoint: this.endpoint }, 'trace flush timed out at shutdown: the last spans are lost')
   }
 }
 
@@ -334,7 +337,7 @@ class UpstreamAttempt implements AttemptTrace {
 
 /** Starts the SDK for `settings`: nothing is sent until the first span ends, and nothing ever blocks on the collector. */
 export function startTracing(settings: TracingSettings, log: Logger): Tracing {
-  const exporter = new LoggingExporter(new OTLPTraceExporter({ url: settings.endpoint, timeoutMillis: settings.exportTimeoutMs }), log, settings.endpoint)
+  const exporter = new LoggingExporter(new OTLPTraceExporter({ url: settings.endpoint, timeoutMillis: settings.exportTimeoutMs }), log, displayUrl(settings.endpoint))
   const root = new TraceIdRatioBasedSampler(settings.sampler.ratio)
   const resource = defaultResource()
     .merge(detectResources({ detectors: [hostDetector, processDetector, envDetector] }))
