@@ -204,8 +204,8 @@ class ServerSpan implements ServerTrace {
   readonly traceId: string
   readonly spanId: string
   readonly traceResponse: string | undefined
-  /** The context the attempts are children of. */
-  private readonly context: Context
+  /** The context the attempts are children of, made at the first (a cache hit or a local answer has none). */
+  private context: Context | undefined
   /** The last header list seen and the same without trace-context fields (a retry resends the same list). */
   private source: readonly string[] | undefined
   private stripped: string[] = []
@@ -220,7 +220,6 @@ class ServerSpan implements ServerTrace {
     this.traceId = context.traceId
     this.spanId = context.spanId
     this.traceResponse = traceResponse ? traceparentOf(context) : undefined
-    this.context = trace.setSpan(ROOT_CONTEXT, span)
   }
 
   event(name: string, attributes?: TraceAttributes): void {
@@ -237,7 +236,7 @@ class ServerSpan implements ServerTrace {
     const request = exchange.request
     const method = request.method
     const known = KNOWN_METHODS.has(method)
-    const span = this.tracer.startSpan(known ? method : 'HTTP', { kind: SpanKind.CLIENT }, this.context)
+    const span = this.tracer.startSpan(known ? method : 'HTTP', { kind: SpanKind.CLIENT }, (this.context ??= trace.setSpan(ROOT_CONTEXT, this.span)))
     if (span.isRecording()) {
       const attributes: Record<string, string | number> = { [ATTR_HTTP_REQUEST_METHOD]: known ? method : '_OTHER', 'waypost.upstream': upstream }
       if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = method
