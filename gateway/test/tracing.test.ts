@@ -157,6 +157,21 @@ t.test('an attempt that fails before a response: error.type is the reason, the s
   t.equal(server.statusCode, 2)
 })
 
+t.test('a client that leaves: the server span says 499 and client-gone, the attempt\'s span ends too', async (t) => {
+  const otlp = await receiver(t)
+  const gw = await startGateway(catchAllConfig(stub.url), { environment: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, ...FAST_EXPORT } })
+  t.teardown(() => gw.close())
+  const trace = traceId(10)
+  const controller = new AbortController()
+  const pending = request(`${gw.url}/delay/5`, { headers: { traceparent: `00-${trace}-${CALLER_SPAN}-01` }, signal: controller.signal })
+  setTimeout(() => controller.abort(), 200)
+  await t.rejects(pending)
+  const { server, clients } = await traceOf(otlp, trace)
+  t.match(server.attributes, { 'http.response.status_code': 499, 'error.type': 'client-gone' })
+  t.equal(server.statusCode, 0, 'not the server\'s error')
+  t.equal(clients[0]!.parentSpanId, server.spanId)
+})
+
 t.test('B3 multi and single headers are continued, and the upstream gets them back in kind, for the client span', async (t) => {
   const otlp = await receiver(t)
   const gw = await startGateway(catchAllConfig(stub.url), { environment: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, ...FAST_EXPORT } })

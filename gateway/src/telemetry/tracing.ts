@@ -77,12 +77,19 @@ function extract(headers: IncomingHttpHeaders): { parent: Context; b3: B3Form } 
   return { parent, b3: form }
 }
 
-/** Host and port of an authority ("api.example.com:8443", "[::1]:8080"); port undefined when absent. */
+/** Host and port of an authority ("api.example.com:8443", "[::1]:8080" gives "::1"); port undefined when absent. */
 function hostAndPort(authority: string): { host: string; port: number | undefined } {
   const colon = authority.lastIndexOf(':')
-  if (colon === -1 || authority.endsWith(']')) return { host: authority, port: undefined }
-  const port = Number(authority.slice(colon + 1))
-  return Number.isInteger(port) && port > 0 ? { host: authority.slice(0, colon), port } : { host: authority, port: undefined }
+  let host = authority
+  let port: number | undefined
+  if (colon !== -1 && !authority.endsWith(']')) {
+    const number = Number(authority.slice(colon + 1))
+    if (Number.isInteger(number) && number > 0) {
+      host = authority.slice(0, colon)
+      port = number
+    }
+  }
+  return { host: host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host, port }
 }
 
 /** Host and port of an endpoint address ("http://10.0.0.7:8080"). */
@@ -268,7 +275,7 @@ class ServerSpan implements ServerTrace {
       if (outcome.reason !== '') attributes['waypost.reason'] = outcome.reason
       if (outcome.cache !== '') attributes['waypost.cache.result'] = outcome.cache
       // A server span is in error for 5xx only (a 4xx is the client's); a response cut short says why too.
-      if (status >= 500 || !outcome.finished) attributes[ATTR_ERROR_TYPE] = outcome.reason !== '' ? outcome.reason : String(status)
+      if (status >= 500 || !outcome.finished) attributes[ATTR_ERROR_TYPE] = outcome.reason !== '' ? outcome.reason : outcome.finished ? String(status) : 'client-gone'
       span.setAttributes(attributes)
       if (status >= 500) span.setStatus(outcome.error === undefined ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.ERROR, message: outcome.error })
     }
