@@ -206,10 +206,12 @@ t.test('sampling: ratio 0 exports nothing for an unsampled caller (its trace sti
   const gw = await startGateway(catchAllConfig(stub.url, { extra: { tracing: { sampler: { ratio: 0 } } } }), { environment: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, ...FAST_EXPORT } })
   t.teardown(() => gw.close())
   const unsampled = traceId(5)
-  const echo = (await (await request(`${gw.url}/headers`, { headers: { traceparent: `00-${unsampled}-${CALLER_SPAN}-00` } })).body.json()) as HeadersEcho
+  const echo = (await (await request(`${gw.url}/headers`, { headers: { traceparent: `00-${unsampled}-${CALLER_SPAN}-00`, tracestate: 'vendor=x' } })).body.json()) as HeadersEcho
   const [forwarded] = rawValues(echo, 'traceparent')
   t.match(forwarded, new RegExp(`^00-${unsampled}-[0-9a-f]{16}-00$`), 'the upstream continues the trace, unsampled')
   t.not(forwarded, `00-${unsampled}-${CALLER_SPAN}-00`, 'with the gateway\'s span id')
+  t.same(rawValues(echo, 'traceparent').length, 1)
+  t.same(rawValues(echo, 'tracestate'), ['vendor=x'], 'and the caller\'s tracestate')
   const rootless = (await (await request(`${gw.url}/headers`)).body.json()) as HeadersEcho
   t.match(rawValues(rootless, 'traceparent')[0], /-00$/, 'a new trace at ratio 0 is not sampled')
 

@@ -11,10 +11,10 @@
 // for what undici auto-instrumentation does instead).
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import type { Logger } from 'pino'
-import { defaultTextMapGetter, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span, type SpanContext, type Tracer } from '@opentelemetry/api'
+import { defaultTextMapGetter, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Context, type Span, type SpanContext, type Tracer } from '@opentelemetry/api'
 import { ExportResultCode, W3CTraceContextPropagator, type ExportResult } from '@opentelemetry/core'
 import { B3Propagator } from '@opentelemetry/propagator-b3'
-import { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base'
+import { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, RandomIdGenerator, TraceIdRatioBasedSampler, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { defaultResource, detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } from '@opentelemetry/resources'
 import {
@@ -57,6 +57,7 @@ const EXPORT_WARNING_INTERVAL_MS = 60_000
 
 const w3c = new W3CTraceContextPropagator()
 const b3 = new B3Propagator()
+const ids = new RandomIdGenerator()
 
 function flagsHex(context: SpanContext): string {
   return (context.traceFlags & 0xff).toString(16).padStart(2, '0')
@@ -234,22 +235,28 @@ class ServerSpan implements ServerTrace {
   }
 
   startAttempt(exchange: Exchange, upstream: string): AttemptTrace {
+    const server = this.span
+    // The child of a span that is not sampled is not sampled either, with every sampler Waypost
+    // configures (parent-based, or by trace id, which is the parent's): it needs only an id to
+    // propagate, not a trip through the SDK. So 99% of attempts at 1% sampling cost a span id.
+    if (!server.isRecording()) {
+      const context = { traceId: this.traceId, spanId: ids.generateSpanId(), traceFlags: TraceFlags.NONE, traceState: server.spanContext().traceState }
+      return new UpstreamAttempt(this, trace.wrapSpanContext(context), '')
+    }
     const attempt = exchange.attempt
     if (attempt > 0) {
       // The retry layer has written the previous attempt's outcome at the end of `tries` ("503,connect-refused").
       const tries = exchange.record.tries
-      this.span.addEvent('waypost.retry', { 'waypost.retry.attempt': attempt, 'waypost.retry.reason': tries.slice(tries.lastIndexOf(',') + 1) })
+      server.addEvent('waypost.retry', { 'waypost.retry.attempt': attempt, 'waypost.retry.reason': tries.slice(tries.lastIndexOf(',') + 1) })
     }
     const request = exchange.request
     const method = request.method
     const known = KNOWN_METHODS.has(method)
-    const span = this.tracer.startSpan(known ? method : 'HTTP', { kind: SpanKind.CLIENT }, (this.context ??= trace.setSpan(ROOT_CONTEXT, this.span)))
-    if (span.isRecording()) {
-      const attributes: Record<string, string | number> = { [ATTR_HTTP_REQUEST_METHOD]: known ? method : '_OTHER', 'waypost.upstream': upstream }
-      if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = method
-      if (attempt > 0) attributes[ATTR_HTTP_REQUEST_RESEND_COUNT] = attempt
-      span.setAttributes(attributes)
-    }
+    const span = this.tracer.startSpan(known ? method : 'HTTP', { kind: SpanKind.CLIENT }, (this.context ??= trace.setSpan(ROOT_CONTEXT, server)))
+    const attributes: Record<string, string | number> = { [ATTR_HTTP_REQUEST_METHOD]: known ? method : '_OTHER', 'waypost.upstream': upstream }
+    if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = method
+    if (attempt > 0) attributes[ATTR_HTTP_REQUEST_RESEND_COUNT] = attempt
+    span.setAttributes(attributes)
     return new UpstreamAttempt(this, span, withoutQuery(request.path))
   }
 
