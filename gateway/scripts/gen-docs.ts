@@ -1,7 +1,7 @@
 // Fills the generated parts of the manual from the code: each policy page's field table
-// (docs/policies/<name>.md) and the upstreams page's, from the schema; the policies index and the
-// layer order, from the registry. A hand-written table drifts from what the gateway accepts.
-// `npm run docs` writes them; a test fails when one is stale.
+// (docs/policies/<name>.md), the upstreams page's and the tracing page's, from the schema; the
+// policies index and the layer order, from the registry. A hand-written table drifts from what the
+// gateway accepts. `npm run docs` writes them; a test fails when one is stale.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -9,6 +9,7 @@ import type { TSchema } from '@sinclair/typebox'
 import { policies } from '../src/policies/index.js'
 import { UpstreamConfig } from '../src/proxy/upstream/config.js'
 import { ListenerTlsConfig } from '../src/config/schema.js'
+import { TracingConfig } from '../src/telemetry/tracing-config.js'
 
 /** The repository root, whether this runs built (dist/gateway/scripts) or from source (gateway/scripts). */
 const REPO = ((): string => {
@@ -27,6 +28,7 @@ export function pages(): Array<{ file: string; parts: Record<string, () => strin
     ...policies.map((policy) => ({ file: policyPage(policy.name), parts: { fields: () => fieldTable(policy.schema as TSchema) } })),
     { file: 'docs/configuration/upstreams.md', parts: { fields: () => fieldTable(UpstreamConfig as TSchema) } },
     { file: 'docs/operations/tls.md', parts: { fields: () => fieldTable(ListenerTlsConfig as TSchema) } },
+    { file: 'docs/operations/tracing.md', parts: { fields: () => fieldTable(TracingConfig as TSchema) } },
     { file: 'docs/policies/README.md', parts: { policies: policiesIndex, order: layerOrder } },
   ]
 }

@@ -27,6 +27,7 @@ const USAGE = `usage:
   waypost help [COMMAND]          (or COMMAND --help)
 
 Precedence: flags > environment (WAYPOST_CONFIG, WAYPOST_LISTEN, WAYPOST_ADMIN, WAYPOST_LOG_LEVEL, WAYPOST_LOG_FORMAT) > the file > defaults.
+Tracing: OTEL_EXPORTER_OTLP_ENDPOINT (switches it on), OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER[_ARG] win over the file's tracing section.
 The default config file is ${DEFAULT_CONFIG_FILE}.`
 
 /** Each command's own `--help`. */

@@ -82,7 +82,7 @@ export interface RunningGateway {
 }
 
 /** An in-process gateway; its log lines are collected in `logs`. */
-export async function startGateway(configText: string, options: { watch?: boolean } = {}): Promise<RunningGateway> {
+export async function startGateway(configText: string, options: { watch?: boolean; environment?: NodeJS.ProcessEnv } = {}): Promise<RunningGateway> {
   const configFile = tempConfig(configText)
   const logs: LogLine[] = []
   const sink = new Writable({
@@ -92,7 +92,8 @@ export async function startGateway(configText: string, options: { watch?: boolea
     },
   })
   const log = pino({ level: 'debug' }, sink)
-  const gateway = new Gateway({ configFile, log, watch: options.watch ?? false })
+  // OTEL_* variables for this gateway only; by default none, whatever the test process's environment holds.
+  const gateway = new Gateway({ configFile, log, watch: options.watch ?? false, environment: options.environment ?? {} })
   await gateway.start()
   return {
     gateway,

@@ -234,6 +234,8 @@ async function bench(options: BenchOptions): Promise<number> {
       const all = ['hit', 'stale-while-revalidate', 'stale-if-error', 'max-stale', 'revalidated', 'miss', 'bypass'].reduce((sum, name) => sum + result(name), 0)
       notes.push(`gateway-cache metrics: ${fmt(hits)} cache hits of ${fmt(all)} lookups (${fmt((hits / all) * 100, 3)}%)`)
     }
+    const sink = topology.otlpSink
+    if (sink !== undefined) notes.push(`OTLP sink: ${fmt(sink.exports)} exports, ${fmt(sink.bytes / 2 ** 20, 1)} MiB of spans received from the traced configs`)
     log(`measurements done in ${fmt((Date.now() - started) / 1000)} s (${fmt(runner.extraSeconds)} s of it waiting for quiet or retrying); stopping`)
     await stopAll()
     if (gw !== undefined) {

@@ -3,6 +3,8 @@
 // directory. Ports are PORT_BASE + a fixed offset, 127.0.0.1 only. The TLS configs (nginx-tls,
 // gateway-tls) terminate TLS with one self-signed certificate written into the run directory.
 import { mkdirSync, writeFileSync } from 'node:fs'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
@@ -30,9 +32,11 @@ export function requireBenchTools(names: readonly string[]): void {
 }
 
 /** Port offsets from PORT_BASE. */
-const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6, 'nginx-tls': 7, 'gateway-tls': 8, 'gateway-jwt-rs256': 9, 'gateway-jwt-es256': 10 } as const
+const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6, 'nginx-tls': 7, 'gateway-tls': 8, 'gateway-jwt-rs256': 9, 'gateway-jwt-es256': 10, 'gateway-trace-1': 11, 'gateway-trace-100': 21 } as const
 /** The gateways' admin ports, from PORT_BASE. */
-const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-jwt-rs256': 14, 'gateway-cache': 15, 'gateway-jwt-es256': 16, 'gateway-tls': 18 } as const
+const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-jwt-rs256': 14, 'gateway-cache': 15, 'gateway-jwt-es256': 16, 'gateway-trace-1': 17, 'gateway-tls': 18, 'gateway-trace-100': 19 } as const
+/** The traced configs and their sampling ratio. */
+const TRACE_RATIO: Partial<Record<GatewayConfigName, number>> = { 'gateway-trace-1': 0.01, 'gateway-trace-100': 1 }
 type GatewayConfigName = keyof typeof ADMIN_OFFSET
 
 export interface Target {
@@ -55,6 +59,43 @@ export interface Topology {
   readonly upstream: Started
   readonly upstreamPort: number
   readonly targets: ReadonlyMap<ConfigName, Target>
+  /** Where the traced configs export their spans, when one is measured. */
+  readonly otlpSink?: OtlpSink
+}
+
+/**
+ * A collector that accepts OTLP/HTTP exports and throws them away, in this process: its CPU counts
+ * as the load generator's, not the gateway's, whose cost is building and sending the exports.
+ */
+export interface OtlpSink {
+  readonly url: string
+  readonly exports: number
+  readonly bytes: number
+}
+
+async function startOtlpSink(): Promise<OtlpSink> {
+  let exports = 0
+  let bytes = 0
+  const server: Server = createServer((request, response) => {
+    request.on('data', (chunk: Buffer) => (bytes += chunk.length))
+    request.on('end', () => {
+      exports++
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+    })
+  })
+  server.keepAliveTimeout = 65_000
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  server.unref() // the run ends when the measurements do
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return {
+    url,
+    get exports() {
+      return exports
+    },
+    get bytes() {
+      return bytes
+    },
+  }
 }
 
 export function portsOf(base: number, configs: readonly ConfigName[]): number[] {
@@ -80,6 +121,7 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
   const upstreamPort = base + OFFSET.upstream
   const upstream = options.upstream === 'nginx' ? startNginx(runDir, 'upstream-nginx', nginxStaticConf, upstreamPort, 0, options) : startNodeUpstream(runDir, upstreamPort, options)
   await waitForBody(upstream, upstreamPort, BODY_BYTES)
+  const otlpSink = configs.some((config) => config in TRACE_RATIO) ? await startOtlpSink() : undefined
 
   const certificate = configs.some(isTls) ? writeBenchCertificate(runDir) : undefined
   const targets = new Map<ConfigName, Target>()
@@ -114,18 +156,20 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
       case 'gateway-default':
       case 'gateway-cache':
       case 'gateway-tls':
+      case 'gateway-trace-1':
+      case 'gateway-trace-100':
       case 'gateway-jwt-rs256':
       case 'gateway-jwt-es256': {
         const adminPort = base + ADMIN_OFFSET[config]
         const jwt = config === 'gateway-jwt-rs256' || config === 'gateway-jwt-es256' ? await benchIssuer(runDir, config === 'gateway-jwt-rs256' ? 'RS256' : 'ES256') : undefined
-        const server = startGateway(runDir, config, port, adminPort, upstreamPort, options, { certificate, jwksFile: jwt?.jwksFile })
+        const server = startGateway(runDir, config, port, adminPort, upstreamPort, options, { certificate, jwksFile: jwt?.jwksFile, otlpSink: otlpSink?.url })
         targets.set(config, { config, port, server, adminPort, logFile: server.logFile, tls, ...(jwt === undefined ? {} : { headers: { authorization: `Bearer ${jwt.token}` } }) })
         break
       }
     }
   }
   for (const target of targets.values()) await waitForBody(target.server, target.port, BODY_BYTES, undefined, target.tls, target.headers)
-  return { upstream, upstreamPort, targets }
+  return { upstream, upstreamPort, targets, otlpSink }
 }
 
 function startNodeUpstream(runDir: string, port: number, options: CommonOptions): Started {
@@ -273,18 +317,23 @@ async function benchIssuer(runDir: string, algorithm: 'RS256' | 'ES256'): Promis
 /**
  * The gateway's policy file for a config: one catch-all route; gateway-default adds the default
  * policy chain and the access log, gateway-cache the same with a cache, gateway-tls the same as
- * gateway-default behind a TLS listener (`listen.tls`, the certificate and key files).
+ * gateway-default behind a TLS listener (`listen.tls`, the certificate and key files), the JWT configs
+ * the same with JWT verification, gateway-trace-1 and gateway-trace-100 the same with tracing
+ * sampled at 1% and 100%, exported to `otlpSink`.
  */
-/** What a gateway config needs beyond its name: the TLS listener's files, the JWT configs' keys. */
+/** What a gateway config needs beyond its name: the TLS listener's files, the JWT configs' keys, the OTLP sink. */
 export interface GatewayExtras {
   readonly certificate?: CertificateFiles
   readonly jwksFile?: string
+  readonly otlpSink?: string
 }
 
 export function gatewayConfig(config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, extras: GatewayExtras = {}): string {
-  const { certificate, jwksFile } = extras
+  const { certificate, jwksFile, otlpSink } = extras
   const full = config !== 'gateway-bare'
   if (config === 'gateway-tls' && certificate === undefined) throw new Error('gateway-tls needs the benchmark certificate')
+  const ratio = TRACE_RATIO[config]
+  if (ratio !== undefined && otlpSink === undefined) throw new Error(`${config} needs an OTLP sink`)
   const chain = config === 'gateway-cache' ? CACHE_CHAIN : jwksFile !== undefined ? jwtChain(jwksFile, config === 'gateway-jwt-es256' ? 'ES256' : 'RS256') : DEFAULT_CHAIN
   const doc = {
     listen: { address: `127.0.0.1:${port}`, ...(config === 'gateway-tls' ? { tls: { cert: certificate!.cert, key: certificate!.key } } : {}) },
@@ -294,6 +343,7 @@ export function gatewayConfig(config: GatewayConfigName, port: number, adminPort
     drain: { delay: '0s', timeout: '2s' },
     upstreams: { app: { url: `http://127.0.0.1:${upstreamPort}`, connections: 128 } },
     ...(full ? { defaults: { policies: chain } } : {}),
+    ...(ratio === undefined ? {} : { tracing: { enabled: true, endpoint: otlpSink, sampler: { ratio } } }),
     routes: [{ name: 'all', upstream: 'app' }],
   }
   return `# ${config}: written by loadtest/bench/topology.ts\n${stringify(doc)}`
@@ -302,9 +352,9 @@ export function gatewayConfig(config: GatewayConfigName, port: number, adminPort
 function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions, extras: GatewayExtras): Started {
   const configFile = join(runDir, `${config}.yaml`)
   writeFileSync(configFile, gatewayConfig(config, port, adminPort, upstreamPort, extras))
-  // Settings from the caller's environment must not override the file.
+  // Settings from the caller's environment must not override the file (nor switch tracing on).
   const env = { ...process.env }
-  for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_')) delete env[key]
+  for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_') || key.startsWith('OTEL_')) delete env[key]
   // stdout (the "ready" line and, for gateway-default, one access-log line per request) goes to a file.
   return launchGateway(config, configFile, {
     nodeFlags: options.gatewayNodeFlags,

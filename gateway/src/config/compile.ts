@@ -12,7 +12,7 @@ import type { Deps } from '../policies/policy.js'
 import { registry } from '../policies/index.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
-import { dispatchTo } from '../proxy/dispatch.js'
+import { dispatchTo, tracedDispatchTo } from '../proxy/dispatch.js'
 import { withoutRequestHeaders, type Layer, type RouteInfo, type Upstream } from '../core/exchange.js'
 import { systemClock, type Clock } from '../core/clock.js'
 import { toBytes, toMs } from '../core/units.js'
@@ -100,6 +100,8 @@ export interface CompileContext {
   readonly overrides: { listen?: string; admin?: string; logLevel?: string; logFormat?: string }
   /** The policy file's folder: relative file paths in it (upstream TLS files) are read from there. Default: the working directory. */
   readonly baseDir?: string
+  /** Tracing is on (decided at start): each dispatch gets a client span per attempt. */
+  readonly tracing?: boolean
 }
 
 export function compile(config: GatewayConfig, context: CompileContext): Plan {
@@ -168,6 +170,8 @@ function compileRoute(route: RouteConfig, merged: Record<string, unknown>, targe
   const { upstreams, settings, redis, context, exposed, dependencies } = shared
   const endpoints = upstreams.get(route.upstream)!
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
+  // The traced dispatch only when tracing is on: with it off, nothing of tracing is in the plan.
+  const dispatch = context.tracing === true ? tracedDispatchTo : dispatchTo
   const exchangeLayers: Layer[] = []
   const attemptLayers: Layer[] = []
   // The route's request series exist from its first plan on: each method it matches (GET when any), every status class.
@@ -189,7 +193,7 @@ function compileRoute(route: RouteConfig, merged: Record<string, unknown>, targe
       upstream: (name) => {
         const other = upstreams.get(name)
         if (other === undefined) throw new Error(`route ${route.name}: unknown upstream "${name}"`)
-        return dispatchTo(other)
+        return dispatch(other)
       },
       operator: (request) => checkOperator(request, settings.adminToken),
       security: context.security ?? NO_SECURITY_LOG,
@@ -210,7 +214,7 @@ function compileRoute(route: RouteConfig, merged: Record<string, unknown>, targe
     const attemptLayer = policy.buildAttempt?.(section, deps) ?? null
     if (attemptLayer !== null) attemptLayers.push(attemptLayer)
   }
-  let handler = dispatchTo(endpoints)
+  let handler = dispatch(endpoints)
   const layers = [...(shared.owned.size > 0 ? [stripOwnedHeaders(shared.owned)] : []), ...exchangeLayers, ...attemptLayers]
   for (let i = layers.length - 1; i >= 0; i--) handler = layers[i]!(handler)
   const prefix = route.match?.path?.prefix

@@ -6,6 +6,7 @@ import { Duration, duration, size } from '../core/units.js'
 import { UpstreamConfig } from '../proxy/upstream/config.js'
 import { RedisConfig } from '../store/redis.js'
 import { PoliciesConfig } from '../policies/index.js'
+import { TracingConfig } from '../telemetry/tracing-config.js'
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', errorMessage: 'expected a name of letters, digits, ".", "_" or "-" (at most 63 characters)' })
 /** What one client may hold: the guard against slow uploaders, slow readers and connection floods. */
@@ -272,6 +273,7 @@ export const GatewayConfig = Type.Object(
       ),
     ),
     redis: Type.Optional(RedisConfig),
+    tracing: Type.Optional(TracingConfig),
     upstreams: Type.Record(Name, UpstreamConfig, { description: 'Upstreams by name.' }),
     defaults: Type.Optional(Type.Object({ policies: Type.Optional(PoliciesConfig) }, { additionalProperties: false, description: 'Policies every route gets unless it overrides them.' })),
     routes: Type.Array(RouteConfig, { minItems: 1 }),

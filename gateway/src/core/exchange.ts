@@ -128,6 +128,45 @@ export interface Exchange {
   readonly signal: ExchangeSignal
   readonly attempt: number
   readonly record: ExchangeRecord
+  /**
+   * The exchange's server span when tracing is on; undefined when off. Layers note their decisions
+   * with `exchange.trace?.event(...)`: when off that is one property read, the attributes never built.
+   */
+  readonly trace?: ExchangeTrace | undefined
+}
+
+/** Span attributes and event attributes: OpenTelemetry's primitive values. */
+export type TraceAttributes = Readonly<Record<string, string | number | boolean>>
+
+/**
+ * What the layers and the dispatch see of an exchange's trace (telemetry/tracing.ts implements it).
+ * Event names in use: `waypost.cache`, `waypost.rate_limit`, `waypost.breaker`, `waypost.retry`,
+ * and `waypost.auth` for the authentication policy; attributes are named `waypost.<event>.<field>`.
+ */
+export interface ExchangeTrace {
+  /** A decision a layer made (cache result, breaker state, rate-limit decision, auth), on the server span. */
+  event(name: string, attributes?: TraceAttributes): void
+  /**
+   * A client span for one upstream attempt to `upstream`, a child of the server span; a retry
+   * (`exchange.attempt` > 0) is noted on the server span with the previous attempt's outcome.
+   */
+  startAttempt(exchange: Exchange, upstream: string): AttemptTrace
+}
+
+/** One upstream attempt's client span. */
+export interface AttemptTrace {
+  /**
+   * `headers` (the request's flat list) with the trace context replaced by this span's: exactly one
+   * `traceparent`, and B3 in the form the client sent it.
+   */
+  headers(headers: readonly string[]): string[]
+  /** The endpoint the attempt went to ("http://10.0.0.7:8080"). */
+  sentTo(endpoint: string): void
+  /** The upstream's status; the span ends with `end()` once the body is done. */
+  answered(status: number): void
+  /** Failed before a response: `reason` is the gateway's classification (connect-refused, ...). */
+  failed(reason: string, error: unknown): void
+  end(): void
 }
 
 export type Upstream = (exchange: Exchange) => Promise<ProxyResponse>

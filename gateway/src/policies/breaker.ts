@@ -202,8 +202,15 @@ export class RouteBreaker {
 
   handle(exchange: Exchange, next: Upstream, whenOpen: OpenAnswer): Promise<ProxyResponse> {
     const circuit = this.circuit
-    if (circuit.closed) return this.pass(exchange, next)
-    if (this.state === 'half-open' && this.probesLeft > 0) return this.probe(exchange, next)
+    if (circuit.closed) {
+      exchange.trace?.event('waypost.breaker', { 'waypost.breaker.state': 'closed', 'waypost.breaker.decision': 'pass' })
+      return this.pass(exchange, next)
+    }
+    if (this.state === 'half-open' && this.probesLeft > 0) {
+      exchange.trace?.event('waypost.breaker', { 'waypost.breaker.state': 'half-open', 'waypost.breaker.decision': 'probe' })
+      return this.probe(exchange, next)
+    }
+    exchange.trace?.event('waypost.breaker', { 'waypost.breaker.state': this.state, 'waypost.breaker.decision': 'reject' })
     this.rejections.inc()
     circuit.emit('reject') // opossum counts it in the window's `rejects`, as its own fire() would
     return Promise.resolve(whenOpen(exchange))

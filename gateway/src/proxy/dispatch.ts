@@ -6,7 +6,7 @@
 // outlier detection, and the endpoint counts the attempt in flight until its body is done.
 import type { Dispatcher } from 'undici'
 import type { IncomingHttpHeaders } from 'node:http'
-import { DeadlineExceeded, type UpgradeRequest, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyRequest, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../core/exchange.js'
+import { DeadlineExceeded, onResponseDone, type UpgradeRequest, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyRequest, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../core/exchange.js'
 import type { EndpointGroup } from './upstream/group.js'
 import type { Endpoint } from './upstream/endpoint.js'
 import { answerForError, NoEndpoints, withTlsCause } from './errors.js'
@@ -214,6 +214,42 @@ export function dispatchTo(group: EndpointGroup): Upstream {
         new ResponseHandler(exchange.signal, record, group, endpoint, resolve, reject, request.sendInterim),
       )
     })
+  }
+}
+
+/**
+ * `dispatchTo` with a client span around each attempt, compiled into the plan only when tracing is
+ * on (with it off, the plan holds the plain dispatch: no span, no header copy, no closure). The
+ * upstream gets exactly one `traceparent`, the attempt's: the caller's trace-context fields are
+ * replaced in the header list here rather than by instrumenting undici, which would add a second.
+ */
+export function tracedDispatchTo(group: EndpointGroup): Upstream {
+  const dispatch = dispatchTo(group)
+  const upstream = group.name
+  return (exchange: Exchange) => {
+    const trace = exchange.trace
+    // An exchange without a server span (none is made without tracing, but a layer may build its own): as is.
+    if (trace === undefined) return dispatch(exchange)
+    const attempt = trace.startAttempt(exchange, upstream)
+    const request = exchange.request
+    const record = exchange.record
+    const attemptsBefore = record.attempts
+    const sent = dispatch({ ...exchange, request: { ...request, headers: attempt.headers(request.headers) } })
+    // The dispatch picks the endpoint synchronously; with none to pick it rejects before counting an attempt.
+    if (record.attempts !== attemptsBefore) attempt.sentTo(record.endpoint)
+    return sent.then(
+      (response) => {
+        attempt.answered(response.status)
+        // An upgraded connection's body lasts as long as the connection: its attempt ends at the 101.
+        if (response.status === 101) attempt.end()
+        else onResponseDone(response, () => attempt.end())
+        return response
+      },
+      (error: unknown) => {
+        attempt.failed(answerForError(error).reason, error)
+        throw error
+      },
+    )
   }
 }
 

@@ -6,6 +6,7 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { AccessLog } from '../telemetry/access-log.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
+import type { ServerTrace, Tracing } from '../telemetry/tracing-config.js'
 import type { CompiledRoute, Plan } from '../config/compile.js'
 import type { BodySink, Exchange, ExchangeRecord, ProxyRequest, ProxyResponse, ResponseHeaders, StreamingBody } from '../core/exchange.js'
 import { discardResponse, ExchangeSignal, localResponse, newExchangeRecord } from '../core/exchange.js'
@@ -28,6 +29,8 @@ export interface ExchangeHost {
   readonly clients: ClientGuard
   /** What the connection says about its client (scheme, verified certificate, identity), worked out once per connection. */
   peer(socket: Socket): ConnectionPeer
+  /** Undefined when tracing is off: then no span, no propagation, nothing else of tracing runs. */
+  readonly tracing: Tracing | undefined
   exchangeStarted(plan: Plan): void
   exchangeEnded(plan: Plan): void
 }
@@ -143,6 +146,8 @@ class ExchangeState {
   countedAs: string | undefined
   /** The route's series, or those of requests no route took: every exchange is counted. */
   readonly metrics: RouteMetrics
+  /** The server span, when tracing is on. */
+  trace: ServerTrace | undefined = undefined
 
   constructor(
     readonly host: ExchangeHost,
@@ -179,8 +184,14 @@ class ExchangeState {
     metrics.inFlight--
     metrics.observe(this.request.method ?? 'OTHER', status, seconds)
     if (this.record.reason !== '' && status !== 499) metrics.local(this.record.reason)
+    if (this.trace !== undefined) this.endTrace(this.trace, status, finished)
     if (this.plan.settings.accessLog && this.host.accessLog.enabled) this.accessLog(status, seconds)
     this.host.exchangeEnded(this.plan)
+  }
+
+  private endTrace(trace: ServerTrace, status: number, finished: boolean): void {
+    const record = this.record
+    trace.end({ status, finished, reason: record.reason, cache: record.cache, attempts: record.attempts, error: this.error === undefined ? undefined : (this.error as Error).message })
   }
 
   private accessLog(status: number, seconds: number): void {
@@ -206,6 +217,8 @@ class ExchangeState {
       remote: clientAddress(socket),
       tlsVersion: this.peer.tlsVersion,
       tlsCipher: this.peer.tlsCipher,
+      traceId: this.trace?.traceId,
+      spanId: this.trace?.spanId,
     })
   }
 
@@ -347,6 +360,8 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
   // Whatever a connection over its address's cap sends is never proxied (it was answered 429).
   if (limits.connectionsPerAddress > 0 && host.clients.isRefused(request.socket)) return void request.socket.destroy()
   const state = new ExchangeState(host, plan, route, request, response, requestId, target?.path ?? '-', admitted.authority, peer)
+  const tracing = host.tracing
+  if (tracing !== undefined) state.trace = tracing.serverSpan(request, { scheme: peer.protocol, authority: admitted.authority, path: state.path, route: route?.info.name, upstream: route?.info.upstream, peer: clientAddress(request.socket), requestId })
   if (refusal !== undefined || target === undefined || route === undefined) {
     const { status, reason, headers } = refusal ?? { status: 400, reason: 'invalid-request-target' as const, headers: undefined }
     return deliver(state, localResponse(status, reason, state.bare(), headers))
@@ -368,6 +383,7 @@ export function handleExchange(host: ExchangeHost, request: IncomingMessage, res
     signal: state.signal,
     attempt: 0,
     record: state.record,
+    trace: state.trace,
   }
   route.handler(exchange).then(
     (answer) => deliver(state, answer),
@@ -479,6 +495,8 @@ function deliver(state: ExchangeState, answer: ProxyResponse): void {
   // Cache hits are upstream responses too: they get the same hop-by-hop stripping and Via.
   const headers: ResponseHeaders = answer.origin === 'local' ? answer.headers : clientResponseHeaders(answer.headers)
   headers['x-request-id'] = state.requestId
+  const trace = state.trace
+  if (trace !== undefined && trace.traceResponse !== undefined) headers.traceresponse = trace.traceResponse
   // A request body that was not read to its end (an upload the upstream refused or reset, a local
   // answer) leaves the connection in an unknown place: close it rather than read the next request
   // from the middle of this one's body. And a draining gateway asks every client to go elsewhere.

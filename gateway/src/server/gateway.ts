@@ -16,6 +16,8 @@ import { GatewayMetrics } from '../telemetry/metrics.js'
 import { flushLogger } from '../telemetry/logger.js'
 import { AccessLog } from '../telemetry/access-log.js'
 import { SecurityLog } from '../telemetry/security-log.js'
+import { displayUrl, resolveTracing, type Tracing } from '../telemetry/tracing-config.js'
+import type { GatewayConfig } from '../config/schema.js'
 import { handleExchange, type ExchangeHost } from './exchange.js'
 import { handleUpgrade } from './upgrade.js'
 import { createAdminHandler } from './admin.js'
@@ -39,6 +41,8 @@ export interface GatewayOptions {
   readonly overrides?: { listen?: string; admin?: string; logLevel?: string; logFormat?: string }
   /** Watch the config file's directory and reload on change. Default true. */
   readonly watch?: boolean
+  /** Where the OTEL_* variables are read (tracing); default `process.env`. */
+  readonly environment?: NodeJS.ProcessEnv
 }
 
 interface PlanUse {
@@ -54,6 +58,8 @@ export class Gateway implements ExchangeHost {
   readonly accessLog: AccessLog
   /** Authentication failures, denials, admin actions, certificate changes (securityLog). */
   readonly security: SecurityLog
+  /** Set at start when tracing is on (the OTEL_* variables or the file's `tracing:`), for the gateway's life. */
+  tracing: Tracing | undefined = undefined
   state: LifecycleState = 'starting'
   lastError: { at: string; source: string; errors: string[] } | undefined
   private current: Plan | undefined
@@ -274,10 +280,12 @@ export class Gateway implements ExchangeHost {
       return { ok: true, version: previous.version, hash: previous.hash, changed: false }
     }
     const version = (previous?.version ?? 0) + 1
+    // Tracing is decided once, with the first plan: its exporter and sampler live as long as the process.
+    if (previous === undefined) await this.startTracing(loaded.config)
     let plan: Plan
     this.kept.begin()
     try {
-      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, security: this.security, overrides: this.options.overrides ?? {}, baseDir: dirname(this.options.configFile) })
+      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, security: this.security, overrides: this.options.overrides ?? {}, baseDir: dirname(this.options.configFile), tracing: this.tracing !== undefined })
     } catch (error) {
       this.kept.rollback()
       return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `compile failed: ${(error as Error).message}` }])
@@ -310,6 +318,23 @@ export class Gateway implements ExchangeHost {
     this.lastError = undefined
   }
 
+  /** Loads the SDK only when tracing is on: a gateway without it never imports OpenTelemetry. */
+  private async startTracing(config: GatewayConfig): Promise<void> {
+    if (this.tracing !== undefined) return
+    const resolved = resolveTracing(config.tracing, this.options.environment ?? process.env)
+    for (const warning of resolved.warnings) this.log.warn(`tracing: ${warning}`)
+    if (!resolved.on) {
+      // Asked for but unusable (an endpoint that is not a URL) is worth a warning; not asked for is not.
+      if (resolved.misconfigured) this.log.warn({ why: resolved.why }, 'tracing off')
+      else this.log.debug({ why: resolved.why }, 'tracing off')
+      return
+    }
+    const { startTracing } = await import('../telemetry/tracing.js')
+    const settings = resolved.settings
+    this.tracing = startTracing(settings, this.log)
+    this.log.info({ endpoint: displayUrl(settings.endpoint), serviceName: settings.serviceName, sampler: settings.sampler, traceResponse: settings.traceResponse }, 'tracing on')
+  }
+
   private retire(plan: Plan, use: PlanUse): void {
     const retire = use.retire
     use.retire = undefined
@@ -334,6 +359,7 @@ export class Gateway implements ExchangeHost {
     }
     if ((before.tls === undefined) !== (after.tls === undefined)) this.log.warn({ tls: after.tls !== undefined }, 'turning listen.tls on or off takes a restart')
     if (before.logFormat !== after.logFormat) this.log.warn({ format: after.logFormat }, 'log.format changes only on restart')
+    if (JSON.stringify(previous.config.tracing) !== JSON.stringify(next.config.tracing)) this.log.warn('tracing changes only on restart')
   }
 
   /** Graceful drain (SIGTERM): not ready at once, serve `drain.delay`, stop accepting, wait for in-flight up to `drain.timeout`. */
@@ -357,6 +383,8 @@ export class Gateway implements ExchangeHost {
     this.tls?.stop()
     this.kept.disposeAll()
     this.clients.stop()
+    // The last spans, for at most tracing.flushTimeout: a collector that does not answer cannot hold the exit.
+    await this.tracing?.shutdown()
     this.state = 'stopped'
     await new Promise<void>((resolve) => (this.adminServer.listening ? this.adminServer.close(() => resolve()) : resolve()))
     this.adminServer.closeAllConnections()

@@ -37,7 +37,10 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   const admitted = admit(plan, request, peer)
   const { target, authority, route, refusal } = admitted
   const record = newExchangeRecord()
+  const trace = host.tracing?.serverSpan(request, { scheme: peer.protocol, authority, path: target?.path ?? '-', route: route?.info.name, upstream: route?.info.upstream, peer: clientAddress(request.socket), requestId })
+  // Every outcome ends in log(): the span ends there too (a 101's span at the handshake, not when the stream closes).
   const log = (status: number, error?: unknown): void => {
+    trace?.end({ status, finished: status !== 499, reason: record.reason, cache: '', attempts: record.attempts, error: (error as Error | undefined)?.message })
     if (!plan.settings.accessLog || !host.accessLog.enabled) return
     host.accessLog.write({
       reqId: requestId,
@@ -61,6 +64,8 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
       upgrade: request.headers.upgrade,
       tlsVersion: peer.tlsVersion,
       tlsCipher: peer.tlsCipher,
+      traceId: trace?.traceId,
+      spanId: trace?.spanId,
     })
   }
   if (refusal !== undefined || target === undefined || route === undefined) {
@@ -81,7 +86,7 @@ export function handleUpgrade(host: ExchangeHost & { trackUpgrade(socket: Duplex
   const signal = new ExchangeSignal()
   const clientGone = (): void => signal.abort(new ClientGone())
   socket.once('close', clientGone)
-  const exchange: Exchange = { request: proxyRequest, identity: peer.identity, route: route.info, log: host.log, signal, attempt: 0, record }
+  const exchange: Exchange = { request: proxyRequest, identity: peer.identity, route: route.info, log: host.log, signal, attempt: 0, record, trace }
   host.exchangeStarted(plan)
   const observe = (status: number): void => route.metrics.observe(request.method ?? 'GET', status, (performance.now() - started) / 1000)
   route.handler(exchange)

@@ -76,3 +76,13 @@ t.test('paths, endpoints and errors with quotes and control characters stay vali
   t.notOk('endpoint' in third!, 'no endpoint when no attempt was made')
   t.notOk('upstreamMs' in third!)
 })
+
+t.test('trace_id and span_id when tracing gave them, absent otherwise', async (t) => {
+  const { log, lines } = capture()
+  log.write({ ...base, traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7' })
+  log.write(base)
+  const [traced, plain] = lines()
+  t.equal(traced!.trace_id, '4bf92f3577b34da6a3ce929d0e0e4736')
+  t.equal(traced!.span_id, '00f067aa0ba902b7')
+  t.notOk('trace_id' in plain! || 'span_id' in plain!)
+})

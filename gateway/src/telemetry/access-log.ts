@@ -33,6 +33,9 @@ export interface AccessRecord {
   /** The connection's TLS version ("TLSv1.3") and cipher suite; undefined over cleartext. */
   readonly tlsVersion?: string | undefined
   readonly tlsCipher?: string | undefined
+  /** The server span's ids (hex), when tracing is on: `trace_id` and `span_id`, the names log collectors correlate on. */
+  readonly traceId?: string | undefined
+  readonly spanId?: string | undefined
 }
 
 interface LineStream {
@@ -108,6 +111,8 @@ export class AccessLog {
     if (entry.upgrade !== undefined) line += `,"upgrade":${JSON.stringify(entry.upgrade)}`
     // OpenSSL's names: letters, digits, `.`, `_` and `-`.
     if (entry.tlsVersion !== undefined) line += `,"tlsVersion":"${entry.tlsVersion}","tlsCipher":"${entry.tlsCipher ?? ''}"`
+    // Ids the SDK made: lower-case hex, nothing to escape.
+    if (entry.traceId !== undefined) line += `,"trace_id":"${entry.traceId}","span_id":"${entry.spanId}"`
     this.pending += `${line},"remote":"${entry.remote}","msg":"access"}\n`
     if (this.pending.length >= BATCH_CHARS) this.flush()
     else this.timer ??= setTimeout(this.flush, BATCH_MS).unref()

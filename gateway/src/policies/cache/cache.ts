@@ -271,6 +271,7 @@ class ResponseCache {
   private count(exchange: Exchange, result: Result): void {
     this.results[result].inc()
     exchange.record.cache = result
+    exchange.trace?.event('waypost.cache', { 'waypost.cache.result': result })
   }
 
   async handle(next: Upstream, exchange: Exchange): Promise<ProxyResponse> {

@@ -77,6 +77,7 @@ export const rateLimit = definePolicy({
     return (next: Upstream) => async (exchange: Exchange) => {
       const key = keyOf(exchange)
       const decision = await buckets.take(key)
+      exchange.trace?.event('waypost.rate_limit', { 'waypost.rate_limit.result': decision.allowed ? 'allowed' : shadow ? 'shadow-limited' : 'limited', 'waypost.rate_limit.remaining': decision.remaining })
       if (decision.allowed) {
         allowed.inc()
       } else if (shadow) {
