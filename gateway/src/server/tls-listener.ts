@@ -175,6 +175,8 @@ export class TlsListener {
   /** A new plan's settings: re-watch, reload, and take what applies to new connections. */
   update(settings: ListenerTls): void {
     const before = this.settings
+    // A reload that leaves listen.tls as it was leaves the listener alone (its files are watched anyway).
+    if (JSON.stringify(before) === JSON.stringify(settings)) return
     this.settings = settings
     if (before.handshakeTimeoutMs !== settings.handshakeTimeoutMs) this.log.warn({ handshakeTimeout: settings.handshakeTimeoutMs }, 'listen.tls.handshakeTimeout changes only on restart')
     if (this.server !== undefined) {
