@@ -12,67 +12,14 @@
 // Stale means: no record, a different set of sources (one added or deleted), or any source, the
 // tsconfig, package.json or package-lock.json modified after the recorded build started.
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
-
-const TSCONFIG = 'tsconfig.json'
-const RECORD_NAME = '.build-ok'
-const EXTRA_INPUTS = [TSCONFIG, 'package.json', 'package-lock.json']
-
-/** Every `.ts` file under `dir`, recursively (node_modules excluded). */
-function typescriptFiles(dir) {
-  const found = []
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name)
-    if (entry.isDirectory()) {
-      if (entry.name !== 'node_modules') found.push(...typescriptFiles(path))
-    } else if (entry.name.endsWith('.ts')) {
-      found.push(path)
-    }
-  }
-  return found
-}
-
-/** The sources tsconfig.json compiles, or undefined when its `include` is not of the `DIR/**\/*.ts` form this check understands. */
-function sources(tsconfig) {
-  const include = tsconfig.include
-  if (!Array.isArray(include)) return undefined
-  const files = []
-  for (const pattern of include) {
-    const match = /^([\w./-]+)\/\*\*\/\*\.ts$/.exec(pattern)
-    if (match === null) return undefined
-    if (existsSync(match[1])) files.push(...typescriptFiles(match[1]))
-  }
-  return files.sort()
-}
-
-/** Why dist/ needs a build, or undefined when it is the build of these sources. */
-function staleness(outDir, inputs) {
-  if (inputs === undefined) return 'tsconfig.json include is not DIR/**/*.ts'
-  const recordFile = join(outDir, RECORD_NAME)
-  let record
-  try {
-    record = JSON.parse(readFileSync(recordFile, 'utf8'))
-  } catch {
-    return 'no record of a good build'
-  }
-  if (JSON.stringify(record.sources) !== JSON.stringify(inputs)) return 'sources were added or removed'
-  const builtAt = statSync(recordFile).mtimeMs
-  for (const file of [...inputs, ...EXTRA_INPUTS]) {
-    if (existsSync(file) && statSync(file).mtimeMs > builtAt) return `${file} changed`
-  }
-  return undefined
-}
+import { RECORD_NAME, TSCONFIG, readTsconfig, sources, staleness } from './build-record.mjs'
 
 const ifStale = process.argv.includes('--if-stale')
 const checkOnly = process.argv.includes('--check')
-let tsconfig
-try {
-  tsconfig = JSON.parse(readFileSync(TSCONFIG, 'utf8'))
-} catch {
-  tsconfig = {} // not plain JSON (comments): always build
-}
+const tsconfig = readTsconfig()
 const outDir = tsconfig.compilerOptions?.outDir ?? 'dist'
 const inputs = sources(tsconfig)
 if (ifStale || checkOnly) {

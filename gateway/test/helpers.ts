@@ -181,7 +181,8 @@ export async function spawnGateway(configFile: string, env: NodeJS.ProcessEnv = 
     })
   let ready: LogLine
   try {
-    ready = await waitForLog((line) => line.msg === 'waypost ready')
+    // Generous, like waypost(): a start takes seconds when other test runs share the 2 cores.
+    ready = await waitForLog((line) => line.msg === 'waypost ready', 30_000)
   } catch (error) {
     // Never leave a gateway behind when it fails to start: the caller has no handle to stop it.
     child.kill('SIGKILL')
