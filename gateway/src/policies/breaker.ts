@@ -157,6 +157,8 @@ export class RouteBreaker {
   private readonly circuit: CircuitBreaker<[Exchange, Upstream, (response: ProxyResponse) => void], ProxyResponse>
   private readonly rule: FailureRule
   private readonly rejections: ReturnType<Counter<'route' | 'upstream'>['labels']>
+  /** waypost_breaker_transitions_total of this breaker, by the state entered. */
+  private readonly transitions: Record<BreakerState, ReturnType<Counter<'route' | 'upstream' | 'to'>['labels']>>
   private probesLeft = 0
   private probesSucceeded = 0
   /** Counts half-open periods, so a probe that settles after its period ended changes nothing. */
@@ -168,13 +170,16 @@ export class RouteBreaker {
     readonly settings: BreakerSettings,
     failOn: ResolvedBreakerConfig['failOn'],
     private readonly log: Logger,
-    rejections: Counter<'route' | 'upstream'>,
+    counters: { readonly rejections: Counter<'route' | 'upstream'>; readonly transitions: Counter<'route' | 'upstream' | 'to'> },
     private readonly clock: Clock,
   ) {
     this.rule = new FailureRule(failOn)
-    this.rejections = rejections.labels(route.name, route.upstream)
-    // From 0, so that rate() sees the first rejection.
-    rejections.labels(route.name, route.upstream).inc(0)
+    this.rejections = counters.rejections.labels(route.name, route.upstream)
+    // From 0, so that rate() sees the first rejection and the first transition.
+    this.rejections.inc(0)
+    const transition = (to: BreakerState) => counters.transitions.labels(route.name, route.upstream, to)
+    this.transitions = { closed: transition('closed'), 'half-open': transition('half-open'), open: transition('open') }
+    for (const series of Object.values(this.transitions)) series.inc(0)
     const rule = this.rule
     this.circuit = new CircuitBreaker(callCounting(rule), {
       name: `${route.name}/${route.upstream}`,
@@ -269,6 +274,7 @@ export class RouteBreaker {
     const from = this.state
     if (from === to) return
     this.state = to
+    this.transitions[to].inc()
     this.clock.clearTimeout(this.halfOpenTimer)
     if (to === 'open') {
       this.openedAt = this.clock.now()
@@ -333,6 +339,7 @@ function clearWindow(circuit: CircuitBreaker<[Exchange, Upstream, (response: Pro
  */
 class BreakerBoard {
   readonly rejections: Counter<'route' | 'upstream'>
+  readonly transitions: Counter<'route' | 'upstream' | 'to'>
   private readonly live = new Set<RouteBreaker>()
 
   constructor(registry: Registry) {
@@ -351,6 +358,13 @@ class BreakerBoard {
       name: 'waypost_breaker_rejections_total',
       help: 'Requests a breaker turned away from the upstream (open, or half-open beyond its probes), by route and upstream.',
       labelNames: ['route', 'upstream'] as const,
+      registers: [registry],
+    })
+    // Transitions are rare (at most one per openFor): prom-client's own counter costs nothing here.
+    this.transitions = new Counter({
+      name: 'waypost_breaker_transitions_total',
+      help: 'Circuit breaker state changes, by route, upstream and the state entered (to: open, half-open, closed).',
+      labelNames: ['route', 'upstream', 'to'] as const,
       registers: [registry],
     })
   }
@@ -430,7 +444,7 @@ export const breaker = definePolicy({
     const kept = deps.keep(
       'breaker',
       { upstream: route.upstream, target: deps.target, config },
-      () => board.add(new RouteBreaker(route, settingsOf(config), config.failOn, deps.log, board.rejections, deps.clock)),
+      () => board.add(new RouteBreaker(route, settingsOf(config), config.failOn, deps.log, board, deps.clock)),
       (retired) => {
         board.remove(retired)
         retired.shutdown()

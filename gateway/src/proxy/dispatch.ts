@@ -4,7 +4,7 @@
 // when the sink is full: one handler object per request, no AsyncResource, AbortSignal or Readable.
 // Each attempt's outcome (status, or a failure before headers) goes back to the endpoint group for
 // outlier detection, and the endpoint counts the attempt in flight until its body is done.
-import type { Dispatcher, Pool } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { IncomingHttpHeaders } from 'node:http'
 import { DeadlineExceeded, type UpgradeRequest, type AbortListener, type BodySink, type Exchange, type ExchangeRecord, type ExchangeSignal, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../core/exchange.js'
 import type { EndpointGroup } from './upstream/group.js'
@@ -60,7 +60,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     this.started = true
     const ms = performance.now() - this.sentAt
     this.record.upstreamMs = ms
-    this.group.attempts.observe(statusCode, ms / 1000)
+    this.group.observeAttempt(this.endpoint, statusCode, ms / 1000)
     // A failing status counts at once; a good one only once its body has arrived whole, so a body
     // cut off after a 200 counts as the failure it is (onResponseError), not as a success.
     if (statusCode >= 500) this.group.reportStatus(this.endpoint, statusCode)
@@ -99,7 +99,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     if (!this.started) {
       if (this.upstreamFailed(error)) {
         this.group.reportFailure(this.endpoint)
-        this.group.attempts.observe(0, (performance.now() - this.sentAt) / 1000)
+        this.group.observeAttempt(this.endpoint, 0, (performance.now() - this.sentAt) / 1000)
       }
       this.reject(error)
       return
@@ -194,7 +194,7 @@ export function dispatchTo(group: EndpointGroup): Upstream {
     if (group.size > 1) (record.tried ??= []).push(endpoint)
     const request = exchange.request
     record.attempts++
-    if (request.upgrade !== undefined) return upgradeAttempt(group, endpoint.pool, exchange, request.upgrade)
+    if (request.upgrade !== undefined) return upgradeAttempt(group, endpoint, exchange, request.upgrade)
     request.sendContinue?.()
     endpoint.inFlight++
     return new Promise<ProxyResponse>((resolve, reject) => {
@@ -219,7 +219,8 @@ const HANDSHAKE_TIMEOUT_MS = 30_000
  * spliced and the 101 comes back with the connection as its body. The upgraded stream is not
  * counted in the endpoint's in-flight load (it may live for hours) nor reported to outlier detection.
  */
-function upgradeAttempt(group: EndpointGroup, pool: Pool, exchange: Exchange, upgrade: UpgradeRequest): Promise<ProxyResponse> {
+function upgradeAttempt(group: EndpointGroup, endpoint: Endpoint, exchange: Exchange, upgrade: UpgradeRequest): Promise<ProxyResponse> {
+  const pool = endpoint.pool
   const controller = new AbortController()
   const listener: AbortListener = { onAbort: (reason) => controller.abort(reason) }
   exchange.signal.subscribe(listener)
@@ -230,12 +231,12 @@ function upgradeAttempt(group: EndpointGroup, pool: Pool, exchange: Exchange, up
     (connection): ProxyResponse => {
       const ms = performance.now() - started
       exchange.record.upstreamMs = ms
-      group.attempts.observe(101, ms / 1000)
+      group.observeAttempt(endpoint, 101, ms / 1000)
       return { status: 101, headers: {}, body: connection, origin: 'upstream' }
     },
     (error: unknown) => {
       // A refused handshake (the upstream answered without switching) or a failed connection; not a client that left.
-      if (!(exchange.signal.aborted && !(exchange.signal.reason instanceof DeadlineExceeded))) group.attempts.observe(0, (performance.now() - started) / 1000)
+      if (!(exchange.signal.aborted && !(exchange.signal.reason instanceof DeadlineExceeded))) group.observeAttempt(endpoint, 0, (performance.now() - started) / 1000)
       throw error
     },
   ).finally(() => {

@@ -212,8 +212,7 @@ export class Gateway implements ExchangeHost {
       this.warnAboutRestartOnly(previous, plan)
     }
     this.log.level = plan.settings.logLevel
-    this.metrics.reloads.labels('success').inc()
-    this.metrics.configVersion.set(version)
+    this.metrics.configApplied(version, loaded.hash, source)
     const event = this.history.record(version, loaded.hash, source, previous?.config, loaded.config)
     this.log.info({ version, hash: loaded.hash, source, ...event.summary }, 'config applied')
     return { ok: true, version, hash: loaded.hash, changed: true }
@@ -229,7 +228,7 @@ export class Gateway implements ExchangeHost {
   private rejected(source: string, errors: ConfigError[]): ReloadResult {
     const lines = errors.map(formatError)
     this.lastError = { at: new Date().toISOString(), source, errors: lines }
-    this.metrics.reloads.labels('failure').inc()
+    this.metrics.configRejected()
     this.log.error({ source, errors: lines }, 'config rejected; the plan in force keeps serving')
     return { ok: false, errors }
   }

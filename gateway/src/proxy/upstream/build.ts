@@ -3,7 +3,7 @@
 // upstream's config is unchanged, and disposes of it (timers stopped, pools closed) when retired.
 import type { Logger } from 'pino'
 import { toMs } from '../../core/units.js'
-import type { GatewayMetrics } from '../../telemetry/metrics.js'
+import { ENDPOINT_SERIES_CAP, type GatewayMetrics } from '../../telemetry/metrics.js'
 import { createPool } from '../pool.js'
 import { resolveUpstream, type UpstreamConfig } from './config.js'
 import { EndpointGroup } from './group.js'
@@ -25,6 +25,8 @@ export function buildUpstream(name: string, section: UpstreamConfig, deps: Upstr
     log: deps.log,
     metrics: deps.metrics,
     createPool: (origin) => createPool(origin, config),
+    // Endpoint labels stay bounded: only a static list, and a short one, gets series per endpoint.
+    endpointSeries: config.dns === undefined && (config.endpoints?.length ?? 1) <= ENDPOINT_SERIES_CAP,
   })
   if (config.outlierDetection !== undefined) {
     const ejections = deps.metrics.upstreamEjections.labels(name)
