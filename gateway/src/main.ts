@@ -9,6 +9,7 @@ import { loadConfigFile, formatError } from './config/load.js'
 import { DEFAULT_CONFIG_FILE, environmentOverrides } from './config/env.js'
 import { parseAddress } from './server/address.js'
 import { injectCommand, INJECT_USAGE } from './inject/command.js'
+import { LogRedaction } from './telemetry/redaction.js'
 import type { LevelWithSilent } from 'pino'
 
 const USAGE = `usage:
@@ -74,14 +75,16 @@ async function run(args: string[]): Promise<number> {
   const configFile = resolve(values.config ?? env.configFile ?? DEFAULT_CONFIG_FILE)
   // The format is chosen before the first line is written, so the file's is read ahead of the start.
   const format = (overrides.logFormat ?? (await fileLogFormat(configFile)) ?? 'json') as LogFormat
+  // Every log line passes through it; the gateway keeps its lists up to date with the file.
+  const redaction = new LogRedaction()
   let log
   try {
-    log = await createLogger((overrides.logLevel ?? 'info') as LevelWithSilent, format)
+    log = await createLogger((overrides.logLevel ?? 'info') as LevelWithSilent, format, redaction)
   } catch (error) {
     console.error((error as Error).message)
     return 2
   }
-  const gateway = new Gateway({ configFile, log, overrides })
+  const gateway = new Gateway({ configFile, log, overrides, redaction })
   try {
     await gateway.start()
   } catch (error) {
@@ -94,6 +97,7 @@ async function run(args: string[]): Promise<number> {
   let signals = 0
   const stop = (signal: string): void => {
     signals++
+    gateway.signalReceived(signal, signals > 1 ? 'exit' : 'drain')
     if (signals > 1) {
       log.warn({ signal }, 'second signal: exiting at once')
       gateway.flushLogs()
@@ -115,7 +119,10 @@ async function run(args: string[]): Promise<number> {
   })
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
-  process.on('SIGHUP', () => void gateway.reload('signal'))
+  process.on('SIGHUP', () => {
+    gateway.signalReceived('SIGHUP', 'reload')
+    void gateway.reload('signal')
+  })
   return -1 // keep running
 }
 

@@ -11,6 +11,8 @@ import { pino } from 'pino'
 import { request } from 'undici'
 import YAML from 'yaml'
 import { Gateway } from '../src/server/gateway.js'
+import { loggerOptions } from '../src/telemetry/logger.js'
+import { LogRedaction } from '../src/telemetry/redaction.js'
 
 export const MAIN = fileURLToPath(new URL('../../dist/gateway/src/main.js', import.meta.url))
 
@@ -90,8 +92,10 @@ export async function startGateway(configText: string, options: { watch?: boolea
       callback()
     },
   })
-  const log = pino({ level: 'debug' }, sink)
-  const gateway = new Gateway({ configFile, log, watch: options.watch ?? false })
+  // As main.ts makes it: every line goes through the redaction hook.
+  const redaction = new LogRedaction()
+  const log = pino(loggerOptions('debug', redaction), sink)
+  const gateway = new Gateway({ configFile, log, watch: options.watch ?? false, redaction })
   await gateway.start()
   return {
     gateway,

@@ -9,7 +9,7 @@ import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import type { Clock, TimerHandle } from '../src/core/clock.js'
 import { ExchangeSignal, newExchangeRecord, type BodySink, type Exchange, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../src/core/exchange.js'
-import type { Deps, Policy } from '../src/policies/policy.js'
+import type { Deps, Policy, PolicyReport } from '../src/policies/policy.js'
 import { checkOperator } from '../src/core/operator.js'
 import { ANONYMOUS } from '../src/core/identity.js'
 
@@ -201,6 +201,8 @@ export interface LayerUnderTest<Exposed> {
   readonly metrics: Registry
   /** What the layer offered its admin endpoints. */
   readonly exposed: Exposed[]
+  /** What the layer reports of its state (GET /stats), in the order registered. */
+  readonly reports: Array<() => PolicyReport>
   /** The built handler: the policy's exchange layer around its attempt layer around `next`. */
   readonly handler: Upstream
   /** Sends one request through the layer. */
@@ -228,6 +230,7 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
   const metrics = options.metrics ?? new Registry()
   const kept = options.kept ?? new Map<string, unknown>()
   const exposed: Exposed[] = []
+  const reports: Array<() => PolicyReport> = []
   const deps: Deps<Exposed> = {
     route: { name: 'test', upstream: 'app' },
     log: pino({ level: 'silent' }),
@@ -247,6 +250,7 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
       return upstream
     },
     expose: (value) => void exposed.push(value),
+    report: (probe) => void reports.push(probe),
     operator: (request) => checkOperator(request, options.adminToken),
   }
   const config = section
@@ -259,6 +263,7 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
     clock,
     metrics,
     exposed,
+    reports,
     handler,
     call: (request) => handler(fakeExchange(request)),
     send: (exchange) => handler(exchange),

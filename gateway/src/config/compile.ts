@@ -7,7 +7,7 @@ import type { Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
 import { linearRegex } from '../routing/linear-regex.js'
-import type { Deps } from '../policies/policy.js'
+import type { Deps, PolicyReport } from '../policies/policy.js'
 import { registry } from '../policies/index.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
@@ -22,6 +22,7 @@ import { ClientsConfig, type AdminToken, type GatewayConfig, type MatchConfig, t
 import type { KeptState } from './kept-state.js'
 import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
+import { DEFAULT_REDACTED_QUERY } from '../telemetry/redaction.js'
 
 export interface CompiledRoute {
   readonly info: RouteInfo
@@ -51,6 +52,14 @@ export interface Settings {
   readonly logLevel: string
   readonly logFormat: string
   readonly accessLog: boolean
+  /** Whether an applied reload undoes a level set through POST /logging. */
+  readonly resetLevelOnReload: boolean
+  /** Headers (beside the four always redacted) and query parameters never logged. */
+  readonly redact: { readonly headers: readonly string[]; readonly query: readonly string[] }
+  /** The audit trail's destination (`stdout` or a file); undefined when off. */
+  readonly auditOutput: string | undefined
+  /** `/ready` waits for every routed upstream to have a healthy endpoint. */
+  readonly readyRequiresUpstream: boolean
 }
 
 export interface Plan {
@@ -66,6 +75,14 @@ export interface Plan {
   readonly upstreams: ReadonlyMap<string, EndpointGroup>
   /** What each policy's layers offered its admin endpoints (`deps.expose`), by policy name. */
   readonly exposed: ReadonlyMap<string, ReadonlyArray<unknown>>
+  /** What each route's policies report of their state (`deps.report`), by route name, in layer order. */
+  readonly reports: ReadonlyMap<string, ReadonlyArray<RouteReport>>
+}
+
+/** One policy's state probe on one route (GET /stats). */
+export interface RouteReport {
+  readonly policy: string
+  readonly probe: () => PolicyReport
 }
 
 export interface CompileContext {
@@ -89,7 +106,8 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   }
   const settings = settingsOf(config, context.overrides)
   const exposed = new Map<string, unknown[]>()
-  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams, config.upstreams[route.upstream], settings, config.redis, context, exposed))
+  const reports = new Map<string, RouteReport[]>()
+  const routes = config.routes.map((route) => compileRoute(route, config.defaults?.policies, upstreams, config.upstreams[route.upstream], settings, config.redis, context, exposed, reports))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
     version: context.version,
@@ -102,6 +120,7 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     routes,
     upstreams,
     exposed,
+    reports,
   }
 }
 
@@ -114,7 +133,10 @@ function compileRoute(
   redis: RedisConfig | undefined,
   context: CompileContext,
   exposed: Map<string, unknown[]>,
+  reports: Map<string, RouteReport[]>,
 ): CompiledRoute {
+  const routeReports: RouteReport[] = []
+  reports.set(route.name, routeReports)
   const endpoints = upstreams.get(route.upstream)!
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
   const merged = mergePolicies(defaults, route.policies) as Record<string, unknown>
@@ -147,6 +169,7 @@ function compileRoute(
         if (values === undefined) exposed.set(policy.name, (values = []))
         values.push(value)
       },
+      report: (probe) => void routeReports.push({ policy: policy.name, probe }),
     }
     // definePolicy fills the schema's defaults into the section for each of the policy's functions.
     const layer = policy.build(section, deps)
@@ -233,5 +256,9 @@ function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides'
     logLevel: overrides.logLevel ?? config.log?.level ?? 'info',
     logFormat: overrides.logFormat ?? config.log?.format ?? 'json',
     accessLog: config.log?.access ?? true,
+    resetLevelOnReload: config.log?.resetLevelOnReload ?? false,
+    redact: { headers: config.log?.redact?.headers ?? [], query: config.log?.redact?.query ?? DEFAULT_REDACTED_QUERY },
+    auditOutput: config.audit?.output,
+    readyRequiresUpstream: config.admin?.readyRequiresUpstream ?? false,
   }
 }

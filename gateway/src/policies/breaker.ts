@@ -21,7 +21,7 @@ import { duration, toMs } from '../core/units.js'
 import { unrefTimer, type Clock, type TimerHandle } from '../core/clock.js'
 import { answerForError } from '../proxy/errors.js'
 import { callNext, localResponse, type Exchange, type ProxyResponse, type RouteInfo, type StreamingBody, type Upstream } from '../core/exchange.js'
-import { definePolicy, type AdminEndpoint, type Deps, type ValidateContext } from './policy.js'
+import { definePolicy, type AdminEndpoint, type Deps, type PolicyReport, type ValidateContext } from './policy.js'
 import type { Defaulted } from '../core/schema-defaults.js'
 
 const FailOn = Type.Object(
@@ -212,6 +212,28 @@ export class RouteBreaker {
     this.rejections.inc()
     circuit.emit('reject') // opossum counts it in the window's `rejects`, as its own fire() would
     return Promise.resolve(whenOpen(exchange))
+  }
+
+  /** What `GET /stats` and the dashboard show: open is red, half-open amber. */
+  report(): PolicyReport {
+    const now = this.clock.now()
+    const openedAt = this.openedAt
+    const halfOpenAt = openedAt === undefined || this.state !== 'open' ? undefined : openedAt + this.settings.openForMs
+    const stats = this.circuit.stats
+    const window = { fires: stats.fires, failures: stats.failures, rejects: stats.rejects }
+    if (this.state === 'closed') return { health: 'green', summary: `closed (${stats.failures} of ${stats.fires} failed in the window)`, state: 'closed', upstream: this.route.upstream, halfOpenAt: null, window }
+    if (this.state === 'half-open') return { health: 'amber', summary: `half-open: ${this.probesLeft} of ${this.settings.halfOpenProbes} probes left`, state: 'half-open', upstream: this.route.upstream, halfOpenAt: null, window }
+    const dueInMs = Math.max(0, (halfOpenAt ?? now) - now)
+    return {
+      health: 'red',
+      summary: `open: half-open in ${(dueInMs / 1000).toFixed(1)} s`,
+      state: 'open',
+      upstream: this.route.upstream,
+      openedAt: openedAt === undefined ? null : new Date(openedAt).toISOString(),
+      halfOpenAt: halfOpenAt === undefined ? null : new Date(halfOpenAt).toISOString(),
+      halfOpenInMs: dueInMs,
+      window,
+    }
   }
 
   /** What `GET /breakers` shows. */
@@ -451,6 +473,7 @@ export const breaker = definePolicy({
       },
     )
     deps.expose(kept)
+    deps.report(() => kept.report())
     const whenOpen = openAnswer(config.fallback, deps)
     return (next) => (exchange) => kept.handle(exchange, next, whenOpen)
   },

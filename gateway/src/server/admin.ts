@@ -1,6 +1,8 @@
-// The admin listener: probes, config state, upstream endpoints, reload and metrics, plus whatever
-// endpoints the registered policies offer (GET /breakers, POST /cache/purge) through their admin
-// hook. Kept off the proxy port so a load balancer or a client can never reach it through the data path.
+// The admin listener: probes, config state, upstream endpoints, reload, metrics, the log level,
+// the live stats and their dashboard, plus whatever endpoints the registered policies offer
+// (GET /breakers, POST /cache/purge) through their admin hook. Kept off the proxy port so a load
+// balancer or a client can never reach it through the data path. Every mutating call, refused or
+// not, goes to the audit trail with the caller's address.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { formatError, type ConfigError } from '../config/load.js'
 import { redactSecrets } from '../config/redact.js'
@@ -11,6 +13,14 @@ import { registry } from '../policies/index.js'
 import type { AdminEndpoint } from '../policies/policy.js'
 import type { Logger } from 'pino'
 import { refuseMutation } from './admin-guard.js'
+import { isLoopback } from '../core/operator.js'
+import type { AuditEvent } from '../telemetry/audit.js'
+import type { LogRedaction } from '../telemetry/redaction.js'
+import { buildStats, StatsSampler, type StatsHost } from './stats.js'
+import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard-page.js'
+
+/** How often GET /stats/stream sends the stats. */
+const STREAM_EVERY_MS = 1000
 
 /** An admin request's JSON is tiny; anything bigger is refused unread. */
 const ADMIN_BODY_LIMIT = 16 * 1024
@@ -21,16 +31,20 @@ interface OfferedEndpoint {
 }
 
 /** What the admin API reads of the running gateway (the Gateway class implements it). */
-export interface AdminHost {
-  readonly ready: boolean
+export interface AdminHost extends StatsHost {
   readonly state: string
   readonly plan: Plan
   readonly configFile: string
-  readonly lastError: unknown
   readonly history: ConfigHistory
   readonly metrics: GatewayMetrics
   readonly log: Logger
+  readonly redaction: LogRedaction
+  /** Ends each open event stream at shutdown (the admin handler adds and removes its own). */
+  readonly adminStreams: Set<() => void>
   reload(source: string): Promise<{ ok: true } | { ok: false; errors: ConfigError[] }>
+  logging(): { level: string; configured: string; runtime: unknown; resetLevelOnReload: boolean }
+  setLogLevel(level: string, by: string): { previous: string; level: string }
+  audited(event: Extract<AuditEvent, { event: 'admin' }>): void
 }
 
 /** The policies' endpoints by "METHOD /path", fixed at start: the registry does not change at run time. */
@@ -44,9 +58,9 @@ for (const policy of registry) {
     offered.set(key, { policy: policy.name, endpoint })
   }
 }
-const OWN_PATHS = ['/live', '/ready', '/config', '/upstreams', '/reload', '/metrics']
+const OWN_PATHS = ['/live', '/ready', '/config', '/upstreams', '/reload', '/metrics', '/logging', '/stats', '/stats/stream', '/dashboard']
 const KNOWN_PATHS = new Set([...OWN_PATHS, ...[...offered.values()].map((entry) => entry.endpoint.path)])
-const INDEX = `not found: try /live /ready /config /upstreams /reload (POST) /metrics ${[...offered.values()].map(({ endpoint }) => (endpoint.method === 'GET' ? endpoint.path : `${endpoint.path} (${endpoint.method})`)).join(' ')}\n`
+const INDEX = `not found: try /live /ready /config /upstreams /reload (POST) /metrics /logging (POST ?level=) /stats /stats/stream /dashboard ${[...offered.values()].map(({ endpoint }) => (endpoint.method === 'GET' ? endpoint.path : `${endpoint.path} (${endpoint.method})`)).join(' ')}\n`
 
 function json(response: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   const text = JSON.stringify(body, null, 2)
@@ -60,16 +74,27 @@ function text(response: ServerResponse, status: number, body: string): void {
 }
 
 export function createAdminHandler(gateway: AdminHost) {
+  // One copy of the numbers a second for /stats' rates, from the start; stopped with the gateway.
+  const sampler = new StatsSampler(gateway.metrics)
+  sampler.start()
+  gateway.adminStreams.add(() => sampler.stop())
+  const context: AdminContext = { gateway, sampler }
   return (request: IncomingMessage, response: ServerResponse): void => {
     const [path = '/', query = ''] = (request.url ?? '/').split('?', 2)
     const method = request.method ?? 'GET'
-    if (method === 'GET' || method === 'HEAD' || !KNOWN_PATHS.has(path)) return route(gateway, method, path, query, request, response)
+    if (method === 'GET' || method === 'HEAD' || !KNOWN_PATHS.has(path)) return route(context, method, path, query, request, response)
     // A mutating endpoint: only for loopback callers or the admin token, never for a web page.
+    const remote = request.socket.remoteAddress ?? ''
+    let caller: 'loopback' | 'token' | 'refused' = isLoopback(remote) ? 'loopback' : 'token'
+    response.once('close', () =>
+      gateway.audited({ event: 'admin', method, path, query: query === '' ? '' : gateway.redaction.scrubText(`?${query}`).slice(1), remote, caller, status: response.statusCode }),
+    )
     refuseMutation(request, gateway.plan.settings.adminToken).then(
       (refusal) => {
-        if (refusal === undefined) return route(gateway, method, path, query, request, response)
+        if (refusal === undefined) return route(context, method, path, query, request, response)
+        caller = 'refused'
         request.resume()
-        gateway.log.warn({ method, path, remote: request.socket.remoteAddress, status: refusal.status, reason: refusal.error }, 'admin request refused')
+        gateway.log.warn({ method, path, remote, status: refusal.status, reason: refusal.error }, 'admin request refused')
         json(response, refusal.status, { ok: false, error: refusal.error }, refusal.headers)
       },
       (error: unknown) => json(response, 500, { ok: false, error: (error as Error).message }),
@@ -77,7 +102,13 @@ export function createAdminHandler(gateway: AdminHost) {
   }
 }
 
-function route(gateway: AdminHost, method: string, path: string, query: string, request: IncomingMessage, response: ServerResponse): void {
+interface AdminContext {
+  readonly gateway: AdminHost
+  readonly sampler: StatsSampler
+}
+
+function route(context: AdminContext, method: string, path: string, query: string, request: IncomingMessage, response: ServerResponse): void {
+  const gateway = context.gateway
   const policyEndpoint = offered.get(`${method} ${path}`)
   if (policyEndpoint !== undefined) return serve(gateway, policyEndpoint, query, request, response)
   request.resume()
@@ -86,8 +117,10 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
     case 'HEAD /live':
       return text(response, 200, 'live\n')
     case 'GET /ready':
-    case 'HEAD /ready':
-      return gateway.ready ? text(response, 200, 'ready\n') : text(response, 503, `not ready: ${gateway.state}\n`)
+    case 'HEAD /ready': {
+      const readiness = gateway.readiness()
+      return readiness.ready ? text(response, 200, 'ready\n') : text(response, 503, `not ready: ${readiness.reason}\n`)
+    }
     case 'GET /config': {
       const plan = gateway.plan
       return json(response, 200, {
@@ -96,9 +129,30 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
         active: { version: plan.version, hash: plan.hash, source: plan.source, loadedAt: plan.loadedAt.toISOString(), routes: plan.router.order.map((route) => route.info) },
         lastError: gateway.lastError ?? null,
         history: gateway.history.list(),
+        logging: gateway.logging(),
+        audit: gateway.audit.output === undefined ? null : { output: gateway.audit.output, events: gateway.audit.sequence },
         config: redactSecrets(plan.config),
       })
     }
+    case 'GET /logging':
+      return json(response, 200, gateway.logging())
+    case 'POST /logging':
+      return setLevel(gateway, new URLSearchParams(query), request, response)
+    case 'GET /stats':
+      return json(response, 200, buildStats(gateway, context.sampler), { 'cache-control': 'no-store' })
+    case 'GET /stats/stream':
+      return streamStats(context, request, response)
+    case 'GET /dashboard':
+    case 'HEAD /dashboard':
+      response.writeHead(200, {
+        'content-type': 'text/html; charset=utf-8',
+        'content-length': Buffer.byteLength(DASHBOARD_HTML),
+        'content-security-policy': DASHBOARD_CSP,
+        'x-content-type-options': 'nosniff',
+        'referrer-policy': 'no-referrer',
+        'cache-control': 'no-store',
+      })
+      return void response.end(method === 'HEAD' ? undefined : DASHBOARD_HTML)
     case 'GET /upstreams': {
       const upstreams: Record<string, unknown> = {}
       for (const [name, group] of gateway.plan.upstreams) upstreams[name] = group.snapshot()
@@ -125,6 +179,44 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
       if (KNOWN_PATHS.has(path)) return text(response, 405, 'method not allowed\n')
       return text(response, 404, INDEX)
   }
+}
+
+/** POST /logging?level=LEVEL (Envoy's admin form): the log level of the whole gateway, now; without `level`, what it is. */
+function setLevel(gateway: AdminHost, params: URLSearchParams, request: IncomingMessage, response: ServerResponse): void {
+  const unknown = [...params.keys()].filter((name) => name !== 'level')
+  if (unknown.length > 0) return json(response, 400, { ok: false, error: `unknown parameter ${unknown.join(', ')}: POST /logging?level=LEVEL` })
+  const level = params.get('level')
+  if (level === null) return json(response, 200, { ok: true, ...gateway.logging() })
+  try {
+    const changed = gateway.setLogLevel(level, request.socket.remoteAddress ?? '')
+    return json(response, 200, { ok: true, ...changed, ...gateway.logging() })
+  } catch (error) {
+    return json(response, 400, { ok: false, error: (error as Error).message })
+  }
+}
+
+/**
+ * GET /stats/stream: Server-Sent Events, the stats once a second as `event: stats`. The page's
+ * EventSource reconnects by itself after `retry` ms; the gateway ends open streams when it stops.
+ */
+function streamStats({ gateway, sampler }: AdminContext, request: IncomingMessage, response: ServerResponse): void {
+  request.resume()
+  response.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' })
+  response.write('retry: 1000\n\n')
+  const send = (): void => {
+    // A client that does not read gets no more until it has taken what was sent.
+    if (response.writableNeedDrain) return
+    response.write(`event: stats\ndata: ${JSON.stringify(buildStats(gateway, sampler))}\n\n`)
+  }
+  const timer = setInterval(send, STREAM_EVERY_MS)
+  const end = (): void => {
+    clearInterval(timer)
+    gateway.adminStreams.delete(end)
+    response.end()
+  }
+  gateway.adminStreams.add(end)
+  response.once('close', end)
+  send()
 }
 
 /**

@@ -88,7 +88,7 @@ export class GatewayMetrics {
   })
   readonly configInfo = new Gauge({
     name: 'waypost_config_info',
-    help: 'Always 1; its labels say which config plan is in force: version, hash (sha256 of the file, first 12 hex digits) and source (startup, file, signal, admin).',
+    help: 'Always 1; its labels say which config plan is in force: version, hash (of the file, as GET /config shows it) and source (startup, file, signal, admin).',
     labelNames: ['version', 'hash', 'source'] as const,
     registers: [this.registry],
   })
@@ -181,7 +181,7 @@ export class GatewayMetrics {
   configApplied(version: number, hash: string, source: string): void {
     this.configVersion.set(version)
     this.configInfo.reset()
-    this.configInfo.labels(String(version), hash.slice(0, 12), source).set(1)
+    this.configInfo.labels(String(version), hash, source).set(1)
     this.lastReloadSuccessful.set(1)
     this.reloads.labels('success').inc()
   }
@@ -537,6 +537,8 @@ export function sharedCounter<L extends string>(registry: Registry, name: string
  */
 export class PendingCount {
   private pending = 0
+  /** Everything counted through this object (for /stats; the counter itself may hold more from before a reload). */
+  total = 0
 
   constructor(private readonly counter: Counter<string>, private readonly values: readonly string[]) {
     // The series exists from here on, at 0: a counter that first appears at 1 loses that first
@@ -546,6 +548,7 @@ export class PendingCount {
 
   inc(): void {
     this.pending++
+    this.total++
   }
 
   flush(): void {

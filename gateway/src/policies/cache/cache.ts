@@ -582,6 +582,10 @@ function fwdOf(entry: StoredResponse | undefined, lookup: Lookup, store: CacheSt
   return 'stale'
 }
 
+function mebibytes(bytes: number): string {
+  return (bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 2 : 0)
+}
+
 export const cache = definePolicy({
   name: 'cache',
   schema: CacheConfig,
@@ -611,6 +615,10 @@ export const cache = definePolicy({
     bytes.set(kept.store.bytes)
     entries.set(kept.store.size)
     deps.expose(kept.store)
+    deps.report(() => {
+      const store = kept.store
+      return { health: 'green', summary: `${store.size} responses, ${mebibytes(store.bytes)} of ${mebibytes(settings.maxSize)} MiB`, entries: store.size, bytes: store.bytes, maxBytes: settings.maxSize }
+    })
     const responseCache = new ResponseCache(settings, kept.store, kept.pending, counter, route, deps.operator, addressList((config as ResolvedCacheConfig).purgeFrom))
     return (next) => (exchange) => responseCache.handle(next, exchange)
   },
