@@ -122,6 +122,8 @@ export interface GatewayProcess {
   /** Every stdout line, parsed when it is JSON. */
   readonly lines: LogLine[]
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  /** Everything written to stderr so far. */
+  stderr(): string
   waitForLog(predicate: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
   stop(): Promise<void>
 }
@@ -196,6 +198,7 @@ export async function spawnGateway(configFile: string, env: NodeJS.ProcessEnv = 
     adminUrl: `http://${String(ready.admin)}`,
     lines,
     exited,
+    stderr: () => stderr,
     waitForLog,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
