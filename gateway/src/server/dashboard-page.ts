@@ -24,7 +24,9 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .chip.green { background: #e6f4ea; color: var(--green); border-color: #b7dfc2; }
 .chip.amber { background: #fef3e0; color: var(--amber); border-color: #f6d7a7; }
 .chip.red { background: #fce8e6; color: var(--red); border-color: #f5b7b1; }
-.why { color: var(--grey); font-size: 12px; white-space: normal; }
+.why { color: var(--grey); font-size: 12px; white-space: normal; min-width: 240px; }
+td.chips { white-space: normal; min-width: 260px; }
+#summary { display: flex; flex-wrap: wrap; gap: 4px 16px; align-items: center; }
 .meta { color: var(--grey); }
 .meta b { color: #202124; font-weight: 600; }
 #connection.live::before { content: "\\25cf "; color: var(--green); }
@@ -95,7 +97,7 @@ function render(stats) {
     cell(tr, fixed(route.p95Ms, 1), "num");
     cell(tr, fixed(route.p99Ms, 1), "num");
     cell(tr, route.inFlight, "num");
-    var policies = cell(tr, "");
+    var policies = cell(tr, "", "chips");
     route.policies.forEach(function (report) {
       var chip = el("span", "chip " + report.health, report.policy + ": " + report.summary);
       chip.dataset.policy = report.policy;
@@ -115,7 +117,7 @@ function render(stats) {
     cell(tr, upstream.inFlight, "num");
     cell(tr, fixed(upstream.rate, 1), "num");
     cell(tr, percent(upstream.failureRatio), "num");
-    var endpoints = cell(tr, "");
+    var endpoints = cell(tr, "", "chips");
     upstream.endpoints.forEach(function (endpoint) {
       var health = !endpoint.healthy ? "red" : endpoint.ejected ? "amber" : "green";
       var text = endpoint.address + (endpoint.healthy ? "" : " unhealthy") + (endpoint.ejected ? " ejected until " + new Date(endpoint.ejectedUntil).toLocaleTimeString() : "") + " \\u00b7 " + endpoint.inFlight + " in flight";
