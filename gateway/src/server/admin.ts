@@ -86,8 +86,9 @@ export function createAdminHandler(gateway: AdminHost) {
     // A mutating endpoint: only for loopback callers or the admin token, never for a web page.
     const remote = request.socket.remoteAddress ?? ''
     let caller: 'loopback' | 'token' | 'refused' = isLoopback(remote) ? 'loopback' : 'token'
+    // Once answered; a caller that left before the answer is recorded with 499, as the access log does.
     response.once('close', () =>
-      gateway.audited({ event: 'admin', method, path, query: query === '' ? '' : gateway.redaction.scrubText(`?${query}`).slice(1), remote, caller, status: response.statusCode }),
+      gateway.audited({ event: 'admin', method, path, query: query === '' ? '' : gateway.redaction.scrubText(`?${query}`).slice(1), remote, caller, status: response.headersSent ? response.statusCode : 499 }),
     )
     refuseMutation(request, gateway.plan.settings.adminToken).then(
       (refusal) => {
