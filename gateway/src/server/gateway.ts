@@ -266,12 +266,6 @@ export class Gateway implements ExchangeHost {
       return { ok: true, version: previous.version, hash: previous.hash, changed: false }
     }
     const version = (previous?.version ?? 0) + 1
-    // The trail's destination first: a file that cannot be opened rejects the config, as a bad field would.
-    try {
-      this.audit.open(loaded.config.audit?.output, this.logStream)
-    } catch (error) {
-      return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: 'audit.output', message: `cannot open the audit trail: ${(error as Error).message}` }])
-    }
     let plan: Plan
     this.kept.begin()
     try {
@@ -279,6 +273,14 @@ export class Gateway implements ExchangeHost {
     } catch (error) {
       this.kept.rollback()
       return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `compile failed: ${(error as Error).message}` }])
+    }
+    // The trail's destination changes with the plan: a file that cannot be opened rejects the config,
+    // as a bad field would (the trail and the plan in force stay).
+    try {
+      this.audit.open(loaded.config.audit?.output, this.logStream)
+    } catch (error) {
+      this.kept.rollback()
+      return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: 'audit.output', message: `cannot open the audit trail: ${(error as Error).message}` }])
     }
     const retire = this.kept.commit()
     this.planUse.set(plan, { inFlight: 0, retire: undefined })
