@@ -12,6 +12,7 @@ import { parseAddress } from './server/address.js'
 import { injectCommand, INJECT_HELP, INJECT_USAGE } from './inject/command.js'
 import { certsCommand, CERTS_HELP, CERTS_USAGE } from './tls/command.js'
 import { buildReport, reportMarkdown } from './config/report.js'
+import { LogRedaction } from './telemetry/redaction.js'
 import type { LevelWithSilent } from 'pino'
 
 const RUN_SYNOPSIS = 'waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL] [--log-format json|pretty]'
@@ -195,14 +196,16 @@ async function run(args: string[]): Promise<number> {
   }
   // The format is chosen before the first line is written, so the file's is read ahead of the start.
   const format = (overrides.logFormat ?? (await fileLogFormat(configFile)) ?? 'json') as LogFormat
+  // Every log line passes through it; the gateway keeps its lists up to date with the file.
+  const redaction = new LogRedaction()
   let log
   try {
-    log = await createLogger((overrides.logLevel ?? 'info') as LevelWithSilent, format)
+    log = await createLogger((overrides.logLevel ?? 'info') as LevelWithSilent, format, redaction)
   } catch (error) {
     console.error((error as Error).message)
     return 2
   }
-  const gateway = new Gateway({ configFile, log, overrides })
+  const gateway = new Gateway({ configFile, log, overrides, redaction })
   try {
     await gateway.start()
   } catch (error) {
@@ -215,6 +218,7 @@ async function run(args: string[]): Promise<number> {
   let signals = 0
   const stop = (signal: string): void => {
     signals++
+    gateway.signalReceived(signal, signals > 1 ? 'exit' : 'drain')
     if (signals > 1) {
       log.warn({ signal }, 'second signal: exiting at once')
       gateway.flushLogs()
@@ -236,7 +240,10 @@ async function run(args: string[]): Promise<number> {
   })
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
-  process.on('SIGHUP', () => void gateway.reload('signal'))
+  process.on('SIGHUP', () => {
+    gateway.signalReceived('SIGHUP', 'reload')
+    void gateway.reload('signal')
+  })
   // Started by a supervisor with an IPC channel (`npm start`): when the channel closes, the supervisor
   // is gone (even killed outright), and the gateway must not go on holding its ports.
   if (process.channel !== undefined) process.once('disconnect', () => stop('supervisor gone'))

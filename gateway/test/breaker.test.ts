@@ -72,6 +72,8 @@ t.test('opens once more than failureRatio of at least minRequests calls failed, 
   const text = await metricsText(gw)
   t.match(text, /waypost_breaker_state\{route="all",upstream="app"\} 2/)
   t.match(text, /waypost_breaker_rejections_total\{route="all",upstream="app"\} 3/)
+  t.match(text, /waypost_breaker_transitions_total\{route="all",upstream="app",to="open"\} 1\n/)
+  t.match(text, /waypost_breaker_transitions_total\{route="all",upstream="app",to="half-open"\} 0\n/)
   t.match(text, /waypost_local_responses_total\{route="all",reason="breaker-open"\} 3/)
   t.same(transitions(gw), ['closed→open'])
   t.match(gw.logs.find((line) => line.msg === 'breaker closed → open'), { level: 40, route: 'all', upstream: 'app', from: 'closed', to: 'open', window: { fires: 5, failures: 3 } })

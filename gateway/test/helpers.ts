@@ -11,6 +11,8 @@ import { pino } from 'pino'
 import { request } from 'undici'
 import YAML from 'yaml'
 import { Gateway } from '../src/server/gateway.js'
+import { loggerOptions } from '../src/telemetry/logger.js'
+import { LogRedaction } from '../src/telemetry/redaction.js'
 
 export const MAIN = fileURLToPath(new URL('../../dist/gateway/src/main.js', import.meta.url))
 
@@ -91,9 +93,11 @@ export async function startGateway(configText: string, options: { watch?: boolea
       callback()
     },
   })
-  const log = pino({ level: 'debug' }, sink)
+  // As main.ts makes it: every line goes through the redaction hook.
+  const redaction = new LogRedaction()
+  const log = pino(loggerOptions('debug', redaction), sink)
   // OTEL_* variables for this gateway only; by default none, whatever the test process's environment holds.
-  const gateway = new Gateway({ configFile, log, watch: options.watch ?? false, environment: options.environment ?? {} })
+  const gateway = new Gateway({ configFile, log, watch: options.watch ?? false, environment: options.environment ?? {}, redaction })
   await gateway.start()
   return {
     gateway,
@@ -120,6 +124,8 @@ export interface GatewayProcess {
   /** Every stdout line, parsed when it is JSON. */
   readonly lines: LogLine[]
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  /** Everything written to stderr so far. */
+  stderr(): string
   waitForLog(predicate: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
   stop(): Promise<void>
 }
@@ -195,6 +201,7 @@ export async function spawnGateway(configFile: string, env: NodeJS.ProcessEnv = 
     adminUrl: `http://${String(ready.admin)}`,
     lines,
     exited,
+    stderr: () => stderr,
     waitForLog,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')

@@ -13,12 +13,21 @@ import type { KubernetesObject } from './kubernetes-schema.js'
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
 type JsonObject = { [key: string]: Json }
 
+interface ConfigMapGenerator {
+  name: string
+  files?: string[]
+  options?: { disableNameSuffixHash?: boolean; labels?: Record<string, string> }
+}
+
 interface Kustomization {
   resources?: string[]
   patches?: Array<{ path?: string; target?: { group?: string; version?: string; kind?: string; name?: string } }>
+  configMapGenerator?: ConfigMapGenerator[]
 }
 
-const SUPPORTED = new Set(['apiVersion', 'kind', 'resources', 'patches'])
+const SUPPORTED = new Set(['apiVersion', 'kind', 'resources', 'patches', 'configMapGenerator'])
+const SUPPORTED_GENERATOR = new Set(['name', 'files', 'options'])
+const SUPPORTED_GENERATOR_OPTIONS = new Set(['disableNameSuffixHash', 'labels'])
 /** The merge keys Kubernetes declares (x-kubernetes-patch-merge-key) for the lists our patches touch. */
 const MERGE_KEYS: Record<string, string> = { containers: 'name', initContainers: 'name', volumes: 'name', env: 'name', volumeMounts: 'mountPath', ports: 'containerPort' }
 
@@ -33,6 +42,7 @@ export function kustomize(dir: string): KubernetesObject[] {
     if (statSync(path).isDirectory()) objects.push(...kustomize(path))
     else objects.push(...readObjects(path))
   }
+  for (const generator of kustomization.configMapGenerator ?? []) objects.push(generatedConfigMap(dir, generator))
   for (const patch of kustomization.patches ?? []) {
     if (patch.path === undefined) throw new Error(`${dir}: only patches from files are supported`)
     const body = parse(readFileSync(join(dir, patch.path), 'utf8')) as Json
@@ -48,6 +58,17 @@ export function kustomize(dir: string): KubernetesObject[] {
     }
   }
   return objects
+}
+
+/** A ConfigMap from files, as kustomize makes it: each file's name is its key. */
+function generatedConfigMap(dir: string, generator: ConfigMapGenerator): KubernetesObject {
+  const unsupported = [...Object.keys(generator).filter((key) => !SUPPORTED_GENERATOR.has(key)), ...Object.keys(generator.options ?? {}).filter((key) => !SUPPORTED_GENERATOR_OPTIONS.has(key))]
+  if (unsupported.length > 0) throw new Error(`${dir}: configMapGenerator fields this test builder does not know: ${unsupported.join(', ')}`)
+  if (generator.options?.disableNameSuffixHash !== true) throw new Error(`${dir}: configMapGenerator ${generator.name}: only disableNameSuffixHash: true is supported (the name hash is not reproduced)`)
+  const data: Record<string, string> = {}
+  for (const file of generator.files ?? []) data[file.split('/').at(-1)!] = readFileSync(join(dir, file), 'utf8')
+  const labels = generator.options.labels
+  return { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: generator.name, ...(labels === undefined ? {} : { labels }) }, data } as KubernetesObject
 }
 
 export function readObjects(file: string): KubernetesObject[] {

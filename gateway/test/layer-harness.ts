@@ -9,7 +9,7 @@ import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import type { Clock, TimerHandle } from '../src/core/clock.js'
 import { ExchangeSignal, newExchangeRecord, type BodySink, type Exchange, type ProxyResponse, type ResponseHeaders, type StreamingBody, type Upstream } from '../src/core/exchange.js'
-import type { Deps, Policy } from '../src/policies/policy.js'
+import type { Deps, Policy, PolicyReport } from '../src/policies/policy.js'
 import { checkOperator } from '../src/core/operator.js'
 import { ANONYMOUS, type Identity } from '../src/core/identity.js'
 import type { SecurityEvent } from '../src/telemetry/security-log.js'
@@ -211,6 +211,8 @@ export interface LayerUnderTest<Exposed> {
   readonly securityEvents: SecurityEvent[]
   /** What it asked `/ready` to wait for (deps.awaitBeforeReady). */
   readonly readiness: Array<{ what: string; ready: Promise<void> }>
+  /** What the layer reports of its state (GET /stats), in the order registered. */
+  readonly reports: Array<() => PolicyReport>
   /** The built handler: the policy's exchange layer around its attempt layer around `next`. */
   readonly handler: Upstream
   /** Sends one request through the layer. */
@@ -240,6 +242,7 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
   const exposed: Exposed[] = []
   const securityEvents: SecurityEvent[] = []
   const readiness: Array<{ what: string; ready: Promise<void> }> = []
+  const reports: Array<() => PolicyReport> = []
   const deps: Deps<Exposed> = {
     route: { name: 'test', upstream: 'app' },
     log: pino({ level: 'silent' }),
@@ -259,6 +262,7 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
       return upstream
     },
     expose: (value) => void exposed.push(value),
+    report: (probe) => void reports.push(probe),
     operator: (request) => checkOperator(request, options.adminToken),
     security: { record: (event) => void securityEvents.push(event) },
     awaitBeforeReady: (what, ready) => void readiness.push({ what, ready }),
@@ -275,6 +279,7 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
     exposed,
     securityEvents,
     readiness,
+    reports,
     handler,
     call: (request) => handler(fakeExchange(request)),
     send: (exchange) => handler(exchange),

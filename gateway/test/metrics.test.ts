@@ -145,6 +145,12 @@ t.test('every series a route, a policy and an upstream can have exists from the 
   t.equal(series(text, 'waypost_upstream_attempts_total{route="broken",outcome="5xx"}'), 0)
   t.equal(series(text, 'waypost_upstream_ejections_total{upstream="app"}'), 0)
   t.equal(series(text, 'waypost_upstream_panic_total{upstream="down"}'), 0)
+  for (const to of ['open', 'half-open', 'closed']) t.equal(series(text, `waypost_breaker_transitions_total{route="guarded",upstream="app",to="${to}"}`), 0, `breaker transitions to ${to}`)
+  t.equal(series(text, 'waypost_cache_entries{route="guarded"}'), 0)
+  t.equal(series(text, 'waypost_cache_stored_bytes{route="guarded"}'), 0)
+  t.equal(series(text, `waypost_upstream_endpoint_in_flight{upstream="app",endpoint="${new URL(stub.url).origin}"}`), 0)
+  t.equal(series(text, 'waypost_config_last_reload_successful'), 1)
+  t.match(text, /^waypost_config_info\{version="1",hash="[0-9a-f]{16}",source="startup"\} 1$/m, 'the plan in force, as an info metric')
 })
 
 t.test('promtool check metrics accepts a scrape taken after traffic through every policy', { skip: promtool ? false : NO_PROMTOOL }, async (t) => {
@@ -243,6 +249,71 @@ t.test('each upstream attempt\'s latency, by upstream and outcome', async (t) =>
   t.ok(slow >= 0.3 && slow < 0.5, `the sum grew by the attempt's time (${slow} s)`)
   t.equal(delta(`${family}_count{upstream="down",outcome="failed"}`), 2)
   t.equal(series(after, `${family}_count{upstream="down",outcome="2xx"}`), undefined, 'an outcome\'s series comes with its first attempt')
+})
+
+t.test('per-endpoint attempt series for a short static list only: none for DNS endpoints or beyond the cap', async (t) => {
+  const refusing = await freePorts(2)
+  const capped = Array.from({ length: 17 }, (_, i) => ({ url: `http://127.0.0.${i + 2}:${closedPort}` }))
+  const small = await startGateway(
+    YAML.stringify({
+      listen: { address: '127.0.0.1:0' },
+      admin: { address: '127.0.0.1:0' },
+      drain: { delay: '0s', timeout: '5s' },
+      upstreams: {
+        pair: { endpoints: [{ url: stub.url }, { url: `http://127.0.0.1:${refusing[0]}`, priority: 1 }] },
+        named: { dns: { name: 'localhost', port: Number(new URL(stub.url).port), family: 4 } },
+        many: { endpoints: capped },
+      },
+      routes: [
+        { name: 'pair', match: { path: { prefix: '/pair/' } }, upstream: 'pair', rewrite: { pathPrefix: '/status/' } },
+        { name: 'named', match: { path: { prefix: '/named/' } }, upstream: 'named', rewrite: { pathPrefix: '/status/' } },
+        { name: 'many', match: { path: { prefix: '/many/' } }, upstream: 'many' },
+      ],
+    }),
+  )
+  t.teardown(() => small.close())
+  const get = async (path: string) => (await request(`${small.url}${path}`)).body.dump()
+  await get('/pair/200')
+  await get('/pair/503')
+  await get('/named/200')
+  await get('/many/x')
+  const text = await metricsText(small)
+  const family = 'waypost_upstream_endpoint_attempt_duration_seconds'
+  const origin = new URL(stub.url).origin
+  t.equal(series(text, `${family}_count{upstream="pair",endpoint="${origin}",outcome="2xx"}`), 1)
+  t.equal(series(text, `${family}_count{upstream="pair",endpoint="${origin}",outcome="5xx"}`), 1)
+  t.equal(sum(text, `${family}_count`, { upstream: 'named' }), 0, 'no endpoint series for DNS endpoints')
+  t.equal(sum(text, 'waypost_upstream_attempt_duration_seconds_count', { upstream: 'named' }), 1, 'the upstream\'s series has the attempt')
+  t.equal(sum(text, `${family}_count`, { upstream: 'many' }), 0, 'none beyond 16 endpoints')
+  t.equal(sum(text, 'waypost_upstream_attempt_duration_seconds_count', { upstream: 'many', outcome: 'failed' }), 1)
+  t.equal(series(text, `waypost_upstream_endpoint_in_flight{upstream="pair",endpoint="http://127.0.0.1:${refusing[0]}"}`), 0, 'in flight per endpoint, from the live groups')
+})
+
+t.test('the config in force is an info metric; a rejected reload keeps it and says so', async (t) => {
+  const own = await startGateway(YAML.stringify({ listen: { address: '127.0.0.1:0' }, admin: { address: '127.0.0.1:0' }, drain: { delay: '0s' }, upstreams: { app: { url: stub.url } }, routes: [{ name: 'a', upstream: 'app' }] }))
+  t.teardown(() => own.close())
+  writeFileSync(own.configFile, YAML.stringify({ listen: { address: '127.0.0.1:0' }, admin: { address: '127.0.0.1:0' }, drain: { delay: '0s' }, upstreams: { app: { url: stub.url } }, routes: [{ name: 'b', upstream: 'app' }] }))
+  const applied = await own.gateway.reload('admin')
+  t.ok(applied.ok)
+  const hash = applied.ok ? applied.hash : ''
+  let text = await metricsText(own)
+  t.equal(series(text, `waypost_config_info{version="2",hash="${hash}",source="admin"}`), 1)
+  t.equal(text.match(/^waypost_config_info\{/gm)?.length, 1, 'only the plan in force')
+  t.equal(series(text, 'waypost_config_last_reload_successful'), 1)
+  writeFileSync(own.configFile, 'routes: [')
+  t.notOk((await own.gateway.reload('file')).ok)
+  text = await metricsText(own)
+  t.equal(series(text, 'waypost_config_last_reload_successful'), 0)
+  t.equal(series(text, `waypost_config_info{version="2",hash="${hash}",source="admin"}`), 1, 'the plan in force is still version 2')
+  t.equal(series(text, 'waypost_config_reload_total{result="failure"}'), 1)
+})
+
+t.test('the Node runtime: event-loop lag, GC and heap from prom-client\'s defaults', async (t) => {
+  const text = await metricsText(gw)
+  for (const family of ['nodejs_eventloop_lag_seconds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_heap_space_size_used_bytes', 'process_cpu_seconds_total', 'process_resident_memory_bytes']) {
+    t.match(text, new RegExp(`^${family}(\\{[^}]*\\})? [0-9.e+-]+$`, 'm'), family)
+  }
+  t.match(text, /^# TYPE nodejs_gc_duration_seconds histogram$/m, 'GC pauses, by kind')
 })
 
 t.test('waypost_build_info says the version and the Node.js it runs on', async (t) => {

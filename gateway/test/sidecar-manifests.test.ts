@@ -45,7 +45,7 @@ t.test('every kustomization builds and every object passes the Kubernetes schema
     t.same(objects.flatMap(schemaProblems), [], `${dir}: schema-valid`)
   }
   t.same(built.get('base')!.map((object) => object.kind).sort(), ['ConfigMap', 'ConfigMap', 'Deployment', 'NetworkPolicy', 'PodDisruptionBudget', 'Service', 'Service'])
-  t.same(built.get('monitoring')!.map((object) => object.kind).sort(), ['PrometheusRule', 'ServiceMonitor'])
+  t.same(built.get('monitoring')!.map((object) => object.kind).sort(), ['ConfigMap', 'PrometheusRule', 'ServiceMonitor'])
 })
 
 t.test('every YAML file is a resource or a patch of some kustomization (none left unchecked)', async (t) => {

@@ -8,7 +8,7 @@ import type { Logger } from 'pino'
 import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
 import { linearRegex } from '../routing/linear-regex.js'
 import { clientCertTest } from '../routing/client-cert.js'
-import type { Deps } from '../policies/policy.js'
+import type { Deps, PolicyReport } from '../policies/policy.js'
 import { registry } from '../policies/index.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
@@ -24,6 +24,7 @@ import type { KeptState } from './kept-state.js'
 import type { RedisConfig } from '../store/redis.js'
 import type { GatewayMetrics, RouteMetrics } from '../telemetry/metrics.js'
 import { NO_SECURITY_LOG, type SecurityEvents } from '../telemetry/security-log.js'
+import { DEFAULT_REDACTED_QUERY } from '../telemetry/redaction.js'
 
 export interface CompiledRoute {
   readonly info: RouteInfo
@@ -60,6 +61,14 @@ export interface Settings {
   readonly accessLog: boolean
   /** `securityLog.path`: 'stdout' or a file. */
   readonly securityLog: string
+  /** Whether an applied reload undoes a level set through POST /logging. */
+  readonly resetLevelOnReload: boolean
+  /** Headers (beside the four always redacted) and query parameters never logged. */
+  readonly redact: { readonly headers: readonly string[]; readonly query: readonly string[] }
+  /** The audit trail's destination (`stdout` or a file); undefined when off. */
+  readonly auditOutput: string | undefined
+  /** `/ready` waits for every routed upstream to have a healthy endpoint. */
+  readonly readyRequiresUpstream: boolean
 }
 
 /** Something `/ready` waits for (a JWKS fetched): what a policy passed to `deps.awaitBeforeReady`. */
@@ -83,6 +92,14 @@ export interface Plan {
   readonly exposed: ReadonlyMap<string, ReadonlyArray<unknown>>
   /** What must be ready before `/ready` says so (policies' `deps.awaitBeforeReady`). */
   readonly dependencies: ReadonlyArray<Dependency>
+  /** What each route's policies report of their state (`deps.report`), by route name, in layer order. */
+  readonly reports: ReadonlyMap<string, ReadonlyArray<RouteReport>>
+}
+
+/** One policy's state probe on one route (GET /stats). */
+export interface RouteReport {
+  readonly policy: string
+  readonly probe: () => PolicyReport
 }
 
 export interface CompileContext {
@@ -115,7 +132,8 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   const dependencies: Dependency[] = []
   const merged = config.routes.map((route) => mergePolicies(config.defaults?.policies, route.policies) as Record<string, unknown>)
   const owned = ownedRequestHeaders(merged)
-  const shared: SharedContext = { upstreams, settings, redis: config.redis, context, exposed, dependencies, owned }
+  const reports = new Map<string, RouteReport[]>()
+  const shared: SharedContext = { upstreams, settings, redis: config.redis, context, exposed, dependencies, owned, reports }
   const routes = config.routes.map((route, index) => compileRoute(route, merged[index]!, config.upstreams[route.upstream], shared))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
@@ -130,6 +148,7 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     upstreams,
     exposed,
     dependencies,
+    reports,
   }
 }
 
@@ -143,6 +162,7 @@ interface SharedContext {
   readonly dependencies: Dependency[]
   /** Headers some policy of the plan sets for the upstream: stripped from every client request. */
   readonly owned: ReadonlySet<string>
+  readonly reports: Map<string, RouteReport[]>
 }
 
 /** The identity headers any route's policies set (Policy.ownedRequestHeaders), over the whole plan. */
@@ -167,7 +187,9 @@ function stripOwnedHeaders(names: ReadonlySet<string>): Layer {
 }
 
 function compileRoute(route: RouteConfig, merged: Record<string, unknown>, target: unknown, shared: SharedContext): CompiledRoute {
-  const { upstreams, settings, redis, context, exposed, dependencies } = shared
+  const { upstreams, settings, redis, context, exposed, dependencies, reports } = shared
+  const routeReports: RouteReport[] = []
+  reports.set(route.name, routeReports)
   const endpoints = upstreams.get(route.upstream)!
   const info: RouteInfo = { name: route.name, upstream: route.upstream }
   // The traced dispatch only when tracing is on: with it off, nothing of tracing is in the plan.
@@ -207,6 +229,7 @@ function compileRoute(route: RouteConfig, merged: Record<string, unknown>, targe
         if (values === undefined) exposed.set(policy.name, (values = []))
         values.push(value)
       },
+      report: (probe) => void routeReports.push({ policy: policy.name, probe }),
     }
     // definePolicy fills the schema's defaults into the section for each of the policy's functions.
     const layer = policy.build(section, deps)
@@ -334,5 +357,9 @@ function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides'
     logFormat: overrides.logFormat ?? config.log?.format ?? 'json',
     accessLog: config.log?.access ?? true,
     securityLog: config.securityLog?.path ?? 'stdout',
+    resetLevelOnReload: config.log?.resetLevelOnReload ?? false,
+    redact: { headers: config.log?.redact?.headers ?? [], query: config.log?.redact?.query ?? DEFAULT_REDACTED_QUERY },
+    auditOutput: config.audit?.output,
+    readyRequiresUpstream: config.admin?.readyRequiresUpstream ?? false,
   }
 }

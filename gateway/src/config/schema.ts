@@ -7,6 +7,7 @@ import { UpstreamConfig } from '../proxy/upstream/config.js'
 import { RedisConfig } from '../store/redis.js'
 import { PoliciesConfig } from '../policies/index.js'
 import { TracingConfig } from '../telemetry/tracing-config.js'
+import { DEFAULT_REDACTED_QUERY } from '../telemetry/redaction.js'
 
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', errorMessage: 'expected a name of letters, digits, ".", "_" or "-" (at most 63 characters)' })
 /** What one client may hold: the guard against slow uploaders, slow readers and connection floods. */
@@ -230,8 +231,15 @@ export const GatewayConfig = Type.Object(
         {
           address: Type.Optional(Address),
           token: Type.Optional(AdminToken),
+          readyRequiresUpstream: Type.Optional(
+            Type.Boolean({
+              default: false,
+              description:
+                '`/ready` also requires every upstream a route uses to have a healthy endpoint (by its health check). Off by default: a sidecar that turns unready whenever its app is briefly unhealthy takes the pod out of its Service, removing capacity exactly when it is short, and every replica does it at once when the app\'s dependency fails.',
+            }),
+          ),
         },
-        { additionalProperties: false, description: 'The admin listener (/live /ready /config /reload /metrics). Default 127.0.0.1:9901 (env WAYPOST_ADMIN).' },
+        { additionalProperties: false, description: 'The admin listener (/live /ready /config /reload /metrics /stats /dashboard). Default 127.0.0.1:9901 (env WAYPOST_ADMIN).' },
       ),
     ),
     log: Type.Optional(
@@ -244,6 +252,21 @@ export const GatewayConfig = Type.Object(
               errorMessage: 'expected json or pretty',
               description: '`json` (default): one JSON object per line, for log collectors; `pretty`: human-readable lines through pino-pretty, for a terminal. Read at start (env WAYPOST_LOG_FORMAT, flag --log-format).',
             }),
+          ),
+          resetLevelOnReload: Type.Optional(
+            Type.Boolean({
+              default: false,
+              description: 'Whether an applied reload puts the level back to `level` after `POST /logging?level=...` changed it. Default false: a level set at run time stays until set again or the gateway restarts.',
+            }),
+          ),
+          redact: Type.Optional(
+            Type.Object(
+              {
+                headers: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$', errorMessage: 'expected an HTTP header name' }), { default: [], description: 'More headers whose values never appear in a log line (x-api-key, ...), beside Authorization, Proxy-Authorization, Cookie and Set-Cookie, which always are redacted.' })),
+                query: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: [...DEFAULT_REDACTED_QUERY], description: 'Query parameters whose values never appear in a log line (case-insensitive). Replaces the default list.' })),
+              },
+              { additionalProperties: false, default: {}, description: 'What never reaches a log line; redacted values read `[redacted]`.' },
+            ),
           ),
         },
         { additionalProperties: false },
@@ -264,6 +287,14 @@ export const GatewayConfig = Type.Object(
           additionalProperties: false,
           description: 'The security log: one JSON line per authentication failure, authorization denial, admin action and certificate change (time, request id, route, subject, reason, rule, source address). Never filtered by `log.level`; never holds a credential.',
         },
+      ),
+    ),
+    audit: Type.Optional(
+      Type.Object(
+        {
+          output: Type.String({ minLength: 1, description: '`stdout` (beside the log lines, each marked `"log":"audit"`), or a file the trail is appended to (relative to the working directory; created with its directory). A file that cannot be opened rejects the config.' }),
+        },
+        { additionalProperties: false, description: 'The audit trail: configs applied and rejected, admin actions with the caller\'s address, signals; one JSON line each, chained by sequence number and the previous line\'s sha256. Off without this section.' },
       ),
     ),
     drain: Type.Optional(

@@ -56,6 +56,8 @@ t.test('after openFor, exactly halfOpenProbes requests go through; their success
   probeB.release()
   await probes[1]
   t.equal(stateOf(layer), 'closed')
+  const transitions = (await layer.metrics.getSingleMetricAsString('waypost_breaker_transitions_total')).split('\n')
+  for (const to of ['open', 'half-open', 'closed']) t.ok(transitions.includes(`waypost_breaker_transitions_total{route="test",upstream="app",to="${to}"} 1`), `one transition to ${to}`)
   t.equal((await layer.call()).status, 503, 'one failure after closing...')
   t.equal(stateOf(layer), 'closed', '...is below minRequests again: the old failures were forgotten')
 })

@@ -21,7 +21,7 @@ import { duration, toMs } from '../core/units.js'
 import { unrefTimer, type Clock, type TimerHandle } from '../core/clock.js'
 import { answerForError } from '../proxy/errors.js'
 import { callNext, localResponse, type Exchange, type ProxyResponse, type RouteInfo, type StreamingBody, type Upstream } from '../core/exchange.js'
-import { definePolicy, type AdminEndpoint, type Deps, type ValidateContext } from './policy.js'
+import { definePolicy, type AdminEndpoint, type Deps, type PolicyReport, type ValidateContext } from './policy.js'
 import type { Defaulted } from '../core/schema-defaults.js'
 
 const FailOn = Type.Object(
@@ -157,6 +157,8 @@ export class RouteBreaker {
   private readonly circuit: CircuitBreaker<[Exchange, Upstream, (response: ProxyResponse) => void], ProxyResponse>
   private readonly rule: FailureRule
   private readonly rejections: ReturnType<Counter<'route' | 'upstream'>['labels']>
+  /** waypost_breaker_transitions_total of this breaker, by the state entered. */
+  private readonly transitions: Record<BreakerState, ReturnType<Counter<'route' | 'upstream' | 'to'>['labels']>>
   private probesLeft = 0
   private probesSucceeded = 0
   /** Counts half-open periods, so a probe that settles after its period ended changes nothing. */
@@ -168,13 +170,16 @@ export class RouteBreaker {
     readonly settings: BreakerSettings,
     failOn: ResolvedBreakerConfig['failOn'],
     private readonly log: Logger,
-    rejections: Counter<'route' | 'upstream'>,
+    counters: { readonly rejections: Counter<'route' | 'upstream'>; readonly transitions: Counter<'route' | 'upstream' | 'to'> },
     private readonly clock: Clock,
   ) {
     this.rule = new FailureRule(failOn)
-    this.rejections = rejections.labels(route.name, route.upstream)
-    // From 0, so that rate() sees the first rejection.
-    rejections.labels(route.name, route.upstream).inc(0)
+    this.rejections = counters.rejections.labels(route.name, route.upstream)
+    // From 0, so that rate() sees the first rejection and the first transition.
+    this.rejections.inc(0)
+    const transition = (to: BreakerState) => counters.transitions.labels(route.name, route.upstream, to)
+    this.transitions = { closed: transition('closed'), 'half-open': transition('half-open'), open: transition('open') }
+    for (const series of Object.values(this.transitions)) series.inc(0)
     const rule = this.rule
     this.circuit = new CircuitBreaker(callCounting(rule), {
       name: `${route.name}/${route.upstream}`,
@@ -214,6 +219,28 @@ export class RouteBreaker {
     this.rejections.inc()
     circuit.emit('reject') // opossum counts it in the window's `rejects`, as its own fire() would
     return Promise.resolve(whenOpen(exchange))
+  }
+
+  /** What `GET /stats` and the dashboard show: open is red, half-open amber. */
+  report(): PolicyReport {
+    const now = this.clock.now()
+    const openedAt = this.openedAt
+    const halfOpenAt = openedAt === undefined || this.state !== 'open' ? undefined : openedAt + this.settings.openForMs
+    const stats = this.circuit.stats
+    const window = { fires: stats.fires, failures: stats.failures, rejects: stats.rejects }
+    if (this.state === 'closed') return { health: 'green', summary: `closed (${stats.failures} of ${stats.fires} failed in the window)`, state: 'closed', upstream: this.route.upstream, halfOpenAt: null, window }
+    if (this.state === 'half-open') return { health: 'amber', summary: `half-open: ${this.probesLeft} of ${this.settings.halfOpenProbes} probes left`, state: 'half-open', upstream: this.route.upstream, halfOpenAt: null, window }
+    const dueInMs = Math.max(0, (halfOpenAt ?? now) - now)
+    return {
+      health: 'red',
+      summary: `open: half-open in ${(dueInMs / 1000).toFixed(1)} s`,
+      state: 'open',
+      upstream: this.route.upstream,
+      openedAt: openedAt === undefined ? null : new Date(openedAt).toISOString(),
+      halfOpenAt: halfOpenAt === undefined ? null : new Date(halfOpenAt).toISOString(),
+      halfOpenInMs: dueInMs,
+      window,
+    }
   }
 
   /** What `GET /breakers` shows. */
@@ -276,6 +303,7 @@ export class RouteBreaker {
     const from = this.state
     if (from === to) return
     this.state = to
+    this.transitions[to].inc()
     this.clock.clearTimeout(this.halfOpenTimer)
     if (to === 'open') {
       this.openedAt = this.clock.now()
@@ -340,6 +368,7 @@ function clearWindow(circuit: CircuitBreaker<[Exchange, Upstream, (response: Pro
  */
 class BreakerBoard {
   readonly rejections: Counter<'route' | 'upstream'>
+  readonly transitions: Counter<'route' | 'upstream' | 'to'>
   private readonly live = new Set<RouteBreaker>()
 
   constructor(registry: Registry) {
@@ -358,6 +387,13 @@ class BreakerBoard {
       name: 'waypost_breaker_rejections_total',
       help: 'Requests a breaker turned away from the upstream (open, or half-open beyond its probes), by route and upstream.',
       labelNames: ['route', 'upstream'] as const,
+      registers: [registry],
+    })
+    // Transitions are rare (at most one per openFor): prom-client's own counter costs nothing here.
+    this.transitions = new Counter({
+      name: 'waypost_breaker_transitions_total',
+      help: 'Circuit breaker state changes, by route, upstream and the state entered (to: open, half-open, closed).',
+      labelNames: ['route', 'upstream', 'to'] as const,
       registers: [registry],
     })
   }
@@ -437,13 +473,14 @@ export const breaker = definePolicy({
     const kept = deps.keep(
       'breaker',
       { upstream: route.upstream, target: deps.target, config },
-      () => board.add(new RouteBreaker(route, settingsOf(config), config.failOn, deps.log, board.rejections, deps.clock)),
+      () => board.add(new RouteBreaker(route, settingsOf(config), config.failOn, deps.log, board, deps.clock)),
       (retired) => {
         board.remove(retired)
         retired.shutdown()
       },
     )
     deps.expose(kept)
+    deps.report(() => kept.report())
     const whenOpen = openAnswer(config.fallback, deps)
     return (next) => (exchange) => kept.handle(exchange, next, whenOpen)
   },

@@ -82,6 +82,17 @@ export const concurrency = definePolicy({
   build(section, deps) {
     const config = section as ResolvedConcurrencyConfig
     const limiter = deps.keep('concurrency', config, () => new ConcurrencyLimiter(config.max, config.queue, toMs(config.queueTimeout), deps.clock))
+    deps.report(() => {
+      const full = limiter.inFlight >= limiter.max
+      return {
+        health: limiter.queued > 0 || full ? 'amber' : 'green',
+        summary: `${limiter.inFlight} of ${limiter.max} in flight${limiter.queueSize > 0 ? `, ${limiter.queued} of ${limiter.queueSize} queued` : ''}`,
+        inFlight: limiter.inFlight,
+        max: limiter.max,
+        queued: limiter.queued,
+        queueSize: limiter.queueSize,
+      }
+    })
     return (next) => {
       const admitted = (response: ProxyResponse): ProxyResponse => {
         onResponseDone(response, limiter.release)

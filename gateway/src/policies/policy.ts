@@ -38,6 +38,11 @@ export interface Deps<Exposed = never> {
   readonly target: unknown
   /** Offers a value to this policy's admin endpoints for as long as this plan is in force. */
   expose(value: Exposed): void
+  /**
+   * Offers the route's state of this policy to `GET /stats` and the dashboard, for as long as this
+   * plan is in force: `probe` is called about once a second, and must be cheap.
+   */
+  report(probe: () => PolicyReport): void
   /** Whether the caller may act as an operator: on loopback, or presenting the admin token. */
   operator(request: IncomingMessage): Promise<OperatorCheck>
   /** The security log (authentication failures, denials): never given a credential. */
@@ -48,6 +53,29 @@ export interface Deps<Exposed = never> {
    * keeps trying and resolves when it first succeeds.
    */
   awaitBeforeReady(what: string, ready: Promise<void>): void
+}
+
+/** Green: nothing to see; amber: working as configured but under pressure (limiting, half-open); red: refusing (open breaker). */
+export type Health = 'green' | 'amber' | 'red'
+
+/** What the dashboard shows of one policy on one route: a colour, one line, and details for /stats. */
+export interface PolicyReport {
+  readonly health: Health
+  readonly summary: string
+  readonly [detail: string]: unknown
+}
+
+/**
+ * How much a running total grew over the last `windowMs` (default 10 s), for reports that turn
+ * amber while a policy is acting (limiting, shedding): call it with the total at each probe.
+ */
+export function recentIncrease(windowMs = 10_000): (total: number, now?: number) => number {
+  const samples: Array<{ at: number; total: number }> = []
+  return (total, now = performance.now()) => {
+    samples.push({ at: now, total })
+    while (samples.length > 2 && samples[1]!.at <= now - windowMs) samples.shift()
+    return total - samples[0]!.total
+  }
 }
 
 /** A problem a policy's own check found; `path` is a JSON pointer below its section ('' for the section). */

@@ -66,7 +66,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     this.started = true
     const ms = performance.now() - this.sentAt
     this.record.upstreamMs = ms
-    this.group.attempts.observe(statusCode, ms / 1000)
+    this.group.observeAttempt(this.endpoint, statusCode, ms / 1000)
     // A failing status counts at once; a good one only once its body has arrived whole, so a body
     // cut off after a 200 counts as the failure it is (onResponseError), not as a success.
     if (statusCode >= 500) this.group.reportStatus(this.endpoint, statusCode)
@@ -105,7 +105,7 @@ class ResponseHandler implements Dispatcher.DispatchHandler, AbortListener, Stre
     if (!this.started) {
       if (this.upstreamFailed(error)) {
         this.group.reportFailure(this.endpoint)
-        this.group.attempts.observe(0, (performance.now() - this.sentAt) / 1000)
+        this.group.observeAttempt(this.endpoint, 0, (performance.now() - this.sentAt) / 1000)
       }
       this.reject(withTlsCause(error, this.endpoint.address))
       return
@@ -272,12 +272,12 @@ function upgradeAttempt(group: EndpointGroup, endpoint: Endpoint, exchange: Exch
     (connection): ProxyResponse => {
       const ms = performance.now() - started
       exchange.record.upstreamMs = ms
-      group.attempts.observe(101, ms / 1000)
+      group.observeAttempt(endpoint, 101, ms / 1000)
       return { status: 101, headers: {}, body: connection, origin: 'upstream' }
     },
     (error: unknown) => {
       // A refused handshake (the upstream answered without switching) or a failed connection; not a client that left.
-      if (!(exchange.signal.aborted && !(exchange.signal.reason instanceof DeadlineExceeded))) group.attempts.observe(0, (performance.now() - started) / 1000)
+      if (!(exchange.signal.aborted && !(exchange.signal.reason instanceof DeadlineExceeded))) group.observeAttempt(endpoint, 0, (performance.now() - started) / 1000)
       throw error instanceof Error ? withTlsCause(error, endpoint.address) : error
     },
   ).finally(() => {

@@ -1,6 +1,8 @@
-// The admin listener: probes, config state, upstream endpoints, reload and metrics, plus whatever
-// endpoints the registered policies offer (GET /breakers, POST /cache/purge) through their admin
-// hook. Kept off the proxy port so a load balancer or a client can never reach it through the data path.
+// The admin listener: probes, config state, upstream endpoints, reload, metrics, the log level,
+// the live stats and their dashboard, plus whatever endpoints the registered policies offer
+// (GET /breakers, POST /cache/purge) through their admin hook. Kept off the proxy port so a load
+// balancer or a client can never reach it through the data path. Every mutating call, refused or
+// not, goes to the audit trail with the caller's address.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { formatError, type ConfigError } from '../config/load.js'
 import { redactSecrets } from '../config/redact.js'
@@ -12,6 +14,14 @@ import type { AdminEndpoint } from '../policies/policy.js'
 import type { Logger } from 'pino'
 import type { SecurityEvents } from '../telemetry/security-log.js'
 import { refuseMutation } from './admin-guard.js'
+import { isLoopback } from '../core/operator.js'
+import type { AuditEvent } from '../telemetry/audit.js'
+import type { LogRedaction } from '../telemetry/redaction.js'
+import { buildStats, StatsSampler, type StatsHost } from './stats.js'
+import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard-page.js'
+
+/** How often GET /stats/stream sends the stats. */
+const STREAM_EVERY_MS = 1000
 
 /** An admin request's JSON is tiny; anything bigger is refused unread. */
 const ADMIN_BODY_LIMIT = 16 * 1024
@@ -22,8 +32,7 @@ interface OfferedEndpoint {
 }
 
 /** What the admin API reads of the running gateway (the Gateway class implements it). */
-export interface AdminHost {
-  readonly ready: boolean
+export interface AdminHost extends StatsHost {
   readonly state: string
   /** What still keeps it from being ready (certificates while starting, a JWKS); empty when nothing. */
   readonly waitingFor: readonly string[]
@@ -31,13 +40,18 @@ export interface AdminHost {
   readonly security: SecurityEvents
   readonly plan: Plan
   readonly configFile: string
-  readonly lastError: unknown
   /** The TLS listener's certificates and last error; null without TLS. */
   readonly tlsStatus?: unknown
   readonly history: ConfigHistory
   readonly metrics: GatewayMetrics
   readonly log: Logger
+  readonly redaction: LogRedaction
+  /** Ends each open event stream at shutdown (the admin handler adds and removes its own). */
+  readonly adminStreams: Set<() => void>
   reload(source: string): Promise<{ ok: true } | { ok: false; errors: ConfigError[] }>
+  logging(): { level: string; configured: string; runtime: unknown; resetLevelOnReload: boolean }
+  setLogLevel(level: string, by: string): { previous: string; level: string }
+  audited(event: Extract<AuditEvent, { event: 'admin' }>): void
 }
 
 /** The policies' endpoints by "METHOD /path", fixed at start: the registry does not change at run time. */
@@ -51,9 +65,9 @@ for (const policy of registry) {
     offered.set(key, { policy: policy.name, endpoint })
   }
 }
-const OWN_PATHS = ['/live', '/ready', '/config', '/upstreams', '/reload', '/metrics']
+const OWN_PATHS = ['/live', '/ready', '/config', '/upstreams', '/reload', '/metrics', '/logging', '/stats', '/stats/stream', '/dashboard']
 const KNOWN_PATHS = new Set([...OWN_PATHS, ...[...offered.values()].map((entry) => entry.endpoint.path)])
-const INDEX = `not found: try /live /ready /config /upstreams /reload (POST) /metrics ${[...offered.values()].map(({ endpoint }) => (endpoint.method === 'GET' ? endpoint.path : `${endpoint.path} (${endpoint.method})`)).join(' ')}\n`
+const INDEX = `not found: try /live /ready /config /upstreams /reload (POST) /metrics /logging (POST ?level=) /stats /stats/stream /dashboard ${[...offered.values()].map(({ endpoint }) => (endpoint.method === 'GET' ? endpoint.path : `${endpoint.path} (${endpoint.method})`)).join(' ')}\n`
 
 function json(response: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   const text = JSON.stringify(body, null, 2)
@@ -67,20 +81,31 @@ function text(response: ServerResponse, status: number, body: string): void {
 }
 
 export function createAdminHandler(gateway: AdminHost) {
+  // One copy of the numbers a second for /stats' rates, from the start; stopped with the gateway.
+  const sampler = new StatsSampler(gateway.metrics)
+  sampler.start()
+  gateway.adminStreams.add(() => sampler.stop())
+  const context: AdminContext = { gateway, sampler }
   return (request: IncomingMessage, response: ServerResponse): void => {
     const [path = '/', query = ''] = (request.url ?? '/').split('?', 2)
     const method = request.method ?? 'GET'
-    if (method === 'GET' || method === 'HEAD' || !KNOWN_PATHS.has(path)) return route(gateway, method, path, query, request, response)
-    // A mutating endpoint: only for loopback callers or the admin token, never for a web page. Each
-    // one, done or refused, is an admin action for the security log.
+    if (method === 'GET' || method === 'HEAD' || !KNOWN_PATHS.has(path)) return route(context, method, path, query, request, response)
+    // A mutating endpoint: only for loopback callers or the admin token, never for a web page.
+    const remote = request.socket.remoteAddress ?? ''
+    let caller: 'loopback' | 'token' | 'refused' = isLoopback(remote) ? 'loopback' : 'token'
+    // Once answered; a caller that left before the answer is recorded with 499, as the access log does.
     response.once('finish', () =>
-      gateway.security.record({ event: 'admin-action', reason: `${method} ${path}`, method, path, status: response.statusCode, remote: request.socket.remoteAddress ?? '' }),
+      gateway.security.record({ event: 'admin-action', reason: `${method} ${path}`, method, path, status: response.statusCode, remote }),
+    )
+    response.once('close', () =>
+      gateway.audited({ event: 'admin', method, path, query: query === '' ? '' : gateway.redaction.scrubText(`?${query}`).slice(1), remote, caller, status: response.headersSent ? response.statusCode : 499 }),
     )
     refuseMutation(request, gateway.plan.settings.adminToken).then(
       (refusal) => {
-        if (refusal === undefined) return route(gateway, method, path, query, request, response)
+        if (refusal === undefined) return route(context, method, path, query, request, response)
+        caller = 'refused'
         request.resume()
-        gateway.log.warn({ method, path, remote: request.socket.remoteAddress, status: refusal.status, reason: refusal.error }, 'admin request refused')
+        gateway.log.warn({ method, path, remote, status: refusal.status, reason: refusal.error }, 'admin request refused')
         json(response, refusal.status, { ok: false, error: refusal.error }, refusal.headers)
       },
       (error: unknown) => json(response, 500, { ok: false, error: (error as Error).message }),
@@ -88,7 +113,13 @@ export function createAdminHandler(gateway: AdminHost) {
   }
 }
 
-function route(gateway: AdminHost, method: string, path: string, query: string, request: IncomingMessage, response: ServerResponse): void {
+interface AdminContext {
+  readonly gateway: AdminHost
+  readonly sampler: StatsSampler
+}
+
+function route(context: AdminContext, method: string, path: string, query: string, request: IncomingMessage, response: ServerResponse): void {
+  const gateway = context.gateway
   const policyEndpoint = offered.get(`${method} ${path}`)
   if (policyEndpoint !== undefined) return serve(gateway, policyEndpoint, query, request, response)
   request.resume()
@@ -98,10 +129,8 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
       return text(response, 200, 'live\n')
     case 'GET /ready':
     case 'HEAD /ready': {
-      if (gateway.ready) return text(response, 200, 'ready\n')
-      const waiting = gateway.waitingFor
-      const draining = gateway.state === 'draining' || gateway.state === 'stopped'
-      return text(response, 503, !draining && waiting.length > 0 ? `not ready: ${gateway.state === 'ready' ? '' : `${gateway.state}, `}waiting for ${waiting.join(', ')}\n` : `not ready: ${gateway.state}\n`)
+      const readiness = gateway.readiness()
+      return readiness.ready ? text(response, 200, 'ready\n') : text(response, 503, `not ready: ${readiness.reason}\n`)
     }
     case 'GET /config': {
       const plan = gateway.plan
@@ -112,9 +141,30 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
         lastError: gateway.lastError ?? null,
         tls: gateway.tlsStatus ?? null,
         history: gateway.history.list(),
+        logging: gateway.logging(),
+        audit: gateway.audit.output === undefined ? null : { output: gateway.audit.output, events: gateway.audit.sequence },
         config: redactSecrets(plan.config),
       })
     }
+    case 'GET /logging':
+      return json(response, 200, gateway.logging())
+    case 'POST /logging':
+      return setLevel(gateway, new URLSearchParams(query), request, response)
+    case 'GET /stats':
+      return json(response, 200, buildStats(gateway, context.sampler), { 'cache-control': 'no-store' })
+    case 'GET /stats/stream':
+      return streamStats(context, request, response)
+    case 'GET /dashboard':
+    case 'HEAD /dashboard':
+      response.writeHead(200, {
+        'content-type': 'text/html; charset=utf-8',
+        'content-length': Buffer.byteLength(DASHBOARD_HTML),
+        'content-security-policy': DASHBOARD_CSP,
+        'x-content-type-options': 'nosniff',
+        'referrer-policy': 'no-referrer',
+        'cache-control': 'no-store',
+      })
+      return void response.end(method === 'HEAD' ? undefined : DASHBOARD_HTML)
     case 'GET /upstreams': {
       const upstreams: Record<string, unknown> = {}
       for (const [name, group] of gateway.plan.upstreams) upstreams[name] = group.snapshot()
@@ -141,6 +191,44 @@ function route(gateway: AdminHost, method: string, path: string, query: string, 
       if (KNOWN_PATHS.has(path)) return text(response, 405, 'method not allowed\n')
       return text(response, 404, INDEX)
   }
+}
+
+/** POST /logging?level=LEVEL (Envoy's admin form): the log level of the whole gateway, now; without `level`, what it is. */
+function setLevel(gateway: AdminHost, params: URLSearchParams, request: IncomingMessage, response: ServerResponse): void {
+  const unknown = [...params.keys()].filter((name) => name !== 'level')
+  if (unknown.length > 0) return json(response, 400, { ok: false, error: `unknown parameter ${unknown.join(', ')}: POST /logging?level=LEVEL` })
+  const level = params.get('level')
+  if (level === null) return json(response, 200, { ok: true, ...gateway.logging() })
+  try {
+    const changed = gateway.setLogLevel(level, request.socket.remoteAddress ?? '')
+    return json(response, 200, { ok: true, ...changed, ...gateway.logging() })
+  } catch (error) {
+    return json(response, 400, { ok: false, error: (error as Error).message })
+  }
+}
+
+/**
+ * GET /stats/stream: Server-Sent Events, the stats once a second as `event: stats`. The page's
+ * EventSource reconnects by itself after `retry` ms; the gateway ends open streams when it stops.
+ */
+function streamStats({ gateway, sampler }: AdminContext, request: IncomingMessage, response: ServerResponse): void {
+  request.resume()
+  response.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' })
+  response.write('retry: 1000\n\n')
+  const send = (): void => {
+    // A client that does not read gets no more until it has taken what was sent.
+    if (response.writableNeedDrain) return
+    response.write(`event: stats\ndata: ${JSON.stringify(buildStats(gateway, sampler))}\n\n`)
+  }
+  const timer = setInterval(send, STREAM_EVERY_MS)
+  const end = (): void => {
+    clearInterval(timer)
+    gateway.adminStreams.delete(end)
+    response.end()
+  }
+  gateway.adminStreams.add(end)
+  response.once('close', end)
+  send()
 }
 
 /**

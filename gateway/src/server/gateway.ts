@@ -13,11 +13,16 @@ import { KeptState } from '../config/kept-state.js'
 import { ConfigHistory } from '../config/history.js'
 import { watchConfig } from '../config/watch.js'
 import { GatewayMetrics } from '../telemetry/metrics.js'
-import { flushLogger } from '../telemetry/logger.js'
+import { flushLogger, LOG_LEVELS } from '../telemetry/logger.js'
 import { AccessLog } from '../telemetry/access-log.js'
 import { SecurityLog } from '../telemetry/security-log.js'
 import { displayUrl, resolveTracing, type Tracing } from '../telemetry/tracing-config.js'
 import type { GatewayConfig } from '../config/schema.js'
+import { AuditTrail, type AuditEvent } from '../telemetry/audit.js'
+import type { LineStream } from '../telemetry/json-lines.js'
+import { LogRedaction } from '../telemetry/redaction.js'
+import { packageVersion } from '../core/version.js'
+import { pino } from 'pino'
 import { handleExchange, type ExchangeHost } from './exchange.js'
 import { handleUpgrade } from './upgrade.js'
 import { createAdminHandler } from './admin.js'
@@ -43,6 +48,16 @@ export interface GatewayOptions {
   readonly watch?: boolean
   /** Where the OTEL_* variables are read (tracing); default `process.env`. */
   readonly environment?: NodeJS.ProcessEnv
+  /** The redaction the logger's hook applies (createLogger's); the gateway keeps its lists up to date with the file. */
+  readonly redaction?: LogRedaction
+}
+
+/** A log level set through POST /logging, until reset (or a reload, when the file says so). */
+export interface RuntimeLevel {
+  readonly level: string
+  readonly at: string
+  /** The caller's address. */
+  readonly by: string
 }
 
 interface PlanUse {
@@ -60,6 +75,14 @@ export class Gateway implements ExchangeHost {
   readonly security: SecurityLog
   /** Set at start when tracing is on (the OTEL_* variables or the file's `tracing:`), for the gateway's life. */
   tracing: Tracing | undefined = undefined
+  readonly audit = new AuditTrail()
+  readonly redaction: LogRedaction
+  /** When this gateway started (ms since the epoch), for /stats. */
+  readonly startedAt = Date.now()
+  /** Ends each open admin event stream (GET /stats/stream); the admin handler adds and removes them. */
+  readonly adminStreams = new Set<() => void>()
+  /** The level set at run time (POST /logging); undefined while the configured one holds. */
+  runtimeLevel: RuntimeLevel | undefined
   state: LifecycleState = 'starting'
   lastError: { at: string; source: string; errors: string[] } | undefined
   private current: Plan | undefined
@@ -83,7 +106,8 @@ export class Gateway implements ExchangeHost {
 
   constructor(private readonly options: GatewayOptions) {
     this.log = options.log
-    this.accessLog = new AccessLog(options.log)
+    this.redaction = options.redaction ?? new LogRedaction()
+    this.accessLog = new AccessLog(options.log, this.redaction)
     this.security = new SecurityLog(options.log)
     this.adminServer = createServer(createAdminHandler(this))
   }
@@ -146,7 +170,26 @@ export class Gateway implements ExchangeHost {
 
   /** Ready: started, not draining, and every dependency of the plan (a JWKS) loaded. */
   get ready(): boolean {
-    return this.state === 'ready' && this.waitingFor.length === 0
+    return this.readiness().ready
+  }
+
+  /**
+   * Ready while serving, once what the plan waits for is there (certificates while starting, a JWKS),
+   * and with admin.readyRequiresUpstream, while every upstream a route uses has an endpoint its
+   * health check passes (off by default: see the schema's description).
+   */
+  readiness(): { ready: boolean; reason: string } {
+    const waiting = this.waitingFor
+    const draining = this.state === 'draining' || this.state === 'stopped'
+    if (!draining && waiting.length > 0) return { ready: false, reason: `${this.state === 'ready' ? '' : `${this.state}, `}waiting for ${waiting.join(', ')}` }
+    if (this.state !== 'ready') return { ready: false, reason: this.state }
+    const plan = this.plan
+    if (!plan.settings.readyRequiresUpstream) return { ready: true, reason: 'ready' }
+    for (const name of new Set(plan.routes.map((route) => route.info.upstream))) {
+      const group = plan.upstreams.get(name)
+      if (group === undefined || !group.endpointList.some((endpoint) => endpoint.healthy)) return { ready: false, reason: `upstream ${name} has no healthy endpoint` }
+    }
+    return { ready: true, reason: 'ready' }
   }
 
   /**
@@ -243,8 +286,41 @@ export class Gateway implements ExchangeHost {
       this.plainServer === undefined ? undefined : listen(this.plainServer, settings.plainAddress!),
     ])
     this.state = 'ready'
+    this.audit.record({ event: 'gateway.started', pid: process.pid, version: packageVersion(), node: process.version })
     const plain = this.plainServer === undefined ? {} : { plain: this.address('plain') }
     this.log.info({ listen: this.address('proxy'), ...plain, tls: this.tls !== undefined, admin: this.address('admin'), version: this.plan.version, hash: this.plan.hash }, 'waypost ready')
+  }
+
+  /** The log's level now, what the file (or a flag) says, and a run-time level if one was set. */
+  logging(): { level: string; configured: string; runtime: RuntimeLevel | null; resetLevelOnReload: boolean } {
+    const settings = this.plan.settings
+    return { level: this.log.level, configured: settings.logLevel, runtime: this.runtimeLevel ?? null, resetLevelOnReload: settings.resetLevelOnReload }
+  }
+
+  /** POST /logging?level=…: `reset` returns to the configured level. Throws on an unknown level. */
+  setLogLevel(level: string, by: string): { previous: string; level: string } {
+    const previous = this.log.level
+    if (level === 'reset') this.runtimeLevel = undefined
+    else if ((LOG_LEVELS as readonly string[]).includes(level)) this.runtimeLevel = { level, at: new Date().toISOString(), by }
+    else throw new Error(`unknown level "${level}": expected one of ${LOG_LEVELS.join(', ')}, or reset`)
+    this.log.level = this.runtimeLevel?.level ?? this.plan.settings.logLevel
+    this.log.warn({ from: previous, to: this.log.level, by }, 'log level changed at run time')
+    return { previous, level: this.log.level }
+  }
+
+  /** A signal the process received (main.ts), for the audit trail. */
+  signalReceived(signal: string, action: 'reload' | 'drain' | 'exit'): void {
+    this.audit.record({ event: 'signal', signal, action })
+  }
+
+  /** An admin action, for the audit trail (the admin handler calls it for every mutating request). */
+  audited(event: Extract<AuditEvent, { event: 'admin' }>): void {
+    this.audit.record(event)
+  }
+
+  /** The stream the log writes to: where `audit.output: stdout` writes, so lines never interleave. */
+  private get logStream(): LineStream {
+    return (this.log as unknown as Record<symbol, LineStream>)[pino.symbols.streamSym]!
   }
 
   /** The listeners that proxy: the proxy listener, and the cleartext one beside a TLS one. */
@@ -290,6 +366,14 @@ export class Gateway implements ExchangeHost {
       this.kept.rollback()
       return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `compile failed: ${(error as Error).message}` }])
     }
+    // The trail's destination changes with the plan: a file that cannot be opened rejects the config,
+    // as a bad field would (the trail and the plan in force stay).
+    try {
+      this.audit.open(loaded.config.audit?.output, this.logStream)
+    } catch (error) {
+      this.kept.rollback()
+      return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: 'audit.output', message: `cannot open the audit trail: ${(error as Error).message}` }])
+    }
     const retire = this.kept.commit()
     this.planUse.set(plan, { inFlight: 0, retire: undefined })
     this.current = plan
@@ -299,12 +383,15 @@ export class Gateway implements ExchangeHost {
       if (use.inFlight === 0) this.retire(previous, use)
       this.warnAboutRestartOnly(previous, plan)
     }
-    this.log.level = plan.settings.logLevel
+    // A level set at run time outlives a reload unless the file says otherwise (log.resetLevelOnReload).
+    if (plan.settings.resetLevelOnReload) this.runtimeLevel = undefined
+    this.log.level = this.runtimeLevel?.level ?? plan.settings.logLevel
+    this.redaction.configure(plan.settings.redact.headers, plan.settings.redact.query)
     if (this.tls !== undefined && plan.settings.tls !== undefined) this.tls.update(plan.settings.tls)
     this.security.configure(plan.settings.securityLog)
-    this.metrics.reloads.labels('success').inc()
-    this.metrics.configVersion.set(version)
+    this.metrics.configApplied(version, loaded.hash, source)
     const event = this.history.record(version, loaded.hash, source, previous?.config, loaded.config)
+    this.audit.record({ event: 'config.applied', version, hash: loaded.hash, source, summary: event.summary })
     this.log.info({ version, hash: loaded.hash, source, ...event.summary }, 'config applied')
     if (loaded.warnings.length > 0) this.log.warn({ version, warnings: loaded.warnings.map(formatWarning) }, 'config applied with warnings')
     this.errorCleared(source, version)
@@ -345,7 +432,8 @@ export class Gateway implements ExchangeHost {
   private rejected(source: string, errors: ConfigError[]): ReloadResult {
     const lines = errors.map(formatError)
     this.lastError = { at: new Date().toISOString(), source, errors: lines }
-    this.metrics.reloads.labels('failure').inc()
+    this.metrics.configRejected()
+    this.audit.record({ event: 'config.rejected', source, errors: lines })
     // With no plan yet (the first load), nothing keeps serving: start() throws and its caller reports the errors once.
     if (this.current !== undefined) this.log.error({ source, errors: lines }, 'config rejected; the plan in force keeps serving')
     return { ok: false, errors }
@@ -386,8 +474,12 @@ export class Gateway implements ExchangeHost {
     // The last spans, for at most tracing.flushTimeout: a collector that does not answer cannot hold the exit.
     await this.tracing?.shutdown()
     this.state = 'stopped'
+    // Open event streams (GET /stats/stream) never end by themselves: close() would wait for them.
+    for (const end of this.adminStreams) end()
     await new Promise<void>((resolve) => (this.adminServer.listening ? this.adminServer.close(() => resolve()) : resolve()))
     this.adminServer.closeAllConnections()
+    this.audit.record({ event: 'gateway.stopped', drained })
+    this.audit.close()
     this.log.info({ drained }, 'stopped')
     this.flushLogs()
     this.security.close()

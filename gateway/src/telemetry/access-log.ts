@@ -3,6 +3,7 @@
 // known, and all but three (path, user agent-free error text, request id) need no escaping, so
 // this costs a fraction of pino's generic serializer.
 import { pino, type Logger } from 'pino'
+import type { LogRedaction } from './redaction.js'
 
 export interface AccessRecord {
   readonly reqId: string
@@ -77,7 +78,11 @@ export class AccessLog {
   private host = ''
   private hostJson = '""'
 
-  constructor(private readonly logger: Logger) {
+  constructor(
+    private readonly logger: Logger,
+    /** Error text may quote a URL or a header: scrubbed like every other line. */
+    private readonly redaction?: LogRedaction,
+  ) {
     this.stream = (logger as unknown as Record<symbol, LineStream>)[pino.symbols.streamSym]!
   }
 
@@ -107,7 +112,7 @@ export class AccessLog {
     if (entry.tries !== '') line += `,"tries":"${entry.tries}"`
     if (entry.reason !== '') line += `,"reason":"${entry.reason}"`
     if (entry.cache !== '') line += `,"cache":"${entry.cache}"`
-    if (entry.error !== undefined) line += `,"error":${JSON.stringify(entry.error)}`
+    if (entry.error !== undefined) line += `,"error":${JSON.stringify(this.redaction?.scrubText(entry.error) ?? entry.error)}`
     if (entry.upgrade !== undefined) line += `,"upgrade":${JSON.stringify(entry.upgrade)}`
     // OpenSSL's names: letters, digits, `.`, `_` and `-`.
     if (entry.tlsVersion !== undefined) line += `,"tlsVersion":"${entry.tlsVersion}","tlsCipher":"${entry.tlsCipher ?? ''}"`

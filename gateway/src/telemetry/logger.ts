@@ -1,6 +1,7 @@
 // Structured JSON logs with pino, written asynchronously so the request path never blocks on stdout.
 // `pretty` sends the same lines through pino-pretty for a person at a terminal.
-import { pino, type Logger, type LevelWithSilent } from 'pino'
+import { pino, type Logger, type LevelWithSilent, type LoggerOptions } from 'pino'
+import type { LogRedaction } from './redaction.js'
 
 export type { Logger }
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -9,11 +10,16 @@ export type LogFormat = (typeof LOG_FORMATS)[number]
 
 const OPTIONS = { base: { service: 'waypost' } }
 
-export async function createLogger(level: LevelWithSilent = 'info', format: LogFormat = 'json'): Promise<Logger> {
-  if (format === 'pretty') return pino({ ...OPTIONS, level }, await prettyStream())
+/** pino's options: the level, and the redaction hook on every line (see redaction.ts). */
+export function loggerOptions(level: LevelWithSilent, redaction: LogRedaction | undefined): LoggerOptions {
+  return { ...OPTIONS, level, ...(redaction === undefined ? {} : { hooks: redaction.pinoHooks() as LoggerOptions['hooks'] }) }
+}
+
+export async function createLogger(level: LevelWithSilent = 'info', format: LogFormat = 'json', redaction?: LogRedaction): Promise<Logger> {
+  if (format === 'pretty') return pino(loggerOptions(level, redaction), await prettyStream())
   // Asynchronous writes; the access log (the only line per request) batches its own lines.
   const destination = pino.destination({ dest: 1, sync: false })
-  return pino({ ...OPTIONS, level }, destination)
+  return pino(loggerOptions(level, redaction), destination)
 }
 
 /** pino-pretty as a stream in this thread: it reads the JSON lines (the access log's batches too) and prints them for people. */

@@ -29,12 +29,21 @@ function methodLabel(method: string | undefined): string {
   return method !== undefined && METHODS.has(method) ? method : 'OTHER'
 }
 
-const REQUEST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+/** 0.2 s is the latency SLO's threshold (p95 < 200 ms, sidecar-manifests/monitoring/prometheus-rule.yaml): it must be a bucket bound. */
+const REQUEST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+/**
+ * Most endpoints of one upstream that get series of their own (`endpoint` label): beyond it, and
+ * for endpoints found through DNS (whose addresses come and go), the upstream's series alone.
+ */
+export const ENDPOINT_SERIES_CAP = 16
 
 export class GatewayMetrics {
   readonly registry = new Registry()
   private readonly routes = new Map<string, RouteMetrics>()
   private readonly upstreams = new Map<string, UpstreamMetrics>()
+  /** Per-endpoint attempt series, by upstream and endpoint address (static endpoint lists only). */
+  private readonly endpoints = new Map<string, UpstreamMetrics>()
   readonly requests = pendingCounter(this.registry, 'waypost_requests_total', 'Requests answered, by route, method and status class.', ['route', 'method', 'status_class'] as const)
   readonly duration = new ScrapedHistogram(
     'waypost_request_duration_seconds',
@@ -48,6 +57,13 @@ export class GatewayMetrics {
     'Time of each upstream attempt, from sending the request to the response headers (or the failure), by upstream and outcome (status class, or failed).',
     REQUEST_BUCKETS,
     () => this.attemptDurations(),
+    this.registry,
+  )
+  readonly endpointAttemptDuration = new ScrapedHistogram(
+    'waypost_upstream_endpoint_attempt_duration_seconds',
+    `Time of each upstream attempt by endpoint, as waypost_upstream_attempt_duration_seconds; only for upstreams with a static list of at most ${ENDPOINT_SERIES_CAP} endpoints.`,
+    REQUEST_BUCKETS,
+    () => this.endpointDurations(),
     this.registry,
   )
   readonly inFlight: Gauge<'route'> = new Gauge({
@@ -71,6 +87,17 @@ export class GatewayMetrics {
   readonly configVersion = new Gauge({
     name: 'waypost_config_version',
     help: 'Version number of the config plan in force.',
+    registers: [this.registry],
+  })
+  readonly configInfo = new Gauge({
+    name: 'waypost_config_info',
+    help: 'Always 1; its labels say which config plan is in force: version, hash (of the file, as GET /config shows it) and source (startup, file, signal, admin).',
+    labelNames: ['version', 'hash', 'source'] as const,
+    registers: [this.registry],
+  })
+  readonly lastReloadSuccessful = new Gauge({
+    name: 'waypost_config_last_reload_successful',
+    help: 'Whether the last config load was applied (1) or rejected (0; the plan before it keeps serving).',
     registers: [this.registry],
   })
   readonly buildInfo = new Gauge({
@@ -105,6 +132,19 @@ export class GatewayMetrics {
       gauge.reset()
       for (const source of this.upstreamSources) {
         for (const endpoint of source.endpointList) gauge.labels(source.name, endpoint.address).set(endpoint.healthy ? 1 : 0)
+      }
+    },
+  })
+  readonly upstreamEndpointInFlight = new Gauge({
+    name: 'waypost_upstream_endpoint_in_flight',
+    help: 'Attempts in progress on each upstream endpoint (sent, body not yet ended).',
+    labelNames: ['upstream', 'endpoint'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const gauge = this.upstreamEndpointInFlight
+      gauge.reset()
+      for (const source of this.upstreamSources) {
+        for (const endpoint of source.endpointList) gauge.labels(source.name, endpoint.address).set(endpoint.inFlight)
       }
     },
   })
@@ -155,6 +195,21 @@ export class GatewayMetrics {
     this.unrouted.expectReasons(UNROUTED_REASONS)
   }
 
+  /** A config plan was applied: the info metric names it alone. */
+  configApplied(version: number, hash: string, source: string): void {
+    this.configVersion.set(version)
+    this.configInfo.reset()
+    this.configInfo.labels(String(version), hash, source).set(1)
+    this.lastReloadSuccessful.set(1)
+    this.reloads.labels('success').inc()
+  }
+
+  /** A config load was rejected: the plan in force (and its info series) stays. */
+  configRejected(): void {
+    this.lastReloadSuccessful.set(0)
+    this.reloads.labels('failure').inc()
+  }
+
   /** Reports an upstream's endpoints in the gauges until `forget` is called. */
   watchUpstream(source: UpstreamStateSource): void {
     this.upstreamSources.add(source)
@@ -195,8 +250,22 @@ export class GatewayMetrics {
   upstream(name: string): UpstreamMetrics {
     let metrics = this.upstreams.get(name)
     if (metrics === undefined) {
-      metrics = new UpstreamMetrics(name, this.upstreamAttemptDuration.upperBounds)
+      metrics = new UpstreamMetrics({ upstream: name }, this.upstreamAttemptDuration.upperBounds)
       this.upstreams.set(name, metrics)
+    }
+    return metrics
+  }
+
+  /**
+   * The attempt series of one endpoint of an upstream, kept across reloads. Only for static endpoint
+   * lists within ENDPOINT_SERIES_CAP (the caller decides), so the `endpoint` label stays bounded.
+   */
+  endpoint(upstream: string, address: string): UpstreamMetrics {
+    const key = `${upstream}\0${address}`
+    let metrics = this.endpoints.get(key)
+    if (metrics === undefined) {
+      metrics = new UpstreamMetrics({ upstream, endpoint: address }, this.endpointAttemptDuration.upperBounds)
+      this.endpoints.set(key, metrics)
     }
     return metrics
   }
@@ -226,6 +295,20 @@ export class GatewayMetrics {
   private *attemptDurations(): Iterable<HistogramSeries> {
     for (const upstream of this.upstreams.values()) yield* upstream.series()
   }
+
+  private *endpointDurations(): Iterable<HistogramSeries> {
+    for (const endpoint of this.endpoints.values()) yield* endpoint.series()
+  }
+
+  /** Every route's live numbers, for the admin's /stats (read, never reset). */
+  routeList(): Iterable<RouteMetrics> {
+    return this.routes.values()
+  }
+
+  /** Every upstream's attempt numbers, for /stats. */
+  upstreamList(): Iterable<UpstreamMetrics> {
+    return this.upstreams.values()
+  }
 }
 
 export const OPENMETRICS_CONTENT_TYPE = Registry.OPENMETRICS_CONTENT_TYPE
@@ -254,7 +337,7 @@ interface CertificateExpiry {
 /** What the upstream gauges read from an endpoint group (structural, so telemetry imports no proxy code). */
 export interface UpstreamStateSource {
   readonly name: string
-  readonly endpointList: ReadonlyArray<{ readonly address: string; readonly healthy: boolean }>
+  readonly endpointList: ReadonlyArray<{ readonly address: string; readonly healthy: boolean; readonly inFlight: number }>
   readonly ejectedCount: number
   /** Returns endpoints whose ejection time has passed (ejections end lazily). */
   settle(): void
@@ -264,6 +347,8 @@ export interface UpstreamStateSource {
 export class RouteMetrics {
   /** Exchanges in progress. */
   inFlight = 0
+  /** Answers by status class (1xx … 5xx), for /stats: the counter's series are flushed at scrape. */
+  readonly answered = new Float64Array(5)
   /** waypost_requests_total's series of this route: per method, one per status class. */
   private readonly byMethodAndClass = new Map<string, PendingCount[]>()
   /** waypost_local_responses_total's series of this route, by reason. */
@@ -302,7 +387,9 @@ export class RouteMetrics {
   /** Counts an answer in waypost_requests_total only: for refusals whose request has no known start. */
   count(method: string, status: number): void {
     const children = this.byMethodAndClass.get(method) ?? this.expectMethod(method)
-    children[Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1]!.inc()
+    const statusClass = Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1
+    children[statusClass]!.inc()
+    this.answered[statusClass]!++
   }
 
   local(reason: string): void {
@@ -319,21 +406,27 @@ export class RouteMetrics {
   }
 }
 
-/** One upstream's attempt latencies, by outcome; an outcome's series appears with its first attempt. */
+/**
+ * One upstream's (or one endpoint's) attempt latencies, by outcome; an outcome's series appears
+ * with its first attempt.
+ */
 export class UpstreamMetrics {
   private readonly byOutcome: Array<HistogramSeries | undefined> = ATTEMPT_OUTCOMES.map(() => undefined)
+  readonly upstream: string
 
   constructor(
-    readonly upstream: string,
+    private readonly labels: { readonly upstream: string; readonly endpoint?: string },
     private readonly upperBounds: readonly number[],
-  ) {}
+  ) {
+    this.upstream = labels.upstream
+  }
 
   /** One attempt: `status` is the response's status, 0 when it failed before one came. */
   observe(status: number, seconds: number): void {
     const index = status === 0 ? 0 : Math.min(Math.max(Math.floor(status / 100), 1), 5)
     let series = this.byOutcome[index]
     if (series === undefined) {
-      series = { labels: { upstream: this.upstream, outcome: ATTEMPT_OUTCOMES[index]! }, counts: new HistogramCounts(this.upperBounds.length) }
+      series = { labels: { ...this.labels, outcome: ATTEMPT_OUTCOMES[index]! }, counts: new HistogramCounts(this.upperBounds.length) }
       this.byOutcome[index] = series
     }
     observeInto(series.counts, this.upperBounds, seconds)
@@ -341,6 +434,14 @@ export class UpstreamMetrics {
 
   *series(): Iterable<HistogramSeries> {
     for (const series of this.byOutcome) if (series !== undefined) yield series
+  }
+
+  /** Attempts so far and those that failed (no response, or a 5xx), for /stats. */
+  totals(): { attempts: number; failed: number } {
+    let attempts = 0
+    for (const series of this.byOutcome) if (series !== undefined) attempts += series.counts.count
+    const failed = (this.byOutcome[0]?.counts.count ?? 0) + (this.byOutcome[5]?.counts.count ?? 0)
+    return { attempts, failed }
   }
 }
 
@@ -471,6 +572,8 @@ export function sharedCounter<L extends string>(registry: Registry, name: string
  */
 export class PendingCount {
   private pending = 0
+  /** Everything counted through this object (for /stats; the counter itself may hold more from before a reload). */
+  total = 0
 
   constructor(private readonly counter: Counter<string>, private readonly values: readonly string[]) {
     // The series exists from here on, at 0: a counter that first appears at 1 loses that first
@@ -480,6 +583,7 @@ export class PendingCount {
 
   inc(): void {
     this.pending++
+    this.total++
   }
 
   flush(): void {

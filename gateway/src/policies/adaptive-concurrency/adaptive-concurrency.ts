@@ -59,6 +59,17 @@ export const adaptiveConcurrency = definePolicy({
     const limitGauge = sharedGauge(deps.metrics, 'waypost_adaptive_concurrency_limit', 'The adaptive concurrency limit in force, by route.', ['route']).labels(deps.route.name)
     const baselineGauge = sharedGauge(deps.metrics, 'waypost_adaptive_concurrency_baseline_seconds', 'The baseline latency the adaptive limit compares with, by route.', ['route']).labels(deps.route.name)
     limitGauge.set(Math.floor(gradient.limit))
+    deps.report(() => {
+      const limit = Math.floor(gradient.limit)
+      const baselineMs = Number.isNaN(gradient.baselineMs) ? null : Math.round(gradient.baselineMs * 10) / 10
+      return {
+        health: limiter.inFlight >= limit ? 'amber' : 'green',
+        summary: `${limiter.inFlight} of ${limit} in flight${baselineMs === null ? '' : `, baseline ${baselineMs} ms`}`,
+        inFlight: limiter.inFlight,
+        limit,
+        baselineMs,
+      }
+    })
     const release = (): void => {
       limiter.inFlight--
     }

@@ -634,6 +634,10 @@ function fwdOf(entry: StoredResponse | undefined, lookup: Lookup, store: CacheSt
   return 'stale'
 }
 
+function mebibytes(bytes: number): string {
+  return (bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 2 : 0)
+}
+
 export const cache = definePolicy({
   name: 'cache',
   schema: CacheConfig,
@@ -647,15 +651,28 @@ export const cache = definePolicy({
     const settings = settingsOf(config as ResolvedCacheConfig)
     const route = deps.route.name
     const bytes = sharedGauge(deps.metrics, 'waypost_cache_stored_bytes', 'Bytes held by the response cache, by route.', ['route']).labels(route)
+    const entries = sharedGauge(deps.metrics, 'waypost_cache_entries', 'Responses held by the response cache (each variant counts), by route.', ['route']).labels(route)
     const counter = sharedCounter(deps.metrics, 'waypost_cache_requests_total', `Requests seen by the response cache, by route and result (${RESULTS.join(', ')}).`, ['route', 'result'])
     // Kept across reloads while this config is unchanged; a changed config starts empty.
     const kept = deps.keep(
       'cache',
       config,
-      () => ({ store: new CacheStore(settings.maxSize, (size) => bytes.set(size)), pending: new Map<string, Promise<void>>() }),
+      () => ({
+        store: new CacheStore(settings.maxSize, (size, count) => {
+          bytes.set(size)
+          entries.set(count)
+        }),
+        pending: new Map<string, Promise<void>>() }),
       (state) => state.store.clear(),
     )
+    // From the first plan on, at the kept store's size (0 for a new one).
+    bytes.set(kept.store.bytes)
+    entries.set(kept.store.size)
     deps.expose(kept.store)
+    deps.report(() => {
+      const store = kept.store
+      return { health: 'green', summary: `${store.size} responses, ${mebibytes(store.bytes)} of ${mebibytes(settings.maxSize)} MiB`, entries: store.size, bytes: store.bytes, maxBytes: settings.maxSize }
+    })
     const responseCache = new ResponseCache(settings, kept.store, kept.pending, counter, route, deps.operator, addressList((config as ResolvedCacheConfig).purgeFrom), deps.security)
     return (next) => (exchange) => responseCache.handle(next, exchange)
   },

@@ -59,7 +59,7 @@ export class CacheStore {
   /** Copies being made hold at most maxSize more: the route's cache never holds over 2 × maxSize. */
   readonly copies: CopyBudget
 
-  constructor(maxSize: number, private readonly onSizeChange: (bytes: number) => void) {
+  constructor(maxSize: number, private readonly onSizeChange: (bytes: number, entries: number) => void) {
     this.copies = new CopyBudget(maxSize)
     this.entries = new LRUCache<string, StoredResponse>({
       maxSize,
@@ -93,13 +93,13 @@ export class CacheStore {
       if (tagged === undefined) this.byTag.set(tag, (tagged = new Set()))
       tagged.add(entry)
     }
-    this.onSizeChange(this.entries.calculatedSize)
+    this.onSizeChange(this.entries.calculatedSize, this.entries.size)
     return true
   }
 
   delete(entry: StoredResponse): void {
     if (this.entries.peek(entry.id) === entry) this.entries.delete(entry.id)
-    this.onSizeChange(this.entries.calculatedSize)
+    this.onSizeChange(this.entries.calculatedSize, this.entries.size)
   }
 
   /** Removes every variant of a URI (invalidation, §4.4); returns how many. */
@@ -129,7 +129,7 @@ export class CacheStore {
 
   clear(): void {
     this.entries.clear()
-    this.onSizeChange(0)
+    this.onSizeChange(0, 0)
   }
 
   private unindex(entry: StoredResponse): void {

@@ -8,7 +8,7 @@ import { originatingClient } from '../../proxy/headers.js'
 import { createRedisClient, keyPrefixOf } from '../../store/redis.js'
 import { pendingCount, sharedCounter, sharedGauge } from '../../telemetry/metrics.js'
 import { localResponse, type Exchange, type ProxyResponse, type Upstream } from '../../core/exchange.js'
-import { definePolicy, type Deps } from '../policy.js'
+import { definePolicy, recentIncrease, type Deps } from '../policy.js'
 import type { Defaulted } from '../../core/schema-defaults.js'
 import { RedisTokenBuckets } from './redis-token-buckets.js'
 import { TokenBuckets, type Decision } from './token-buckets.js'
@@ -64,6 +64,24 @@ export const rateLimit = definePolicy({
     const allowed = pendingCount(counter, route, 'allowed')
     const limited = shadow ? undefined : pendingCount(counter, route, 'limited')
     const shadowLimited = shadow ? pendingCount(counter, route, 'shadow-limited') : undefined
+    const refusedLately = recentIncrease()
+    deps.report(() => {
+      const refused = (limited ?? shadowLimited)!
+      const recent = refusedLately(refused.total)
+      const keyName = typeof config.key === 'string' ? config.key : `header ${config.key.header}`
+      return {
+        health: recent > 0 ? 'amber' : 'green',
+        summary: `${config.rate}/s, burst ${burst} per ${keyName}${shadow ? ' (shadow)' : ''}; ${recent} ${shadow ? 'would have been ' : ''}limited in 10 s`,
+        rate: config.rate,
+        burst,
+        key: keyName,
+        shadow,
+        allowed: allowed.total,
+        limited: refused.total,
+        limitedLately: recent,
+        buckets: local.size,
+      }
+    })
     const trustedProxies = deps.trustedProxies
     const keyOf = keyFunction(config.key, (exchange) => originatingClient(exchange.request.incoming, trustedProxies))
 
@@ -110,6 +128,8 @@ function globalBuckets(config: RateLimitConfig, burst: number, local: TokenBucke
     (buckets) => buckets.close(),
   )
 }
+
+/** A key as the log may show it: a header's value (an API key, a token) only as its fingerprint. */
 
 function keyFunction(key: NonNullable<RateLimitConfig['key']>, clientOf: KeyOf): KeyOf {
   if (key === 'route') return () => ''

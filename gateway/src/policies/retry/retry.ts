@@ -15,7 +15,7 @@ import type { Reason } from '../../core/reasons.js'
 import { answerForError } from '../../proxy/errors.js'
 import { pendingCount, sharedCounter } from '../../telemetry/metrics.js'
 import { callNext, discardResponse, sleep, type Exchange, type ProxyResponse, type Upstream } from '../../core/exchange.js'
-import { definePolicy } from '../policy.js'
+import { definePolicy, recentIncrease } from '../policy.js'
 import type { Defaulted } from '../../core/schema-defaults.js'
 import { RetryBudget, RetryBudgetConfig } from './budget.js'
 import { readReplayableBody } from '../../core/request-body.js'
@@ -150,6 +150,16 @@ export const retry = definePolicy({
     const retriesCounter = sharedCounter(deps.metrics, 'waypost_retries_total', 'Retries made, by route and the outcome that caused them.', ['route', 'cause'])
     const budgetExhausted = pendingCount(sharedCounter(deps.metrics, 'waypost_retry_budget_exhausted_total', 'Retries refused because the retry budget was spent, by route.', ['route']), route)
     const byClass = STATUS_CLASSES.map((statusClass) => pendingCount(attemptsCounter, route, statusClass))
+    const spentLately = recentIncrease()
+    deps.report(() => {
+      const refused = spentLately(budgetExhausted.total)
+      return {
+        health: refused > 0 ? 'amber' : 'green',
+        summary: `up to ${settings.attempts} attempts${budget === null ? ', no budget' : `; ${refused} retries refused by the budget in 10 s`}`,
+        attempts: settings.attempts,
+        budgetRefusedLately: refused,
+      }
+    })
 
     const countAttempt = (outcome: Outcome): void => {
       const status = outcome.response?.origin === 'upstream' ? outcome.response.status : 0

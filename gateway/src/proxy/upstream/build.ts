@@ -3,7 +3,7 @@
 // upstream's config is unchanged, and disposes of it (timers stopped, pools closed) when retired.
 import type { Logger } from 'pino'
 import { toMs } from '../../core/units.js'
-import type { GatewayMetrics } from '../../telemetry/metrics.js'
+import { ENDPOINT_SERIES_CAP, type GatewayMetrics } from '../../telemetry/metrics.js'
 import { createPool } from '../pool.js'
 import { resolve } from 'node:path'
 import { resolveUpstream, type ResolvedUpstreamTlsConfig, type UpstreamConfig } from './config.js'
@@ -59,6 +59,8 @@ export function buildUpstream(name: string, section: UpstreamConfig, deps: Upstr
     log: deps.log,
     metrics: deps.metrics,
     createPool: (origin) => createPool(origin, config, tls),
+    // Endpoint labels stay bounded: only a static list, and a short one, gets series per endpoint.
+    endpointSeries: config.dns === undefined && (config.endpoints?.length ?? 1) <= ENDPOINT_SERIES_CAP,
   })
   if (tls !== undefined) {
     group.tls = tls

@@ -1,6 +1,7 @@
 // One endpoint of an upstream: its own keep-alive pool and the facts the balancer, the health
 // checker and outlier ejection keep about it. Plain mutable fields: read on every pick.
 import type { Client, Pool } from 'undici'
+import type { UpstreamMetrics } from '../../telemetry/metrics.js'
 
 export interface EndpointSpec {
   /** The origin, e.g. "http://10.0.0.7:8080"; also the endpoint's identity across DNS answers. */
@@ -36,6 +37,8 @@ export class Endpoint implements EndpointSpec {
     readonly priority: number,
     readonly weight: number,
     readonly pool: Pool,
+    /** The endpoint's own attempt series; null when its upstream has none (DNS, or over the cap). */
+    readonly attempts: UpstreamMetrics | null = null,
   ) {}
 
   /** Takes traffic: healthy and not ejected. */

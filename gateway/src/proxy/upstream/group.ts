@@ -23,6 +23,8 @@ export interface GroupOptions {
   readonly log: Logger
   readonly metrics: GatewayMetrics
   readonly createPool: (origin: string) => Pool
+  /** Whether each endpoint gets attempt series of its own (static lists within ENDPOINT_SERIES_CAP). */
+  readonly endpointSeries?: boolean
 }
 
 /** What GET /upstreams shows of one endpoint. */
@@ -116,7 +118,8 @@ export class EndpointGroup implements UpstreamStateSource {
         previous.delete(spec.address)
         next.push(kept)
       } else {
-        next.push(new Endpoint(spec.address, spec.priority, spec.weight, this.options.createPool(spec.address)))
+        const series = this.options.endpointSeries === true ? this.options.metrics.endpoint(this.name, spec.address) : null
+        next.push(new Endpoint(spec.address, spec.priority, spec.weight, this.options.createPool(spec.address), series))
         added.push(spec.address)
       }
     }
@@ -172,6 +175,12 @@ export class EndpointGroup implements UpstreamStateSource {
   /** Ends the ejections whose time has passed (lazily: on the next pick, scrape or snapshot). */
   settle(): void {
     if (this.ejectedCount > 0 && this.outlier !== null && this.outlier.returnDue(this, performance.now())) this.refresh()
+  }
+
+  /** One attempt's latency and outcome (`status` 0: failed before a response), in the upstream's and the endpoint's series. */
+  observeAttempt(endpoint: Endpoint, status: number, seconds: number): void {
+    this.attempts.observe(status, seconds)
+    endpoint.attempts?.observe(status, seconds)
   }
 
   /** The attempt on `endpoint` got response headers with this status. */
