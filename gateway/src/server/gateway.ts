@@ -181,7 +181,7 @@ export class Gateway implements ExchangeHost {
   readiness(): { ready: boolean; reason: string } {
     const waiting = this.waitingFor
     const draining = this.state === 'draining' || this.state === 'stopped'
-    if (!draining && waiting.length > 0) return { ready: false, reason: `${this.state === 'ready' ? '' : `${this.state}, `}waiting for ${waiting.join(', ')}` }
+    if (!draining && waiting.length > 0) return { ready: false, reason: this.state === 'ready' ? `waiting for ${waiting.join(', ')}` : `${this.state} (waiting for ${waiting.join(', ')})` }
     if (this.state !== 'ready') return { ready: false, reason: this.state }
     const plan = this.plan
     if (!plan.settings.readyRequiresUpstream) return { ready: true, reason: 'ready' }
