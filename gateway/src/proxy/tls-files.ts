@@ -2,8 +2,7 @@
 // A file that cannot be used is refused with the file and the reason (unreadable, no certificate in
 // it, expired, not yet valid, a key that does not match its certificate), so a rotation that went
 // wrong never replaces a good pair and the operator learns which file to fix.
-import { lstatSync, readFileSync, watch, type FSWatcher } from 'node:fs'
-import { basename, dirname, resolve } from 'node:path'
+import { readFileSync } from 'node:fs'
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto'
 import { createSecureContext, type SecureContext } from 'node:tls'
 
@@ -114,50 +113,4 @@ export function loadClientTls(files: ClientTlsFiles): ClientTlsMaterial {
     throw new TlsFileError(files.cert ?? files.ca ?? '-', files.cert === undefined ? 'ca' : 'cert', `OpenSSL refused it (${(error as Error).message})`)
   }
   return { ca, pair, context }
-}
-
-/**
- * Calls `onChange` (debounced) when one of `files` changes. Each file's directory is watched, not the
- * file: editors and `mv` replace files by rename, and a Kubernetes Secret volume swaps its `..data`
- * symlink, both of which a watch on the file itself would miss. Returns a function that stops watching.
- */
-export function watchFiles(files: readonly string[], onChange: () => void, onWatchError: (directory: string, error: Error) => void, debounceMs = 150): () => void {
-  const byDirectory = new Map<string, Set<string>>()
-  const add = (directory: string, name: string): void => {
-    const names = byDirectory.get(directory) ?? new Set<string>()
-    names.add(name)
-    byDirectory.set(directory, names)
-  }
-  for (const file of files) {
-    const absolute = resolve(file)
-    add(dirname(absolute), basename(absolute))
-    // A projected volume's subfolder (an item with path tls/tls.crt) is itself a link through
-    // `..data`: the swap happens in the folder above it, and the folder watched here is replaced.
-    try {
-      if (lstatSync(dirname(absolute)).isSymbolicLink()) add(dirname(dirname(absolute)), basename(dirname(absolute)))
-    } catch {
-      // Not there: loading the file reports it.
-    }
-  }
-  let timer: NodeJS.Timeout | undefined
-  const watchers: FSWatcher[] = []
-  for (const [directory, names] of byDirectory) {
-    try {
-      const watcher = watch(directory, { persistent: false }, (_event, changed) => {
-        if (changed !== null && !names.has(changed) && !changed.startsWith('..')) return
-        clearTimeout(timer)
-        timer = setTimeout(onChange, debounceMs)
-      })
-      // A directory that disappears ends its watch; the files were checked when loaded.
-      watcher.on('error', () => undefined)
-      watchers.push(watcher)
-    } catch (error) {
-      // The files were read once; without a watch their rotation needs a restart: the caller says so.
-      onWatchError(directory, error as Error)
-    }
-  }
-  return () => {
-    clearTimeout(timer)
-    for (const watcher of watchers) watcher.close()
-  }
 }

@@ -2,9 +2,8 @@
 // reloaded on change. Only SHA-256 hashes are stored; a presented key is hashed and compared with
 // every stored hash in constant time (no early exit), so neither the file nor the timing gives one away.
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { watch, type FSWatcher } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { basename, dirname } from 'node:path'
+import { watchFiles } from '../../core/file-watch.js'
 import YAML from 'yaml'
 import type { Logger } from 'pino'
 
@@ -51,8 +50,7 @@ export class ApiKeyStore {
   private markReady!: () => void
   private keys: readonly ApiKey[] = []
   private loaded = false
-  private watcher: FSWatcher | undefined
-  private debounce: NodeJS.Timeout | undefined
+  private readonly watcher: { close(): void }
   private loading: Promise<void>
 
   constructor(
@@ -61,17 +59,10 @@ export class ApiKeyStore {
   ) {
     this.ready = new Promise((resolve) => (this.markReady = resolve))
     this.loading = this.load()
-    try {
-      const name = basename(file)
-      this.watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
-        if (changed !== null && changed !== name && !changed.startsWith('..')) return
-        clearTimeout(this.debounce)
-        this.debounce = setTimeout(() => void (this.loading = this.load()), 100)
-      })
-      this.watcher.on('error', () => undefined)
-    } catch (error) {
-      log.warn({ file, err: (error as Error).message }, 'API keys: cannot watch the file\'s directory; changes need a reload')
-    }
+    this.watcher = watchFiles([file], () => void (this.loading = this.load()), {
+      debounceMs: 100,
+      onWatchError: (folder, error) => log.warn({ file, folder, err: error.message }, "API keys: cannot watch the file's folder; changes need a reload"),
+    })
   }
 
   private async load(): Promise<void> {
@@ -99,7 +90,6 @@ export class ApiKeyStore {
   }
 
   dispose(): void {
-    clearTimeout(this.debounce)
-    this.watcher?.close()
+    this.watcher.close()
   }
 }

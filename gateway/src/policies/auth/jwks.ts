@@ -3,9 +3,8 @@
 // does not know, the last good keys kept when a refresh fails), a local JWKS file (watched), or one
 // PEM public key or shared secret. jose's createLocalJWKSet picks the key for a token's header.
 import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto'
-import { watch, type FSWatcher } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { basename, dirname } from 'node:path'
+import { watchFiles } from '../../core/file-watch.js'
 import { request } from 'undici'
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWSHeaderParameters, type FlattenedJWSInput, type CryptoKey } from 'jose'
 import type { Logger } from 'pino'
@@ -195,8 +194,7 @@ export class FileJwks implements KeySource {
   readonly ready: Promise<void>
   private readonly markReady: () => void
   private keys: LocalSet | undefined
-  private watcher: FSWatcher | undefined
-  private debounce: NodeJS.Timeout | undefined
+  private readonly watcher: { close(): void }
   private loading: Promise<void>
 
   constructor(
@@ -208,17 +206,10 @@ export class FileJwks implements KeySource {
     this.ready = ready.promise
     this.markReady = ready.resolve
     this.loading = this.load()
-    try {
-      const name = basename(file)
-      this.watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
-        if (changed !== null && changed !== name && !changed.startsWith('..')) return
-        clearTimeout(this.debounce)
-        this.debounce = setTimeout(() => void (this.loading = this.load()), 100)
-      })
-      this.watcher.on('error', () => undefined)
-    } catch (error) {
-      log.warn({ file, err: (error as Error).message }, 'JWKS file: cannot watch its directory; changes need a reload')
-    }
+    this.watcher = watchFiles([file], () => void (this.loading = this.load()), {
+      debounceMs: 100,
+      onWatchError: (folder, error) => log.warn({ file, folder, err: error.message }, 'JWKS file: cannot watch its directory; changes need a reload'),
+    })
   }
 
   private async load(): Promise<void> {
@@ -238,8 +229,7 @@ export class FileJwks implements KeySource {
   }
 
   dispose(): void {
-    clearTimeout(this.debounce)
-    this.watcher?.close()
+    this.watcher.close()
   }
 }
 

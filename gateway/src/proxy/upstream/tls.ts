@@ -13,7 +13,8 @@ import { isIP, type Socket } from 'node:net'
 import { buildConnector } from 'undici'
 import type { Logger } from 'pino'
 import type { GatewayMetrics } from '../../telemetry/metrics.js'
-import { loadClientTls, TlsFileError, watchFiles, type ClientTlsMaterial as Material } from '../tls-files.js'
+import { loadClientTls, TlsFileError, type ClientTlsMaterial as Material } from '../tls-files.js'
+import { watchFiles } from '../../core/file-watch.js'
 import type { ResolvedUpstreamTlsConfig } from './config.js'
 import { isTlsFailureCode } from '../errors.js'
 
@@ -85,7 +86,9 @@ export class UpstreamTls {
     this.stopWatching =
       files.length === 0
         ? () => undefined
-        : watchFiles(files, () => this.reload(), (directory, error) => deps.log.error({ upstream: deps.upstream, directory, error: error.message }, 'cannot watch the upstream TLS files: a change needs a restart'))
+        : watchFiles(files, () => this.reload(), {
+            onWatchError: (directory, error) => deps.log.error({ upstream: deps.upstream, directory, error: error.message }, 'cannot watch the upstream TLS files: a change needs a restart'),
+          }).close
   }
 
   /**

@@ -1,7 +1,8 @@
-// Reload on file change. We watch the directory, not the file: editors replace files by rename and
-// Kubernetes ConfigMap volumes swap a `..data` symlink, both of which a file watch would miss.
+// Reload on file change: the policy file, TLS files, API keys, a JWKS file. We watch the directory,
+// not the file: editors replace files by rename and Kubernetes ConfigMap and Secret volumes swap a
+// `..data` symlink, both of which a file watch would miss. One implementation for every reader.
 import { lstatSync, watch, type FSWatcher } from 'node:fs'
-import { basename, dirname } from 'node:path'
+import { basename, dirname, resolve } from 'node:path'
 
 export function watchConfig(file: string, onChange: () => void, debounceMs = 150): FSWatcher {
   const name = basename(file)
@@ -19,14 +20,18 @@ export function watchConfig(file: string, onChange: () => void, debounceMs = 150
  * Calls `onChange` when any of `files` changes: each one's folder is watched, for the same reasons as
  * the policy file's (a rename by an editor or `waypost certs`, a Secret's `..data` swap).
  */
-export function watchFiles(files: readonly string[], onChange: () => void, debounceMs = 150): { close(): void } {
+export function watchFiles(
+  files: readonly string[],
+  onChange: () => void,
+  { debounceMs = 150, onWatchError }: { debounceMs?: number; onWatchError?: (folder: string, error: Error) => void } = {},
+): { close(): void } {
   const byFolder = new Map<string, Set<string>>()
   const add = (folder: string, name: string): void => {
     let names = byFolder.get(folder)
     if (names === undefined) byFolder.set(folder, (names = new Set()))
     names.add(name)
   }
-  for (const file of files) {
+  for (const file of files.map((name) => resolve(name))) {
     const folder = dirname(file)
     add(folder, basename(file))
     // A projected volume's subfolder (items with path tls/tls.crt) is itself a link through `..data`:
@@ -48,8 +53,10 @@ export function watchFiles(files: readonly string[], onChange: () => void, debou
       })
       watcher.on('error', () => undefined)
       watchers.push(watcher)
-    } catch {
-      // A folder that does not exist (yet): its files are reported missing by whoever reads them.
+    } catch (error) {
+      // A folder that does not exist (yet): its files are reported missing by whoever reads them,
+      // and a change needs a restart: the caller may say so.
+      onWatchError?.(folder, error as Error)
     }
   }
   // One handle for all of them, closed together.
