@@ -5,7 +5,7 @@
 import t from 'tap'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { request } from 'undici'
 import YAML from 'yaml'
 import { startStub } from '../../upstream-stub/src/stub.js'
@@ -134,4 +134,13 @@ t.test('a trail that cannot be opened rejects the config: at start the gateway e
   t.match(await response.body.json(), { ok: false, errors: [/audit\.output: cannot open the audit trail/] })
   await until(good, 4)
   t.match(events(good).at(-2), { event: 'config.rejected', source: 'admin' }, 'recorded in the trail still in force')
+})
+
+t.test("a relative audit.output is read from the policy file's folder, not the working directory", async (t) => {
+  const file = tempConfig(policy('trail/audit.jsonl'))
+  const gw = await spawnGateway(file)
+  t.teardown(() => gw.stop())
+  const trail = join(dirname(file), 'trail', 'audit.jsonl')
+  await until(trail, 2)
+  t.same(events(trail).map((event) => event.event), ['config.applied', 'gateway.started'])
 })

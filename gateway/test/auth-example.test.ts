@@ -20,8 +20,8 @@ t.test('the auth example answers its curl lines as documented', { skip: hasCurl 
     .replaceAll('127.0.0.1:3000', stubAddress)
     .replace('address: 127.0.0.1:8080', 'address: 127.0.0.1:0')
     .replace('address: 127.0.0.1:9901', 'address: 127.0.0.1:0')
-    .replace('file: config/examples/api-keys.yaml', `file: ${REPO}config/examples/api-keys.yaml`)
-  const gw = await startGateway(text)
+  // The keys file beside the policy file, named relatively as the example does: read from the policy file's folder.
+  const gw = await startGateway(text, { beside: { 'api-keys.yaml': readFileSync(`${REPO}config/examples/api-keys.yaml`, 'utf8') } })
   t.teardown(() => gw.close())
   const gateway = gw.url.slice('http://'.length)
 

@@ -58,10 +58,12 @@ export function catchAllConfig(upstream: string | Record<string, unknown>, optio
   return YAML.stringify(config)
 }
 
-export function tempConfig(text: string, name = 'waypost.yaml'): string {
+/** Writes the policy file (and any `beside` files, by name, into its folder) to a fresh temporary folder. */
+export function tempConfig(text: string, name = 'waypost.yaml', beside: Record<string, string> = {}): string {
   const dir = mkdtempSync(join(tmpdir(), 'waypost-test-'))
   const file = join(dir, name)
   writeFileSync(file, text)
+  for (const [other, content] of Object.entries(beside)) writeFileSync(join(dir, other), content)
   return file
 }
 
@@ -84,8 +86,8 @@ export interface RunningGateway {
 }
 
 /** An in-process gateway; its log lines are collected in `logs`. */
-export async function startGateway(configText: string, options: { watch?: boolean; environment?: NodeJS.ProcessEnv } = {}): Promise<RunningGateway> {
-  const configFile = tempConfig(configText)
+export async function startGateway(configText: string, options: { watch?: boolean; environment?: NodeJS.ProcessEnv; beside?: Record<string, string> } = {}): Promise<RunningGateway> {
+  const configFile = tempConfig(configText, 'waypost.yaml', options.beside)
   const logs: LogLine[] = []
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {

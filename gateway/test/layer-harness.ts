@@ -2,6 +2,7 @@
 // it (schema defaults filled in, the same Deps), around a fake `next` and a manual clock. A
 // policy's logic is tested here, fast and without sockets or real sleeps; its wiring is tested end
 // to end over real sockets in gateway/test/*.test.ts.
+import { resolve as resolvePath } from 'node:path'
 import { Readable } from 'node:stream'
 import type { IncomingMessage } from 'node:http'
 import type { Static, TSchema } from '@sinclair/typebox'
@@ -266,6 +267,7 @@ export function runLayer<Name extends string, S extends TSchema, Exposed>(policy
     operator: (request) => checkOperator(request, options.adminToken),
     security: { record: (event) => void securityEvents.push(event) },
     awaitBeforeReady: (what, ready) => void readiness.push({ what, ready }),
+    path: (file) => resolvePath(file),
   }
   const config = section
   let handler = options.next

@@ -2,6 +2,7 @@
 // the dispatch to its upstream's endpoint group (kept across reloads while its config is unchanged).
 // The layer order is the registry's (policies/index.ts), not the YAML author's: each policy's
 // exchange layer in registry order, then each one's attempt layer (the per-try timeout), then dispatch.
+import { resolve } from 'node:path'
 import { BlockList } from 'node:net'
 import type { Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
@@ -115,7 +116,7 @@ export interface CompileContext {
   readonly security?: SecurityEvents
   /** Environment and CLI values that win over the file. */
   readonly overrides: { listen?: string; admin?: string; logLevel?: string; logFormat?: string }
-  /** The policy file's folder: relative file paths in it (upstream TLS files) are read from there. Default: the working directory. */
+  /** The policy file's folder: every relative file path in it (TLS files, API keys, JWKS, logs) is read from there. Default: the working directory. */
   readonly baseDir?: string
   /** Tracing is on (decided at start): each dispatch gets a client span per attempt. */
   readonly tracing?: boolean
@@ -230,6 +231,7 @@ function compileRoute(route: RouteConfig, merged: Record<string, unknown>, targe
         values.push(value)
       },
       report: (probe) => void routeReports.push({ policy: policy.name, probe }),
+      path: (file) => resolve(context.baseDir ?? process.cwd(), file),
     }
     // definePolicy fills the schema's defaults into the section for each of the policy's functions.
     const layer = policy.build(section, deps)

@@ -279,7 +279,7 @@ export const GatewayConfig = Type.Object(
             Type.String({
               minLength: 1,
               default: 'stdout',
-              description: '`stdout` (beside the other log lines, each marked `"log":"security"`) or a file the JSON lines are appended to (created with its directory). Changes on reload.',
+              description: '`stdout` (beside the other log lines, each marked `"log":"security"`) or a file the JSON lines are appended to (a relative path is read from the policy file\'s folder; created with its directory). Changes on reload.',
             }),
           ),
         },
@@ -292,7 +292,7 @@ export const GatewayConfig = Type.Object(
     audit: Type.Optional(
       Type.Object(
         {
-          output: Type.String({ minLength: 1, description: '`stdout` (beside the log lines, each marked `"log":"audit"`), or a file the trail is appended to (relative to the working directory; created with its directory). A file that cannot be opened rejects the config.' }),
+          output: Type.String({ minLength: 1, description: '`stdout` (beside the log lines, each marked `"log":"audit"`), or a file the trail is appended to (a relative path is read from the policy file\'s folder; created with its directory). A file that cannot be opened rejects the config.' }),
         },
         { additionalProperties: false, description: 'The audit trail: configs applied and rejected, admin actions with the caller\'s address, signals; one JSON line each, chained by sequence number and the previous line\'s sha256. Off without this section.' },
       ),

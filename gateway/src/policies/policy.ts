@@ -53,6 +53,8 @@ export interface Deps<Exposed = never> {
    * keeps trying and resolves when it first succeeds.
    */
   awaitBeforeReady(what: string, ready: Promise<void>): void
+  /** A file path from the policy file, made absolute: relative paths are read from the policy file's folder. */
+  path(file: string): string
 }
 
 /** Green: nothing to see; amber: working as configured but under pressure (limiting, half-open); red: refusing (open breaker). */

@@ -1,6 +1,6 @@
 // The running gateway: the plan in force, the proxy and admin listeners, reloads and the lifecycle
 // starting → ready → draining → stopped.
-import { dirname } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import type { Duplex } from 'node:stream'
@@ -308,6 +308,11 @@ export class Gateway implements ExchangeHost {
     return { previous, level: this.log.level }
   }
 
+  /** A log destination of the policy file: `stdout` as is, a relative path read from the policy file's folder like every other path in it. */
+  private fromPolicyDir(output: string | undefined): string | undefined {
+    return output === undefined || output === 'stdout' ? output : resolve(dirname(this.options.configFile), output)
+  }
+
   /** A signal the process received (main.ts), for the audit trail. */
   signalReceived(signal: string, action: 'reload' | 'drain' | 'exit'): void {
     this.audit.record({ event: 'signal', signal, action })
@@ -369,7 +374,7 @@ export class Gateway implements ExchangeHost {
     // The trail's destination changes with the plan: a file that cannot be opened rejects the config,
     // as a bad field would (the trail and the plan in force stay).
     try {
-      this.audit.open(loaded.config.audit?.output, this.logStream)
+      this.audit.open(this.fromPolicyDir(loaded.config.audit?.output), this.logStream)
     } catch (error) {
       this.kept.rollback()
       return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: 'audit.output', message: `cannot open the audit trail: ${(error as Error).message}` }])
@@ -388,7 +393,7 @@ export class Gateway implements ExchangeHost {
     this.log.level = this.runtimeLevel?.level ?? plan.settings.logLevel
     this.redaction.configure(plan.settings.redact.headers, plan.settings.redact.query)
     if (this.tls !== undefined && plan.settings.tls !== undefined) this.tls.update(plan.settings.tls)
-    this.security.configure(plan.settings.securityLog)
+    this.security.configure(this.fromPolicyDir(plan.settings.securityLog))
     this.metrics.configApplied(version, loaded.hash, source)
     const event = this.history.record(version, loaded.hash, source, previous?.config, loaded.config)
     this.audit.record({ event: 'config.applied', version, hash: loaded.hash, source, summary: event.summary })

@@ -42,7 +42,7 @@ interface Method {
 }
 
 /** A secret's value, read when the plan is built (a file is a mounted Secret; its change takes a reload). */
-export function readSecret(secret: Secret, what: string): string {
+export function readSecret(secret: Secret, what: string, path: (file: string) => string): string {
   if (typeof secret === 'string') return secret
   if ('env' in secret) {
     const value = process.env[secret.env]
@@ -50,7 +50,7 @@ export function readSecret(secret: Secret, what: string): string {
     return value
   }
   try {
-    const value = readFileSync(secret.file, 'utf8').trim()
+    const value = readFileSync(path(secret.file), 'utf8').trim()
     if (value === '') throw new Error('the file is empty')
     return value
   } catch (error) {
@@ -110,15 +110,15 @@ function keySource(jwt: ResolvedJwt, deps: Deps): KeySource {
     )
   }
   if (jwt.jwksFile !== undefined) {
-    const file = jwt.jwksFile
+    const file = deps.path(jwt.jwksFile)
     return deps.keep('auth-jwks-file', file, () => new FileJwks(file, deps.log), (source) => source.dispose())
   }
   if (jwt.publicKey !== undefined) {
-    const pem = typeof jwt.publicKey === 'string' ? jwt.publicKey : readSecret(jwt.publicKey, 'auth.jwt.publicKey')
+    const pem = typeof jwt.publicKey === 'string' ? jwt.publicKey : readSecret(jwt.publicKey, 'auth.jwt.publicKey', deps.path)
     return StaticKey.publicKey(pem)
   }
   // validate() made sure there is exactly one source.
-  return StaticKey.secret(readSecret(jwt.secret!, 'auth.jwt.secret'))
+  return StaticKey.secret(readSecret(jwt.secret!, 'auth.jwt.secret', deps.path))
 }
 
 function jwtMethod(jwt: ResolvedJwt, deps: Deps, alsoIntrospection: boolean): Method {
@@ -153,7 +153,8 @@ function jwtMethod(jwt: ResolvedJwt, deps: Deps, alsoIntrospection: boolean): Me
 }
 
 function apiKeyMethod(config: Required<ApiKeysConfig>, deps: Deps): Method {
-  const store = deps.keep('auth-api-keys', config.file, () => new ApiKeyStore(config.file, deps.log), (keys) => keys.dispose())
+  const file = deps.path(config.file)
+  const store = deps.keep('auth-api-keys', file, () => new ApiKeyStore(file, deps.log), (keys) => keys.dispose())
   deps.awaitBeforeReady(`API keys ${config.file}`, store.ready)
   return {
     name: 'apiKey',
@@ -180,7 +181,7 @@ function apiKeyMethod(config: Required<ApiKeysConfig>, deps: Deps): Method {
 }
 
 function introspectionMethod(config: ResolvedIntrospection, deps: Deps): Method {
-  const secret = readSecret(config.clientSecret, 'auth.introspection.clientSecret')
+  const secret = readSecret(config.clientSecret, 'auth.introspection.clientSecret', deps.path)
   const settings = { url: config.url, issuer: config.issuer, clientId: config.clientId, clientAuth: config.clientAuth, cacheMax: config.cacheMax, negativeCache: config.negativeCache, cacheEntries: config.cacheEntries, timeout: config.timeout }
   // Kept across reloads while unchanged (its cache too); the secret's hash, not the secret, is part of the identity.
   const introspector = deps.keep(

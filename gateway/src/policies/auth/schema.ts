@@ -24,7 +24,7 @@ const KeySource = Type.Union(
   { errorMessage: 'expected { header: NAME } or { query: PARAMETER }' },
 )
 
-/** A secret: the value, a file holding it (a mounted Secret) or an environment variable; read when the plan is built. */
+/** A secret: the value, a file holding it (a mounted Secret; a relative path is read from the policy file's folder) or an environment variable; read when the plan is built. */
 export const Secret = Type.Union(
   [
     Type.String({ minLength: 1, description: 'The value itself.' }),
@@ -59,11 +59,11 @@ const Identity = {
 export const JwtConfig = Type.Object(
   {
     jwks: Type.Optional(Type.String({ pattern: '^https?://', errorMessage: 'expected an http:// or https:// URL', description: 'The issuer\'s JWKS URL; fetched before /ready turns true, cached per its Cache-Control, refreshed in the background.' })),
-    jwksFile: Type.Optional(Type.String({ minLength: 1, description: 'A local JWKS file (JSON), watched: an edit or a Secret update applies without a restart.' })),
+    jwksFile: Type.Optional(Type.String({ minLength: 1, description: 'A local JWKS file (JSON), watched: an edit or a Secret update applies without a restart. A relative path is read from the policy file\'s folder.' })),
     publicKey: Type.Optional(
       Type.Union([Type.String({ pattern: '^-----BEGIN ' }), Type.Object({ file: Type.String({ minLength: 1 }) }, { additionalProperties: false })], {
         errorMessage: 'expected a PEM text ("-----BEGIN PUBLIC KEY-----...") or { file: PATH }',
-        description: 'One public key (PEM SPKI or an X.509 certificate), inline or `{ file: PATH }`.',
+        description: 'One public key (PEM SPKI or an X.509 certificate), inline or `{ file: PATH }` (a relative path is read from the policy file\'s folder).',
       }),
     ),
     secret: Type.Optional(Secret),
@@ -100,7 +100,7 @@ export const ApiKeysConfig = Type.Object(
   {
     file: Type.String({
       minLength: 1,
-      description: 'A YAML or JSON file of keys, `keys: [{ name, sha256, roles, rateLimitKey }]`, each stored as the SHA-256 hex of the key (a mounted Kubernetes Secret works: it is watched).',
+      description: 'A YAML or JSON file of keys, `keys: [{ name, sha256, roles, rateLimitKey }]`, each stored as the SHA-256 hex of the key (a mounted Kubernetes Secret works: it is watched). A relative path is read from the policy file\'s folder.',
     }),
     from: Type.Optional(Type.Array(KeySource, { minItems: 1, default: [{ header: 'x-api-key' }], description: 'Where the key is read from: `{ header: NAME }` or `{ query: PARAMETER }` (removed from the URL before forwarding).' })),
   },

@@ -7,7 +7,7 @@ import { ENDPOINT_SERIES_CAP, type GatewayMetrics } from '../../telemetry/metric
 import { createPool } from '../pool.js'
 import { resolve } from 'node:path'
 import { resolveUpstream, type ResolvedUpstreamTlsConfig, type UpstreamConfig } from './config.js'
-import { TlsFileError } from '../tls-files.js'
+import { MaterialError } from '../../tls/material.js'
 import { EndpointGroup } from './group.js'
 import { HealthChecker } from './health-check.js'
 import { OutlierDetector } from './outlier.js'
@@ -47,8 +47,8 @@ export function buildUpstream(name: string, section: UpstreamConfig, deps: Upstr
     try {
       tls = new UpstreamTls(tlsWithPaths(config.tls ?? DEFAULT_UPSTREAM_TLS, deps.baseDir), { upstream: name, log: deps.log, metrics: deps.metrics, connectTimeoutMs, defaultServerName: config.dns?.name })
     } catch (error) {
-      if (!(error instanceof TlsFileError)) throw error
-      const field = ({ ca: 'ca', cert: 'clientCert', key: 'clientKey' } as const)[error.role]
+      if (!(error instanceof MaterialError)) throw error
+      const field = ({ ca: 'ca', cert: 'clientCert', key: 'clientKey', crl: 'ca' } as const)[error.role]
       throw new Error(`upstreams.${name}.tls.${field}: ${error.file}: ${error.reason}`, { cause: error })
     }
   }

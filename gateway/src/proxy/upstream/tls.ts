@@ -13,7 +13,7 @@ import { isIP, type Socket } from 'node:net'
 import { buildConnector } from 'undici'
 import type { Logger } from 'pino'
 import type { GatewayMetrics } from '../../telemetry/metrics.js'
-import { loadClientTls, TlsFileError, type ClientTlsMaterial as Material } from '../tls-files.js'
+import { loadClientTls, MaterialError, type ClientTlsMaterial as Material } from '../../tls/material.js'
 import { watchFiles } from '../../core/file-watch.js'
 import type { ResolvedUpstreamTlsConfig } from './config.js'
 import { isTlsFailureCode } from '../errors.js'
@@ -43,7 +43,7 @@ export interface UpstreamTlsSnapshot {
   readonly refused: { file: string; reason: string; at: string } | null
 }
 
-/** Reads and checks the files of `config`: throws a TlsFileError naming the file and the reason. */
+/** Reads and checks the files of `config`: throws a MaterialError naming the file and the reason. */
 function loadMaterial(config: ResolvedUpstreamTlsConfig): Material {
   return loadClientTls({ ca: config.ca, cert: config.clientCert, key: config.clientKey, minVersion: config.minVersion })
 }
@@ -70,7 +70,7 @@ export class UpstreamTls {
   private rotations = 0
   private refused: { file: string; reason: string; at: string } | null = null
 
-  /** Loads the files (throws a TlsFileError naming the file when one cannot be used) and watches them. */
+  /** Loads the files (throws a MaterialError naming the file when one cannot be used) and watches them. */
   constructor(
     private readonly config: ResolvedUpstreamTlsConfig,
     private readonly deps: UpstreamTlsDeps,
@@ -115,13 +115,13 @@ export class UpstreamTls {
       material = loadMaterial(this.config)
     } catch (error) {
       // Anything else is refused the same way: this runs from a file watch, where a throw would end the process.
-      const { file, reason } = error instanceof TlsFileError ? error : { file: this.config.clientCert ?? this.config.ca ?? '-', reason: (error as Error).message }
+      const { file, reason } = error instanceof MaterialError ? error : { file: this.config.clientCert ?? this.config.ca ?? '-', reason: (error as Error).message }
       this.refused = { file, reason, at: new Date().toISOString() }
       this.deps.log.error({ upstream: this.deps.upstream, file, reason }, 'upstream TLS files refused: new connections keep the certificates in force')
       return false
     }
     const before = this.material
-    if (before.ca?.pem === material.ca?.pem && before.pair?.certPem === material.pair?.certPem && before.pair?.keyPem === material.pair?.keyPem) {
+    if (before.ca === material.ca && before.pair?.cert === material.pair?.cert && before.pair?.key === material.pair?.key) {
       this.refused = null
       return false
     }
@@ -132,7 +132,7 @@ export class UpstreamTls {
     this.reportExpiry()
     const leaf = material.pair?.leaf
     this.deps.log.info(
-      { upstream: this.deps.upstream, clientCert: this.config.clientCert, serial: leaf?.serialNumber, notAfter: leaf === undefined ? undefined : new Date(material.pair!.notAfterMs).toISOString(), ca: this.config.ca },
+      { upstream: this.deps.upstream, clientCert: this.config.clientCert, serial: leaf?.serialNumber, notAfter: leaf === undefined ? undefined : new Date(material.notAfterMs!).toISOString(), ca: this.config.ca },
       'upstream TLS files rotated: new connections use them',
     )
     return true
@@ -145,7 +145,7 @@ export class UpstreamTls {
       verify: this.config.verify,
       minVersion: this.config.minVersion,
       ca: this.config.ca ?? null,
-      clientCert: pair === undefined ? null : { file: pair.certFile, subject: pair.leaf.subject, serial: pair.leaf.serialNumber, notAfter: new Date(pair.notAfterMs).toISOString() },
+      clientCert: pair === undefined ? null : { file: this.config.clientCert!, subject: pair.leaf.subject, serial: pair.leaf.serialNumber, notAfter: new Date(this.material.notAfterMs!).toISOString() },
       rotations: this.rotations,
       refused: this.refused,
     }
@@ -167,6 +167,6 @@ export class UpstreamTls {
   private reportExpiry(): void {
     this.forgetExpiry?.()
     const pair = this.material.pair
-    this.forgetExpiry = pair === undefined ? undefined : this.deps.metrics.certificateExpiry(`upstream:${this.deps.upstream}`, pair.certFile, pair.notAfterMs)
+    this.forgetExpiry = pair === undefined ? undefined : this.deps.metrics.certificateExpiry(`upstream:${this.deps.upstream}`, this.config.clientCert!, this.material.notAfterMs!)
   }
 }
