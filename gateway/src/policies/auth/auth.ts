@@ -20,7 +20,7 @@ import { AuthConfig, authProblems, JwtConfig, IntrospectionConfig, type ApiKeysC
 export { AuthConfig }
 
 type ResolvedAuth = Defaulted<AuthConfig, 'mtls' | 'optional' | 'realm' | 'identityHeaders'>
-type ResolvedJwt = Defaulted<JwtConfig, 'algorithms' | 'clockSkew' | 'requireExpiry' | 'from' | 'rolesClaim' | 'scopesClaim' | 'forwardToken' | 'refresh'>
+type ResolvedJwt = Defaulted<JwtConfig, 'algorithms' | 'clockSkew' | 'requireExpiry' | 'cacheEntries' | 'from' | 'rolesClaim' | 'scopesClaim' | 'forwardToken' | 'refresh'>
 type ResolvedIntrospection = Defaulted<IntrospectionConfig, 'clientAuth' | 'from' | 'rolesClaim' | 'scopesClaim' | 'forwardToken' | 'cacheMax' | 'negativeCache' | 'cacheEntries' | 'timeout' | 'whenUnavailable'>
 
 /** What one authentication method decided about a credential. */
@@ -134,6 +134,7 @@ function jwtMethod(jwt: ResolvedJwt, deps: Deps, alsoIntrospection: boolean): Me
       maxAgeSeconds: jwt.maxAge === undefined ? undefined : toMs(jwt.maxAge) / 1000,
       requireExpiry: jwt.requireExpiry,
       requiredClaims: jwt.requiredClaims ?? [],
+      cacheEntries: jwt.cacheEntries,
     },
     deps.clock,
   )

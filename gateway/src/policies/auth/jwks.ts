@@ -27,7 +27,24 @@ export interface KeySource {
   readonly ready: Promise<void>
   /** What `/ready` names while waiting. */
   readonly what: string
+  /** Changes whenever a different set of keys is installed: what verified against an older one is checked again. */
+  readonly generation: number
   dispose(): void
+}
+
+/** The keys last installed, and a generation that moves only when their text changes (a refresh that brings the same set keeps it). */
+class InstalledKeys {
+  keys: LocalSet | undefined
+  generation = 0
+  private text: string | undefined
+
+  install(text: string): LocalSet {
+    const keys = keySet(text)
+    if (text !== this.text) this.generation++
+    this.text = text
+    this.keys = keys
+    return keys
+  }
 }
 
 /** A JWKS document is a few KiB; anything past this is not one. */
@@ -71,7 +88,7 @@ export class RemoteJwks implements KeySource {
   readonly what: string
   readonly ready: Promise<void>
   private readonly markReady: () => void
-  private keys: LocalSet | undefined
+  private readonly installed = new InstalledKeys()
   private fetching: Promise<void> | undefined
   private timer: TimerHandle | undefined
   private failures = 0
@@ -88,9 +105,13 @@ export class RemoteJwks implements KeySource {
     void this.refresh()
   }
 
+  get generation(): number {
+    return this.installed.generation
+  }
+
   readonly resolve: KeyResolver = async (header, token) => {
-    if (this.keys === undefined) await this.fetching
-    const keys = this.keys
+    if (this.installed.keys === undefined) await this.fetching
+    const keys = this.installed.keys
     if (keys === undefined) throw new KeysUnavailable(`no keys from ${this.options.url} yet`)
     try {
       return await keys(header, token)
@@ -102,7 +123,7 @@ export class RemoteJwks implements KeySource {
       if (this.fetching === undefined && now - this.lastUnknownKidFetch < this.options.unknownKidIntervalMs) throw error
       if (this.fetching === undefined) this.lastUnknownKidFetch = now
       await this.refresh()
-      return this.keys!(header, token)
+      return this.installed.keys!(header, token)
     }
   }
 
@@ -122,7 +143,7 @@ export class RemoteJwks implements KeySource {
         (error: unknown) => {
           this.failures++
           const retryMs = Math.min(MAX_RETRY_MS, this.options.minAgeMs, 1000 * 2 ** (this.failures - 1))
-          this.options.log.warn({ url: this.options.url, err: (error as Error).message, failures: this.failures, retryMs, keptKeys: this.keys !== undefined }, 'JWKS fetch failed; the last good keys stay in use')
+          this.options.log.warn({ url: this.options.url, err: (error as Error).message, failures: this.failures, retryMs, keptKeys: this.installed.keys !== undefined }, 'JWKS fetch failed; the last good keys stay in use')
           this.schedule(retryMs)
         },
       )
@@ -163,8 +184,8 @@ export class RemoteJwks implements KeySource {
       if (size > MAX_JWKS_BYTES) throw new Error(`the JWKS is over the ${MAX_JWKS_BYTES}-byte limit`)
       chunks.push(chunk)
     }
-    this.keys = keySet(Buffer.concat(chunks).toString('utf8'))
-    this.options.log.debug({ url: this.options.url, keys: this.keys.jwks().keys.length }, 'JWKS loaded')
+    const keys = this.installed.install(Buffer.concat(chunks).toString('utf8'))
+    this.options.log.debug({ url: this.options.url, keys: keys.jwks().keys.length }, 'JWKS loaded')
     return cacheMaxAge(response.headers['cache-control'])
   }
 
@@ -193,7 +214,7 @@ export class FileJwks implements KeySource {
   readonly what: string
   readonly ready: Promise<void>
   private readonly markReady: () => void
-  private keys: LocalSet | undefined
+  private readonly installed = new InstalledKeys()
   private readonly watcher: { close(): void }
   private loading: Promise<void>
 
@@ -214,18 +235,23 @@ export class FileJwks implements KeySource {
 
   private async load(): Promise<void> {
     try {
-      this.keys = keySet(await readFile(this.file, 'utf8'))
+      const keys = this.installed.install(await readFile(this.file, 'utf8'))
       this.markReady()
-      this.log.info({ file: this.file, keys: this.keys.jwks().keys.length }, 'JWKS file loaded')
+      this.log.info({ file: this.file, keys: keys.jwks().keys.length }, 'JWKS file loaded')
     } catch (error) {
-      this.log.error({ file: this.file, err: (error as Error).message, keptKeys: this.keys !== undefined }, 'JWKS file rejected; the last good keys stay in use')
+      this.log.error({ file: this.file, err: (error as Error).message, keptKeys: this.installed.keys !== undefined }, 'JWKS file rejected; the last good keys stay in use')
     }
   }
 
+  get generation(): number {
+    return this.installed.generation
+  }
+
   readonly resolve: KeyResolver = async (header, token) => {
-    if (this.keys === undefined) await this.loading
-    if (this.keys === undefined) throw new KeysUnavailable(`no keys from ${this.file}`)
-    return this.keys(header, token)
+    if (this.installed.keys === undefined) await this.loading
+    const keys = this.installed.keys
+    if (keys === undefined) throw new KeysUnavailable(`no keys from ${this.file}`)
+    return keys(header, token)
   }
 
   dispose(): void {
@@ -236,6 +262,8 @@ export class FileJwks implements KeySource {
 /** One key for every token: a PEM public key (or certificate), or an HMAC secret. */
 export class StaticKey implements KeySource {
   readonly ready = Promise.resolve()
+  /** One key for the plan's life (a new key is a new plan). */
+  readonly generation = 0
   readonly resolve: KeyResolver
 
   constructor(

@@ -2,7 +2,7 @@
 // clock, so expiry, skew, key rotation and the unknown-kid refetch interval are tested without
 // waiting. gateway/test/auth.test.ts keeps the wiring end to end over real sockets.
 import t from 'tap'
-import { exportJWK } from 'jose'
+import { errors, exportJWK, type CryptoKey } from 'jose'
 import { mkdtempSync, writeFileSync, renameSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -10,6 +10,7 @@ import { ManualClock, runLayer, scriptedUpstream, settle, stateOf } from '../../
 import { TestIssuer } from '../../../test/test-issuer.js'
 import type { Exchange } from '../../core/exchange.js'
 import { auth } from './auth.js'
+import { JwtVerifier } from './jwt.js'
 
 const issuer = await TestIssuer.start()
 t.teardown(() => issuer.close())
@@ -209,4 +210,56 @@ t.test('validation: one key source; HS* never with a public key; none is not an 
   t.match(problems({ jwt: { secret: 'x'.repeat(40), algorithms: ['RS256'] } }), [/a shared secret verifies only HS256/])
   t.match(problems({ jwt: { jwks: 'http://x/jwks', jwksFile: '/tmp/x' } }), [/exactly one key source .* got jwks and jwksFile/])
   t.match(problems({}), [/no authentication method/])
+})
+
+t.test('a verified token is remembered until its exp (or iat + maxAge) passes or the key set changes; failures never are', async (t) => {
+  const clock = new ManualClock()
+  const now = Math.floor(clock.now() / 1000)
+  const signing = issuer.keys[0]!
+  let lookups = 0
+  let key: CryptoKey | undefined = signing.publicKey
+  const source = {
+    what: 'counting key source',
+    ready: Promise.resolve(),
+    generation: 1,
+    resolve: (): Promise<CryptoKey> => {
+      lookups++
+      return key === undefined ? Promise.reject(new errors.JWKSNoMatchingKey()) : Promise.resolve(key)
+    },
+    dispose() {},
+  }
+  const rules = { algorithms: ['RS256'], issuer: issuer.url, audience: 'waypost-test', clockSkewSeconds: 30, maxAgeSeconds: 600, requireExpiry: true, requiredClaims: [], cacheEntries: 10 }
+  const verifier = new JwtVerifier(source, rules, clock)
+  const token = await issuer.sign({ exp: now + 60 }, { kid: signing.kid }, now)
+  t.match(await verifier.verify(token), { ok: true })
+  t.match(await verifier.verify(token), { ok: true })
+  t.equal(lookups, 1, 'the second time costs a lookup, not a signature check')
+  await clock.advance(89_000)
+  t.match(await verifier.verify(token), { ok: true }, 'within exp + skew')
+  await clock.advance(2_000)
+  t.match(await verifier.verify(token), { ok: false, reason: 'expired' }, 'remembered, but past exp + skew: checked again and refused')
+
+  const old = await issuer.sign({ exp: now + 3600, iat: now - 500 }, { kid: signing.kid }, Math.floor(clock.now() / 1000))
+  t.match(await verifier.verify(old), { ok: true })
+  await clock.advance(150_000)
+  t.match(await verifier.verify(old), { ok: false, reason: 'expired' }, 'iat + maxAge + skew passed: too old')
+
+  const fresh = await issuer.sign({ exp: Math.floor(clock.now() / 1000) + 3600 }, { kid: signing.kid }, Math.floor(clock.now() / 1000))
+  t.match(await verifier.verify(fresh), { ok: true })
+  source.generation++
+  key = undefined
+  t.match(await verifier.verify(fresh), { ok: false, reason: 'unknown-key' }, 'the key left the set: the remembered token is checked again and refused')
+
+  key = signing.publicKey
+  lookups = 0
+  const forged = `${fresh.slice(0, fresh.lastIndexOf('.'))}.${Buffer.from('not the signature').toString('base64url')}`
+  t.match(await verifier.verify(forged), { ok: false, reason: 'invalid-signature' })
+  t.match(await verifier.verify(forged), { ok: false, reason: 'invalid-signature' })
+  t.equal(lookups, 2, 'a failure is checked every time')
+
+  const uncached = new JwtVerifier(source, { ...rules, cacheEntries: 0 }, clock)
+  lookups = 0
+  await uncached.verify(fresh)
+  await uncached.verify(fresh)
+  t.equal(lookups, 2, 'cacheEntries: 0 checks every time')
 })

@@ -76,6 +76,15 @@ export const JwtConfig = Type.Object(
     maxAge: Type.Optional(duration({ description: 'Refuse tokens issued (`iat`) longer ago than this.' })),
     requireExpiry: Type.Optional(Type.Boolean({ default: true, description: 'Refuse tokens without `exp` (they would never expire).' })),
     requiredClaims: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'Claims every token must carry (`sub`, `email`...).' })),
+    cacheEntries: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 100_000,
+        default: 1000,
+        description:
+          'Tokens whose signature and claims verified are remembered (least recently used, this many; 0: none) until their `exp` (or `iat` + `maxAge`) passes or the key set changes, so a client that sends the same token again costs a lookup, not a signature check. Failures are never remembered.',
+      }),
+    ),
     from: Type.Optional(Type.Array(TokenSource, { minItems: 1, default: ['bearer'], description: 'Where the token is read from, in order: `bearer`, `{ header: NAME }`, `{ cookie: NAME }`.' })),
     ...Identity,
     refresh: Type.Optional(
