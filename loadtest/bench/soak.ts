@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { SOAK_USAGE, soakOptions, type SoakOptions } from './options.js'
+import { resolveRuntime } from '../lib/runtime.js'
 import { messageOf, runMain } from '../lib/main.js'
 import { setStopGrace, stopAll } from '../lib/processes.js'
 import { GATEWAY_MAIN } from '../lib/paths.js'
@@ -39,7 +40,9 @@ async function sample(pid: number, adminPort: number, t: number): Promise<Sample
   }
 }
 
-async function soak(options: SoakOptions): Promise<number> {
+async function soak(given: SoakOptions): Promise<number> {
+  const runtime = resolveRuntime(given.node)
+  const options: SoakOptions = { ...given, node: runtime.path }
   requireBenchTools(['taskset', ...(options.upstream === 'nginx' ? ['nginx'] : [])])
   if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} not found: build first (npm run build), or use npm run bench:soak`)
   setStopGrace(STOP_GRACE_MS)
@@ -47,7 +50,7 @@ async function soak(options: SoakOptions): Promise<number> {
   if (!options.keep) process.on('exit', () => rmSync(runDir, { recursive: true, force: true }))
   const date = new Date().toISOString()
   const seconds = Math.round(options.minutes * 60)
-  console.log(`waypost soak ${date}: gateway-default at ${options.rate} req/s for ${seconds} s after ${options.warmup} s warm-up, ${options.connections} connections`)
+  console.log(`waypost soak ${date}: gateway-default on Node ${runtime.version} at ${options.rate} req/s for ${seconds} s after ${options.warmup} s warm-up, ${options.connections} connections`)
   console.log(`  samples every ${options.sampleEvery} s; fails if RSS grows by more than ${options.maxGrowthPct}%; ports from ${options.portBase}; load cpus ${options.loadCpus}, server cpus ${options.serverCpus}`)
   const samples: Sample[] = []
   let load: FixedRateResult
@@ -109,7 +112,7 @@ async function soak(options: SoakOptions): Promise<number> {
   const dir = options.resultsDir
   mkdirSync(dir, { recursive: true })
   const file = join(dir, `soak-${date.replace(/\.\d+Z$/, 'Z').replaceAll(':', '-')}.json`)
-  const text = `${JSON.stringify({ date, settings: options, samples, rssGrowthPct: rssGrowth, heapGrowthPct: heapGrowth, pass, load }, null, 2)}\n`
+  const text = `${JSON.stringify({ date, node: runtime.version, settings: options, samples, rssGrowthPct: rssGrowth, heapGrowthPct: heapGrowth, pass, load }, null, 2)}\n`
   writeFileSync(file, text)
   writeFileSync(join(dir, 'soak-latest.json'), text)
   console.log(`wrote ${file} and soak-latest.json`)

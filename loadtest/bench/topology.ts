@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { isTls, type CommonOptions, type ConfigName } from './options.js'
+import { isPolicyConfig, POLICY_ADDITIONS, POLICY_CONFIG_NAMES, type PolicyConfigName } from './policy-configs.js'
 import { writeBenchCertificate, type CertificateFiles } from '../lib/certs.js'
 import { launchGateway } from '../lib/gateway.js'
 import { portIsFree } from '../lib/ports.js'
@@ -37,7 +38,31 @@ const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3,
 const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-jwt-rs256': 14, 'gateway-cache': 15, 'gateway-jwt-es256': 16, 'gateway-trace-1': 17, 'gateway-tls': 18, 'gateway-trace-100': 19 } as const
 /** The traced configs and their sampling ratio. */
 const TRACE_RATIO: Partial<Record<GatewayConfigName, number>> = { 'gateway-trace-1': 0.01, 'gateway-trace-100': 1 }
-type GatewayConfigName = keyof typeof ADMIN_OFFSET
+type GatewayConfigName = keyof typeof ADMIN_OFFSET | PolicyConfigName
+/** The policy configs (policy-configs.ts): a port and an admin port each, from this offset on. */
+const POLICY_OFFSET = 50
+
+function portOffset(config: Exclude<ConfigName, 'direct'>): number {
+  return isPolicyConfig(config) ? POLICY_OFFSET + 2 * POLICY_CONFIG_NAMES.indexOf(config) : OFFSET[config]
+}
+
+function adminOffset(config: GatewayConfigName): number {
+  return isPolicyConfig(config) ? POLICY_OFFSET + 2 * POLICY_CONFIG_NAMES.indexOf(config) + 1 : ADMIN_OFFSET[config]
+}
+
+function isGatewayConfig(config: ConfigName): config is GatewayConfigName {
+  return config in ADMIN_OFFSET || isPolicyConfig(config)
+}
+
+function traceRatio(config: GatewayConfigName): number | undefined {
+  return isPolicyConfig(config) ? POLICY_ADDITIONS[config].tracingRatio : TRACE_RATIO[config]
+}
+
+/** The JWT configs' algorithm; undefined for the others. */
+function jwtAlgorithm(config: GatewayConfigName): 'RS256' | 'ES256' | undefined {
+  if (config === 'gateway-jwt-rs256' || (isPolicyConfig(config) && POLICY_ADDITIONS[config].jwt !== undefined)) return 'RS256'
+  return config === 'gateway-jwt-es256' ? 'ES256' : undefined
+}
 
 export interface Target {
   readonly config: ConfigName
@@ -102,8 +127,8 @@ export function portsOf(base: number, configs: readonly ConfigName[]): number[] 
   const ports: number[] = [base + OFFSET.upstream]
   for (const config of configs) {
     if (config === 'direct') continue
-    ports.push(base + OFFSET[config])
-    if (config in ADMIN_OFFSET) ports.push(base + ADMIN_OFFSET[config as GatewayConfigName])
+    ports.push(base + portOffset(config))
+    if (isGatewayConfig(config)) ports.push(base + adminOffset(config))
   }
   return ports
 }
@@ -121,12 +146,12 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
   const upstreamPort = base + OFFSET.upstream
   const upstream = options.upstream === 'nginx' ? startNginx(runDir, 'upstream-nginx', nginxStaticConf, upstreamPort, 0, options) : startNodeUpstream(runDir, upstreamPort, options)
   await waitForBody(upstream, upstreamPort, BODY_BYTES)
-  const otlpSink = configs.some((config) => config in TRACE_RATIO) ? await startOtlpSink() : undefined
+  const otlpSink = configs.some((config) => isGatewayConfig(config) && traceRatio(config) !== undefined) ? await startOtlpSink() : undefined
 
   const certificate = configs.some(isTls) ? writeBenchCertificate(runDir) : undefined
   const targets = new Map<ConfigName, Target>()
   for (const config of configs) {
-    const port = base + (config === 'direct' ? OFFSET.upstream : OFFSET[config])
+    const port = base + (config === 'direct' ? OFFSET.upstream : portOffset(config))
     const tls = isTls(config)
     switch (config) {
       case 'direct':
@@ -152,16 +177,10 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
         targets.set(config, { config, port, server, logFile: server.logFile, tls })
         break
       }
-      case 'gateway-bare':
-      case 'gateway-default':
-      case 'gateway-cache':
-      case 'gateway-tls':
-      case 'gateway-trace-1':
-      case 'gateway-trace-100':
-      case 'gateway-jwt-rs256':
-      case 'gateway-jwt-es256': {
-        const adminPort = base + ADMIN_OFFSET[config]
-        const jwt = config === 'gateway-jwt-rs256' || config === 'gateway-jwt-es256' ? await benchIssuer(runDir, config === 'gateway-jwt-rs256' ? 'RS256' : 'ES256') : undefined
+      default: {
+        const adminPort = base + adminOffset(config)
+        const algorithm = jwtAlgorithm(config)
+        const jwt = algorithm === undefined ? undefined : await benchIssuer(runDir, algorithm, config)
         const server = startGateway(runDir, config, port, adminPort, upstreamPort, options, { certificate, jwksFile: jwt?.jwksFile, otlpSink: otlpSink?.url })
         targets.set(config, { config, port, server, adminPort, logFile: server.logFile, tls, ...(jwt === undefined ? {} : { headers: { authorization: `Bearer ${jwt.token}` } }) })
         break
@@ -173,7 +192,7 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
 }
 
 function startNodeUpstream(runDir: string, port: number, options: CommonOptions): Started {
-  return startProcess('upstream-node', process.execPath, [join(DIST_BENCH, 'upstream.js'), String(port)], {
+  return startProcess('upstream-node', options.node, [join(DIST_BENCH, 'upstream.js'), String(port)], {
     cpus: options.serverCpus,
     logFile: join(runDir, 'upstream-node.log'),
   })
@@ -182,7 +201,7 @@ function startNodeUpstream(runDir: string, port: number, options: CommonOptions)
 /** The floor: runs with the gateway's heap and GC flags (not its profiler's), so only the code differs. */
 function startUndiciProxy(runDir: string, port: number, upstreamPort: number, options: CommonOptions): Started {
   const flags = options.gatewayNodeFlags.filter((flag) => /^--(max-semi-space-size|max-old-space-size|single-threaded-gc)\b/.test(flag))
-  return startProcess('undici-proxy', process.execPath, [...flags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], {
+  return startProcess('undici-proxy', options.node, [...flags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], {
     cpus: options.serverCpus,
     logFile: join(runDir, 'undici-proxy.log'),
   })
@@ -293,16 +312,16 @@ const BENCH_AUDIENCE = 'bench'
  * once: the key stays cached, no fetch during the run) and every request carries the same token,
  * so what is measured is the per-request verification (signature, claims, identity headers).
  */
-const jwtChain = (jwksFile: string, algorithm: 'RS256' | 'ES256') => ({
-  auth: { jwt: { jwksFile, issuer: BENCH_ISSUER, audience: BENCH_AUDIENCE, algorithms: [algorithm] } },
-  ...DEFAULT_CHAIN,
+const jwtChain = (jwksFile: string, algorithm: 'RS256' | 'ES256', cacheEntries?: number, withDefaultChain = true) => ({
+  auth: { jwt: { jwksFile, issuer: BENCH_ISSUER, audience: BENCH_AUDIENCE, algorithms: [algorithm], ...(cacheEntries === undefined ? {} : { cacheEntries }) } },
+  ...(withDefaultChain ? DEFAULT_CHAIN : {}),
 })
 
 /** A key pair for one JWT config: the public half in a JWKS file in the run dir, a token signed with the private half. */
-async function benchIssuer(runDir: string, algorithm: 'RS256' | 'ES256'): Promise<{ jwksFile: string; token: string }> {
+async function benchIssuer(runDir: string, algorithm: 'RS256' | 'ES256', config: string): Promise<{ jwksFile: string; token: string }> {
   const { publicKey, privateKey } = await generateKeyPair(algorithm)
   const kid = `bench-${algorithm.toLowerCase()}`
-  const jwksFile = join(runDir, `jwks-${algorithm.toLowerCase()}.json`)
+  const jwksFile = join(runDir, `jwks-${config}.json`)
   writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid, alg: algorithm, use: 'sig' }] }))
   const token = await new SignJWT({ sub: 'bench-client', roles: ['bench'], scope: 'read' })
     .setProtectedHeader({ alg: algorithm, kid })
@@ -330,19 +349,33 @@ export interface GatewayExtras {
 
 export function gatewayConfig(config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, extras: GatewayExtras = {}): string {
   const { certificate, jwksFile, otlpSink } = extras
-  const full = config !== 'gateway-bare'
-  if (config === 'gateway-tls' && certificate === undefined) throw new Error('gateway-tls needs the benchmark certificate')
-  const ratio = TRACE_RATIO[config]
+  const addition = isPolicyConfig(config) ? POLICY_ADDITIONS[config] : undefined
+  const tls = config === 'gateway-tls' || addition?.tls === true
+  if (tls && certificate === undefined) throw new Error(`${config} needs the benchmark certificate`)
+  const ratio = traceRatio(config)
   if (ratio !== undefined && otlpSink === undefined) throw new Error(`${config} needs an OTLP sink`)
-  const chain = config === 'gateway-cache' ? CACHE_CHAIN : jwksFile !== undefined ? jwtChain(jwksFile, config === 'gateway-jwt-es256' ? 'ES256' : 'RS256') : DEFAULT_CHAIN
+  const algorithm = jwtAlgorithm(config)
+  if (algorithm !== undefined && jwksFile === undefined) throw new Error(`${config} needs a JWKS file`)
+  // The policy configs: gateway-bare plus one thing; the others: the default chain (and what their name says), with the access log.
+  const chain =
+    addition !== undefined
+      ? { ...addition.policies, ...(addition.jwt === undefined ? {} : jwtChain(jwksFile!, 'RS256', addition.jwt.cacheEntries, false)) }
+      : config === 'gateway-bare'
+        ? undefined
+        : config === 'gateway-cache'
+          ? CACHE_CHAIN
+          : algorithm !== undefined
+            ? jwtChain(jwksFile!, algorithm)
+            : DEFAULT_CHAIN
+  const accessLog = addition !== undefined ? addition.accessLog === true : config !== 'gateway-bare'
   const doc = {
-    listen: { address: `127.0.0.1:${port}`, ...(config === 'gateway-tls' ? { tls: { cert: certificate!.cert, key: certificate!.key } } : {}) },
+    listen: { address: `127.0.0.1:${port}`, ...(tls ? { tls: { cert: certificate!.cert, key: certificate!.key } } : {}) },
     admin: { address: `127.0.0.1:${adminPort}` },
-    log: { level: 'info', access: full },
+    log: { level: 'info', access: accessLog },
     // Stop at once on SIGTERM: nothing to wait for between runs (and --cpu-prof is written sooner).
     drain: { delay: '0s', timeout: '2s' },
     upstreams: { app: { url: `http://127.0.0.1:${upstreamPort}`, connections: 128 } },
-    ...(full ? { defaults: { policies: chain } } : {}),
+    ...(chain === undefined || Object.keys(chain).length === 0 ? {} : { defaults: { policies: chain } }),
     ...(ratio === undefined ? {} : { tracing: { enabled: true, endpoint: otlpSink, sampler: { ratio } } }),
     routes: [{ name: 'all', upstream: 'app' }],
   }
@@ -357,6 +390,7 @@ function startGateway(runDir: string, config: GatewayConfigName, port: number, a
   for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_') || key.startsWith('OTEL_')) delete env[key]
   // stdout (the "ready" line and, for gateway-default, one access-log line per request) goes to a file.
   return launchGateway(config, configFile, {
+    node: options.node,
     nodeFlags: options.gatewayNodeFlags,
     cpus: options.serverCpus,
     logFile: join(runDir, `${config}.log`),
