@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os'
 import { booleanSetting, HELP_FLAG, numberSetting, stringSetting, UsageError } from '../lib/options.js'
 import { DEFAULT_RESULTS_DIR } from '../lib/paths.js'
 
-export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'gateway-jwt-rs256', 'gateway-jwt-es256', 'nginx-static', 'gateway-cache', 'nginx-tls', 'gateway-tls', 'gateway-trace-1', 'gateway-trace-100'] as const
+export const CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'gateway-jwt-rs256', 'gateway-jwt-es256', 'nginx-static', 'gateway-cache', 'nginx-tls', 'gateway-tls', 'gateway-trace-1', 'gateway-trace-100', 'nginx-2w', 'haproxy-2t', 'gateway-default-2w'] as const
 export type ConfigName = (typeof CONFIG_NAMES)[number]
 /** The configs whose clients talk TLS to them (the same self-signed certificate for both). */
 export const TLS_CONFIG_NAMES: readonly ConfigName[] = ['nginx-tls', 'gateway-tls']
@@ -29,6 +29,15 @@ export const CACHE_CONFIGS: readonly ConfigName[] = ['nginx-static', 'gateway-ca
  * second) beside nginx terminating TLS with the same certificate, with their cleartext pair alongside.
  */
 export const TLS_CONFIGS: readonly ConfigName[] = ['nginx', 'gateway-default', 'nginx-tls', 'gateway-tls']
+/**
+ * `npm run bench -- --workers`: two cores for the proxy. nginx with 2 worker processes, HAProxy with
+ * 2 threads and the gateway with `workers: 2` run on the multi-server CPUs (0,1), beside nginx and
+ * the gateway on one (0). The load generator stays on CPU 1, so the 2-core configs share it with
+ * the load: their figures are a lower bound, and the comparison between them is what counts.
+ */
+export const WORKERS_CONFIGS: readonly ConfigName[] = ['nginx', 'nginx-2w', 'haproxy-2t', 'gateway-default', 'gateway-default-2w']
+/** The configs whose server may use two cores (taskset multiServerCpus). */
+export const MULTI_CPU_CONFIG_NAMES: readonly ConfigName[] = ['nginx-2w', 'haproxy-2t', 'gateway-default-2w']
 export type UpstreamKind = 'node' | 'nginx'
 
 export interface CommonOptions {
@@ -37,6 +46,8 @@ export interface CommonOptions {
   /** taskset CPU list of the load generators (wrk, fixed-rate), and of the upstream + proxy. */
   loadCpus: string
   serverCpus: string
+  /** taskset CPU list of the two-core proxies (MULTI_CPU_CONFIG_NAMES); the upstream stays on serverCpus. */
+  multiServerCpus: string
   upstream: UpstreamKind
   warmup: number
   connections: number
@@ -76,6 +87,7 @@ const COMMON_FLAGS = {
   'port-base': { type: 'string' },
   'load-cpus': { type: 'string' },
   'server-cpus': { type: 'string' },
+  'multi-server-cpus': { type: 'string' },
   upstream: { type: 'string' },
   warmup: { type: 'string' },
   connections: { type: 'string' },
@@ -96,6 +108,7 @@ function common(values: Record<string, string | boolean | undefined>): CommonOpt
     portBase: numberSetting(s('port-base'), 'PORT_BASE', 19000, { integer: true, minimum: 1024 }),
     loadCpus: stringSetting(s('load-cpus'), 'LOAD_CPUS', twoCpus ? '1' : '0'),
     serverCpus: stringSetting(s('server-cpus'), 'SERVER_CPUS', '0'),
+    multiServerCpus: stringSetting(s('multi-server-cpus'), 'MULTI_SERVER_CPUS', twoCpus ? '0,1' : '0'),
     upstream,
     warmup: numberSetting(s('warmup'), 'WARMUP', 3),
     connections: numberSetting(s('connections'), 'CONNECTIONS', 50, { integer: true, minimum: 1 }),
@@ -107,15 +120,16 @@ function common(values: Record<string, string | boolean | undefined>): CommonOpt
   }
 }
 
-export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--cache | --tls | --configs direct,nginx,gateway-bare,gateway-default]
+export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--cache | --tls | --workers | --configs direct,nginx,gateway-bare,gateway-default]
   [--duration S] [--reps N] [--warmup S] [--rate RPS] [--connections N] [--latency-duration S]
-  [--upstream node|nginx] [--port-base PORT] [--load-cpus LIST] [--server-cpus LIST]
+  [--upstream node|nginx] [--port-base PORT] [--load-cpus LIST] [--server-cpus LIST] [--multi-server-cpus LIST]
   [--gateway-node-flags "FLAGS"] [--keep] [--quiet-wait S] [--foreign-max PCT] [--retries N] [--extra-budget S]
   [--results-dir DIR]
 Environment: DURATION REPS WARMUP RATE CONNECTIONS LATENCY_DURATION CONFIGS UPSTREAM PORT_BASE LOAD_CPUS
-  SERVER_CPUS GATEWAY_NODE_FLAGS KEEP QUIET_WAIT FOREIGN_MAX RETRIES EXTRA_BUDGET RESULTS_DIR STRICT
+  SERVER_CPUS MULTI_SERVER_CPUS GATEWAY_NODE_FLAGS KEEP QUIET_WAIT FOREIGN_MAX RETRIES EXTRA_BUDGET RESULTS_DIR STRICT
 Flags win over the environment, which wins over --quick (DURATION=2 REPS=1), which wins over the defaults.
-Configs: ${CONFIG_NAMES.join(', ')}; default ${DEFAULT_CONFIGS.join(',')}; --cache: ${CACHE_CONFIGS.join(',')}; --tls: ${TLS_CONFIGS.join(',')}.`
+Configs: ${CONFIG_NAMES.join(', ')}; default ${DEFAULT_CONFIGS.join(',')}; --cache: ${CACHE_CONFIGS.join(',')}; --tls: ${TLS_CONFIGS.join(',')};
+--workers: ${WORKERS_CONFIGS.join(',')} (the 2-core ones on MULTI_SERVER_CPUS, default 0,1, which the load generator shares).`
 
 export function benchOptions(argv: string[]): BenchOptions | 'help' {
   const { values } = parseArgs({
@@ -126,6 +140,7 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
       strict: { type: 'boolean' },
       cache: { type: 'boolean' },
       tls: { type: 'boolean' },
+      workers: { type: 'boolean' },
       configs: { type: 'string' },
       duration: { type: 'string' },
       reps: { type: 'string' },
@@ -141,8 +156,8 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
   const quick = booleanSetting(values.quick, 'QUICK')
   const base = common(values)
   const duration = numberSetting(values.duration, 'DURATION', quick ? 2 : 5, { minimum: 1 })
-  if (values.cache === true && values.tls === true) throw new UsageError('--cache and --tls: one preset at a time (or name the configs with --configs)')
-  const preset = values.cache === true ? CACHE_CONFIGS : values.tls === true ? TLS_CONFIGS : DEFAULT_CONFIGS
+  if ([values.cache, values.tls, values.workers].filter((preset) => preset === true).length > 1) throw new UsageError('--cache, --tls, --workers: one preset at a time (or name the configs with --configs)')
+  const preset = values.cache === true ? CACHE_CONFIGS : values.tls === true ? TLS_CONFIGS : values.workers === true ? WORKERS_CONFIGS : DEFAULT_CONFIGS
   const configs = stringSetting(values.configs, 'CONFIGS', preset.join(','))
     .split(',')
     .map((name) => name.trim())
