@@ -14,8 +14,10 @@ import { certsCommand, CERTS_HELP, CERTS_USAGE } from './tls/command.js'
 import { buildReport, reportMarkdown } from './config/report.js'
 import { LogRedaction } from './telemetry/redaction.js'
 import type { LevelWithSilent } from 'pino'
+import { MAX_WORKERS, parseWorkers, workerCount } from './config/workers.js'
+import { reportToSupervisor, workerRoleOf } from './server/worker.js'
 
-const RUN_SYNOPSIS = 'waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL] [--log-format json|pretty]'
+const RUN_SYNOPSIS = 'waypost run [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL] [--log-format json|pretty] [--workers N|auto]'
 const VALIDATE_SYNOPSIS = 'waypost validate FILE [FILE...]'
 
 const USAGE = `usage:
@@ -27,7 +29,7 @@ const USAGE = `usage:
   waypost version
   waypost help [COMMAND]          (or COMMAND --help)
 
-Precedence: flags > environment (WAYPOST_CONFIG, WAYPOST_LISTEN, WAYPOST_ADMIN, WAYPOST_LOG_LEVEL, WAYPOST_LOG_FORMAT) > the file > defaults.
+Precedence: flags > environment (WAYPOST_CONFIG, WAYPOST_LISTEN, WAYPOST_ADMIN, WAYPOST_LOG_LEVEL, WAYPOST_LOG_FORMAT, WAYPOST_WORKERS) > the file > defaults.
 Tracing: OTEL_EXPORTER_OTLP_ENDPOINT (switches it on), OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER[_ARG] win over the file's tracing section.
 The default config file is ${DEFAULT_CONFIG_FILE}.`
 
@@ -42,9 +44,12 @@ Runs the gateway in the foreground (also what \`waypost\` with no command, or on
   --admin HOST:PORT       the admin listener (env WAYPOST_ADMIN; default the file's admin.address, else 127.0.0.1:9901)
   --log-level LEVEL       ${LOG_LEVELS.join('|')} (env WAYPOST_LOG_LEVEL; default the file's log.level, else info)
   --log-format FORMAT     ${LOG_FORMATS.join('|')} (env WAYPOST_LOG_FORMAT; default the file's log.format, else json)
+  --workers N|auto        gateway processes on the one port, 1 to ${MAX_WORKERS}; auto: one per CPU (env WAYPOST_WORKERS;
+                          default the file's workers, else 1). Above 1 this process supervises them and owns the admin port.
   -h, --help              this help
 
 Signals: SIGHUP reloads the file; SIGTERM or SIGINT drains and exits 0; a second signal exits 1 at once.
+With workers, the supervisor relays them to every worker.
 Exit 2 for a bad flag, 1 when the first policy file does not load.`,
   validate: `usage: ${VALIDATE_SYNOPSIS}
 
@@ -133,10 +138,10 @@ async function report(args: string[]): Promise<number> {
   return 0
 }
 
-/** The file's `log.format`, when the file loads; a bad file is reported by the start itself. */
-async function fileLogFormat(file: string): Promise<LogFormat | undefined> {
+/** The file's settings read before the start (`log.format`, `workers`), when the file loads; a bad file is reported by the start itself. */
+async function fileStartSettings(file: string): Promise<{ format: LogFormat | undefined; workers: number | 'auto' | undefined }> {
   const loaded = await loadConfigFile(file)
-  return loaded.ok ? loaded.config.log?.format : undefined
+  return loaded.ok ? { format: loaded.config.log?.format, workers: loaded.config.workers } : { format: undefined, workers: undefined }
 }
 
 function exists(file: string): boolean {
@@ -158,6 +163,7 @@ async function run(args: string[]): Promise<number> {
       admin: { type: 'string' },
       'log-level': { type: 'string' },
       'log-format': { type: 'string' },
+      workers: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -186,6 +192,18 @@ async function run(args: string[]): Promise<number> {
     console.error(`--log-format / WAYPOST_LOG_FORMAT: expected one of ${LOG_FORMATS.join(', ')}, got "${overrides.logFormat}"`)
     return 2
   }
+  let workersGiven: number | 'auto' | undefined
+  const workersText = values.workers ?? env.workers
+  if (workersText !== undefined) {
+    try {
+      workersGiven = parseWorkers(workersText)
+    } catch (error) {
+      console.error(`--workers / WAYPOST_WORKERS: ${(error as Error).message}`)
+      return 2
+    }
+  }
+  // Set when node:cluster started this process as one of the workers (server/cluster.ts).
+  const role = await workerRoleOf(process.env)
   const configFile = resolve(values.config ?? env.configFile ?? DEFAULT_CONFIG_FILE)
   // The commonest first mistake, said once and plainly (not as a rejected reload plus a fatal log line).
   if (!exists(configFile)) {
@@ -195,7 +213,9 @@ async function run(args: string[]): Promise<number> {
     return 1
   }
   // The format is chosen before the first line is written, so the file's is read ahead of the start.
-  const format = (overrides.logFormat ?? (await fileLogFormat(configFile)) ?? 'json') as LogFormat
+  const fromFile = await fileStartSettings(configFile)
+  const format = (overrides.logFormat ?? fromFile.format ?? 'json') as LogFormat
+  const workers = role?.count ?? workerCount(workersGiven ?? fromFile.workers)
   // Every log line passes through it; the gateway keeps its lists up to date with the file.
   const redaction = new LogRedaction()
   let log
@@ -205,7 +225,14 @@ async function run(args: string[]): Promise<number> {
     console.error((error as Error).message)
     return 2
   }
-  const gateway = new Gateway({ configFile, log, overrides, redaction })
+  if (role === undefined && workers > 1) {
+    // Loaded only here: a single process runs no cluster code.
+    const { runSupervisor } = await import('./server/cluster.js')
+    return runSupervisor({ configFile, log, overrides, workers })
+  }
+  // Every line a worker writes says which worker.
+  if (role !== undefined) log = log.child({ worker: role.index })
+  const gateway = new Gateway({ configFile, log, overrides, redaction, ...(role === undefined ? {} : { worker: role }) })
   try {
     await gateway.start()
   } catch (error) {
@@ -239,6 +266,16 @@ async function run(args: string[]): Promise<number> {
     log.error({ err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason) }, 'unhandled rejection (a bug; the gateway keeps serving)')
   })
   process.on('SIGTERM', () => stop('SIGTERM'))
+  if (role !== undefined) {
+    // A terminal's Ctrl-C and hang-up reach the whole process group: the supervisor relays them
+    // (SIGTERM to drain, a message to reload), so a worker acting on its own would drain twice.
+    process.on('SIGINT', () => undefined)
+    process.on('SIGHUP', () => undefined)
+    reportToSupervisor(gateway)
+    // Started by the supervisor: when its channel closes it is gone, and the worker must not hold the port.
+    process.once('disconnect', () => stop('supervisor gone'))
+    return -1
+  }
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGHUP', () => {
     gateway.signalReceived('SIGHUP', 'reload')

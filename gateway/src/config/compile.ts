@@ -9,7 +9,7 @@ import type { Logger } from 'pino'
 import { Router, type HeaderMatch, type RouteMatch } from '../routing/router.js'
 import { linearRegex } from '../routing/linear-regex.js'
 import { clientCertTest } from '../routing/client-cert.js'
-import type { Deps, PolicyReport } from '../policies/policy.js'
+import type { Deps, PerWorkerLimit, PolicyReport } from '../policies/policy.js'
 import { registry } from '../policies/index.js'
 import { buildUpstream } from '../proxy/upstream/build.js'
 import type { EndpointGroup } from '../proxy/upstream/group.js'
@@ -95,6 +95,10 @@ export interface Plan {
   readonly dependencies: ReadonlyArray<Dependency>
   /** What each route's policies report of their state (`deps.report`), by route name, in layer order. */
   readonly reports: ReadonlyMap<string, ReadonlyArray<RouteReport>>
+  /** Worker processes sharing the gateway's limits (1: a single process). */
+  readonly workers: number
+  /** The limits divided among the workers, as each applies them (empty with one worker). */
+  readonly perWorkerLimits: ReadonlyArray<PerWorkerLimit & { readonly route: string; readonly policy: string }>
 }
 
 /** One policy's state probe on one route (GET /stats). */
@@ -120,6 +124,12 @@ export interface CompileContext {
   readonly baseDir?: string
   /** Tracing is on (decided at start): each dispatch gets a client span per attempt. */
   readonly tracing?: boolean
+  /**
+   * Worker processes serving the gateway (default 1). With more, each policy's perWorker hook
+   * divides the limits its state keeps per process (local rate and concurrency limits) here, at
+   * compile time, so the request path does not know about workers.
+   */
+  readonly workers?: number
 }
 
 export function compile(config: GatewayConfig, context: CompileContext): Plan {
@@ -134,7 +144,8 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
   const merged = config.routes.map((route) => mergePolicies(config.defaults?.policies, route.policies) as Record<string, unknown>)
   const owned = ownedRequestHeaders(merged)
   const reports = new Map<string, RouteReport[]>()
-  const shared: SharedContext = { upstreams, settings, redis: config.redis, context, exposed, dependencies, owned, reports }
+  const perWorkerLimits: Array<PerWorkerLimit & { route: string; policy: string }> = []
+  const shared: SharedContext = { upstreams, settings, redis: config.redis, context, exposed, dependencies, owned, reports, perWorkerLimits }
   const routes = config.routes.map((route, index) => compileRoute(route, merged[index]!, config.upstreams[route.upstream], shared))
   const router = new Router(routes.map((compiled, index) => ({ route: compiled, match: routeMatch(config.routes[index]!.match) })))
   return {
@@ -150,6 +161,8 @@ export function compile(config: GatewayConfig, context: CompileContext): Plan {
     exposed,
     dependencies,
     reports,
+    workers: context.workers ?? 1,
+    perWorkerLimits,
   }
 }
 
@@ -164,6 +177,7 @@ interface SharedContext {
   /** Headers some policy of the plan sets for the upstream: stripped from every client request. */
   readonly owned: ReadonlySet<string>
   readonly reports: Map<string, RouteReport[]>
+  readonly perWorkerLimits: Array<PerWorkerLimit & { route: string; policy: string }>
 }
 
 /** The identity headers any route's policies set (Policy.ownedRequestHeaders), over the whole plan. */
@@ -199,9 +213,15 @@ function compileRoute(route: RouteConfig, merged: Record<string, unknown>, targe
   const attemptLayers: Layer[] = []
   // The route's request series exist from its first plan on: each method it matches (GET when any), every status class.
   const metrics = context.metrics.route(route.name, route.match?.methods ?? ['GET'])
+  const workers = context.workers ?? 1
   for (const policy of registry) {
-    const section = merged[policy.name]
+    let section = merged[policy.name]
     if (section === undefined || section === false) continue
+    if (workers > 1 && policy.perWorker !== undefined) {
+      const share = policy.perWorker(section, workers)
+      section = share.config
+      for (const limit of share.divided) shared.perWorkerLimits.push({ route: route.name, policy: policy.name, ...limit })
+    }
     const reasons = policy.localReasons?.(section)
     if (reasons !== undefined) metrics.expectReasons(reasons)
     const deps: Deps<unknown> = {
@@ -339,7 +359,7 @@ function clientLimitsOf(section: Static<typeof ClientsConfig> | undefined): Clie
   }
 }
 
-function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides']): Settings {
+export function settingsOf(config: GatewayConfig, overrides: CompileContext['overrides']): Settings {
   const trustedProxies = addressList(config.listen?.trustedProxies)
   return {
     listen: overrides.listen ?? config.listen?.address ?? '127.0.0.1:8080',

@@ -9,8 +9,9 @@ export interface Overrides {
 
 export const DEFAULT_CONFIG_FILE = 'config/waypost.yaml'
 
-export function environmentOverrides(env: NodeJS.ProcessEnv): Overrides & { configFile?: string } {
-  const out: Overrides & { configFile?: string } = {}
+export function environmentOverrides(env: NodeJS.ProcessEnv): Overrides & { configFile?: string; workers?: string } {
+  const out: Overrides & { configFile?: string; workers?: string } = {}
+  if (env.WAYPOST_WORKERS) out.workers = env.WAYPOST_WORKERS
   if (env.WAYPOST_LISTEN) out.listen = env.WAYPOST_LISTEN
   if (env.WAYPOST_ADMIN) out.admin = env.WAYPOST_ADMIN
   if (env.WAYPOST_LOG_LEVEL) out.logLevel = env.WAYPOST_LOG_LEVEL

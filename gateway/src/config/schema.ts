@@ -199,6 +199,13 @@ export type RouteConfig = Static<typeof RouteConfig>
 export const GatewayConfig = Type.Object(
   {
     $schema: Type.Optional(Type.String()),
+    workers: Type.Optional(
+      Type.Union([Type.Integer({ minimum: 1, maximum: 64 }), Type.Literal('auto')], {
+        errorMessage: 'expected a whole number from 1 to 64, or "auto" (one per CPU the process may use)',
+        description:
+          'Gateway processes serving the one listen port (default 1: a single process, no supervisor). More than 1: `waypost run` becomes a supervisor that starts that many workers and serves the admin port itself (docs/operations/workers.md); `auto` is one per CPU the process may use. Local rate and concurrency limits are divided among the workers. Read at start (env WAYPOST_WORKERS, flag --workers).',
+      }),
+    ),
     listen: Type.Optional(
       Type.Object(
         {

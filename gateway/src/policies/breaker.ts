@@ -378,6 +378,8 @@ class BreakerBoard {
       help: 'Circuit breaker state by route and upstream: 0 closed, 1 half-open, 2 open.',
       labelNames: ['route', 'upstream'] as const,
       registers: [registry],
+      // Across workers (each has its own breakers): the most open any worker's is, never a sum.
+      aggregator: 'max',
       collect: () => {
         state.reset()
         for (const breaker of this.list()) state.labels(breaker.route.name, breaker.route.upstream).set(breaker.stateCode)

@@ -8,6 +8,7 @@ import type { Clock, TimerHandle } from '../core/clock.js'
 import { callNext, localResponse, onResponseDone, type Exchange, type ExchangeSignal, type ProxyResponse } from '../core/exchange.js'
 import { definePolicy } from './policy.js'
 import type { Defaulted } from '../core/schema-defaults.js'
+import { perWorkerShare } from '../core/per-worker.js'
 
 export const ConcurrencyConfig = Type.Object(
   {
@@ -79,6 +80,19 @@ export const concurrency = definePolicy({
   name: 'concurrency',
   schema: ConcurrencyConfig,
   localReasons: (config) => ((config as ResolvedConcurrencyConfig).queue > 0 ? ['concurrency-limit', 'concurrency-queue-timeout'] : ['concurrency-limit']),
+  // Each worker holds its own slots: the route's `max` and `queue` are shared out among them.
+  perWorker(section, workers) {
+    const config = section as ResolvedConcurrencyConfig
+    const max = perWorkerShare(config.max, workers)
+    const queue = config.queue === 0 ? 0 : perWorkerShare(config.queue, workers)
+    return {
+      config: { ...config, max, queue },
+      divided: [
+        { field: 'max', configured: config.max, perWorker: max },
+        ...(config.queue === 0 ? [] : [{ field: 'queue', configured: config.queue, perWorker: queue }]),
+      ],
+    }
+  },
   build(section, deps) {
     const config = section as ResolvedConcurrencyConfig
     const limiter = deps.keep('concurrency', config, () => new ConcurrencyLimiter(config.max, config.queue, toMs(config.queueTimeout), deps.clock))

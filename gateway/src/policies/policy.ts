@@ -137,6 +137,20 @@ export interface Policy<Name extends string = string, S extends TSchema = TSchem
    * waypost_local_responses_total exist from the start, at 0 (rate() then sees the first one too).
    */
   localReasons?(config: Static<S>): readonly Reason[]
+  /**
+   * The config one of `workers` processes applies when each keeps its own state (docs/operations/workers.md):
+   * a limit meant for the whole gateway, divided among them. Called by the compiler only when
+   * workers > 1; `divided` says what changed, for GET /config. Without it, the config applies as
+   * written in every worker (its state is per worker, and the docs say so).
+   */
+  perWorker?(config: Static<S>, workers: number): { config: Static<S>; divided: ReadonlyArray<PerWorkerLimit> }
+}
+
+/** One limit a policy divided among the workers (GET /config `workers.limits`). */
+export interface PerWorkerLimit {
+  readonly field: string
+  readonly configured: number
+  readonly perWorker: number
 }
 
 /**
@@ -145,9 +159,10 @@ export interface Policy<Name extends string = string, S extends TSchema = TSchem
  * policy may rely on every defaulted field being there.
  */
 export function definePolicy<const Name extends string, S extends TSchema, Exposed = never>(policy: Policy<Name, S, Exposed>): Policy<Name, S, Exposed> {
-  const { build, buildAttempt, validate, localReasons, ownedRequestHeaders } = policy
+  const { build, buildAttempt, validate, localReasons, ownedRequestHeaders, perWorker } = policy
   return {
     ...policy,
+    perWorker: perWorker === undefined ? undefined : (config, workers) => perWorker(withDefaults(policy.schema, config), workers),
     ownedRequestHeaders: ownedRequestHeaders === undefined ? undefined : (config) => ownedRequestHeaders(withDefaults(policy.schema, config)),
     localReasons: localReasons === undefined ? undefined : (config) => localReasons(withDefaults(policy.schema, config)),
     build: (config, deps) => build(withDefaults(policy.schema, config), deps),

@@ -48,6 +48,8 @@ export interface AdminHost extends StatsHost {
   readonly redaction: LogRedaction
   /** Ends each open event stream at shutdown (the admin handler adds and removes its own). */
   readonly adminStreams: Set<() => void>
+  /** Set in a worker process (docs/operations/workers.md): which one, of how many. */
+  readonly worker: { readonly index: number; readonly count: number } | undefined
   reload(source: string): Promise<{ ok: true } | { ok: false; errors: ConfigError[] }>
   logging(): { level: string; configured: string; runtime: unknown; resetLevelOnReload: boolean }
   setLogLevel(level: string, by: string): { previous: string; level: string }
@@ -65,6 +67,11 @@ for (const policy of registry) {
     offered.set(key, { policy: policy.name, endpoint })
   }
 }
+/** Whether a request changes something (reload, log level, purge): refused without loopback or the admin token. */
+export function isMutatingAdminRequest(method: string, path: string): boolean {
+  return method !== 'GET' && method !== 'HEAD' && KNOWN_PATHS.has(path)
+}
+
 const OWN_PATHS = ['/live', '/ready', '/config', '/upstreams', '/reload', '/metrics', '/logging', '/stats', '/stats/stream', '/dashboard']
 const KNOWN_PATHS = new Set([...OWN_PATHS, ...[...offered.values()].map((entry) => entry.endpoint.path)])
 const INDEX = `not found: try /live /ready /config /upstreams /reload (POST) /metrics /logging (POST ?level=) /stats /stats/stream /dashboard ${[...offered.values()].map(({ endpoint }) => (endpoint.method === 'GET' ? endpoint.path : `${endpoint.path} (${endpoint.method})`)).join(' ')}\n`
@@ -144,6 +151,8 @@ function route(context: AdminContext, method: string, path: string, query: strin
         logging: gateway.logging(),
         audit: gateway.audit.output === undefined ? null : { output: gateway.audit.output, events: gateway.audit.sequence },
         config: redactSecrets(plan.config),
+        // The file's limits as written are above; these are what this worker applies (its share).
+        ...(gateway.worker === undefined ? {} : { workers: { count: gateway.worker.count, index: gateway.worker.index, pid: process.pid, limits: plan.perWorkerLimits } }),
       })
     }
     case 'GET /logging':

@@ -4,7 +4,7 @@ import { dirname, resolve } from 'node:path'
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import type { Duplex } from 'node:stream'
-import type { AddressInfo, Socket } from 'node:net'
+import type { AddressInfo, ListenOptions, Socket } from 'node:net'
 import type { FSWatcher } from 'node:fs'
 import type { Logger } from 'pino'
 import { compile, type Plan } from '../config/compile.js'
@@ -50,6 +50,24 @@ export interface GatewayOptions {
   readonly environment?: NodeJS.ProcessEnv
   /** The redaction the logger's hook applies (createLogger's); the gateway keeps its lists up to date with the file. */
   readonly redaction?: LogRedaction
+  /** Set when this gateway is one of several worker processes (server/cluster.ts); absent for a single process. */
+  readonly worker?: WorkerRole
+}
+
+/** What a worker process is told by its supervisor. */
+export interface WorkerRole {
+  /** 0-based; every log line carries it as `worker`. */
+  readonly index: number
+  /** Workers in all: the local limits are divided by it. */
+  readonly count: number
+  /**
+   * Each worker binds its own proxy socket with SO_REUSEPORT (the runtime supports it), rather than
+   * receiving connections from the supervisor (node:cluster's round robin).
+   */
+  readonly reusePort: boolean
+  /** The proxy (and cleartext) addresses the first worker bound: a configured port 0 becomes one port for all. */
+  readonly listen?: string
+  readonly plainAddress?: string
 }
 
 /** A log level set through POST /logging, until reset (or a reload, when the file says so). */
@@ -75,7 +93,7 @@ export class Gateway implements ExchangeHost {
   readonly security: SecurityLog
   /** Set at start when tracing is on (the OTEL_* variables or the file's `tracing:`), for the gateway's life. */
   tracing: Tracing | undefined = undefined
-  readonly audit = new AuditTrail()
+  readonly audit: AuditTrail
   readonly redaction: LogRedaction
   /** When this gateway started (ms since the epoch), for /stats. */
   readonly startedAt = Date.now()
@@ -106,6 +124,7 @@ export class Gateway implements ExchangeHost {
 
   constructor(private readonly options: GatewayOptions) {
     this.log = options.log
+    this.audit = new AuditTrail(options.worker?.index)
     this.redaction = options.redaction ?? new LogRedaction()
     this.accessLog = new AccessLog(options.log, this.redaction)
     this.security = new SecurityLog(options.log)
@@ -215,6 +234,11 @@ export class Gateway implements ExchangeHost {
     return this.tls.peer(socket) ?? CLEARTEXT_PEER
   }
 
+  /** This process's place among the workers; undefined for a single process. */
+  get worker(): WorkerRole | undefined {
+    return this.options.worker
+  }
+
   get configFile(): string {
     return this.options.configFile
   }
@@ -257,9 +281,14 @@ export class Gateway implements ExchangeHost {
     if (this.options.watch !== false) {
       this.watcher = watchConfig(this.options.configFile, () => void this.reload('file'))
     }
+    const worker = this.options.worker
+    // A worker's admin listener is its supervisor's to reach, on a port of its own (exclusive: not shared through node:cluster).
+    const admin: ListenAt = worker === undefined ? { address: settings.admin } : { address: '127.0.0.1:0', exclusive: true }
+    const shared = { exclusive: worker?.reusePort === true, reusePort: worker?.reusePort === true }
+    const proxyAt: ListenAt = { address: worker?.listen ?? settings.listen, ...shared }
     if (settings.tls !== undefined) {
       // The admin listener first: while the certificates are missing or broken, /ready says why.
-      await listen(this.adminServer, settings.admin)
+      await listen(this.adminServer, admin)
       this.tls = new TlsListener(settings.tls, dirname(this.options.configFile), this.log, this.metrics)
       await this.tls.start()
       await Promise.race([this.tls.loaded, this.stopping])
@@ -281,14 +310,15 @@ export class Gateway implements ExchangeHost {
       server.headersTimeout = settings.headersTimeoutMs
     }
     await Promise.all([
-      this.adminServer.listening ? undefined : listen(this.adminServer, settings.admin),
-      listen(this.proxyServer, settings.listen),
-      this.plainServer === undefined ? undefined : listen(this.plainServer, settings.plainAddress!),
+      this.adminServer.listening ? undefined : listen(this.adminServer, admin),
+      listen(this.proxyServer, proxyAt),
+      this.plainServer === undefined ? undefined : listen(this.plainServer, { address: worker?.plainAddress ?? settings.plainAddress!, ...shared }),
     ])
     this.state = 'ready'
     this.audit.record({ event: 'gateway.started', pid: process.pid, version: packageVersion(), node: process.version })
     const plain = this.plainServer === undefined ? {} : { plain: this.address('plain') }
-    this.log.info({ listen: this.address('proxy'), ...plain, tls: this.tls !== undefined, admin: this.address('admin'), version: this.plan.version, hash: this.plan.hash }, 'waypost ready')
+    // A worker's line is for its supervisor's log; the supervisor says 'waypost ready' once all are.
+    this.log.info({ listen: this.address('proxy'), ...plain, tls: this.tls !== undefined, admin: this.address('admin'), version: this.plan.version, hash: this.plan.hash }, worker === undefined ? 'waypost ready' : 'worker ready')
   }
 
   /** The log's level now, what the file (or a flag) says, and a run-time level if one was set. */
@@ -366,7 +396,7 @@ export class Gateway implements ExchangeHost {
     let plan: Plan
     this.kept.begin()
     try {
-      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, security: this.security, overrides: this.options.overrides ?? {}, baseDir: dirname(this.options.configFile), tracing: this.tracing !== undefined })
+      plan = compile(loaded.config, { version, hash: loaded.hash, source, state: this.kept, metrics: this.metrics, log: this.log, security: this.security, overrides: this.options.overrides ?? {}, baseDir: dirname(this.options.configFile), tracing: this.tracing !== undefined, workers: this.options.worker?.count ?? 1 })
     } catch (error) {
       this.kept.rollback()
       return this.rejected(source, [{ file: this.options.configFile, line: 0, col: 0, path: '', message: `compile failed: ${(error as Error).message}` }])
@@ -453,6 +483,7 @@ export class Gateway implements ExchangeHost {
     if ((before.tls === undefined) !== (after.tls === undefined)) this.log.warn({ tls: after.tls !== undefined }, 'turning listen.tls on or off takes a restart')
     if (before.logFormat !== after.logFormat) this.log.warn({ format: after.logFormat }, 'log.format changes only on restart')
     if (JSON.stringify(previous.config.tracing) !== JSON.stringify(next.config.tracing)) this.log.warn('tracing changes only on restart')
+    if (previous.config.workers !== next.config.workers) this.log.warn({ workers: next.config.workers ?? 1, running: this.options.worker?.count ?? 1 }, 'workers changes only on restart')
   }
 
   /** Graceful drain (SIGTERM): not ready at once, serve `drain.delay`, stop accepting, wait for in-flight up to `drain.timeout`. */
@@ -503,11 +534,22 @@ export class Gateway implements ExchangeHost {
   }
 }
 
-function listen(server: Server | HttpsServer, address: string): Promise<void> {
-  const { host, port } = parseAddress(address)
+/** Where a listener binds, and how it shares the port with other workers. */
+interface ListenAt {
+  readonly address: string
+  /** Bind a socket of its own instead of one node:cluster's supervisor shares out. */
+  readonly exclusive?: boolean
+  /** SO_REUSEPORT, so that several workers' sockets take connections on one port. */
+  readonly reusePort?: boolean
+}
+
+function listen(server: Server | HttpsServer, at: ListenAt): Promise<void> {
+  const { host, port } = parseAddress(at.address)
+  // `reusePort` is Node 22.12+'s (@types/node 20 lacks it); only set when the runtime has it (config/workers.ts).
+  const options: ListenOptions & { reusePort?: boolean } = { port, host, ...(at.exclusive === true ? { exclusive: true } : {}), ...(at.reusePort === true ? { reusePort: true } : {}) }
   return new Promise((resolve, reject) => {
     server.once('error', reject)
-    server.listen(port, host, () => {
+    server.listen(options, () => {
       server.off('error', reject)
       resolve()
     })

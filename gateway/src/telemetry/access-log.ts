@@ -74,6 +74,8 @@ export class AccessLog {
   private timer: NodeJS.Timeout | undefined
   /** The last endpoint and its JSON form: a route's lines mostly name the same few. */
   private endpoint = ''
+  /** The logger's own fields beside `service`, ready to splice into each line. */
+  private readonly bound: string
   private endpointJson = '""'
   private host = ''
   private hostJson = '""'
@@ -84,6 +86,11 @@ export class AccessLog {
     private readonly redaction?: LogRedaction,
   ) {
     this.stream = (logger as unknown as Record<symbol, LineStream>)[pino.symbols.streamSym]!
+    // A child logger's fields (a worker's `worker`), as pino would write them on each line.
+    this.bound = Object.entries(logger.bindings())
+      .filter(([name]) => name !== 'service')
+      .map(([name, value]) => `,${JSON.stringify(name)}:${JSON.stringify(value)}`)
+      .join('')
   }
 
   /** Hands every pending line to the log stream. */
@@ -104,7 +111,7 @@ export class AccessLog {
     // Route and upstream names are schema-checked, reason and tries are ours, method is an HTTP token,
     // remote is an IP address, the request id is one requestIdFor() accepted or made (letters,
     // digits and `_.:@/+=-`): only the path, endpoint and error text can hold a quote.
-    let line = `{"level":${INFO},"time":${Date.now()},"service":"waypost","reqId":"${entry.reqId}","route":"${entry.route}","upstream":"${entry.upstream}","method":"${entry.method}","host":${this.hostAsJson(entry.host)},"path":${JSON.stringify(entry.path)},"status":${entry.status},"durationMs":${millis(entry.durationMs)}`
+    let line = `{"level":${INFO},"time":${Date.now()},"service":"waypost"${this.bound},"reqId":"${entry.reqId}","route":"${entry.route}","upstream":"${entry.upstream}","method":"${entry.method}","host":${this.hostAsJson(entry.host)},"path":${JSON.stringify(entry.path)},"status":${entry.status},"durationMs":${millis(entry.durationMs)}`
     // An origin the config validated or DNS produced, but a host name may still hold odd characters.
     if (entry.endpoint !== '') line += `,"endpoint":${this.endpointAsJson(entry.endpoint)}`
     if (entry.upstreamMs >= 0) line += `,"upstreamMs":${millis(entry.upstreamMs)}`

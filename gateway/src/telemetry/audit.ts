@@ -45,6 +45,9 @@ export class AuditTrail {
   private seq = 0
   private prev: string | null = null
 
+  /** `worker`: this process's index among several (docs/operations/workers.md), written on every line. */
+  constructor(private readonly worker?: number) {}
+
   /** Where events go now (`stdout` or a file's path); undefined when the trail is off. */
   get output(): string | undefined {
     return this.sink?.output
@@ -79,7 +82,7 @@ export class AuditTrail {
   record(event: AuditEvent): AuditRecord | undefined {
     const sink = this.sink
     if (sink === undefined) return undefined
-    const record = { log: 'audit' as const, seq: this.seq + 1, time: new Date().toISOString(), prev: this.prev, ...event }
+    const record = { log: 'audit' as const, seq: this.seq + 1, time: new Date().toISOString(), prev: this.prev, ...(this.worker === undefined ? {} : { worker: this.worker }), ...event }
     const line = JSON.stringify(record)
     sink.write(line)
     this.seq = record.seq

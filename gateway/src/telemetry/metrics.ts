@@ -4,7 +4,7 @@
 // (the metrics' `collect` hooks), and the histograms (request duration by route, attempt duration
 // by upstream) are our own, read the same way. Series are created when a route, policy or upstream
 // is configured, at 0, so that the request path only finds them; rate() then sees a first increment.
-import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type OpenMetricsContentType } from 'prom-client'
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics, type Metric, type MetricObjectWithValues, type MetricValue, type OpenMetricsContentType } from 'prom-client'
 import { packageVersion } from '../core/version.js'
 import type { Reason } from '../core/reasons.js'
 import { TlsMetrics } from './tls-metrics.js'
@@ -88,23 +88,31 @@ export class GatewayMetrics {
     name: 'waypost_config_version',
     help: 'Version number of the config plan in force.',
     registers: [this.registry],
+    // Across workers (docs/operations/workers.md): the newest version any worker runs; each counts its own.
+    aggregator: 'max',
   })
   readonly configInfo = new Gauge({
     name: 'waypost_config_info',
     help: 'Always 1; its labels say which config plan is in force: version, hash (of the file, as GET /config shows it) and source (startup, file, signal, admin).',
     labelNames: ['version', 'hash', 'source'] as const,
     registers: [this.registry],
+    // An info series: 1 per plan in force (two while workers differ), never summed.
+    aggregator: 'first',
   })
   readonly lastReloadSuccessful = new Gauge({
     name: 'waypost_config_last_reload_successful',
     help: 'Whether the last config load was applied (1) or rejected (0; the plan before it keeps serving).',
     registers: [this.registry],
+    // 0 when any worker rejected its last load.
+    aggregator: 'min',
   })
   readonly buildInfo = new Gauge({
     name: 'waypost_build_info',
     help: 'Always 1; its labels say which Waypost (version) runs on which Node.js (node_version).',
     labelNames: ['version', 'node_version'] as const,
     registers: [this.registry],
+    // An info series: 1, never summed across workers.
+    aggregator: 'first',
   })
   readonly upstreamEjections = new Counter({
     name: 'waypost_upstream_ejections_total',
@@ -125,6 +133,8 @@ export class GatewayMetrics {
     help: 'Active health of each upstream endpoint (1 healthy, 0 unhealthy).',
     labelNames: ['upstream', 'endpoint'] as const,
     registers: [this.registry],
+    // Each worker checks for itself: healthy only when every worker sees it so.
+    aggregator: 'min',
     collect: () => {
       // Rebuilt at every scrape from the live endpoint groups, so removed endpoints and retired
       // upstreams disappear, and a group replaced by a reload cannot clobber its successor.
@@ -169,6 +179,8 @@ export class GatewayMetrics {
     help: 'When each certificate in use stops being valid (Unix time, seconds), by listener ("upstream:NAME" for an upstream\'s client certificate) and name.',
     labelNames: ['listener', 'name'] as const,
     registers: [this.registry],
+    // A timestamp: the soonest any worker holds, never a sum.
+    aggregator: 'min',
     collect: () => {
       // Rebuilt at every scrape, so a retired certificate disappears and a reload's overlap (old and
       // new owner both reporting the same labels) cannot leave a stale value behind.
@@ -282,10 +294,12 @@ export class GatewayMetrics {
    * OpenMetrics scrape writes through a registry of its own, over views of the metrics.
    */
   openMetrics(): Promise<string> {
-    const registry = new Registry<OpenMetricsContentType>()
-    registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE)
-    for (const metric of this.registry.getMetricsAsArray()) registry.registerMetric(openMetricsView(metric as unknown as ExportedMetric) as unknown as Metric)
-    return registry.metrics()
+    return openMetricsOf(this.registry)
+  }
+
+  /** Every series as data, for a supervisor to add up with the other workers' (workerScrape). */
+  snapshot(): Promise<WorkerMetrics> {
+    return this.registry.getMetricsAsJSON()
   }
 
   private *routeDurations(): Iterable<HistogramSeries> {
@@ -313,6 +327,27 @@ export class GatewayMetrics {
 
 export const OPENMETRICS_CONTENT_TYPE = Registry.OPENMETRICS_CONTENT_TYPE
 export const PROMETHEUS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE
+
+/** One worker's metrics as data (GatewayMetrics.snapshot), as they cross the IPC channel. */
+export type WorkerMetrics = Array<MetricObjectWithValues<MetricValue<string>>>
+
+/**
+ * The scrape of several workers (docs/operations/workers.md): their series added up by
+ * prom-client's AggregatorRegistry, each metric as its `aggregator` says (counters and histograms
+ * summed; states, timestamps and info series by min/max/first), plus the supervisor's own metrics.
+ */
+export function workerScrape(workers: readonly WorkerMetrics[], own: Registry, openMetrics: boolean): Promise<string> {
+  const merged = Registry.merge([AggregatorRegistry.aggregate(workers as WorkerMetrics[]), own])
+  return openMetrics ? openMetricsOf(merged) : merged.metrics()
+}
+
+/** The registry's scrape in OpenMetrics 1.0, written through a registry of views (see GatewayMetrics.openMetrics). */
+function openMetricsOf(source: Registry): Promise<string> {
+  const registry = new Registry<OpenMetricsContentType>()
+  registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE)
+  for (const metric of source.getMetricsAsArray()) registry.registerMetric(openMetricsView(metric as unknown as ExportedMetric) as unknown as Metric)
+  return registry.metrics()
+}
 
 /** What prom-client's OpenMetrics writer may rename: a metric seen through its own name field. */
 function openMetricsView(metric: ExportedMetric): ExportedMetric {
@@ -606,7 +641,13 @@ export function pendingCount<L extends string>(counter: Counter<L>, ...values: s
   return count
 }
 
-/** A policy's gauge, created on first use (see registeredOnce). */
-export function sharedGauge<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Gauge<L> {
-  return registeredOnce(registry, name, () => new Gauge({ name, help, labelNames, registers: [registry] }))
+/**
+ * How the supervisor of several workers combines a gauge's series (prom-client's AggregatorRegistry):
+ * `sum` for amounts (bytes, in flight), `min`/`max`/`first` for states, timestamps and info series.
+ */
+export type Aggregator = 'sum' | 'first' | 'min' | 'max' | 'average' | 'omit'
+
+/** A policy's gauge, created on first use (see registeredOnce); `aggregator` as Aggregator says. */
+export function sharedGauge<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[], aggregator: Aggregator = 'sum'): Gauge<L> {
+  return registeredOnce(registry, name, () => new Gauge({ name, help, labelNames, registers: [registry], aggregator }))
 }

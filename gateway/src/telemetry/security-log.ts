@@ -61,7 +61,7 @@ export class SecurityLog implements SecurityEvents {
       // Appended to, created (with its directory) when missing; written asynchronously like the main log.
       this.file = pino.destination({ dest: target, append: true, mkdir: true, sync: false })
       this.file.on('error', (error: Error) => this.main.error({ err: error.message, path: target }, 'security log: cannot write'))
-      this.logger = pino({ level: 'info', base: { service: 'waypost' }, timestamp: pino.stdTimeFunctions.isoTime }, this.file)
+      this.logger = pino({ level: 'info', base: { service: 'waypost', ...this.main.bindings() }, timestamp: pino.stdTimeFunctions.isoTime }, this.file)
     }
     this.target = target
     if (previousFile !== undefined) closeDestination(previousFile)
@@ -89,7 +89,7 @@ export class SecurityLog implements SecurityEvents {
   /** The main log's own stream (stdout, or a test's sink), its level ignored, each line marked. */
   private stdoutLogger(): Logger {
     const stream = (this.main as unknown as Record<symbol, StreamHolder>)[pino.symbols.streamSym]!
-    return pino({ level: 'info', base: { service: 'waypost', log: 'security' }, timestamp: pino.stdTimeFunctions.isoTime }, stream)
+    return pino({ level: 'info', base: { service: 'waypost', ...this.main.bindings(), log: 'security' }, timestamp: pino.stdTimeFunctions.isoTime }, stream)
   }
 }
 

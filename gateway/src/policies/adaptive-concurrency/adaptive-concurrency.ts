@@ -57,7 +57,7 @@ export const adaptiveConcurrency = definePolicy({
       ))
     const gradient = limiter.gradient
     const limitGauge = sharedGauge(deps.metrics, 'waypost_adaptive_concurrency_limit', 'The adaptive concurrency limit in force, by route.', ['route']).labels(deps.route.name)
-    const baselineGauge = sharedGauge(deps.metrics, 'waypost_adaptive_concurrency_baseline_seconds', 'The baseline latency the adaptive limit compares with, by route.', ['route']).labels(deps.route.name)
+    const baselineGauge = sharedGauge(deps.metrics, 'waypost_adaptive_concurrency_baseline_seconds', 'The baseline latency the adaptive limit compares with, by route.', ['route'], 'average').labels(deps.route.name)
     limitGauge.set(Math.floor(gradient.limit))
     deps.report(() => {
       const limit = Math.floor(gradient.limit)

@@ -10,6 +10,7 @@ import { pendingCount, sharedCounter, sharedGauge } from '../../telemetry/metric
 import { localResponse, type Exchange, type ProxyResponse, type Upstream } from '../../core/exchange.js'
 import { definePolicy, recentIncrease, type Deps } from '../policy.js'
 import type { Defaulted } from '../../core/schema-defaults.js'
+import { perWorkerShare } from '../../core/per-worker.js'
 import { RedisTokenBuckets } from './redis-token-buckets.js'
 import { TokenBuckets, type Decision } from './token-buckets.js'
 
@@ -50,6 +51,21 @@ export const rateLimit = definePolicy({
   localReasons: (config) => (config.shadow === true ? [] : ['rate-limited']),
   validate: (config, context) =>
     config.global === true && !context.redis ? [{ path: '/global', message: 'a global limit needs the top-level `redis` section (redis: { url: "redis://HOST:6379" })' }] : [],
+  // Local buckets are per worker: each gets its share of the rate and the burst. A global limit
+  // (Redis) is one bucket for every worker and replica: not divided.
+  perWorker(section, workers) {
+    const config = section as ResolvedRateLimitConfig
+    if (config.global) return { config, divided: [] }
+    const burst = config.burst ?? Math.ceil(config.rate)
+    const share = { rate: config.rate / workers, burst: perWorkerShare(burst, workers) }
+    return {
+      config: { ...config, ...share },
+      divided: [
+        { field: 'rate', configured: config.rate, perWorker: share.rate },
+        { field: 'burst', configured: burst, perWorker: share.burst },
+      ],
+    }
+  },
   build(section, deps) {
     const config = section as ResolvedRateLimitConfig
     const burst = config.burst ?? Math.ceil(config.rate)
@@ -116,7 +132,7 @@ function globalBuckets(config: RateLimitConfig, burst: number, local: TokenBucke
   // validate() refuses `global: true` without a top-level `redis`.
   if (redis === undefined) throw new Error('rateLimit.global needs the top-level redis section')
   const route = deps.route.name
-  const storeUp = sharedGauge(deps.metrics, 'waypost_rate_limit_store_up', 'Whether the global rate limit store (Redis) answers, by route: 0 means local buckets decide.', ['route']).labels(route)
+  const storeUp = sharedGauge(deps.metrics, 'waypost_rate_limit_store_up', 'Whether the global rate limit store (Redis) answers, by route: 0 means local buckets decide.', ['route'], 'min').labels(route)
   const fallbacks = pendingCount(sharedCounter(deps.metrics, 'waypost_rate_limit_fallback_total', 'Rate-limit decisions made by local buckets because Redis did not answer, by route.', ['route']), route)
   return deps.keep(
     'rate-limit-redis',
