@@ -6,12 +6,14 @@ import { startProcess, waitForLine, type StartOptions, type Started } from './pr
 export interface GatewayLaunch extends StartOptions {
   /** Extra `node` flags (heap size, --cpu-prof...). */
   nodeFlags?: readonly string[]
+  /** The node executable (default: the one running the load test). */
+  node?: string
 }
 
 /** Starts the gateway with `configFile`; does not wait for it. */
 export function launchGateway(name: string, configFile: string, launch: GatewayLaunch): Started {
-  const { nodeFlags = [], ...options } = launch
-  return startProcess(name, process.execPath, [...nodeFlags, GATEWAY_MAIN, 'run', '--config', configFile], options)
+  const { nodeFlags = [], node = process.execPath, ...options } = launch
+  return startProcess(name, node, [...nodeFlags, GATEWAY_MAIN, 'run', '--config', configFile], options)
 }
 
 export interface GatewayProcess {
