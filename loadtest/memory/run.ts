@@ -35,7 +35,7 @@ import { fmt, round, table } from '../zero-downtime/util.js'
 const USAGE = `usage: node dist/loadtest/memory/run.js [--short] [options]
   --short                 5 s of load and 2,000 idle connections instead of 20 s and 5,000 (CI)
   --node PATH             the node that runs the gateway (default: the one running this script)
-  --node-flags "FLAGS"    the gateway's node flags (default as deployed: ${GATEWAY_NODE_FLAGS.join(' ')}; "" for none)
+  --node-flags="FLAGS"    the gateway's node flags (default as deployed: ${GATEWAY_NODE_FLAGS.join(' ')}; "" for none)
   --load-seconds N        seconds of wrk load
   --connections N         wrk's connections (default 50, as npm run bench)
   --idle-connections K    idle keep-alive connections opened in phase 2
@@ -148,8 +148,14 @@ async function readRss(pid: number): Promise<RssReading> {
   return { rssKiB: median(samples), anonKiB: median(anon), samplesKiB: samples }
 }
 
+interface HeapFigures {
+  heapUsedKiB: number
+  heapTotalKiB: number
+  externalKiB: number
+}
+
 /** The V8 heap and external memory the gateway's /metrics reports (prom-client's default metrics), in KiB. */
-async function heapFigures(adminPort: number): Promise<{ heapUsedKiB: number; heapTotalKiB: number; externalKiB: number }> {
+async function heapFigures(adminPort: number): Promise<HeapFigures> {
   const text = await scrapeMetrics(adminPort)
   const kib = (name: string): number => round(metricSum(text, name) / 1024, 0)
   return { heapUsedKiB: kib('nodejs_heap_size_used_bytes'), heapTotalKiB: kib('nodejs_heap_size_total_bytes'), externalKiB: kib('nodejs_external_memory_bytes') }
@@ -184,11 +190,11 @@ const loadCpus = (): string => (NCPU >= 2 ? '1' : '0')
 // ---- phase 1: idle, then load ------------------------------------------------------------------
 
 interface LoadPhase {
-  idle: RssReading & { heap: Awaited<ReturnType<typeof heapFigures>> }
+  idle: RssReading & { heap: HeapFigures }
   load: { seconds: number; connections: number; requests: number; rps: number; errors: number; gatewayCpuUsPerReq: number }
   /** Peak RSS during the load (VmHWM). */
   peakKiB: number
-  afterLoad: RssReading & { heap: Awaited<ReturnType<typeof heapFigures>> }
+  afterLoad: RssReading & { heap: HeapFigures }
 }
 
 async function loadPhase(dir: string, upstreamPort: number, options: Options): Promise<LoadPhase> {
@@ -262,11 +268,12 @@ async function openIdleConnections(port: number, count: number): Promise<Socket[
 
 interface IdleConnectionsPhase {
   count: number
-  before: RssReading & { heap: Awaited<ReturnType<typeof heapFigures>> }
-  with: RssReading & { heap: Awaited<ReturnType<typeof heapFigures>> }
+  before: RssReading & { heap: HeapFigures }
+  with: RssReading & { heap: HeapFigures }
   kibPerConnection: number
   anonKibPerConnection: number
   heapUsedKibPerConnection: number
+  heapTotalKibPerConnection: number
   externalKibPerConnection: number
   /** Connections the gateway closed before the end of the measurement (should be 0). */
   closedEarly: number
@@ -277,8 +284,9 @@ async function idleConnectionsPhase(dir: string, upstreamPort: number, options: 
   const gateway = await startGateway('gateway-idle', dir, upstreamPort, options, 600)
   const sockets: Socket[] = []
   try {
-    // Warm up: the code paths of a proxied request compiled, the upstream pool's first sockets open.
-    const warm = await openIdleConnections(gateway.port, 20)
+    // Warm up: the code paths of a proxied request compiled, and as many upstream sockets open as
+    // the connections below will use (they are opened OPEN_BATCH at a time), so those are not counted.
+    const warm = await openIdleConnections(gateway.port, OPEN_BATCH)
     for (const socket of warm) socket.destroy()
     await sleep(options.settleS * 1000)
     const beforeRss = await readRss(gateway.process.pid)
@@ -298,6 +306,7 @@ async function idleConnectionsPhase(dir: string, upstreamPort: number, options: 
       kibPerConnection: per(withThem.rssKiB, before.rssKiB),
       anonKibPerConnection: per(withThem.anonKiB, before.anonKiB),
       heapUsedKibPerConnection: per(withThem.heap.heapUsedKiB, before.heap.heapUsedKiB),
+      heapTotalKibPerConnection: per(withThem.heap.heapTotalKiB, before.heap.heapTotalKiB),
       externalKibPerConnection: per(withThem.heap.externalKiB, before.heap.externalKiB),
       closedEarly,
     }
@@ -380,7 +389,7 @@ async function run(options: Options): Promise<number> {
     console.log(`  load: ${fmt(load.load.rps, 0)} req/s, gateway CPU ${fmt(load.load.gatewayCpuUsPerReq)} us/req (rough on a shared machine), ${load.load.errors} errors; peak RSS ${fmt(load.peakKiB / MIB)} MiB`)
   }
   if (idle !== undefined) {
-    console.log(`  idle connections: RSS ${fmt(idle.before.rssKiB / MIB)} -> ${fmt(idle.with.rssKiB / MIB)} MiB; per connection: anonymous ${fmt(idle.anonKibPerConnection, 2)} KiB, V8 heap used ${fmt(idle.heapUsedKibPerConnection, 2)} KiB, external ${fmt(idle.externalKibPerConnection, 2)} KiB; ${idle.closedEarly} closed early`)
+    console.log(`  idle connections: RSS ${fmt(idle.before.rssKiB / MIB)} -> ${fmt(idle.with.rssKiB / MIB)} MiB; per connection: anonymous ${fmt(idle.anonKibPerConnection, 2)} KiB, V8 heap used ${fmt(idle.heapUsedKibPerConnection, 2)} KiB (committed ${fmt(idle.heapTotalKibPerConnection, 2)}), external ${fmt(idle.externalKibPerConnection, 2)} KiB; ${idle.closedEarly} closed early`)
   }
   const pass = checks.every((check) => check.pass)
   const report = {
