@@ -57,8 +57,8 @@ const MIB = 1024 * 1024
 /**
  * What the gateway needs without a cache, from `npm run loadtest:memory` on Node 24 (the image's),
  * docs/performance.md#memory: RSS after the bench's load is 115-125 MiB, so that is the request;
- * the limit adds room for idle keep-alive connections (about 15 KiB each on Node 24: 64 MiB is
- * some 4,000 of them) and for bursts.
+ * the limit adds 64 MiB of room for idle keep-alive connections (11-12 KiB each on Node 24: some
+ * 5,000 of them) and bursts.
  */
 export const BASE_REQUEST_MIB = 128
 export const BASE_LIMIT_MIB = 192
