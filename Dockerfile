@@ -46,9 +46,10 @@ EXPOSE 15080 15901
 # Exec form, node itself as PID 1: SIGTERM goes straight to the gateway, which installs its own
 # SIGTERM/SIGINT/SIGHUP handlers and drains (a PID 1 without handlers would ignore SIGTERM; ours has
 # them). No init (tini) is needed: the gateway starts no child processes, so there are no zombies
-# to reap. The V8 flag is the `waypost` executable's shebang flag: a smaller young generation keeps
-# RSS under 100 MiB under load. Nothing is written to disk, so a read-only root filesystem works
-# without any writable mount.
+# to reap. The V8 flag is the `waypost` executable's shebang flag (gateway/src/core/node-flags.ts,
+# which the sidecar manifests and `waypost inject` repeat): a smaller young generation, 20-40 MiB
+# less RSS under load (docs/performance.md#memory). Nothing is written to disk, so a read-only root
+# filesystem works without any writable mount.
 ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=4", "/app/dist/gateway/src/main.js"]
 CMD ["run"]
 # No HEALTHCHECK: Kubernetes ignores it and probes the admin port's /live and /ready instead, and

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { validate } from 'dockerfile-utils'
 import { DockerfileParser } from 'dockerfile-ast'
 import { DEFAULT_ADMIN_PORT, DEFAULT_PORT } from '../src/inject/sidecar.js'
+import { GATEWAY_NODE_FLAGS, IMAGE_COMMAND } from '../src/core/node-flags.js'
 
 const root = (path: string): string => fileURLToPath(new URL(`../../${path}`, import.meta.url))
 const content = readFileSync(root('Dockerfile'), 'utf8')
@@ -44,6 +45,7 @@ t.test('runtime: non-root numeric user, exec-form ENTRYPOINT running node, ports
   const entrypoint = JSON.parse(entrypoints[0]!.getArgumentsContent() ?? '') as string[]
   t.match(entrypoint[0], /\/node$/, 'exec form, node is PID 1 (no shell in between to swallow SIGTERM)')
   t.equal(entrypoint.at(-1), '/app/dist/gateway/src/main.js')
+  t.same(entrypoint, IMAGE_COMMAND, "node with the gateway's V8 flags (core/node-flags.ts), as the manifests and inject run it")
   t.same(argumentsOf('CMD'), ['["run"]'])
   // The sidecar's ports, as `waypost inject` and sidecar-manifests/ use them.
   t.same(argumentsOf('EXPOSE'), [`${DEFAULT_PORT} ${DEFAULT_ADMIN_PORT}`])
@@ -55,4 +57,9 @@ t.test('runtime: non-root numeric user, exec-form ENTRYPOINT running node, ports
 t.test('.dockerignore keeps local builds and modules out of the context', async (t) => {
   const ignored = readFileSync(root('.dockerignore'), 'utf8').split('\n').filter((line) => line !== '' && !line.startsWith('#'))
   for (const entry of ['node_modules', 'dist', '.git']) t.ok(ignored.includes(entry), entry)
+})
+
+t.test("the waypost executable's shebang runs node with the same V8 flags as the image", async (t) => {
+  const shebang = readFileSync(root('gateway/src/main.ts'), 'utf8').split('\n', 1)[0]
+  t.equal(shebang, `#!/usr/bin/env -S node ${GATEWAY_NODE_FLAGS.join(' ')}`)
 })

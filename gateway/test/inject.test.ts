@@ -10,6 +10,7 @@ import { schemaProblems, type KubernetesObject } from './kubernetes-schema.js'
 import { tempConfig, waypost } from './helpers.js'
 import { parseConfig } from '../src/config/load.js'
 import { DEFAULT_ADMIN_PORT, DEFAULT_PORT } from '../src/inject/sidecar.js'
+import { GATEWAY_NODE_FLAGS } from '../src/core/node-flags.js'
 
 const options: InjectOptions = { image: 'registry.example/waypost:1', configMap: 'shop-waypost', port: 15080, adminPort: 15901, drainDelayMs: 5000, drainTimeoutMs: 30_000 }
 
@@ -62,6 +63,7 @@ for (const [kind, input] of Object.entries(workloads)) {
     t.equal(sidecar.name, 'waypost')
     t.equal(sidecar.image, options.image)
     t.equal(sidecar.restartPolicy, 'Always', 'an init container with restartPolicy Always: a native sidecar')
+    t.same([sidecar.command, sidecar.args], [['/nodejs/bin/node', ...GATEWAY_NODE_FLAGS, '/app/dist/gateway/src/main.js'], ['run']], "the image's ENTRYPOINT and CMD, with the gateway's V8 flags")
     t.same(sidecar.startupProbe?.httpGet, { path: '/ready', port: 15901 })
     t.same(sidecar.readinessProbe?.httpGet, { path: '/ready', port: 15901 })
     t.same(sidecar.livenessProbe?.httpGet, { path: '/live', port: 15901 })
@@ -313,14 +315,14 @@ routes:
   t.equal(result.code, 0, result.stderr)
   const [deployment] = byKind(result.stdout, 'Deployment')
   const spec = podSpecOf(deployment!)
-  t.same(spec.initContainers![0]!.resources, { requests: { cpu: '100m', memory: '196Mi' }, limits: { memory: '392Mi' } }, '64Mi + 132 MiB of caches requested; 128Mi + twice 132 MiB as the limit')
+  t.same(spec.initContainers![0]!.resources, { requests: { cpu: '100m', memory: '260Mi' }, limits: { memory: '456Mi' } }, '128Mi + 132 MiB of caches requested; 192Mi + twice 132 MiB as the limit')
   t.equal(spec.terminationGracePeriodSeconds, 70, "the file's drain: 10s + 50s + 10s")
-  t.match(result.stderr, /memory: request 196Mi, limit 392Mi: the gateway's own plus the cache of 2 routes \(132 MiB of maxSize/)
+  t.match(result.stderr, /memory: request 260Mi, limit 456Mi: the gateway's own plus the cache of 2 routes \(132 MiB of maxSize/)
   const [configMap] = byKind(result.stdout, 'ConfigMap') as Array<KubernetesObject & { data: Record<string, string> }>
   t.equal(configMap!.data['waypost.yaml'], policyText, 'the file, as written')
 
   const plain = await waypost(['inject', '-', '--config', tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - { name: a, upstream: app }\n')], { input: workloads.Deployment! })
-  t.same(podSpecOf(objects(plain.stdout)[0]!).initContainers![0]!.resources, { requests: { cpu: '100m', memory: '64Mi' }, limits: { memory: '128Mi' } }, 'no cache: the base')
+  t.same(podSpecOf(objects(plain.stdout)[0]!).initContainers![0]!.resources, { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '192Mi' } }, 'no cache: the base')
   const invalid = await waypost(['inject', '-', '--config', tempConfig('routes: 5\n')], { input: workloads.Deployment! })
   t.equal(invalid.code, 1)
   t.equal(invalid.stdout, '')

@@ -15,7 +15,8 @@ import { kustomize, isKustomization } from './kustomize.js'
 import { schemaProblems, type KubernetesObject } from './kubernetes-schema.js'
 import { catchAllConfig, spawnGateway, tempConfig } from './helpers.js'
 import { inject } from '../src/inject/inject.js'
-import { DEFAULT_ADMIN_PORT, DEFAULT_PORT } from '../src/inject/sidecar.js'
+import { DEFAULT_ADMIN_PORT, DEFAULT_PORT, memoryResources } from '../src/inject/sidecar.js'
+import { IMAGE_COMMAND } from '../src/core/node-flags.js'
 
 const manifests = fileURLToPath(new URL('../../sidecar-manifests/', import.meta.url))
 const builds = ['base', 'monitoring', 'overlays/pre-1.29', 'overlays/tls']
@@ -73,6 +74,10 @@ t.test('base: the gateway is a native sidecar with probes on the admin port, sta
   t.same(gateway.volumeMounts, [{ name: 'waypost-config', mountPath: '/etc/waypost', readOnly: true }], 'the directory (a subPath mount never sees ConfigMap updates)')
   t.same(spec.volumes?.find((volume) => volume.name === 'waypost-config')?.configMap, { name: 'hello-waypost' })
   t.notOk(gateway.lifecycle?.preStop, 'no preStop: the gateway drains on SIGTERM, which it gets after the app exited')
+  t.same([gateway.command, gateway.args], [IMAGE_COMMAND, ['run']], "the image's ENTRYPOINT and CMD with the gateway's V8 flags (core/node-flags.ts)")
+  const memory = memoryResources(config)
+  t.same(gateway.resources?.requests?.memory, `${memory.requestMiB}Mi`, 'the memory request `waypost inject --config` sizes for this policy')
+  t.same(gateway.resources?.limits?.memory, `${memory.limitMiB}Mi`, 'and its limit')
 })
 
 t.test('base: every container is locked down and has resources', async (t) => {

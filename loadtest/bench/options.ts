@@ -5,6 +5,7 @@ import { availableParallelism } from 'node:os'
 import { booleanSetting, HELP_FLAG, numberSetting, stringSetting, UsageError } from '../lib/options.js'
 import { DEFAULT_RESULTS_DIR } from '../lib/paths.js'
 import { POLICY_CONFIG_NAMES } from './policy-configs.js'
+import { GATEWAY_NODE_FLAGS } from '../../gateway/src/core/node-flags.js'
 
 const BASE_CONFIG_NAMES = ['direct', 'nginx', 'undici-proxy', 'gateway-bare', 'gateway-default', 'gateway-jwt-rs256', 'gateway-jwt-es256', 'nginx-static', 'gateway-cache', 'nginx-tls', 'gateway-tls', 'gateway-trace-1', 'gateway-trace-100', 'nginx-2w', 'haproxy-2t', 'gateway-default-2w'] as const
 export const CONFIG_NAMES = [...BASE_CONFIG_NAMES, ...POLICY_CONFIG_NAMES] as const
@@ -122,8 +123,8 @@ function common(values: Record<string, string | boolean | undefined>): CommonOpt
     upstream,
     warmup: numberSetting(s('warmup'), 'WARMUP', 3),
     connections: numberSetting(s('connections'), 'CONNECTIONS', 50, { integer: true, minimum: 1 }),
-    // As deployed: the `waypost` executable runs node with --max-semi-space-size=4 (see gateway/src/main.ts).
-    gatewayNodeFlags: stringSetting(s('gateway-node-flags'), 'GATEWAY_NODE_FLAGS', '--max-semi-space-size=4').split(/\s+/).filter(Boolean),
+    // As deployed: the flags of the `waypost` executable and the image (gateway/src/core/node-flags.ts).
+    gatewayNodeFlags: stringSetting(s('gateway-node-flags'), 'GATEWAY_NODE_FLAGS', GATEWAY_NODE_FLAGS.join(' ')).split(/\s+/).filter(Boolean),
     node: stringSetting(s('node'), 'BENCH_NODE', '24'),
     keep: booleanSetting(values.keep as boolean | undefined, 'KEEP'),
     quietWait: numberSetting(s('quiet-wait'), 'QUIET_WAIT', 10),

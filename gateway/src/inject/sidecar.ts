@@ -5,6 +5,7 @@ import type { GatewayConfig } from '../config/schema.js'
 import { CacheConfig } from '../policies/cache/cache.js'
 import { toBytes } from '../core/units.js'
 import { withDefaults } from '../core/schema-defaults.js'
+import { IMAGE_COMMAND, IMAGE_NODE } from '../core/node-flags.js'
 
 export const SIDECAR_NAME = 'waypost'
 export const CONFIG_VOLUME = 'waypost-config'
@@ -53,9 +54,14 @@ export function neededGraceSeconds(options: InjectOptions): number {
 }
 
 const MIB = 1024 * 1024
-/** What the gateway needs without a cache: RSS stays under 100 MiB under load (docs/performance.md). */
-const BASE_REQUEST_MIB = 64
-const BASE_LIMIT_MIB = 128
+/**
+ * What the gateway needs without a cache, from `npm run loadtest:memory` on Node 24 (the image's),
+ * docs/performance.md#memory: RSS after the bench's load is 115-125 MiB, so that is the request;
+ * the limit adds 64 MiB of room for idle keep-alive connections (11-12 KiB each on Node 24: some
+ * 5,000 of them) and bursts.
+ */
+export const BASE_REQUEST_MIB = 128
+export const BASE_LIMIT_MIB = 192
 
 /**
  * Memory for the gateway: the base, plus each route's cache. A route's cache holds up to maxSize
@@ -94,6 +100,9 @@ export function sidecarContainer(options: InjectOptions): Record<string, unknown
   return {
     name: SIDECAR_NAME,
     image: options.image,
+    // The image's ENTRYPOINT and CMD, written out so the V8 flags are visible where the limit is set.
+    command: [...IMAGE_COMMAND],
+    args: ['run'],
     ...(options.classic === true ? {} : { restartPolicy: 'Always' }),
     env: [
       { name: 'WAYPOST_CONFIG', value: `${CONFIG_DIR}/waypost.yaml` },
@@ -132,7 +141,7 @@ function readyWait(adminPort: number): string[] {
     'const deadline = Date.now() + 60000; ' +
     `const poll = () => fetch('http://127.0.0.1:${adminPort}/ready').then((response) => { if (response.ok) process.exit(0); throw new Error(String(response.status)) })` +
     '.catch(() => Date.now() > deadline ? process.exit(1) : setTimeout(poll, 250)); poll()'
-  return ['/nodejs/bin/node', '-e', script]
+  return [IMAGE_NODE, '-e', script]
 }
 
 export function configVolume(options: InjectOptions): Record<string, unknown> {

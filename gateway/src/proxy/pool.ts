@@ -2,7 +2,8 @@
 // proxy never reuses a socket the app is about to close (the classic keep-alive 503 race): undici
 // follows the server's `Keep-Alive: timeout=N` hint minus a threshold, capped by our own maximum.
 // An https:// endpoint's pool connects through its upstream's TLS connector (upstream/tls.ts).
-import { Pool, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
+import { Pool } from './undici.js'
 import { toMs } from '../core/units.js'
 import type { ResolvedUpstreamConfig } from './upstream/config.js'
 import type { UpstreamTls } from './upstream/tls.js'

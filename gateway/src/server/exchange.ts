@@ -1,7 +1,8 @@
 // One client exchange: route it, run the route's onion, stream the answer back, then write one
 // access-log line and the metrics. The plan is read once at the start, so an exchange finishes on
 // the plan it started with even if a reload swaps in another meanwhile.
-import { STATUS_CODES, validateHeaderName, validateHeaderValue, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { http } from '../core/node-http.js'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { AccessLog } from '../telemetry/access-log.js'
@@ -17,6 +18,8 @@ import { normalizePath } from '../routing/normalize-path.js'
 import { requestProblem } from './request-checks.js'
 import type { Reason } from '../core/reasons.js'
 import type { ConnectionPeer } from './peer.js'
+
+const { STATUS_CODES, validateHeaderName, validateHeaderValue } = http
 
 /** What an exchange needs from the gateway around it. */
 export interface ExchangeHost {

@@ -1,7 +1,8 @@
 // The running gateway: the plan in force, the proxy and admin listeners, reloads and the lifecycle
 // starting → ready → draining → stopped.
 import { dirname, resolve } from 'node:path'
-import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Server, IncomingMessage, ServerResponse } from 'node:http'
+import { http } from '../core/node-http.js'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import type { Duplex } from 'node:stream'
 import type { AddressInfo, ListenOptions, Socket } from 'node:net'
@@ -30,6 +31,8 @@ import { parseAddress } from './address.js'
 import { ClientGuard } from './client-guard.js'
 import { TlsListener, type TlsStatus } from './tls-listener.js'
 import { CLEARTEXT_PEER, type ConnectionPeer } from './peer.js'
+
+const { createServer } = http
 
 /** Longest a start waits for upstream endpoints to be known before turning ready anyway. */
 const UPSTREAM_WARMUP_MS = 10_000

@@ -2,13 +2,16 @@
 // layers (rate limit, concurrency, breaker, and soon authentication apply to handshakes too); the
 // dispatch performs the handshake and splices the sockets. The request timeout bounds the
 // handshake only; the upgraded stream lives until either side closes.
-import { STATUS_CODES, type IncomingMessage } from 'node:http'
+import type { IncomingMessage } from 'node:http'
+import { http } from '../core/node-http.js'
 import type { Duplex } from 'node:stream'
 import { requestIdFor, clientAddress } from '../proxy/headers.js'
 import { answerForError, ClientGone } from '../proxy/errors.js'
 import { ExchangeSignal, newExchangeRecord, type Exchange, type ProxyResponse } from '../core/exchange.js'
 import { admit, proxyRequestOf, type ExchangeHost } from './exchange.js'
 import type { Socket } from 'node:net'
+
+const { STATUS_CODES } = http
 
 function refuse(socket: Duplex, status: string, reason: string): void {
   if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-waypost-reason: ${reason}\r\n\r\n`)

@@ -5,7 +5,7 @@
 import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { watchFiles } from '../../core/file-watch.js'
-import { request } from 'undici'
+import { request } from '../../proxy/undici.js'
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWSHeaderParameters, type FlattenedJWSInput, type CryptoKey } from 'jose'
 import type { Logger } from 'pino'
 import { unrefTimer, type Clock, type TimerHandle } from '../../core/clock.js'

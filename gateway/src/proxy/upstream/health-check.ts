@@ -8,7 +8,7 @@
 // Checks use a one-connection client of their own per endpoint rather than the endpoint's pool, so
 // a pool saturated by traffic cannot queue a check past its timeout and fail a busy but working
 // endpoint; the connection settings (connect timeout, TLS) are the upstream's.
-import { Client } from 'undici'
+import { Client } from '../undici.js'
 import { toMs } from '../../core/units.js'
 import { statusRange, type ResolvedHealthCheckConfig } from './config.js'
 import type { Endpoint } from './endpoint.js'

@@ -10,7 +10,7 @@
 // cannot be used (unreadable, expired, a key that does not match) never replace good ones: the
 // refusal is logged with the file and the reason, and shown in GET /upstreams.
 import { isIP, type Socket } from 'node:net'
-import { buildConnector } from 'undici'
+import { buildConnector } from '../undici.js'
 import type { Logger } from 'pino'
 import type { GatewayMetrics } from '../../telemetry/metrics.js'
 import { loadClientTls, MaterialError, type ClientTlsMaterial as Material } from '../../tls/material.js'
