@@ -19,6 +19,7 @@ import type { AuditEvent } from '../telemetry/audit.js'
 import type { LogRedaction } from '../telemetry/redaction.js'
 import { buildStats, StatsSampler, type StatsHost } from './stats.js'
 import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard-page.js'
+import { json, text } from './admin-responses.js'
 
 /** How often GET /stats/stream sends the stats. */
 const STREAM_EVERY_MS = 1000
@@ -75,17 +76,6 @@ export function isMutatingAdminRequest(method: string, path: string): boolean {
 const OWN_PATHS = ['/live', '/ready', '/config', '/upstreams', '/reload', '/metrics', '/logging', '/stats', '/stats/stream', '/dashboard']
 const KNOWN_PATHS = new Set([...OWN_PATHS, ...[...offered.values()].map((entry) => entry.endpoint.path)])
 const INDEX = `not found: try /live /ready /config /upstreams /reload (POST) /metrics /logging (POST ?level=) /stats /stats/stream /dashboard ${[...offered.values()].map(({ endpoint }) => (endpoint.method === 'GET' ? endpoint.path : `${endpoint.path} (${endpoint.method})`)).join(' ')}\n`
-
-function json(response: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
-  const text = JSON.stringify(body, null, 2)
-  response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...headers })
-  response.end(text)
-}
-
-function text(response: ServerResponse, status: number, body: string): void {
-  response.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) })
-  response.end(body)
-}
 
 export function createAdminHandler(gateway: AdminHost) {
   // One copy of the numbers a second for /stats' rates, from the start; stopped with the gateway.

@@ -11,6 +11,7 @@ import type { Settings } from '../config/compile.js'
 import { OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE } from '../telemetry/metrics.js'
 import { isMutatingAdminRequest, prefersOpenMetrics } from './admin.js'
 import { refuseMutation } from './admin-guard.js'
+import { json, text } from './admin-responses.js'
 
 /** As a single gateway's admin listener (admin.ts): an admin request's body is tiny. */
 const ADMIN_BODY_LIMIT = 16 * 1024
@@ -36,17 +37,6 @@ interface WorkerAnswer {
   readonly pid: number | null
   readonly status: number
   readonly body: unknown
-}
-
-function json(response: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
-  const text = JSON.stringify(body, null, 2)
-  response.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...headers })
-  response.end(text)
-}
-
-function text(response: ServerResponse, status: number, body: string): void {
-  response.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) })
-  response.end(body)
 }
 
 export function createSupervisorAdminHandler(host: SupervisorHost) {
