@@ -71,13 +71,24 @@ t.test('a policy costs what it adds over gateway-bare in the same round', async 
 t.test('the targets are ratios to the floor in the same rounds', async (t) => {
   const configs = ['direct', 'undici-proxy', 'gateway-bare', 'gateway-default'] as const
   const runs = [throughput('direct', 1, 30_000, 0), throughput('undici-proxy', 1, 10_000, 60), throughput('gateway-bare', 1, 9_500, 65), throughput('gateway-default', 1, 8_500, 71)]
-  const summary = summarize(configs, runs, [], { idle: new Map(), loaded: new Map([['gateway-default', 90 * 1024]]) }, 2000)
+  const summary = summarize(configs, runs, [], { idle: new Map(), loaded: new Map([['gateway-default', 90 * 1024], ['undici-proxy', 80 * 1024]]) }, 2000)
   const verdicts = Object.fromEntries(judge(summary, runs, 2000).map((target) => [target.name, target.pass]))
   t.same(verdicts, {
     'gateway-default CPU per request vs the floor': true,
     'gateway-default throughput vs the floor': true,
     'gateway-default p99 added over direct at 2000 req/s': null,
     'gateway-default RSS after load': true,
+    'gateway-default RSS after load vs the floor': true,
     'gateway-bare CPU per request vs the floor': true,
   })
+  const heavy = summarize(configs, runs, [], { idle: new Map(), loaded: new Map([['gateway-default', 130 * 1024], ['undici-proxy', 100 * 1024]]) }, 2000)
+  const memory = judge(heavy, runs, 2000).filter((target) => target.name.includes('RSS'))
+  t.same(
+    memory.map((target) => [target.name, target.value, target.pass]),
+    [
+      ['gateway-default RSS after load', 130, false],
+      ['gateway-default RSS after load vs the floor', 1.3, false],
+    ],
+    'RSS judged both ways: absolute, and as the gateway\'s share over the floor',
+  )
 })

@@ -1,15 +1,19 @@
-// npm run loadtest:memory [-- --short] [--node PATH]
+// npm run loadtest:memory [-- --short] [--node 24|20|current|PATH]
 //
 // The gateway's memory as deployed (its V8 flags, the bench's default chain with the access log),
-// in two fresh gateway processes in front of the bench's node:http upstream, on 127.0.0.1 only:
+// beside the floor measured the same way in the same run: the bench's undici-proxy (node:http and
+// an undici Pool, nothing else) on the same node with the same heap flags, so what the runtime
+// itself costs is told apart from what the gateway adds. Each in fresh processes in front of the
+// bench's node:http upstream, on 127.0.0.1 only:
 //   1. idle: RSS once started and settled, no traffic; then wrk -c50 for N seconds (the bench's
 //      load), RSS right after it (what `npm run bench` reports as "RSS after load") and its peak;
-//   2. idle keep-alive connections: a second gateway, warmed up with a few requests, then K client
+//   2. idle keep-alive connections: a second process, warmed up with a few requests, then K client
 //      connections that each send one request, read the answer and stay open; KiB per connection is
 //      (RSS with them - RSS before) / K, medians of a few samples each.
 // A second process for 2 so that neither measure inherits the other's garbage or freed pages.
-// Judged against issue 17's targets (idle < 64 MiB, after load < 100 MiB, <= 8 KiB per idle
-// connection); writes memory-latest.json. Exit 0 (1 with --strict when a target is missed).
+// The gateway is judged against issue 17's absolute targets (idle < 64 MiB, after load < 100 MiB,
+// <= 8 KiB per idle connection), the floor's figures beside it; writes memory-latest.json. Exit 0
+// (1 with --strict when a target is missed).
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { connect, type Socket } from 'node:net'
@@ -22,6 +26,7 @@ import { gatewayConfig } from '../bench/topology.js'
 import { runWrk } from '../bench/wrk.js'
 import { CLK_TCK, NCPU, groupTicks } from '../bench/procfs.js'
 import { launchGateway } from '../lib/gateway.js'
+import { resolveRuntime } from '../lib/runtime.js'
 import { log, sleep } from '../lib/log.js'
 import { runMain, stackOf } from '../lib/main.js'
 import { HELP_FLAG, numberFlag, resultsDirFlag, UsageError } from '../lib/options.js'
@@ -34,8 +39,8 @@ import { fmt, round, table } from '../zero-downtime/util.js'
 
 const USAGE = `usage: node dist/loadtest/memory/run.js [--short] [options]
   --short                 5 s of load and 2,000 idle connections instead of 20 s and 5,000 (CI)
-  --node PATH             the node that runs the gateway (default: the one running this script)
-  --node-flags="FLAGS"    the gateway's node flags (default as deployed: ${GATEWAY_NODE_FLAGS.join(' ')}; "" for none)
+  --node 24|20|current|PATH  the node that runs the gateway and the floor (default 24, as npm run bench)
+  --node-flags="FLAGS"    the gateway's and the floor's node flags (default as deployed: ${GATEWAY_NODE_FLAGS.join(' ')}; "" for none)
   --load-seconds N        seconds of wrk load
   --connections N         wrk's connections (default 50, as npm run bench)
   --idle-connections K    idle keep-alive connections opened in phase 2
@@ -101,7 +106,7 @@ function parse(argv: string[]): Options | 'help' {
     return name as Phase
   })
   return {
-    node: values.node ?? process.execPath,
+    node: resolveRuntime(values.node ?? '24').path,
     nodeFlags: (values['node-flags'] ?? GATEWAY_NODE_FLAGS.join(' ')).split(/\s+/).filter(Boolean),
     loadSeconds: numberFlag(values['load-seconds'], 'load-seconds', short ? 5 : 20, 1),
     connections: numberFlag(values.connections, 'connections', 50, 1),
@@ -154,8 +159,12 @@ interface HeapFigures {
   externalKiB: number
 }
 
-/** The V8 heap and external memory the gateway's /metrics reports (prom-client's default metrics), in KiB. */
-async function heapFigures(adminPort: number): Promise<HeapFigures> {
+/**
+ * The V8 heap and external memory the gateway's /metrics reports (prom-client's default metrics), in
+ * KiB; undefined for the floor, which has no metrics.
+ */
+async function heapFigures(adminPort: number | undefined): Promise<HeapFigures | undefined> {
+  if (adminPort === undefined) return undefined
   const text = await scrapeMetrics(adminPort)
   const kib = (name: string): number => round(metricSum(text, name) / 1024, 0)
   return { heapUsedKiB: kib('nodejs_heap_size_used_bytes'), heapTotalKiB: kib('nodejs_heap_size_total_bytes'), externalKiB: kib('nodejs_external_memory_bytes') }
@@ -163,13 +172,31 @@ async function heapFigures(adminPort: number): Promise<HeapFigures> {
 
 // ---- processes ---------------------------------------------------------------------------------
 
-interface Gateway {
+/** What is measured: the gateway, or the floor beside it. */
+type SubjectKind = 'gateway' | 'floor'
+const SUBJECTS: readonly SubjectKind[] = ['gateway', 'floor']
+
+interface Subject {
   process: Started
   port: number
-  adminPort: number
+  /** The gateway's admin port (heap figures from /metrics); undefined for the floor. */
+  adminPort?: number
 }
 
-async function startGateway(name: string, dir: string, upstreamPort: number, options: Options, keepAliveS: number): Promise<Gateway> {
+/** `keepAliveS`: the floor keeps idle connections 65 s (undici-proxy.ts), longer than phase 2 lasts. */
+function startSubject(kind: SubjectKind, phase: string, dir: string, upstreamPort: number, options: Options, keepAliveS: number): Promise<Subject> {
+  return kind === 'gateway' ? startGateway(`gateway-${phase}`, dir, upstreamPort, options, keepAliveS) : startFloor(`floor-${phase}`, dir, upstreamPort, options)
+}
+
+/** The bench's floor, undici-proxy, on the same node with the same flags as the gateway. */
+async function startFloor(name: string, dir: string, upstreamPort: number, options: Options): Promise<Subject> {
+  const port = await freePort()
+  const started = startProcess(name, options.node, [...options.nodeFlags, join(REPO_ROOT, 'dist/loadtest/bench/undici-proxy.js'), String(port), String(upstreamPort)], { cpus: serverCpus(), logFile: join(dir, `${name}.log`) })
+  await waitForLine(started, (line) => line.includes('undici-proxy listening'), 20_000)
+  return { process: started, port }
+}
+
+async function startGateway(name: string, dir: string, upstreamPort: number, options: Options, keepAliveS: number): Promise<Subject> {
   const port = await freePort()
   const adminPort = await freePort()
   // The bench's gateway-default config; only the idle timeout is longer, so phase 2's connections stay.
@@ -189,35 +216,37 @@ const loadCpus = (): string => (NCPU >= 2 ? '1' : '0')
 
 // ---- phase 1: idle, then load ------------------------------------------------------------------
 
+type Reading = RssReading & { heap?: HeapFigures }
+
 interface LoadPhase {
-  idle: RssReading & { heap: HeapFigures }
-  load: { seconds: number; connections: number; requests: number; rps: number; errors: number; gatewayCpuUsPerReq: number }
+  idle: Reading
+  load: { seconds: number; connections: number; requests: number; rps: number; errors: number; cpuUsPerReq: number }
   /** Peak RSS during the load (VmHWM). */
   peakKiB: number
-  afterLoad: RssReading & { heap: HeapFigures }
+  afterLoad: Reading
 }
 
-async function loadPhase(dir: string, upstreamPort: number, options: Options): Promise<LoadPhase> {
-  log('phase 1: a fresh gateway, idle')
-  const gateway = await startGateway('gateway-load', dir, upstreamPort, options, 65)
+async function loadPhase(kind: SubjectKind, dir: string, upstreamPort: number, options: Options): Promise<LoadPhase> {
+  log(`phase 1 (${kind}): a fresh process, idle`)
+  const subject = await startSubject(kind, 'load', dir, upstreamPort, options, 65)
   try {
     await sleep(options.settleS * 1000)
-    const idleRss = await readRss(gateway.process.pid)
-    const idle = { ...idleRss, heap: await heapFigures(gateway.adminPort) }
-    log(`  idle RSS ${fmt(idle.rssKiB / MIB)} MiB (heap used ${fmt(idle.heap.heapUsedKiB / MIB)} MiB)`)
+    const idleRss = await readRss(subject.process.pid)
+    const idle = { ...idleRss, heap: await heapFigures(subject.adminPort) }
+    log(`  idle RSS ${fmt(idle.rssKiB / MIB)} MiB${idle.heap === undefined ? '' : ` (heap used ${fmt(idle.heap.heapUsedKiB / MIB)} MiB)`}`)
     log(`  wrk -t1 -c${options.connections} -d${options.loadSeconds}s`)
-    const ticks0 = groupTicks(gateway.process.pid)
-    const wrk = await runWrk({ port: gateway.port, seconds: options.loadSeconds, connections: options.connections, cpus: loadCpus(), logFile: join(dir, 'wrk.txt') })
-    const cpuSeconds = (groupTicks(gateway.process.pid) - ticks0) / CLK_TCK
-    const peakKiB = statusKiB(gateway.process.pid, 'VmHWM')
+    const ticks0 = groupTicks(subject.process.pid)
+    const wrk = await runWrk({ port: subject.port, seconds: options.loadSeconds, connections: options.connections, cpus: loadCpus(), logFile: join(dir, `wrk-${kind}.txt`) })
+    const cpuSeconds = (groupTicks(subject.process.pid) - ticks0) / CLK_TCK
+    const peakKiB = statusKiB(subject.process.pid, 'VmHWM')
     // As `npm run bench` samples it: at once, the load just over.
-    const afterRss = await readRss(gateway.process.pid)
-    const afterLoad = { ...afterRss, heap: await heapFigures(gateway.adminPort) }
-    const load = { seconds: options.loadSeconds, connections: options.connections, requests: wrk.requests, rps: round(wrk.rps, 0), errors: wrk.errors, gatewayCpuUsPerReq: round((cpuSeconds * 1e6) / wrk.requests, 1) }
-    log(`  ${fmt(load.rps, 0)} req/s, gateway ${fmt(load.gatewayCpuUsPerReq)} us/req; RSS after load ${fmt(afterLoad.rssKiB / MIB)} MiB, peak ${fmt(peakKiB / MIB)} MiB`)
+    const afterRss = await readRss(subject.process.pid)
+    const afterLoad = { ...afterRss, heap: await heapFigures(subject.adminPort) }
+    const load = { seconds: options.loadSeconds, connections: options.connections, requests: wrk.requests, rps: round(wrk.rps, 0), errors: wrk.errors, cpuUsPerReq: round((cpuSeconds * 1e6) / wrk.requests, 1) }
+    log(`  ${fmt(load.rps, 0)} req/s, ${kind} ${fmt(load.cpuUsPerReq)} us/req; RSS after load ${fmt(afterLoad.rssKiB / MIB)} MiB, peak ${fmt(peakKiB / MIB)} MiB`)
     return { idle, load, peakKiB, afterLoad }
   } finally {
-    await stopProcess(gateway.process, 5000)
+    await stopProcess(subject.process, 5000)
   }
 }
 
@@ -268,57 +297,84 @@ async function openIdleConnections(port: number, count: number): Promise<Socket[
 
 interface IdleConnectionsPhase {
   count: number
-  before: RssReading & { heap: HeapFigures }
-  with: RssReading & { heap: HeapFigures }
+  before: Reading
+  with: Reading
   kibPerConnection: number
   anonKibPerConnection: number
-  heapUsedKibPerConnection: number
-  heapTotalKibPerConnection: number
-  externalKibPerConnection: number
+  /** The V8 heap's share (the gateway only). */
+  heap?: { usedKibPerConnection: number; totalKibPerConnection: number; externalKibPerConnection: number }
   /** Connections the gateway closed before the end of the measurement (should be 0). */
   closedEarly: number
 }
 
-async function idleConnectionsPhase(dir: string, upstreamPort: number, options: Options): Promise<IdleConnectionsPhase> {
-  log(`phase 2: a fresh gateway, ${options.idleConnections} idle keep-alive connections`)
-  const gateway = await startGateway('gateway-idle', dir, upstreamPort, options, 600)
+async function idleConnectionsPhase(kind: SubjectKind, dir: string, upstreamPort: number, options: Options): Promise<IdleConnectionsPhase> {
+  log(`phase 2 (${kind}): a fresh process, ${options.idleConnections} idle keep-alive connections`)
+  const subject = await startSubject(kind, 'idle', dir, upstreamPort, options, 600)
   const sockets: Socket[] = []
   try {
     // Warm up: the code paths of a proxied request compiled, and as many upstream sockets open as
     // the connections below will use (they are opened OPEN_BATCH at a time), so those are not counted.
-    const warm = await openIdleConnections(gateway.port, OPEN_BATCH)
+    const warm = await openIdleConnections(subject.port, OPEN_BATCH)
     for (const socket of warm) socket.destroy()
     await sleep(options.settleS * 1000)
-    const beforeRss = await readRss(gateway.process.pid)
-    const before = { ...beforeRss, heap: await heapFigures(gateway.adminPort) }
+    const beforeRss = await readRss(subject.process.pid)
+    const before = { ...beforeRss, heap: await heapFigures(subject.adminPort) }
     log(`  before: RSS ${fmt(before.rssKiB / MIB)} MiB; opening ${options.idleConnections} connections`)
-    sockets.push(...(await openIdleConnections(gateway.port, options.idleConnections)))
+    sockets.push(...(await openIdleConnections(subject.port, options.idleConnections)))
     let closedEarly = 0
     for (const socket of sockets) socket.once('close', () => closedEarly++)
     await sleep(options.settleS * 1000)
-    const withRss = await readRss(gateway.process.pid)
-    const withThem = { ...withRss, heap: await heapFigures(gateway.adminPort) }
+    const withRss = await readRss(subject.process.pid)
+    const withThem = { ...withRss, heap: await heapFigures(subject.adminPort) }
     const per = (after: number, was: number): number => round((after - was) / options.idleConnections, 2)
-    const result = {
+    const heapBefore = before.heap
+    const heapWith = withThem.heap
+    const result: IdleConnectionsPhase = {
       count: options.idleConnections,
       before,
       with: withThem,
       kibPerConnection: per(withThem.rssKiB, before.rssKiB),
       anonKibPerConnection: per(withThem.anonKiB, before.anonKiB),
-      heapUsedKibPerConnection: per(withThem.heap.heapUsedKiB, before.heap.heapUsedKiB),
-      heapTotalKibPerConnection: per(withThem.heap.heapTotalKiB, before.heap.heapTotalKiB),
-      externalKibPerConnection: per(withThem.heap.externalKiB, before.heap.externalKiB),
+      ...(heapBefore === undefined || heapWith === undefined
+        ? {}
+        : {
+            heap: {
+              usedKibPerConnection: per(heapWith.heapUsedKiB, heapBefore.heapUsedKiB),
+              totalKibPerConnection: per(heapWith.heapTotalKiB, heapBefore.heapTotalKiB),
+              externalKibPerConnection: per(heapWith.externalKiB, heapBefore.externalKiB),
+            },
+          }),
       closedEarly,
     }
-    log(`  with them: RSS ${fmt(withThem.rssKiB / MIB)} MiB: ${fmt(result.kibPerConnection, 2)} KiB per connection (V8 heap used ${fmt(result.heapUsedKibPerConnection, 2)}), ${closedEarly} closed early`)
+    log(`  with them: RSS ${fmt(withThem.rssKiB / MIB)} MiB: ${fmt(result.kibPerConnection, 2)} KiB per connection${result.heap === undefined ? '' : ` (V8 heap used ${fmt(result.heap.usedKibPerConnection, 2)})`}, ${closedEarly} closed early`)
     return result
   } finally {
     for (const socket of sockets) socket.destroy()
-    await stopProcess(gateway.process, 5000)
+    await stopProcess(subject.process, 5000)
   }
 }
 
 // ---- the run -----------------------------------------------------------------------------------
+
+interface Check {
+  what: string
+  /** The gateway's figure, judged against the target. */
+  value: number
+  /** The floor's, measured the same way in the same run. */
+  floor: number
+  overFloor: number
+  unit: 'MiB' | 'KiB'
+  target: string
+  pass: boolean
+  /** Whether the floor itself would meet the target. */
+  floorPass: boolean
+}
+
+function check(what: string, value: number, floor: number, unit: Check['unit'], comparison: '<' | '<=', limit: number): Check {
+  const meets = (figure: number): boolean => (comparison === '<' ? figure < limit : figure <= limit)
+  const digits = unit === 'KiB' ? 2 : 1
+  return { what, value: round(value, digits), floor: round(floor, digits), overFloor: round(value - floor, digits), unit, target: `${comparison} ${limit} ${unit}`, pass: meets(value), floorPass: meets(floor) }
+}
 
 function softNoFile(): { soft: number; hard: number } {
   const read = (flag: string): number => {
@@ -362,43 +418,58 @@ async function run(options: Options): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'waypost-memory-'))
   if (!options.keep) process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
   const date = new Date().toISOString()
-  console.log(`waypost memory (${options.short ? 'short' : 'full'}) ${date}: gateway on ${gatewayNode} (${options.node}) with ${options.nodeFlags.join(' ') || 'no flags'}; ${NCPU} CPUs`)
+  console.log(`waypost memory (${options.short ? 'short' : 'full'}) ${date}: gateway and floor on ${gatewayNode} (${options.node}) with ${options.nodeFlags.join(' ') || 'no flags'}; ${NCPU} CPUs`)
   const upstreamPort = await freePort()
   const upstream = startProcess('upstream', process.execPath, [join(REPO_ROOT, 'dist/loadtest/bench/upstream.js'), String(upstreamPort)], { logFile: join(dir, 'upstream.log'), cpus: serverCpus() })
-  let load: LoadPhase | undefined
-  let idle: IdleConnectionsPhase | undefined
+  const load: Partial<Record<SubjectKind, LoadPhase>> = {}
+  const idle: Partial<Record<SubjectKind, IdleConnectionsPhase>> = {}
   try {
     await waitForBody(upstream, upstreamPort, BODY_BYTES)
-    if (options.phases.includes('load')) load = await loadPhase(dir, upstreamPort, options)
-    if (options.phases.includes('idle-connections')) idle = await idleConnectionsPhase(dir, upstreamPort, options)
+    // Gateway, floor, gateway, floor: each phase measures both while the machine is in one mood.
+    for (const phase of options.phases) {
+      for (const kind of SUBJECTS) {
+        if (phase === 'load') load[kind] = await loadPhase(kind, dir, upstreamPort, options)
+        else idle[kind] = await idleConnectionsPhase(kind, dir, upstreamPort, options)
+      }
+    }
   } finally {
     await stopProcess(upstream, 5000)
   }
 
-  const checks: Array<{ what: string; value: number; unit: string; target: string; pass: boolean }> = []
-  if (load !== undefined) {
-    checks.push({ what: 'RSS idle', value: round(load.idle.rssKiB / MIB, 1), unit: 'MiB', target: '< 64 MiB', pass: load.idle.rssKiB < TARGETS.idleKiB })
-    checks.push({ what: `RSS after ${options.loadSeconds} s of wrk -c${options.connections}`, value: round(load.afterLoad.rssKiB / MIB, 1), unit: 'MiB', target: '< 100 MiB', pass: load.afterLoad.rssKiB < TARGETS.afterLoadKiB })
+  const checks: Check[] = []
+  if (load.gateway !== undefined && load.floor !== undefined) {
+    checks.push(check('RSS idle', load.gateway.idle.rssKiB / MIB, load.floor.idle.rssKiB / MIB, 'MiB', '<', TARGETS.idleKiB / MIB))
+    checks.push(check(`RSS after ${options.loadSeconds} s of wrk -c${options.connections}`, load.gateway.afterLoad.rssKiB / MIB, load.floor.afterLoad.rssKiB / MIB, 'MiB', '<', TARGETS.afterLoadKiB / MIB))
   }
-  if (idle !== undefined) {
-    checks.push({ what: `per idle keep-alive connection (${idle.count})`, value: idle.kibPerConnection, unit: 'KiB', target: '<= 8 KiB', pass: idle.kibPerConnection <= TARGETS.perIdleConnectionKiB && idle.closedEarly === 0 })
+  if (idle.gateway !== undefined && idle.floor !== undefined) {
+    const closedEarly = idle.gateway.closedEarly + idle.floor.closedEarly
+    checks.push({ ...check(`per idle keep-alive connection (${idle.gateway.count})`, idle.gateway.kibPerConnection, idle.floor.kibPerConnection, 'KiB', '<=', TARGETS.perIdleConnectionKiB), ...(closedEarly > 0 ? { pass: false, floorPass: false } : {}) })
   }
-  const rows = [['measure', 'value', 'target', 'verdict'], ...checks.map((check) => [check.what, `${fmt(check.value, check.unit === 'KiB' ? 2 : 1)} ${check.unit}`, check.target, check.pass ? 'PASS' : 'FAIL'])]
+  const digits = (unit: string): number => (unit === 'KiB' ? 2 : 1)
+  const rows = [
+    ['measure', 'gateway', 'floor (same run)', 'gateway - floor', 'target', 'gateway', 'floor'],
+    ...checks.map((c) => [c.what, `${fmt(c.value, digits(c.unit))} ${c.unit}`, `${fmt(c.floor, digits(c.unit))} ${c.unit}`, `${c.overFloor >= 0 ? '+' : ''}${fmt(c.overFloor, digits(c.unit))} ${c.unit}`, c.target, c.pass ? 'PASS' : 'FAIL', c.floorPass ? 'PASS' : 'FAIL']),
+  ]
   console.log(table(rows))
-  if (load !== undefined) {
-    console.log(`  load: ${fmt(load.load.rps, 0)} req/s, gateway CPU ${fmt(load.load.gatewayCpuUsPerReq)} us/req (rough on a shared machine), ${load.load.errors} errors; peak RSS ${fmt(load.peakKiB / MIB)} MiB`)
+  console.log('  floor: the bench\'s undici-proxy (node:http and an undici Pool, nothing else), same node and flags: what any node:http + undici proxy costs on this runtime')
+  for (const kind of SUBJECTS) {
+    const phase = load[kind]
+    if (phase !== undefined) console.log(`  ${kind} load: ${fmt(phase.load.rps, 0)} req/s, CPU ${fmt(phase.load.cpuUsPerReq)} us/req (rough on a shared machine), ${phase.load.errors} errors; peak RSS ${fmt(phase.peakKiB / MIB)} MiB`)
   }
-  if (idle !== undefined) {
-    console.log(`  idle connections: RSS ${fmt(idle.before.rssKiB / MIB)} -> ${fmt(idle.with.rssKiB / MIB)} MiB; per connection: anonymous ${fmt(idle.anonKibPerConnection, 2)} KiB, V8 heap used ${fmt(idle.heapUsedKibPerConnection, 2)} KiB (committed ${fmt(idle.heapTotalKibPerConnection, 2)}), external ${fmt(idle.externalKibPerConnection, 2)} KiB; ${idle.closedEarly} closed early`)
+  for (const kind of SUBJECTS) {
+    const phase = idle[kind]
+    if (phase === undefined) continue
+    const heap = phase.heap === undefined ? '' : `, V8 heap used ${fmt(phase.heap.usedKibPerConnection, 2)} KiB (committed ${fmt(phase.heap.totalKibPerConnection, 2)}), external ${fmt(phase.heap.externalKibPerConnection, 2)} KiB`
+    console.log(`  ${kind} idle connections: RSS ${fmt(phase.before.rssKiB / MIB)} -> ${fmt(phase.with.rssKiB / MIB)} MiB; per connection: anonymous ${fmt(phase.anonKibPerConnection, 2)} KiB${heap}; ${phase.closedEarly} closed early`)
   }
-  const pass = checks.every((check) => check.pass)
+  const pass = checks.every((c) => c.pass)
   const report = {
     kind: 'memory',
     date,
     mode: options.short ? 'short' : 'full',
     machine: { runner: process.version, gatewayNode, kernel: release(), cpus: NCPU, cpuModel: cpus()[0]?.model ?? 'unknown' },
     nodeFlags: options.nodeFlags,
-    config: 'gateway-default (loadtest/bench/topology.ts)',
+    config: 'gateway-default (loadtest/bench/topology.ts); floor: loadtest/bench/undici-proxy.ts',
     load,
     idleConnections: idle,
     checks,
