@@ -25,4 +25,4 @@ ${policies}routes:
   - name: all
     upstream: app
 YAML
-exec node --max-semi-space-size=4 "$here/dist/gateway/src/main.js" run --config "$config" >"${config%.yaml}.log"
+exec node --max-semi-space-size=4 "$here/dist/waypost/main.js" run --config "$config" >"${config%.yaml}.log"

@@ -21,7 +21,7 @@ const dist = (path: string): string => fileURLToPath(new URL(path, import.meta.u
 const options = { stdio: ['inherit', 'inherit', 'inherit', 'ipc'] as StdioOptions, detached: true }
 const stub = spawn(process.execPath, [dist('../../upstream-stub/src/cli.js'), '--port', process.env.STUB_PORT ?? '3000'], options)
 // The same V8 flags as the `waypost` executable's shebang and the image (core/node-flags.ts).
-const gateway = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, dist('../src/main.js'), 'run', ...process.argv.slice(2)], options)
+const gateway = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, dist('../../waypost/main.js'), 'run', ...process.argv.slice(2)], options)
 
 function exited(child: ChildProcess): Promise<number> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode ?? 1)

@@ -44,7 +44,7 @@ t.test('runtime: non-root numeric user, exec-form ENTRYPOINT running node, ports
   t.equal(entrypoints.length, 1)
   const entrypoint = JSON.parse(entrypoints[0]!.getArgumentsContent() ?? '') as string[]
   t.match(entrypoint[0], /\/node$/, 'exec form, node is PID 1 (no shell in between to swallow SIGTERM)')
-  t.equal(entrypoint.at(-1), '/app/dist/gateway/src/main.js')
+  t.equal(entrypoint.at(-1), '/app/dist/waypost/main.js', 'the bundle')
   t.same(entrypoint, IMAGE_COMMAND, "node with the gateway's V8 flags (core/node-flags.ts), as the manifests and inject run it")
   t.same(argumentsOf('CMD'), ['["run"]'])
   // The sidecar's ports, as `waypost inject` and sidecar-manifests/ use them.

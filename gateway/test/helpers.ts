@@ -14,7 +14,8 @@ import { Gateway } from '../src/server/gateway.js'
 import { loggerOptions } from '../src/telemetry/logger.js'
 import { LogRedaction } from '../src/telemetry/redaction.js'
 
-export const MAIN = fileURLToPath(new URL('../../dist/gateway/src/main.js', import.meta.url))
+/** The gateway as it ships: the bundle (gateway/scripts/build.mjs), not tsc's files it is built from. */
+export const MAIN = fileURLToPath(new URL('../../dist/waypost/main.js', import.meta.url))
 
 export interface CatchAllOptions {
   /** The route's `policies:` section. */

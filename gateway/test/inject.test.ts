@@ -63,7 +63,7 @@ for (const [kind, input] of Object.entries(workloads)) {
     t.equal(sidecar.name, 'waypost')
     t.equal(sidecar.image, options.image)
     t.equal(sidecar.restartPolicy, 'Always', 'an init container with restartPolicy Always: a native sidecar')
-    t.same([sidecar.command, sidecar.args], [['/nodejs/bin/node', ...GATEWAY_NODE_FLAGS, '/app/dist/gateway/src/main.js'], ['run']], "the image's ENTRYPOINT and CMD, with the gateway's V8 flags")
+    t.same([sidecar.command, sidecar.args], [['/nodejs/bin/node', ...GATEWAY_NODE_FLAGS, '/app/dist/waypost/main.js'], ['run']], "the image's ENTRYPOINT and CMD, with the gateway's V8 flags")
     t.same(sidecar.startupProbe?.httpGet, { path: '/ready', port: 15901 })
     t.same(sidecar.readinessProbe?.httpGet, { path: '/ready', port: 15901 })
     t.same(sidecar.livenessProbe?.httpGet, { path: '/live', port: 15901 })

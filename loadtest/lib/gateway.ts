@@ -1,4 +1,4 @@
-// The gateway as the load tests run it: `node [flags] dist/gateway/src/main.js run --config FILE`,
+// The gateway as the load tests run it: `node [flags] dist/waypost/main.js run --config FILE`,
 // a process of its own (see processes.ts).
 import { GATEWAY_MAIN } from './paths.js'
 import { startProcess, waitForLine, type StartOptions, type Started } from './processes.js'

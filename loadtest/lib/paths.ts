@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url'
 /** The repository root, with a trailing slash. */
 export const REPO_ROOT = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../../../' : '../../', import.meta.url))
 /** The gateway's entry point (`waypost`), as built by `npm run build`. */
-export const GATEWAY_MAIN = join(REPO_ROOT, 'dist/gateway/src/main.js')
+/** The gateway as it ships: the bundle (gateway/scripts/build.mjs). */
+export const GATEWAY_MAIN = join(REPO_ROOT, 'dist/waypost/main.js')
 /** The upstream stub's command line. */
 export const STUB_CLI = join(REPO_ROOT, 'dist/upstream-stub/src/cli.js')
 /** Where the scenarios write their JSON unless told otherwise (`--results-dir`). */

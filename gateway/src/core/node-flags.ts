@@ -12,7 +12,8 @@ export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4']
 
 /** node and the gateway's entry point inside the image (Dockerfile: distroless Node 24, /app). */
 export const IMAGE_NODE = '/nodejs/bin/node'
-export const IMAGE_MAIN = '/app/dist/gateway/src/main.js'
+/** The bundle `npm run build` writes (gateway/scripts/build.mjs), as everywhere the gateway runs. */
+export const IMAGE_MAIN = '/app/dist/waypost/main.js'
 
 /** The image's ENTRYPOINT, and the sidecar's `command` (which replaces it, so it repeats the flags). */
 export const IMAGE_COMMAND: readonly string[] = [IMAGE_NODE, ...GATEWAY_NODE_FLAGS, IMAGE_MAIN]
