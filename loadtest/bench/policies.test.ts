@@ -8,7 +8,7 @@ import { gatewayConfig } from './topology.js'
 import { benchOptions, POLICY_CONFIGS } from './options.js'
 import { POLICY_CONFIG_NAMES } from './policy-configs.js'
 import { policyCosts, formatPolicyTable } from './policy-report.js'
-import { judge, reportKind, summarize, type ThroughputRun } from './report.js'
+import { floorNote, judge, reportKind, summarize, type ThroughputRun } from './report.js'
 
 const extras = { certificate: { cert: '/run/bench.crt', key: '/run/bench.key' }, jwksFile: '/run/jwks.json', otlpSink: 'http://127.0.0.1:4318' }
 
@@ -36,8 +36,8 @@ t.test('--policies measures every policy config beside gateway-bare and the floo
   t.equal(options !== 'help' && options.node, '24', 'Node 24 unless told otherwise')
 })
 
-function throughput(config: ThroughputRun['config'], rep: number, rps: number, cpu: number): ThroughputRun {
-  return { config, rep, attempts: 1, rps, requests: rps * 5, errors: 0, wrkP50Ms: 1, wrkP99Ms: 2, proxyCpuUsPerReq: cpu, upstreamCpuUsPerReq: 40, loadgenCpuUsPerReq: 20, foreignPct: 0, stealPct: 0 }
+function throughput(config: ThroughputRun['config'], rep: number, rps: number, cpu: number, upstreamCpu = 40): ThroughputRun {
+  return { config, rep, attempts: 1, rps, requests: rps * 5, errors: 0, wrkP50Ms: 1, wrkP99Ms: 2, proxyCpuUsPerReq: cpu, upstreamCpuUsPerReq: upstreamCpu, loadgenCpuUsPerReq: 20, foreignPct: 0, stealPct: 0 }
 }
 
 t.test('a policy costs what it adds over gateway-bare in the same round', async (t) => {
@@ -91,4 +91,14 @@ t.test('the targets are ratios to the floor in the same rounds', async (t) => {
     ],
     'RSS judged both ways: absolute, and as the gateway\'s share over the floor',
   )
+})
+
+t.test("the floor note divides each config's CPU by the upstream's, so the VM's drift within a round cancels", async (t) => {
+  const configs = ['nginx', 'undici-proxy', 'gateway-bare', 'gateway-default'] as const
+  // The VM slowed down twofold between the floor's run and the gateway's: the upstream shows it.
+  const runs = [throughput('nginx', 1, 20_000, 30, 20), throughput('undici-proxy', 1, 10_000, 60, 20), throughput('gateway-bare', 1, 5_000, 120, 40), throughput('gateway-default', 1, 4_000, 144, 40)]
+  const summary = summarize(configs, runs, [], { idle: new Map(), loaded: new Map() }, 2000)
+  const note = floorNote(runs, summary) ?? ''
+  t.match(note, /gateway-default 2\.40x its CPU per request/, 'the raw ratio, as judged')
+  t.match(note, /upstream's in the same run .*gateway-default 1\.20x, gateway-bare 1\.00x the floor/, 'the steadied ratios')
 })

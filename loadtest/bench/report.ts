@@ -239,11 +239,17 @@ export function floorNote(throughput: readonly ThroughputRun[], summary: readonl
   const gw = summary.find((s) => s.config === 'gateway-default')
   if (floor === undefined || gw === undefined || !Number.isFinite(floor.ratios.throughputVsNginx)) return undefined
   const keeps = paired(throughput, 'gateway-default', 'undici-proxy', (a, b) => a.rps / b.rps)
+  const steadied = (config: ConfigName): string => ratio(paired(throughput, config, 'undici-proxy', (a, b) => a.proxyCpuUsPerReq / a.upstreamCpuUsPerReq / (b.proxyCpuUsPerReq / b.upstreamCpuUsPerReq)))
   return (
     `floor: undici-proxy (undici Pool.stream and node:http, nothing else) ${fmt(floor.proxyCpuUsPerReq, 1)} us/req, ` +
     `${ratio(floor.ratios.throughputVsNginx)} nginx throughput; gateway-default ${ratio(gw.ratios.cpuVsUndici)} its CPU per request, ` +
     `${ratio(keeps)} its throughput` +
-    (Number.isFinite(floor.rssMiB) ? `; RSS after load: floor ${fmt(floor.rssMiB, 0)} MiB, gateway-default ${fmt(gw.rssMiB, 0)} MiB` : '')
+    (Number.isFinite(floor.rssMiB) ? `; RSS after load: floor ${fmt(floor.rssMiB, 0)} MiB, gateway-default ${fmt(gw.rssMiB, 0)} MiB` : '') +
+    // The upstream does the same work whatever is in front of it, so its CPU per request tracks the
+    // VM's speed within a round; the targets stay on the raw ratios, this says how far drift moved them.
+    `\n      CPU per request divided by the upstream's in the same run (the VM's drift within a round cancelled): gateway-default ${steadied('gateway-default')}` +
+    (summary.some((s) => s.config === 'gateway-bare') ? `, gateway-bare ${steadied('gateway-bare')}` : '') +
+    ' the floor'
   )
 }
 
