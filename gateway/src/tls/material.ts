@@ -112,8 +112,12 @@ function checkPair(certFile: string, cert: string, keyFile: string, key: string,
 }
 
 async function keyPair(certFile: string, keyFile: string, now: number): Promise<KeyPair> {
-  const [cert, key] = await Promise.all([read(certFile, 'cert'), read(keyFile, 'key')])
-  return checkPair(certFile, cert, keyFile, key, now)
+  // Read side by side, but when both fail, always name the certificate: with Promise.all the error
+  // would be whichever read failed first, so /ready's message changed from one poll to the next.
+  const [cert, key] = await Promise.allSettled([read(certFile, 'cert'), read(keyFile, 'key')])
+  if (cert.status === 'rejected') throw cert.reason
+  if (key.status === 'rejected') throw key.reason
+  return checkPair(certFile, cert.value, keyFile, key.value, now)
 }
 
 /** A CA bundle's certificates: at least one, and at least one valid now. Returns the one that expires first of those. */
