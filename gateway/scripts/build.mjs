@@ -4,7 +4,7 @@
 //
 // The bundle, dist/waypost/main.js, is what runs: the `waypost` bin, the image, `npm start`, the
 // tests' and load tests' gateway processes. esbuild joins tsc's output (dist/gateway/src) and the
-// dependencies it imports into a few files, a chunk per lazy import (tracing, Redis, certificates):
+// dependencies it imports into a few files, a chunk per lazy import (tracing, certificates, workers):
 // loading some 600 module files is what most of the gateway's idle memory was, and one file instead
 // takes 13-14 MiB off idle RSS (docs/performance.md#memory). tsc still type-checks and compiles, and
 // unit tests import its output; esbuild only joins files, it does not transform the code.
