@@ -26,7 +26,7 @@ import { gatewayConfig } from '../bench/topology.js'
 import { runWrk } from '../bench/wrk.js'
 import { CLK_TCK, NCPU, groupTicks } from '../bench/procfs.js'
 import { launchGateway } from '../lib/gateway.js'
-import { resolveRuntime } from '../lib/runtime.js'
+import { resolveRuntime, type Runtime } from '../lib/runtime.js'
 import { log, sleep } from '../lib/log.js'
 import { runMain, stackOf } from '../lib/main.js'
 import { HELP_FLAG, numberFlag, resultsDirFlag, UsageError } from '../lib/options.js'
@@ -68,7 +68,8 @@ type Phase = 'load' | 'idle-connections'
 const PHASES: readonly Phase[] = ['load', 'idle-connections']
 
 interface Options {
-  node: string
+  /** The node that runs the gateway and the floor, resolved from --node (lib/runtime.ts). */
+  runtime: Runtime
   nodeFlags: string[]
   loadSeconds: number
   connections: number
@@ -106,7 +107,7 @@ function parse(argv: string[]): Options | 'help' {
     return name as Phase
   })
   return {
-    node: resolveRuntime(values.node ?? '24').path,
+    runtime: resolveRuntime(values.node ?? '24'),
     nodeFlags: (values['node-flags'] ?? GATEWAY_NODE_FLAGS.join(' ')).split(/\s+/).filter(Boolean),
     loadSeconds: numberFlag(values['load-seconds'], 'load-seconds', short ? 5 : 20, 1),
     connections: numberFlag(values.connections, 'connections', 50, 1),
@@ -191,7 +192,7 @@ function startSubject(kind: SubjectKind, phase: string, dir: string, upstreamPor
 /** The bench's floor, undici-proxy, on the same node with the same flags as the gateway. */
 async function startFloor(name: string, dir: string, upstreamPort: number, options: Options): Promise<Subject> {
   const port = await freePort()
-  const started = startProcess(name, options.node, [...options.nodeFlags, join(REPO_ROOT, 'dist/loadtest/bench/undici-proxy.js'), String(port), String(upstreamPort)], { cpus: serverCpus(), logFile: join(dir, `${name}.log`) })
+  const started = startProcess(name, options.runtime.path, [...options.nodeFlags, join(REPO_ROOT, 'dist/loadtest/bench/undici-proxy.js'), String(port), String(upstreamPort)], { cpus: serverCpus(), logFile: join(dir, `${name}.log`) })
   await waitForLine(started, (line) => line.includes('undici-proxy listening'), 20_000)
   return { process: started, port }
 }
@@ -206,7 +207,7 @@ async function startGateway(name: string, dir: string, upstreamPort: number, opt
   writeFileSync(configFile, `# ${name}: gateway-default (loadtest/bench/topology.ts), written by loadtest/memory/run.ts\n${stringify(doc)}`)
   const env = { ...process.env }
   for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_') || key.startsWith('OTEL_')) delete env[key]
-  const started = launchGateway(name, configFile, { node: options.node, nodeFlags: options.nodeFlags, cpus: serverCpus(), logFile: join(dir, `${name}.log`), env, cwd: dir })
+  const started = launchGateway(name, configFile, { node: options.runtime.path, nodeFlags: options.nodeFlags, cpus: serverCpus(), logFile: join(dir, `${name}.log`), env, cwd: dir })
   await waitForLine(started, (line) => line.includes('"msg":"waypost ready"'), 20_000)
   return { process: started, port, adminPort }
 }
@@ -402,23 +403,17 @@ function raiseNoFileLimit(options: Options): Promise<number> | undefined {
   return Promise.resolve(child.status ?? 1)
 }
 
-function nodeVersion(node: string): string {
-  const result = spawnSync(node, ['-v'], { encoding: 'utf8' })
-  if (result.status !== 0) throw new UsageError(`--node ${node}: cannot run it (${result.error?.message ?? result.stderr})`)
-  return result.stdout.trim()
-}
-
 async function run(options: Options): Promise<number> {
   const reexec = raiseNoFileLimit(options)
   if (reexec !== undefined) return reexec
   requireBuilt([GATEWAY_MAIN, join(REPO_ROOT, 'dist/loadtest/bench/upstream.js')])
   if (options.phases.includes('load')) requireTools(['wrk', 'taskset'], 'apt-get install -y wrk')
   else requireTools(['taskset'], 'apt-get install -y util-linux')
-  const gatewayNode = nodeVersion(options.node)
+  const gatewayNode = options.runtime.version
   const dir = mkdtempSync(join(tmpdir(), 'waypost-memory-'))
   if (!options.keep) process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
   const date = new Date().toISOString()
-  console.log(`waypost memory (${options.short ? 'short' : 'full'}) ${date}: gateway and floor on ${gatewayNode} (${options.node}) with ${options.nodeFlags.join(' ') || 'no flags'}; ${NCPU} CPUs`)
+  console.log(`waypost memory (${options.short ? 'short' : 'full'}) ${date}: gateway and floor on ${gatewayNode} (${options.runtime.path}) with ${options.nodeFlags.join(' ') || 'no flags'}; ${NCPU} CPUs`)
   const upstreamPort = await freePort()
   const upstream = startProcess('upstream', process.execPath, [join(REPO_ROOT, 'dist/loadtest/bench/upstream.js'), String(upstreamPort)], { logFile: join(dir, 'upstream.log'), cpus: serverCpus() })
   const load: Partial<Record<SubjectKind, LoadPhase>> = {}
