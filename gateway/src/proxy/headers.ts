@@ -43,8 +43,15 @@ function forwardedNode(address: string): string {
   return address.includes(':') ? `"[${address}]"` : address
 }
 
+/** The last host quoted for Forwarded: nearly every request names the same one, and host:port always needs quoting. */
+let lastForwardedInput: string | undefined
+let lastForwardedValue = ''
+
 function forwardedValue(value: string): string {
-  return /^[!#$%&'*+.^_`|~\w-]+$/.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`
+  if (value === lastForwardedInput) return lastForwardedValue
+  lastForwardedInput = value
+  lastForwardedValue = /^[!#$%&'*+.^_`|~\w-]+$/.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`
+  return lastForwardedValue
 }
 
 export interface ForwardingContext {
