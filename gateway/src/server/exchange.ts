@@ -169,7 +169,8 @@ class ExchangeState {
     host.exchangeStarted(plan)
     this.metrics = route?.metrics ?? host.metrics.unrouted
     this.metrics.inFlight++
-    response.once('close', this.onClose)
+    // 'close' fires once per response: `on` spares the wrapper `once` allocates per exchange.
+    response.on('close', this.onClose)
   }
 
   readonly onClose = (): void => {
