@@ -54,6 +54,19 @@ t.test('X-Forwarded-* and Forwarded from an untrusted peer are replaced, not tru
   t.equal(body.headers.via, '1.1 waypost')
 })
 
+t.test("Forwarded's host follows each request's Host (the last one's quoting is remembered, not reused for another)", async (t) => {
+  const hosts: Array<[string, string]> = [
+    ['a.test:8080', '"a.test:8080"'],
+    ['a.test:8080', '"a.test:8080"'],
+    ['plain.test', 'plain.test'],
+    ['a.test:8080', '"a.test:8080"'],
+  ]
+  for (const [host, quoted] of hosts) {
+    const { body } = await echo('/anything', { host })
+    t.equal(body.headers.forwarded, `for=127.0.0.1;proto=http;host=${quoted}`, host)
+  }
+})
+
 t.test('x-request-id is propagated when sane, generated otherwise, and returned', async (t) => {
   const kept = await echo('/anything', { 'x-request-id': 'abc-123' })
   t.equal(kept.body.headers['x-request-id'], 'abc-123')
