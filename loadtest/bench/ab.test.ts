@@ -47,8 +47,11 @@ t.test('one short round: the floor and the bare gateway, the second as a ratio t
   t.equal(result.code, 0, result.stderr)
   t.match(result.stdout, /^floor\s+\d+\s+[\d.]+\s+1\.000x/m, 'the reference is 1x itself')
   t.match(result.stdout, /^bare\s+\d+\s+[\d.]+\s+[\d.]+x/m)
-  const report = JSON.parse(readFileSync(join(resultsDir, 'ab-latest.json'), 'utf8')) as { rows: Array<{ name: string; rps: number; proxyCpuUsPerReq: number; cpuVsReference: number }> }
+  const report = JSON.parse(readFileSync(join(resultsDir, 'ab-latest.json'), 'utf8')) as { rows: Array<{ name: string; rps: number; proxyCpuUsPerReq: number; cpuVsReference: number; perRound: number[]; turns: unknown[] }> }
   t.same(report.rows.map((row) => row.name), ['floor', 'bare'])
+  t.same(report.rows[0]!.perRound, [1], 'the reference: one ratio per round, 1 by definition')
+  t.equal(report.rows[0]!.turns.length, 2, 'the reference ran before and after the other variant')
+  t.equal(report.rows[1]!.perRound.length, 1)
   for (const row of report.rows) {
     t.ok(row.rps > 100, `${row.name} served load (${row.rps} req/s)`)
     t.ok(row.proxyCpuUsPerReq > 0 && Number.isFinite(row.cpuVsReference), `${row.name} has a CPU figure`)

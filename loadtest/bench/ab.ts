@@ -3,8 +3,9 @@
 // An interleaved A/B of CPU per request, for changes too small for `npm run bench` to see on a VM
 // whose speed drifts within minutes. Every variant runs at once, idle between its turns, beside one
 // node:http upstream (all on the server CPU, as in the bench); each round gives every variant SECONDS
-// of wrk -c50 in turn (the order reversed every other round), and each variant's CPU per request is
-// divided by the first variant's from the same round. Turns seconds apart see nearly the same VM,
+// of wrk -c50 in turn (the order reversed every other round), the first variant (the reference)
+// between every two turns, and each turn's CPU per request is divided by the mean of the reference
+// turns just before and after it. Turns seconds apart see nearly the same VM,
 // so these per-round ratios spread by a few percent where whole bench configs spread by tens.
 //
 // CONFIG is `undici-proxy` (the floor) or one of the bench's gateway configs (gateway-bare,
@@ -131,6 +132,7 @@ async function run(options: AbOptions): Promise<number> {
   const runtime = resolveRuntime(options.node)
   const runDir = mkdtempSync(join(tmpdir(), 'waypost-ab-'))
   const turns = new Map<string, Turn[]>(options.variants.map((variant) => [variant.name, []]))
+  const pairings = new Map<string, { raw: number[]; normalized: number[] }>(options.variants.map((variant) => [variant.name, { raw: [], normalized: [] }]))
   try {
     const upstreamPort = await freePort()
     const upstream = startProcess('upstream', runtime.path, [join(DIST_BENCH, 'upstream.js'), String(upstreamPort)], { cpus: '0', logFile: join(runDir, 'upstream.log') })
@@ -144,25 +146,42 @@ async function run(options: AbOptions): Promise<number> {
     }
     log(`Node ${runtime.version}: ${servers.map(({ variant }) => `${variant.name} (${variant.config}${variant.main === GATEWAY_MAIN || variant.config === 'undici-proxy' ? '' : ` @ ${variant.main}`})`).join(', ')}; warming up`)
     for (const { port } of servers) await runWrk({ port, seconds: 2, connections: 50, cpus: '1', logFile: wrkLogFile(runDir, `warmup-${port}`) })
+    const [reference, ...others] = servers
+    const take = async (entry: (typeof servers)[number], round: number): Promise<Turn> => {
+      const { variant, port, server } = entry
+      const m = await measure([server.pid, upstream.pid], () => runWrk({ port, seconds: options.seconds, connections: 50, cpus: '1', logFile: wrkLogFile(runDir, `${variant.name}-${round}-${turns.get(variant.name)!.length}`) }))
+      const requests = m.result.requests
+      const turn = { round, requests, rps: m.result.rps, proxyCpuUsPerReq: (m.cpuSeconds[0]! * 1e6) / requests, upstreamCpuUsPerReq: (m.cpuSeconds[1]! * 1e6) / requests }
+      turns.get(variant.name)!.push(turn)
+      log(`  round ${round} ${variant.name.padEnd(16)} ${fmt(turn.rps)} req/s, ${fmt(turn.proxyCpuUsPerReq, 1)} us/req (upstream ${fmt(turn.upstreamCpuUsPerReq, 1)})`)
+      return turn
+    }
+    // The reference runs between every two turns, and each turn is paired with the reference turns
+    // on either side of it: with many variants a round lasts minutes, and drift within it would
+    // otherwise land on whichever variant ran furthest from the reference.
     for (let round = 1; round <= options.rounds; round++) {
-      const order = round % 2 === 1 ? servers : [...servers].reverse()
-      for (const { variant, port, server } of order) {
-        const m = await measure([server.pid, upstream.pid], () => runWrk({ port, seconds: options.seconds, connections: 50, cpus: '1', logFile: wrkLogFile(runDir, `${variant.name}-${round}`) }))
-        const requests = m.result.requests
-        const turn = { round, requests, rps: m.result.rps, proxyCpuUsPerReq: (m.cpuSeconds[0]! * 1e6) / requests, upstreamCpuUsPerReq: (m.cpuSeconds[1]! * 1e6) / requests }
-        turns.get(variant.name)!.push(turn)
-        log(`  round ${round} ${variant.name.padEnd(16)} ${fmt(turn.rps)} req/s, ${fmt(turn.proxyCpuUsPerReq, 1)} us/req (upstream ${fmt(turn.upstreamCpuUsPerReq, 1)})`)
+      const order = round % 2 === 1 ? others : [...others].reverse()
+      let before = await take(reference!, round)
+      for (const entry of order) {
+        const turn = await take(entry, round)
+        const after = await take(reference!, round)
+        const pairing = pairings.get(entry.variant.name)!
+        pairing.raw.push(turn.proxyCpuUsPerReq / ((before.proxyCpuUsPerReq + after.proxyCpuUsPerReq) / 2))
+        const steadied = (t: Turn): number => t.proxyCpuUsPerReq / t.upstreamCpuUsPerReq
+        pairing.normalized.push(steadied(turn) / ((steadied(before) + steadied(after)) / 2))
+        before = after
       }
     }
   } finally {
     await stopAll()
     rmSync(runDir, { recursive: true, force: true })
   }
-  const reference = turns.get(options.variants[0]!.name)!
-  const rows = options.variants.map((variant) => {
+  const rows = options.variants.map((variant, index) => {
     const own = turns.get(variant.name)!
-    const raw = own.map((turn, i) => turn.proxyCpuUsPerReq / reference[i]!.proxyCpuUsPerReq)
-    const normalized = own.map((turn, i) => turn.proxyCpuUsPerReq / turn.upstreamCpuUsPerReq / (reference[i]!.proxyCpuUsPerReq / reference[i]!.upstreamCpuUsPerReq))
+    const pairing = pairings.get(variant.name)!
+    // The reference against itself is 1 by definition.
+    const raw = index === 0 ? Array.from({ length: options.rounds }, () => 1) : pairing.raw
+    const normalized = index === 0 ? raw : pairing.normalized
     return {
       name: variant.name,
       config: variant.config,
@@ -170,6 +189,7 @@ async function run(options: AbOptions): Promise<number> {
       rps: median(own.map((turn) => turn.rps)),
       proxyCpuUsPerReq: median(own.map((turn) => turn.proxyCpuUsPerReq)),
       cpuVsReference: median(raw),
+      /** Each turn's ratio, in order: one per round (the reference's are all 1). */
       perRound: raw,
       normalizedVsReference: median(normalized),
       turns: own,
