@@ -3,7 +3,7 @@
 // each) whose report names both and compares the second with the first.
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -43,6 +43,7 @@ t.test('bad variants are refused with the reason, before anything starts', async
 
 t.test('one short round: the floor and the bare gateway, the second as a ratio to the first', { skip: findTool('wrk') === undefined ? 'wrk is not installed' : false }, async (t) => {
   const resultsDir = mkdtempSync(join(tmpdir(), 'waypost-ab-test-'))
+  t.teardown(() => rmSync(resultsDir, { recursive: true, force: true }))
   const result = await ab(['floor=undici-proxy', 'bare=gateway-bare', '--rounds', '1', '--seconds', '1', '--node', 'current', '--results-dir', resultsDir])
   t.equal(result.code, 0, result.stderr)
   t.match(result.stdout, /^floor\s+\d+\s+[\d.]+\s+1\.000x/m, 'the reference is 1x itself')
