@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { gatewayConfig } from './topology.js'
+import { gatewayConfig, gatewayEnv } from './topology.js'
 import { CONFIG_NAMES, type ConfigName } from './options.js'
 import { isPolicyConfig, POLICY_ADDITIONS } from './policy-configs.js'
 import { measure } from './measure.js'
@@ -120,10 +120,8 @@ function startVariant(variant: Variant, port: number, upstreamPort: number, node
   const configFile = join(runDir, `${variant.name}.yaml`)
   // No admin port of its own is needed: 0 lets the kernel pick one.
   writeFileSync(configFile, gatewayConfig(variant.config, port, 0, upstreamPort))
-  const env = { ...process.env }
-  for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_') || key.startsWith('OTEL_')) delete env[key]
   // stdout to a file, as in the bench: the access log is written where it would be.
-  return startProcess(variant.name, node, [...GATEWAY_NODE_FLAGS, variant.main, 'run', '--config', configFile], { cpus, logFile, env, cwd: runDir })
+  return startProcess(variant.name, node, [...GATEWAY_NODE_FLAGS, variant.main, 'run', '--config', configFile], { cpus, logFile, env: gatewayEnv(), cwd: runDir })
 }
 
 async function run(options: AbOptions): Promise<number> {

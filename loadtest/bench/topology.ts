@@ -438,12 +438,17 @@ export function gatewayConfig(config: GatewayConfigName, port: number, adminPort
   return `# ${config}: written by loadtest/bench/topology.ts\n${stringify(doc)}`
 }
 
+/** The gateway's environment: the caller's, minus settings that would override its file (or switch tracing on). */
+export function gatewayEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env }
+  for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_') || key.startsWith('OTEL_')) delete env[key]
+  return env
+}
+
 function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions, extras: GatewayExtras): Started {
   const configFile = join(runDir, `${config}.yaml`)
   writeFileSync(configFile, gatewayConfig(config, port, adminPort, upstreamPort, extras))
-  // Settings from the caller's environment must not override the file (nor switch tracing on).
-  const env = { ...process.env }
-  for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_') || key.startsWith('OTEL_')) delete env[key]
+  const env = gatewayEnv()
   // stdout (the "ready" line and, for gateway-default, one access-log line per request) goes to a file.
   return launchGateway(config, configFile, {
     node: options.node,

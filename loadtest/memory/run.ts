@@ -22,7 +22,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parse as parseYaml, stringify } from 'yaml'
 import { GATEWAY_NODE_FLAGS } from '../../gateway/src/core/node-flags.js'
-import { gatewayConfig } from '../bench/topology.js'
+import { gatewayConfig, gatewayEnv } from '../bench/topology.js'
 import { runWrk } from '../bench/wrk.js'
 import { CLK_TCK, NCPU, groupTicks } from '../bench/procfs.js'
 import { launchGateway } from '../lib/gateway.js'
@@ -205,9 +205,7 @@ async function startGateway(name: string, dir: string, upstreamPort: number, opt
   doc.listen.keepAliveTimeout = `${keepAliveS}s`
   const configFile = join(dir, `${name}.yaml`)
   writeFileSync(configFile, `# ${name}: gateway-default (loadtest/bench/topology.ts), written by loadtest/memory/run.ts\n${stringify(doc)}`)
-  const env = { ...process.env }
-  for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_') || key.startsWith('OTEL_')) delete env[key]
-  const started = launchGateway(name, configFile, { node: options.runtime.path, nodeFlags: options.nodeFlags, cpus: serverCpus(), logFile: join(dir, `${name}.log`), env, cwd: dir })
+  const started = launchGateway(name, configFile, { node: options.runtime.path, nodeFlags: options.nodeFlags, cpus: serverCpus(), logFile: join(dir, `${name}.log`), env: gatewayEnv(), cwd: dir })
   await waitForLine(started, (line) => line.includes('"msg":"waypost ready"'), 20_000)
   return { process: started, port, adminPort }
 }

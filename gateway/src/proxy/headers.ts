@@ -7,6 +7,7 @@ import { isIP, type BlockList } from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import type { ResponseHeaders } from '../core/exchange.js'
 import type { ClientCertificate } from '../core/identity.js'
+import { rememberLast } from '../core/remember-last.js'
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus legacy ones still seen in the wild. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'proxy-authorization', 'proxy-authenticate'])
@@ -43,16 +44,8 @@ function forwardedNode(address: string): string {
   return address.includes(':') ? `"[${address}]"` : address
 }
 
-/** The last host quoted for Forwarded: nearly every request names the same one, and host:port always needs quoting. */
-let lastForwardedInput: string | undefined
-let lastForwardedValue = ''
-
-function forwardedValue(value: string): string {
-  if (value === lastForwardedInput) return lastForwardedValue
-  lastForwardedInput = value
-  lastForwardedValue = /^[!#$%&'*+.^_`|~\w-]+$/.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`
-  return lastForwardedValue
-}
+/** Nearly every request names the same host, and host:port always needs quoting: the last one's is kept. */
+const forwardedValue = rememberLast((value: string): string => (/^[!#$%&'*+.^_`|~\w-]+$/.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`))
 
 export interface ForwardingContext {
   readonly trustedProxies: BlockList | undefined

@@ -4,6 +4,7 @@
 // this costs a fraction of pino's generic serializer.
 import { pino, type Logger } from 'pino'
 import type { LogRedaction } from './redaction.js'
+import { rememberLast } from '../core/remember-last.js'
 
 export interface AccessRecord {
   readonly reqId: string
@@ -77,15 +78,13 @@ export class AccessLog {
   private readonly stream: LineStream
   private pending = ''
   private timer: NodeJS.Timeout | undefined
-  /** The last endpoint and its JSON form: a route's lines mostly name the same few. */
-  private endpoint = ''
   /** The logger's own fields beside `service`, ready to splice into each line. */
   private readonly bound: string
-  private endpointJson = '""'
-  private host = ''
-  private time = 0
-  private timeText = ''
-  private hostJson = '""'
+  /** Date.now() as text: a busy gateway writes several lines per millisecond, and printing a 13-digit number is not free. */
+  private readonly timeText = rememberLast((now: number) => String(now))
+  /** Most lines name the same host and endpoint: their JSON is kept from the last line (a Host may hold a quote). */
+  private readonly hostJson = rememberLast((host: string) => JSON.stringify(host))
+  private readonly endpointJson = rememberLast((endpoint: string) => JSON.stringify(endpoint))
 
   constructor(
     private readonly logger: Logger,
@@ -118,9 +117,9 @@ export class AccessLog {
     // Route and upstream names are schema-checked, reason and tries are ours, method is an HTTP token,
     // remote is an IP address, the request id is one requestIdFor() accepted or made (letters,
     // digits and `_.:@/+=-`): only the path, endpoint and error text can hold a quote.
-    let line = `{"level":${INFO},"time":${this.timeNow()},"service":"waypost"${this.bound},"reqId":"${entry.reqId}","route":"${entry.route}","upstream":"${entry.upstream}","method":"${entry.method}","host":${this.hostAsJson(entry.host)},"path":${JSON.stringify(entry.path)},"status":${entry.status},"durationMs":${millis(entry.durationMs)}`
+    let line = `{"level":${INFO},"time":${this.timeText(Date.now())},"service":"waypost"${this.bound},"reqId":"${entry.reqId}","route":"${entry.route}","upstream":"${entry.upstream}","method":"${entry.method}","host":${this.hostJson(entry.host)},"path":${JSON.stringify(entry.path)},"status":${entry.status},"durationMs":${millis(entry.durationMs)}`
     // An origin the config validated or DNS produced, but a host name may still hold odd characters.
-    if (entry.endpoint !== '') line += `,"endpoint":${this.endpointAsJson(entry.endpoint)}`
+    if (entry.endpoint !== '') line += `,"endpoint":${this.endpointJson(entry.endpoint)}`
     if (entry.upstreamMs >= 0) line += `,"upstreamMs":${millis(entry.upstreamMs)}`
     line += `,"attempts":${entry.attempts},"bytesIn":${entry.bytesIn},"bytesOut":${entry.bytesOut}`
     if (entry.tries !== '') line += `,"tries":"${entry.tries}"`
@@ -135,32 +134,5 @@ export class AccessLog {
     this.pending += `${line},"remote":"${entry.remote}","msg":"access"}\n`
     if (this.pending.length >= BATCH_CHARS) this.flush()
     else this.timer ??= setTimeout(this.flush, BATCH_MS).unref()
-  }
-
-  /** Date.now() as text: a busy gateway writes several lines per millisecond, and printing a 13-digit number is not free. */
-  private timeNow(): string {
-    const now = Date.now()
-    if (now !== this.time) {
-      this.time = now
-      this.timeText = String(now)
-    }
-    return this.timeText
-  }
-
-  /** Most requests name the same host: its JSON is kept from the last line (a Host may hold a quote). */
-  private hostAsJson(host: string): string {
-    if (host !== this.host) {
-      this.host = host
-      this.hostJson = JSON.stringify(host)
-    }
-    return this.hostJson
-  }
-
-  private endpointAsJson(endpoint: string): string {
-    if (endpoint !== this.endpoint) {
-      this.endpoint = endpoint
-      this.endpointJson = JSON.stringify(endpoint)
-    }
-    return this.endpointJson
   }
 }
