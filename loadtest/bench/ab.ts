@@ -70,6 +70,7 @@ interface AbOptions {
 interface Turn {
   round: number
   requests: number
+  errors: number
   rps: number
   proxyCpuUsPerReq: number
   upstreamCpuUsPerReq: number
@@ -149,14 +150,17 @@ async function run(options: AbOptions): Promise<number> {
       const { variant, port, server } = entry
       const m = await measure([server.pid, upstream.pid], () => runWrk({ port, seconds: options.seconds, connections: 50, cpus: '1', logFile: wrkLogFile(runDir, `${variant.name}-${round}-${turns.get(variant.name)!.length}`) }))
       const requests = m.result.requests
-      const turn = { round, requests, rps: m.result.rps, proxyCpuUsPerReq: (m.cpuSeconds[0]! * 1e6) / requests, upstreamCpuUsPerReq: (m.cpuSeconds[1]! * 1e6) / requests }
+      const turn = { round, requests, errors: m.result.errors, rps: m.result.rps, proxyCpuUsPerReq: (m.cpuSeconds[0]! * 1e6) / requests, upstreamCpuUsPerReq: (m.cpuSeconds[1]! * 1e6) / requests }
       turns.get(variant.name)!.push(turn)
-      log(`  round ${round} ${variant.name.padEnd(16)} ${fmt(turn.rps)} req/s, ${fmt(turn.proxyCpuUsPerReq, 1)} us/req (upstream ${fmt(turn.upstreamCpuUsPerReq, 1)})`)
+      // A variant that answers with errors is measuring something else than the others.
+      const errors = turn.errors > 0 ? `, ${turn.errors} errors (non-2xx or socket errors)` : ''
+      log(`  round ${round} ${variant.name.padEnd(16)} ${fmt(turn.rps)} req/s, ${fmt(turn.proxyCpuUsPerReq, 1)} us/req (upstream ${fmt(turn.upstreamCpuUsPerReq, 1)})${errors}`)
       return turn
     }
     // The reference runs between every two turns, and each turn is paired with the reference turns
     // on either side of it: with many variants a round lasts minutes, and drift within it would
     // otherwise land on whichever variant ran furthest from the reference.
+    const steadied = (turn: Turn): number => turn.proxyCpuUsPerReq / turn.upstreamCpuUsPerReq
     for (let round = 1; round <= options.rounds; round++) {
       const order = round % 2 === 1 ? others : [...others].reverse()
       let before = await take(reference!, round)
@@ -165,7 +169,6 @@ async function run(options: AbOptions): Promise<number> {
         const after = await take(reference!, round)
         const pairing = pairings.get(entry.variant.name)!
         pairing.raw.push(turn.proxyCpuUsPerReq / ((before.proxyCpuUsPerReq + after.proxyCpuUsPerReq) / 2))
-        const steadied = (t: Turn): number => t.proxyCpuUsPerReq / t.upstreamCpuUsPerReq
         pairing.normalized.push(steadied(turn) / ((steadied(before) + steadied(after)) / 2))
         before = after
       }
@@ -190,6 +193,7 @@ async function run(options: AbOptions): Promise<number> {
       /** Each turn's ratio, in order: one per round (the reference's are all 1). */
       perRound: raw,
       normalizedVsReference: median(normalized),
+      errors: own.reduce((sum, turn) => sum + turn.errors, 0),
       turns: own,
     }
   })
@@ -198,6 +202,8 @@ async function run(options: AbOptions): Promise<number> {
   for (const row of rows) {
     console.log(`${row.name.padEnd(16)}  ${fmt(row.rps).padStart(12)}  ${fmt(row.proxyCpuUsPerReq, 1).padStart(17)}  ${`${fmt(row.cpuVsReference, 3)}x`.padStart(28)}  ${row.perRound.map((x) => fmt(x, 2)).join(' ').padEnd(40)}  ${fmt(row.normalizedVsReference, 3)}x`)
   }
+  const failing = rows.filter((row) => row.errors > 0)
+  if (failing.length > 0) console.log(`\nerrors (non-2xx or socket errors) in: ${failing.map((row) => `${row.name} ${row.errors}`).join(', ')}: their figures are not comparable`)
   const report = { date: new Date().toISOString(), node: runtime.version, rounds: options.rounds, seconds: options.seconds, rows }
   const file = join(options.resultsDir, 'ab-latest.json')
   writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`)
