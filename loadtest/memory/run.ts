@@ -9,7 +9,9 @@
 //      load), RSS right after it (what `npm run bench` reports as "RSS after load") and its peak;
 //   2. idle keep-alive connections: a second process, warmed up with a few requests, then K client
 //      connections that each send one request, read the answer and stay open; KiB per connection is
-//      (RSS with them - RSS before) / K, medians of a few samples each.
+//      (RSS with them - RSS before) / K, medians of a few samples each. The full form also measures
+//      the floor's parts the same way (connection-parts.ts): a node:net server alone, and with one
+//      of node's HTTP parsers per connection, so the table can say where node:http's cost lies.
 // A second process for 2 so that neither measure inherits the other's garbage or freed pages.
 // The gateway is judged against issue 17's absolute targets (idle < 64 MiB, after load < 100 MiB,
 // <= 8 KiB per idle connection), the floor's figures beside it; writes memory-latest.json. Exit 0
@@ -38,7 +40,8 @@ import { scrapeMetrics, metricSum } from '../lib/metrics.js'
 import { fmt, round, table } from '../zero-downtime/util.js'
 
 const USAGE = `usage: node dist/loadtest/memory/run.js [--short] [options]
-  --short                 5 s of load and 2,000 idle connections instead of 20 s and 5,000 (CI)
+  --short                 5 s of load and 2,000 idle connections instead of 20 s and 5,000, without
+                          the parts of node:http's cost per connection (CI)
   --node 24|20|current|PATH  the node that runs the gateway and the floor (default 24, as npm run bench)
   --node-flags="FLAGS"    the gateway's and the floor's node flags (default as deployed: ${GATEWAY_NODE_FLAGS.join(' ')}; "" for none)
   --load-seconds N        seconds of wrk load
@@ -173,9 +176,14 @@ async function heapFigures(adminPort: number | undefined): Promise<HeapFigures |
 
 // ---- processes ---------------------------------------------------------------------------------
 
-/** What is measured: the gateway, or the floor beside it. */
-type SubjectKind = 'gateway' | 'floor'
-const SUBJECTS: readonly SubjectKind[] = ['gateway', 'floor']
+/**
+ * What is measured: the gateway, or the floor beside it; in phase 2 also the floor's parts, a
+ * node:net server alone (`socket`) and with node's HTTP parser per connection (`parser`).
+ */
+type SubjectKind = 'gateway' | 'floor' | ConnectionPart
+type ConnectionPart = 'socket' | 'parser'
+const SUBJECTS = ['gateway', 'floor'] as const
+const CONNECTION_PARTS: readonly ConnectionPart[] = ['socket', 'parser']
 
 interface Subject {
   process: Started
@@ -186,7 +194,17 @@ interface Subject {
 
 /** `keepAliveS`: the floor keeps idle connections 65 s (undici-proxy.ts), longer than phase 2 lasts. */
 function startSubject(kind: SubjectKind, phase: string, dir: string, upstreamPort: number, options: Options, keepAliveS: number): Promise<Subject> {
-  return kind === 'gateway' ? startGateway(`gateway-${phase}`, dir, upstreamPort, options, keepAliveS) : startFloor(`floor-${phase}`, dir, upstreamPort, options)
+  if (kind === 'gateway') return startGateway(`gateway-${phase}`, dir, upstreamPort, options, keepAliveS)
+  if (kind === 'floor') return startFloor(`floor-${phase}`, dir, upstreamPort, options)
+  return startConnectionPart(kind, dir, options)
+}
+
+/** A part of the floor's cost per connection (connection-parts.ts), on the same node with the same flags. */
+async function startConnectionPart(part: ConnectionPart, dir: string, options: Options): Promise<Subject> {
+  const port = await freePort()
+  const started = startProcess(part, options.runtime.path, [...options.nodeFlags, join(REPO_ROOT, 'dist/loadtest/memory/connection-parts.js'), part, String(port)], { cpus: serverCpus(), logFile: join(dir, `${part}.log`) })
+  await waitForLine(started, (line) => line.includes('connection-parts ('), 20_000)
+  return { process: started, port }
 }
 
 /** The bench's floor, undici-proxy, on the same node with the same flags as the gateway. */
@@ -353,6 +371,21 @@ async function idleConnectionsPhase(kind: SubjectKind, dir: string, upstreamPort
   }
 }
 
+/**
+ * The floor's cost per idle connection split three ways, each part measured as the difference
+ * between two servers: node:net alone, node:net holding a parser per connection, node:http.
+ */
+function connectionParts(idle: Partial<Record<SubjectKind, IdleConnectionsPhase>>): { floorKiB: number; socketKiB: number; parserKiB: number; nodeHttpKiB: number } | undefined {
+  const { floor, socket, parser } = idle
+  if (floor === undefined || socket === undefined || parser === undefined) return undefined
+  return {
+    floorKiB: floor.kibPerConnection,
+    socketKiB: socket.kibPerConnection,
+    parserKiB: round(parser.kibPerConnection - socket.kibPerConnection, 2),
+    nodeHttpKiB: round(floor.kibPerConnection - parser.kibPerConnection, 2),
+  }
+}
+
 // ---- the run -----------------------------------------------------------------------------------
 
 interface Check {
@@ -420,10 +453,8 @@ async function run(options: Options): Promise<number> {
     await waitForBody(upstream, upstreamPort, BODY_BYTES)
     // Gateway, floor, gateway, floor: each phase measures both while the machine is in one mood.
     for (const phase of options.phases) {
-      for (const kind of SUBJECTS) {
-        if (phase === 'load') load[kind] = await loadPhase(kind, dir, upstreamPort, options)
-        else idle[kind] = await idleConnectionsPhase(kind, dir, upstreamPort, options)
-      }
+      if (phase === 'load') for (const kind of SUBJECTS) load[kind] = await loadPhase(kind, dir, upstreamPort, options)
+      else for (const kind of [...SUBJECTS, ...(options.short ? [] : CONNECTION_PARTS)]) idle[kind] = await idleConnectionsPhase(kind, dir, upstreamPort, options)
     }
   } finally {
     await stopProcess(upstream, 5000)
@@ -449,11 +480,18 @@ async function run(options: Options): Promise<number> {
     const phase = load[kind]
     if (phase !== undefined) console.log(`  ${kind} load: ${fmt(phase.load.rps, 0)} req/s, CPU ${fmt(phase.load.cpuUsPerReq)} us/req (rough on a shared machine), ${phase.load.errors} errors; peak RSS ${fmt(phase.peakKiB / MIB)} MiB`)
   }
-  for (const kind of SUBJECTS) {
+  for (const kind of [...SUBJECTS, ...CONNECTION_PARTS]) {
     const phase = idle[kind]
     if (phase === undefined) continue
     const heap = phase.heap === undefined ? '' : `, V8 heap used ${fmt(phase.heap.usedKibPerConnection, 2)} KiB (committed ${fmt(phase.heap.totalKibPerConnection, 2)}), external ${fmt(phase.heap.externalKibPerConnection, 2)} KiB`
     console.log(`  ${kind} idle connections: RSS ${fmt(phase.before.rssKiB / MIB)} -> ${fmt(phase.with.rssKiB / MIB)} MiB; per connection: anonymous ${fmt(phase.anonKibPerConnection, 2)} KiB${heap}; ${phase.closedEarly} closed early`)
+  }
+  const parts = connectionParts(idle)
+  if (parts !== undefined) {
+    console.log(
+      `  the floor's ${fmt(parts.floorKiB, 2)} KiB per connection, in parts: the socket (node:net alone) ${fmt(parts.socketKiB, 2)} KiB,` +
+        ` node's native HTTP parser ${fmt(parts.parserKiB, 2)} KiB, node:http's own objects ${fmt(parts.nodeHttpKiB, 2)} KiB`,
+    )
   }
   const pass = checks.every((c) => c.pass)
   const report = {
@@ -465,6 +503,7 @@ async function run(options: Options): Promise<number> {
     config: 'gateway-default (loadtest/bench/topology.ts); floor: loadtest/bench/undici-proxy.ts',
     load,
     idleConnections: idle,
+    connectionParts: parts ?? null,
     checks,
     pass,
   }
