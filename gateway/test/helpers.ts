@@ -143,8 +143,10 @@ export async function spawnGateway(configFile: string, env: NodeJS.ProcessEnv = 
   const lines: LogLine[] = []
   const watchers: Array<() => void> = []
   let buffered = ''
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString()
+  // Decoded across chunks: a chunk may end inside a character of a line.
+  child.stdout!.setEncoding('utf8')
+  child.stdout!.on('data', (chunk: string) => {
+    buffered += chunk
     let newline
     while ((newline = buffered.indexOf('\n')) !== -1) {
       const text = buffered.slice(0, newline)

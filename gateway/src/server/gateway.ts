@@ -519,6 +519,8 @@ export class Gateway implements ExchangeHost {
     this.adminServer.closeAllConnections()
     this.audit.record({ event: 'gateway.stopped', drained })
     this.audit.close()
+    // The exchanges' access lines (batched up to 100 ms) come out before the line that says it stopped.
+    this.accessLog.flush()
     this.log.info({ drained }, 'stopped')
     this.flushLogs()
     this.security.close()
