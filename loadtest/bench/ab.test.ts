@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { GATEWAY_NODE_FLAGS } from '../../gateway/src/core/node-flags.js'
 import { REPO_ROOT } from '../lib/paths.js'
 import { findTool } from '../lib/tools.js'
 
@@ -33,6 +34,7 @@ t.test('bad variants are refused with the reason, before anything starts', async
     [['a=gateway-bare', 'a=gateway-default'], /names must differ/],
     [['a gateway-bare', 'b=gateway-bare'], /expected NAME=CONFIG/],
     [['a=gateway-bare', 'b=gateway-bare', '--rounds', 'x'], /--rounds/],
+    [['a=gateway-bare max-semi-space-size=8', 'b=gateway-bare'], /"max-semi-space-size=8" is not a node flag/],
   ]
   for (const [args, reason] of cases) {
     const result = await ab(args)
@@ -44,12 +46,14 @@ t.test('bad variants are refused with the reason, before anything starts', async
 t.test('one short round: the floor and the bare gateway, the second as a ratio to the first', { skip: findTool('wrk') === undefined ? 'wrk is not installed' : false }, async (t) => {
   const resultsDir = mkdtempSync(join(tmpdir(), 'waypost-ab-test-'))
   t.teardown(() => rmSync(resultsDir, { recursive: true, force: true }))
-  const result = await ab(['floor=undici-proxy', 'bare=gateway-bare', '--rounds', '1', '--seconds', '1', '--node', 'current', '--results-dir', resultsDir])
+  const result = await ab(['floor=undici-proxy', 'bare=gateway-bare --max-semi-space-size=16 --stack-size=900', '--rounds', '1', '--seconds', '1', '--node', 'current', '--results-dir', resultsDir])
   t.equal(result.code, 0, result.stderr)
   t.match(result.stdout, /^floor\s+\d+\s+[\d.]+\s+1\.000x/m, 'the reference is 1x itself')
   t.match(result.stdout, /^bare\s+\d+\s+[\d.]+\s+[\d.]+x/m)
-  const report = JSON.parse(readFileSync(join(resultsDir, 'ab-latest.json'), 'utf8')) as { rows: Array<{ name: string; rps: number; proxyCpuUsPerReq: number; cpuVsReference: number; perRound: number[]; turns: unknown[] }> }
+  const report = JSON.parse(readFileSync(join(resultsDir, 'ab-latest.json'), 'utf8')) as { rows: Array<{ name: string; nodeFlags: string[]; rps: number; proxyCpuUsPerReq: number; cpuVsReference: number; perRound: number[]; turns: unknown[] }> }
   t.same(report.rows.map((row) => row.name), ['floor', 'bare'])
+  t.same(report.rows.map((row) => row.nodeFlags), [[...GATEWAY_NODE_FLAGS], ['--max-semi-space-size=16', '--stack-size=900']], 'the deployed flags, or the variant\'s own')
+  t.match(result.stderr, /bare \(gateway-bare; --max-semi-space-size=16 --stack-size=900\)/, 'the flags the variant ran with')
   t.same(report.rows[0]!.perRound, [1], 'the reference: one ratio per round, 1 by definition')
   t.equal(report.rows[0]!.turns.length, 2, 'the reference ran before and after the other variant')
   t.equal(report.rows[1]!.perRound.length, 1)

@@ -41,10 +41,12 @@ import { median } from './util.js'
 const DIST_BENCH = fileURLToPath(new URL('.', import.meta.url))
 const BODY_BYTES = 1024
 
-const USAGE = `usage: node dist/loadtest/bench/ab.js [options] NAME=CONFIG[@MAIN] NAME=CONFIG[@MAIN] ...
+const USAGE = `usage: node dist/loadtest/bench/ab.js [options] NAME=CONFIG[@MAIN][ NODE_FLAGS] NAME=CONFIG[@MAIN][ NODE_FLAGS] ...
   CONFIG                  undici-proxy (the floor), or a bench gateway config: gateway-bare, gateway-default,
                           gateway-cache, policy-* (not those needing keys, certificates or a trace sink)
   @MAIN                   another build's main.js (default dist/waypost/main.js), inside the repository
+  NODE_FLAGS              node flags for this variant instead of the deployed ${GATEWAY_NODE_FLAGS.join(' ')}, in the same
+                          argument: "semi8=gateway-default --max-semi-space-size=8"
   --rounds N              rounds (default 8)
   --seconds S             seconds of wrk per variant and round (default 4)
   --node 24|20|current|PATH  the node that runs everything measured (default 24)
@@ -57,6 +59,7 @@ interface Variant {
   readonly name: string
   readonly config: VariantConfig
   readonly main: string
+  readonly nodeFlags: readonly string[]
 }
 
 interface AbOptions {
@@ -84,14 +87,17 @@ function usableConfig(config: string): config is VariantConfig {
 }
 
 function parseVariant(spec: string): Variant {
-  const match = /^([\w.-]+)=([\w-]+)(?:@(.+))?$/.exec(spec)
-  if (match === null) throw new UsageError(`${spec}: expected NAME=CONFIG or NAME=CONFIG@MAIN`)
+  const [variant = '', ...nodeFlags] = spec.trim().split(/\s+/)
+  const match = /^([\w.-]+)=([\w-]+)(?:@(.+))?$/.exec(variant)
+  if (match === null) throw new UsageError(`${spec}: expected NAME=CONFIG or NAME=CONFIG@MAIN, then any node flags`)
+  const notFlag = nodeFlags.find((flag) => !flag.startsWith('--'))
+  if (notFlag !== undefined) throw new UsageError(`${spec}: "${notFlag}" is not a node flag (--name or --name=value)`)
   const [, name, config, main] = match as unknown as [string, string, string, string | undefined]
   if (!usableConfig(config)) throw new UsageError(`${spec}: ${config} is not undici-proxy or a gateway config this tool can start`)
   if (main !== undefined && config === 'undici-proxy') throw new UsageError(`${spec}: @MAIN is for gateway configs`)
   const path = main === undefined ? GATEWAY_MAIN : isAbsolute(main) ? main : resolve(main)
   if (!path.startsWith(REPO_ROOT)) throw new UsageError(`${spec}: ${path} is outside the repository, where it would not find node_modules`)
-  return { name, config, main: path }
+  return { name, config, main: path, nodeFlags: nodeFlags.length > 0 ? nodeFlags : GATEWAY_NODE_FLAGS }
 }
 
 function parse(argv: string[]): AbOptions | 'help' {
@@ -117,12 +123,12 @@ function parse(argv: string[]): AbOptions | 'help' {
 function startVariant(variant: Variant, port: number, upstreamPort: number, node: string, runDir: string): Started {
   const logFile = join(runDir, `${variant.name}.log`)
   const cpus = '0'
-  if (variant.config === 'undici-proxy') return startProcess(variant.name, node, [...GATEWAY_NODE_FLAGS, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], { cpus, logFile })
+  if (variant.config === 'undici-proxy') return startProcess(variant.name, node, [...variant.nodeFlags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], { cpus, logFile })
   const configFile = join(runDir, `${variant.name}.yaml`)
   // No admin port of its own is needed: 0 lets the kernel pick one.
   writeFileSync(configFile, gatewayConfig(variant.config, port, 0, upstreamPort))
   // stdout to a file, as in the bench: the access log is written where it would be.
-  return startProcess(variant.name, node, [...GATEWAY_NODE_FLAGS, variant.main, 'run', '--config', configFile], { cpus, logFile, env: gatewayEnv(), cwd: runDir })
+  return startProcess(variant.name, node, [...variant.nodeFlags, variant.main, 'run', '--config', configFile], { cpus, logFile, env: gatewayEnv(), cwd: runDir })
 }
 
 async function run(options: AbOptions): Promise<number> {
@@ -143,7 +149,8 @@ async function run(options: AbOptions): Promise<number> {
       await waitForBody(server, port, BODY_BYTES)
       servers.push({ variant, port, server })
     }
-    log(`Node ${runtime.version}: ${servers.map(({ variant }) => `${variant.name} (${variant.config}${variant.main === GATEWAY_MAIN || variant.config === 'undici-proxy' ? '' : ` @ ${variant.main}`})`).join(', ')}; warming up`)
+    const described = (variant: Variant): string => `${variant.name} (${variant.config}${variant.main === GATEWAY_MAIN || variant.config === 'undici-proxy' ? '' : ` @ ${variant.main}`}; ${variant.nodeFlags.join(' ') || 'no node flags'})`
+    log(`Node ${runtime.version}: ${servers.map(({ variant }) => described(variant)).join(', ')}; warming up`)
     for (const { port } of servers) await runWrk({ port, seconds: 2, connections: 50, cpus: '1', logFile: wrkLogFile(runDir, `warmup-${port}`) })
     const [reference, ...others] = servers
     const take = async (entry: (typeof servers)[number], round: number): Promise<Turn> => {
@@ -187,6 +194,7 @@ async function run(options: AbOptions): Promise<number> {
       name: variant.name,
       config: variant.config,
       main: variant.config === 'undici-proxy' ? undefined : variant.main,
+      nodeFlags: variant.nodeFlags,
       rps: median(own.map((turn) => turn.rps)),
       proxyCpuUsPerReq: median(own.map((turn) => turn.proxyCpuUsPerReq)),
       cpuVsReference: median(raw),
