@@ -52,7 +52,7 @@ EXPOSE 15080 15901
 # which the sidecar manifests and `waypost inject` repeat): a smaller young generation, 20-40 MiB
 # less RSS under load (docs/performance.md#memory). Nothing is written to disk, so a read-only root
 # filesystem works without any writable mount.
-ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=4", "/app/dist/waypost/main.js"]
+ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=8", "/app/dist/waypost/main.js"]
 CMD ["run"]
 # No HEALTHCHECK: Kubernetes ignores it and probes the admin port's /live and /ready instead, and
 # the image has no curl to run one with. Outside Kubernetes, probe http://HOST:15901/ready.

@@ -315,14 +315,14 @@ routes:
   t.equal(result.code, 0, result.stderr)
   const [deployment] = byKind(result.stdout, 'Deployment')
   const spec = podSpecOf(deployment!)
-  t.same(spec.initContainers![0]!.resources, { requests: { cpu: '100m', memory: '260Mi' }, limits: { memory: '488Mi' } }, '128Mi + 132 MiB of caches requested; 224Mi + twice 132 MiB as the limit')
+  t.same(spec.initContainers![0]!.resources, { requests: { cpu: '100m', memory: '268Mi' }, limits: { memory: '504Mi' } }, '136Mi + 132 MiB of caches requested; 240Mi + twice 132 MiB as the limit')
   t.equal(spec.terminationGracePeriodSeconds, 70, "the file's drain: 10s + 50s + 10s")
-  t.match(result.stderr, /memory: request 260Mi, limit 488Mi: the gateway's own plus the cache of 2 routes \(132 MiB of maxSize/)
+  t.match(result.stderr, /memory: request 268Mi, limit 504Mi: the gateway's own plus the cache of 2 routes \(132 MiB of maxSize/)
   const [configMap] = byKind(result.stdout, 'ConfigMap') as Array<KubernetesObject & { data: Record<string, string> }>
   t.equal(configMap!.data['waypost.yaml'], policyText, 'the file, as written')
 
   const plain = await waypost(['inject', '-', '--config', tempConfig('upstreams:\n  app: { url: "http://127.0.0.1:3000" }\nroutes:\n  - { name: a, upstream: app }\n')], { input: workloads.Deployment! })
-  t.same(podSpecOf(objects(plain.stdout)[0]!).initContainers![0]!.resources, { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '224Mi' } }, 'no cache: the base')
+  t.same(podSpecOf(objects(plain.stdout)[0]!).initContainers![0]!.resources, { requests: { cpu: '100m', memory: '136Mi' }, limits: { memory: '240Mi' } }, 'no cache: the base')
   const invalid = await waypost(['inject', '-', '--config', tempConfig('routes: 5\n')], { input: workloads.Deployment! })
   t.equal(invalid.code, 1)
   t.equal(invalid.stdout, '')

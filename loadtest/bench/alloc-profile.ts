@@ -1,7 +1,7 @@
 // Preload for the gateway under the bench: samples allocations from start to exit, including the
 // objects the young-generation GC has already collected (`--heap-prof` leaves those out, and they
 // are nearly all of what a proxy allocates per request), and writes the profile at exit.
-// GATEWAY_NODE_FLAGS="--max-semi-space-size=4 --import $PWD/dist/loadtest/bench/alloc-profile.js" \
+// GATEWAY_NODE_FLAGS="--max-semi-space-size=8 --import $PWD/dist/loadtest/bench/alloc-profile.js" \
 //   ALLOC_PROFILE=/tmp/alloc.heapprofile node dist/loadtest/bench/run.js --configs gateway-default --quick
 // node dist/loadtest/bench/profile-summary.js /tmp/alloc.heapprofile --requests N
 import { Session } from 'node:inspector'
