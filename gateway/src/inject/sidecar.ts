@@ -59,7 +59,7 @@ const MIB = 1024 * 1024
  * docs/performance.md#memory: RSS after the bench's load is 125-137 MiB in most samples, so that
  * is the request. The limit holds the highest sample (154 MiB with a young generation of 2 x 4
  * MiB, the heap's sawtooth caught high; up to 8 MiB more at 2 x 8) plus 5,000 idle keep-alive
- * connections at 12 KiB each (59 MiB), with some room: 240 MiB.
+ * connections at 12-13 KiB each (59-65 MiB), with some room: 240 MiB.
  */
 export const BASE_REQUEST_MIB = 136
 export const BASE_LIMIT_MIB = 240
