@@ -43,14 +43,14 @@ t.test('bad variants are refused with the reason, before anything starts', async
   }
 })
 
-t.test('one short round: the floor and the bare gateway, the second as a ratio to the first', { skip: findTool('wrk') === undefined ? 'wrk is not installed' : false }, async (t) => {
+t.test('one short round: the floor and the bare gateway, the second as a ratio to the first, written to a results dir it makes', { skip: findTool('wrk') === undefined ? 'wrk is not installed' : false }, async (t) => {
   const resultsDir = mkdtempSync(join(tmpdir(), 'waypost-ab-test-'))
   t.teardown(() => rmSync(resultsDir, { recursive: true, force: true }))
-  const result = await ab(['floor=undici-proxy', 'bare=gateway-bare --max-semi-space-size=16 --stack-size=900', '--rounds', '1', '--seconds', '1', '--node', 'current', '--results-dir', resultsDir])
+  const result = await ab(['floor=undici-proxy', 'bare=gateway-bare --max-semi-space-size=16 --stack-size=900', '--rounds', '1', '--seconds', '1', '--node', 'current', '--results-dir', join(resultsDir, 'made')])
   t.equal(result.code, 0, result.stderr)
   t.match(result.stdout, /^floor\s+\d+\s+[\d.]+\s+1\.000x/m, 'the reference is 1x itself')
   t.match(result.stdout, /^bare\s+\d+\s+[\d.]+\s+[\d.]+x/m)
-  const report = JSON.parse(readFileSync(join(resultsDir, 'ab-latest.json'), 'utf8')) as { rows: Array<{ name: string; nodeFlags: string[]; rps: number; proxyCpuUsPerReq: number; cpuVsReference: number; perRound: number[]; turns: unknown[] }> }
+  const report = JSON.parse(readFileSync(join(resultsDir, 'made', 'ab-latest.json'), 'utf8')) as { rows: Array<{ name: string; nodeFlags: string[]; rps: number; proxyCpuUsPerReq: number; cpuVsReference: number; perRound: number[]; turns: unknown[] }> }
   t.same(report.rows.map((row) => row.name), ['floor', 'bare'])
   t.same(report.rows.map((row) => row.nodeFlags), [[...GATEWAY_NODE_FLAGS], ['--max-semi-space-size=16', '--stack-size=900']], 'the deployed flags, or the variant\'s own')
   t.match(result.stderr, /bare \(gateway-bare; --max-semi-space-size=16 --stack-size=900\)/, 'the flags the variant ran with')

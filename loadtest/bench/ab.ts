@@ -16,7 +16,7 @@
 // The upstream-normalized ratio (each run's proxy CPU over the upstream's) is printed beside the raw
 // one, but it is not a fair measure of the proxy alone: headers the proxy adds (the gateway's
 // forwarding headers) cost the upstream too, and a slower proxy leaves the upstream less batching.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -213,6 +213,8 @@ async function run(options: AbOptions): Promise<number> {
   const failing = rows.filter((row) => row.errors > 0)
   if (failing.length > 0) console.log(`\nerrors (non-2xx or socket errors) in: ${failing.map((row) => `${row.name} ${row.errors}`).join(', ')}: their figures are not comparable`)
   const report = { date: new Date().toISOString(), node: runtime.version, rounds: options.rounds, seconds: options.seconds, rows }
+  // Made if missing, as the bench does: minutes of measurement must not be lost at the last step.
+  mkdirSync(options.resultsDir, { recursive: true })
   const file = join(options.resultsDir, 'ab-latest.json')
   writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`)
   console.log(`\nwrote ${file}`)
