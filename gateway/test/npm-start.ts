@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
-import { freePorts, sleep, tempConfig } from './helpers.js'
+import { sleep, tempConfig } from './helpers.js'
 
 export const START = fileURLToPath(new URL('../../dist/gateway/scripts/start.js', import.meta.url))
 export const BUNDLED = fileURLToPath(new URL('../../config/waypost.yaml', import.meta.url))
@@ -66,9 +66,30 @@ export interface Ports {
   stub: number
 }
 
+/** The first port of the kernel's ephemeral range: where listen(0) and outgoing connections take theirs. */
+function ephemeralLow(): number {
+  const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+  return Number.isInteger(low) && low > 20_000 ? low : 32_768
+}
+
+/**
+ * Free ports below the ephemeral range. endsCleanly checks that the ports are free again once
+ * `npm start` is killed: a port from the ephemeral range could meanwhile become another test's
+ * listen(0) port or any connection's local port, and fail that check for nothing.
+ */
+async function portsOutsideEphemeralRange(count: number): Promise<number[]> {
+  const high = ephemeralLow()
+  const ports: number[] = []
+  while (ports.length < count) {
+    const port = 20_000 + Math.floor(Math.random() * (high - 20_000))
+    if (!ports.includes(port) && (await bindable(port))) ports.push(port)
+  }
+  return ports
+}
+
 /** The bundled policy on free ports, without the drain delay; the environment `npm start` reads it from. */
 export async function bundledOnFreePorts(): Promise<{ ports: Ports; env: NodeJS.ProcessEnv }> {
-  const [proxy, admin, stub] = (await freePorts(3)) as [number, number, number]
+  const [proxy, admin, stub] = (await portsOutsideEphemeralRange(3)) as [number, number, number]
   const bundled = readFileSync(BUNDLED, 'utf8')
   const config = tempConfig(
     bundled
