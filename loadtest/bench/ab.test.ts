@@ -34,7 +34,8 @@ t.test('bad variants are refused with the reason, before anything starts', async
     [['a=gateway-bare', 'a=gateway-default'], /names must differ/],
     [['a gateway-bare', 'b=gateway-bare'], /expected NAME=CONFIG/],
     [['a=gateway-bare', 'b=gateway-bare', '--rounds', 'x'], /--rounds/],
-    [['a=gateway-bare max-semi-space-size=8', 'b=gateway-bare'], /"max-semi-space-size=8" is not a node flag/],
+    [['a=gateway-bare max-semi-space-size=8', 'b=gateway-bare'], /"max-semi-space-size=8" is neither a node flag \(--name or --name=value\) nor an environment variable/],
+    [['a=gateway-bare malloc_arena_max=1', 'b=gateway-bare'], /"malloc_arena_max=1" is neither a node flag/],
   ]
   for (const [args, reason] of cases) {
     const result = await ab(args)
@@ -46,14 +47,15 @@ t.test('bad variants are refused with the reason, before anything starts', async
 t.test('one short round: the floor and the bare gateway, the second as a ratio to the first, written to a results dir it makes', { skip: findTool('wrk') === undefined ? 'wrk is not installed' : false }, async (t) => {
   const resultsDir = mkdtempSync(join(tmpdir(), 'waypost-ab-test-'))
   t.teardown(() => rmSync(resultsDir, { recursive: true, force: true }))
-  const result = await ab(['floor=undici-proxy', 'bare=gateway-bare --max-semi-space-size=16 --stack-size=900', '--rounds', '1', '--seconds', '1', '--node', 'current', '--results-dir', join(resultsDir, 'made')])
+  const result = await ab(['floor=undici-proxy', 'bare=gateway-bare --max-semi-space-size=16 MALLOC_ARENA_MAX=1 --stack-size=900', '--rounds', '1', '--seconds', '1', '--node', 'current', '--results-dir', join(resultsDir, 'made')])
   t.equal(result.code, 0, result.stderr)
   t.match(result.stdout, /^floor\s+\d+\s+[\d.]+\s+1\.000x/m, 'the reference is 1x itself')
   t.match(result.stdout, /^bare\s+\d+\s+[\d.]+\s+[\d.]+x/m)
-  const report = JSON.parse(readFileSync(join(resultsDir, 'made', 'ab-latest.json'), 'utf8')) as { rows: Array<{ name: string; nodeFlags: string[]; rps: number; proxyCpuUsPerReq: number; cpuVsReference: number; perRound: number[]; turns: unknown[] }> }
+  const report = JSON.parse(readFileSync(join(resultsDir, 'made', 'ab-latest.json'), 'utf8')) as { rows: Array<{ name: string; nodeFlags: string[]; env: Record<string, string>; rps: number; proxyCpuUsPerReq: number; cpuVsReference: number; perRound: number[]; turns: unknown[] }> }
   t.same(report.rows.map((row) => row.name), ['floor', 'bare'])
   t.same(report.rows.map((row) => row.nodeFlags), [[...GATEWAY_NODE_FLAGS], ['--max-semi-space-size=16', '--stack-size=900']], 'the deployed flags, or the variant\'s own')
-  t.match(result.stderr, /bare \(gateway-bare; --max-semi-space-size=16 --stack-size=900\)/, 'the flags the variant ran with')
+  t.same(report.rows.map((row) => row.env), [{}, { MALLOC_ARENA_MAX: '1' }], 'the environment a variant was given')
+  t.match(result.stderr, /bare \(gateway-bare; --max-semi-space-size=16 --stack-size=900 MALLOC_ARENA_MAX=1\)/, 'the flags and environment the variant ran with')
   t.same(report.rows[0]!.perRound, [1], 'the reference: one ratio per round, 1 by definition')
   t.equal(report.rows[0]!.turns.length, 2, 'the reference ran before and after the other variant')
   t.equal(report.rows[1]!.perRound.length, 1)

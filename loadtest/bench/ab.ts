@@ -41,12 +41,14 @@ import { median } from './util.js'
 const DIST_BENCH = fileURLToPath(new URL('.', import.meta.url))
 const BODY_BYTES = 1024
 
-const USAGE = `usage: node dist/loadtest/bench/ab.js [options] NAME=CONFIG[@MAIN][ NODE_FLAGS] NAME=CONFIG[@MAIN][ NODE_FLAGS] ...
+const USAGE = `usage: node dist/loadtest/bench/ab.js [options] NAME=CONFIG[@MAIN][ NODE_FLAGS][ ENV=VALUE] ...
   CONFIG                  undici-proxy (the floor), or a bench gateway config: gateway-bare, gateway-default,
                           gateway-cache, policy-* (not those needing keys, certificates or a trace sink)
   @MAIN                   another build's main.js (default dist/waypost/main.js), inside the repository
   NODE_FLAGS              node flags for this variant instead of the deployed ${GATEWAY_NODE_FLAGS.join(' ')}, in the same
                           argument: "semi8=gateway-default --max-semi-space-size=8"
+  ENV=VALUE               environment for this variant's process (upper-case names), in the same argument:
+                          "arena1=gateway-default MALLOC_ARENA_MAX=1"
   --rounds N              rounds (default 8)
   --seconds S             seconds of wrk per variant and round (default 4)
   --node 24|20|current|PATH  the node that runs everything measured (default 24)
@@ -60,6 +62,8 @@ interface Variant {
   readonly config: VariantConfig
   readonly main: string
   readonly nodeFlags: readonly string[]
+  /** Environment variables set for this variant's process alone (`MALLOC_ARENA_MAX=1`). */
+  readonly env: Readonly<Record<string, string>>
 }
 
 interface AbOptions {
@@ -86,18 +90,27 @@ function usableConfig(config: string): config is VariantConfig {
   return addition.jwt === undefined && addition.tls !== true && addition.tracingRatio === undefined
 }
 
+/** An environment assignment in a variant's argument: an upper-case name, `=`, any value. */
+const ENV_ASSIGNMENT = /^([A-Z_][A-Z0-9_]*)=(.*)$/
+
 function parseVariant(spec: string): Variant {
-  const [variant = '', ...nodeFlags] = spec.trim().split(/\s+/)
+  const [variant = '', ...extras] = spec.trim().split(/\s+/)
   const match = /^([\w.-]+)=([\w-]+)(?:@(.+))?$/.exec(variant)
-  if (match === null) throw new UsageError(`${spec}: expected NAME=CONFIG or NAME=CONFIG@MAIN, then any node flags`)
-  const notFlag = nodeFlags.find((flag) => !flag.startsWith('--'))
-  if (notFlag !== undefined) throw new UsageError(`${spec}: "${notFlag}" is not a node flag (--name or --name=value)`)
+  if (match === null) throw new UsageError(`${spec}: expected NAME=CONFIG or NAME=CONFIG@MAIN, then any node flags and ENV=VALUE`)
+  const nodeFlags: string[] = []
+  const env: Record<string, string> = {}
+  for (const extra of extras) {
+    const assignment = ENV_ASSIGNMENT.exec(extra)
+    if (assignment !== null) env[assignment[1]!] = assignment[2]!
+    else if (extra.startsWith('--')) nodeFlags.push(extra)
+    else throw new UsageError(`${spec}: "${extra}" is neither a node flag (--name or --name=value) nor an environment variable (NAME=value)`)
+  }
   const [, name, config, main] = match as unknown as [string, string, string, string | undefined]
   if (!usableConfig(config)) throw new UsageError(`${spec}: ${config} is not undici-proxy or a gateway config this tool can start`)
   if (main !== undefined && config === 'undici-proxy') throw new UsageError(`${spec}: @MAIN is for gateway configs`)
   const path = main === undefined ? GATEWAY_MAIN : isAbsolute(main) ? main : resolve(main)
   if (!path.startsWith(REPO_ROOT)) throw new UsageError(`${spec}: ${path} is outside the repository, where it would not find node_modules`)
-  return { name, config, main: path, nodeFlags: nodeFlags.length > 0 ? nodeFlags : GATEWAY_NODE_FLAGS }
+  return { name, config, main: path, nodeFlags: nodeFlags.length > 0 ? nodeFlags : GATEWAY_NODE_FLAGS, env }
 }
 
 function parse(argv: string[]): AbOptions | 'help' {
@@ -123,12 +136,13 @@ function parse(argv: string[]): AbOptions | 'help' {
 function startVariant(variant: Variant, port: number, upstreamPort: number, node: string, runDir: string): Started {
   const logFile = join(runDir, `${variant.name}.log`)
   const cpus = '0'
-  if (variant.config === 'undici-proxy') return startProcess(variant.name, node, [...variant.nodeFlags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], { cpus, logFile })
+  const env = { ...gatewayEnv(), ...variant.env }
+  if (variant.config === 'undici-proxy') return startProcess(variant.name, node, [...variant.nodeFlags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], { cpus, logFile, env })
   const configFile = join(runDir, `${variant.name}.yaml`)
   // No admin port of its own is needed: 0 lets the kernel pick one.
   writeFileSync(configFile, gatewayConfig(variant.config, port, 0, upstreamPort))
   // stdout to a file, as in the bench: the access log is written where it would be.
-  return startProcess(variant.name, node, [...variant.nodeFlags, variant.main, 'run', '--config', configFile], { cpus, logFile, env: gatewayEnv(), cwd: runDir })
+  return startProcess(variant.name, node, [...variant.nodeFlags, variant.main, 'run', '--config', configFile], { cpus, logFile, env, cwd: runDir })
 }
 
 async function run(options: AbOptions): Promise<number> {
@@ -149,7 +163,7 @@ async function run(options: AbOptions): Promise<number> {
       await waitForBody(server, port, BODY_BYTES)
       servers.push({ variant, port, server })
     }
-    const described = (variant: Variant): string => `${variant.name} (${variant.config}${variant.main === GATEWAY_MAIN || variant.config === 'undici-proxy' ? '' : ` @ ${variant.main}`}; ${variant.nodeFlags.join(' ') || 'no node flags'})`
+    const described = (variant: Variant): string => `${variant.name} (${variant.config}${variant.main === GATEWAY_MAIN || variant.config === 'undici-proxy' ? '' : ` @ ${variant.main}`}; ${[...variant.nodeFlags, ...Object.entries(variant.env).map(([key, value]) => `${key}=${value}`)].join(' ') || 'no node flags'})`
     log(`Node ${runtime.version}: ${servers.map(({ variant }) => described(variant)).join(', ')}; warming up`)
     for (const { port } of servers) await runWrk({ port, seconds: 2, connections: 50, cpus: '1', logFile: wrkLogFile(runDir, `warmup-${port}`) })
     const [reference, ...others] = servers
@@ -195,6 +209,7 @@ async function run(options: AbOptions): Promise<number> {
       config: variant.config,
       main: variant.config === 'undici-proxy' ? undefined : variant.main,
       nodeFlags: variant.nodeFlags,
+      env: variant.env,
       rps: median(own.map((turn) => turn.rps)),
       proxyCpuUsPerReq: median(own.map((turn) => turn.proxyCpuUsPerReq)),
       cpuVsReference: median(raw),
