@@ -11,7 +11,7 @@
 //   themselves (`waypost run` and the stub both stop when a supervising parent's channel closes).
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { GATEWAY_NODE_FLAGS } from '../src/core/node-flags.js'
+import { GATEWAY_NODE_FLAGS, withGatewayEnvironment } from '../src/core/node-flags.js'
 
 const dist = (path: string): string => fileURLToPath(new URL(path, import.meta.url))
 
@@ -20,8 +20,8 @@ const dist = (path: string): string => fileURLToPath(new URL(path, import.meta.u
 // The IPC channel is how a child learns that this process is gone.
 const options = { stdio: ['inherit', 'inherit', 'inherit', 'ipc'] as StdioOptions, detached: true }
 const stub = spawn(process.execPath, [dist('../../upstream-stub/src/cli.js'), '--port', process.env.STUB_PORT ?? '3000'], options)
-// The same V8 flags as the `waypost` executable's shebang and the image (core/node-flags.ts).
-const gateway = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, dist('../../waypost/main.js'), 'run', ...process.argv.slice(2)], options)
+// The same V8 flags and environment as the `waypost` executable's shebang and the image (core/node-flags.ts).
+const gateway = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, dist('../../waypost/main.js'), 'run', ...process.argv.slice(2)], { ...options, env: withGatewayEnvironment(process.env) })
 
 function exited(child: ChildProcess): Promise<number> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode ?? 1)

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=8
+#!/usr/bin/env -S MALLOC_ARENA_MAX=1 node --max-semi-space-size=8
 // The `waypost` command: run | validate | report | inject | certs | version | help; each command answers --help.
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { statSync } from 'node:fs'

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { validate } from 'dockerfile-utils'
 import { DockerfileParser } from 'dockerfile-ast'
 import { DEFAULT_ADMIN_PORT, DEFAULT_PORT } from '../src/inject/sidecar.js'
-import { GATEWAY_NODE_FLAGS, IMAGE_COMMAND } from '../src/core/node-flags.js'
+import { GATEWAY_ENVIRONMENT, GATEWAY_NODE_FLAGS, IMAGE_COMMAND } from '../src/core/node-flags.js'
 
 const root = (path: string): string => fileURLToPath(new URL(`../../${path}`, import.meta.url))
 const content = readFileSync(root('Dockerfile'), 'utf8')
@@ -50,6 +50,7 @@ t.test('runtime: non-root numeric user, exec-form ENTRYPOINT running node, ports
   // The sidecar's ports, as `waypost inject` and sidecar-manifests/ use them.
   t.same(argumentsOf('EXPOSE'), [`${DEFAULT_PORT} ${DEFAULT_ADMIN_PORT}`])
   const env = argumentsOf('ENV').join(' ')
+  for (const [name, value] of Object.entries(GATEWAY_ENVIRONMENT)) t.ok(env.includes(`${name}=${value}`), `${name}=${value}, as the shebang and npm start set it`)
   for (const setting of ['WAYPOST_CONFIG=/etc/waypost/waypost.yaml', `WAYPOST_LISTEN=0.0.0.0:${DEFAULT_PORT}`, `WAYPOST_ADMIN=0.0.0.0:${DEFAULT_ADMIN_PORT}`]) t.ok(env.includes(setting), setting)
   t.notOk(runtime.some((instruction) => ['RUN', 'VOLUME'].includes(instruction.getKeyword())), 'nothing is run or written in the runtime stage')
 })
@@ -59,7 +60,8 @@ t.test('.dockerignore keeps local builds and modules out of the context', async 
   for (const entry of ['node_modules', 'dist', '.git']) t.ok(ignored.includes(entry), entry)
 })
 
-t.test("the waypost executable's shebang runs node with the same V8 flags as the image", async (t) => {
+t.test("the waypost executable's shebang runs node with the same V8 flags and environment as the image", async (t) => {
   const shebang = readFileSync(root('gateway/src/main.ts'), 'utf8').split('\n', 1)[0]
-  t.equal(shebang, `#!/usr/bin/env -S node ${GATEWAY_NODE_FLAGS.join(' ')}`)
+  const environment = Object.entries(GATEWAY_ENVIRONMENT).map(([name, value]) => `${name}=${value} `).join('')
+  t.equal(shebang, `#!/usr/bin/env -S ${environment}node ${GATEWAY_NODE_FLAGS.join(' ')}`)
 })

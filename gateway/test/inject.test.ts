@@ -10,7 +10,7 @@ import { schemaProblems, type KubernetesObject } from './kubernetes-schema.js'
 import { tempConfig, waypost } from './helpers.js'
 import { parseConfig } from '../src/config/load.js'
 import { DEFAULT_ADMIN_PORT, DEFAULT_PORT } from '../src/inject/sidecar.js'
-import { GATEWAY_NODE_FLAGS } from '../src/core/node-flags.js'
+import { GATEWAY_ENVIRONMENT, GATEWAY_NODE_FLAGS } from '../src/core/node-flags.js'
 
 const options: InjectOptions = { image: 'registry.example/waypost:1', configMap: 'shop-waypost', port: 15080, adminPort: 15901, drainDelayMs: 5000, drainTimeoutMs: 30_000 }
 
@@ -69,6 +69,7 @@ for (const [kind, input] of Object.entries(workloads)) {
     t.same(sidecar.livenessProbe?.httpGet, { path: '/live', port: 15901 })
     t.same(sidecar.ports?.map((port) => port.containerPort), [15080, 15901])
     t.same(sidecar.env?.find((variable) => variable.name === 'WAYPOST_LISTEN')?.value, '0.0.0.0:15080')
+    for (const [name, value] of Object.entries(GATEWAY_ENVIRONMENT)) t.same(sidecar.env?.find((variable) => variable.name === name)?.value, value, `${name}, as the image sets it`)
     t.match(sidecar.securityContext, { runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' } })
     t.same(sidecar.volumeMounts, [{ name: 'waypost-config', mountPath: '/etc/waypost', readOnly: true }])
     t.same(spec.volumes, [{ name: 'waypost-config', configMap: { name: 'shop-waypost' } }])

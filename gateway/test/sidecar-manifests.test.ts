@@ -16,7 +16,7 @@ import { schemaProblems, type KubernetesObject } from './kubernetes-schema.js'
 import { catchAllConfig, spawnGateway, tempConfig } from './helpers.js'
 import { inject } from '../src/inject/inject.js'
 import { DEFAULT_ADMIN_PORT, DEFAULT_PORT, memoryResources } from '../src/inject/sidecar.js'
-import { IMAGE_COMMAND } from '../src/core/node-flags.js'
+import { GATEWAY_ENVIRONMENT, IMAGE_COMMAND } from '../src/core/node-flags.js'
 
 const manifests = fileURLToPath(new URL('../../sidecar-manifests/', import.meta.url))
 const builds = ['base', 'monitoring', 'overlays/pre-1.29', 'overlays/tls']
@@ -75,6 +75,7 @@ t.test('base: the gateway is a native sidecar with probes on the admin port, sta
   t.same(spec.volumes?.find((volume) => volume.name === 'waypost-config')?.configMap, { name: 'hello-waypost' })
   t.notOk(gateway.lifecycle?.preStop, 'no preStop: the gateway drains on SIGTERM, which it gets after the app exited')
   t.same([gateway.command, gateway.args], [IMAGE_COMMAND, ['run']], "the image's ENTRYPOINT and CMD with the gateway's V8 flags (core/node-flags.ts)")
+  t.same(gateway.env, Object.entries(GATEWAY_ENVIRONMENT).map(([name, value]) => ({ name, value })), "the image's malloc setting (core/node-flags.ts)")
   const memory = memoryResources(config)
   t.same(gateway.resources?.requests?.memory, `${memory.requestMiB}Mi`, 'the memory request `waypost inject --config` sizes for this policy')
   t.same(gateway.resources?.limits?.memory, `${memory.limitMiB}Mi`, 'and its limit')

@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
+import { GATEWAY_ENVIRONMENT, GATEWAY_NODE_FLAGS } from '../src/core/node-flags.js'
 import { freePorts, sleep, tempConfig } from './helpers.js'
 import { alive, BUNDLED, bundledOnFreePorts, descendants, endsCleanly, NPM, refused, ROOT, serving, START, type Ending } from './npm-start.js'
 
@@ -20,6 +21,8 @@ t.test('npm start serves the bundled policy in front of the stub; Ctrl-C stops b
   const env: NodeJS.ProcessEnv = { ...process.env, WAYPOST_CONFIG: config, STUB_PORT: String(stubPort) }
   delete env.WAYPOST_LISTEN
   delete env.WAYPOST_ADMIN
+  // Unset, so that what the gateway gets is npm start's default (a caller's own would win).
+  for (const name of Object.keys(GATEWAY_ENVIRONMENT)) delete env[name]
   const child = spawn(process.execPath, [START], { env, stdio: 'ignore' })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   t.teardown(async () => {
@@ -46,6 +49,14 @@ t.test('npm start serves the bundled policy in front of the stub; Ctrl-C stops b
   const ready = await request(`http://127.0.0.1:${adminPort}/ready`)
   await ready.body.dump()
   t.equal(ready.statusCode, 200, 'the admin port answers /ready')
+  // The gateway runs as deployed: the shebang's and the image's V8 flags and environment (core/node-flags.ts).
+  const gateway = descendants(child.pid!).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('waypost/main.js'))
+  t.ok(gateway, 'the gateway is a child of npm start')
+  if (gateway !== undefined) {
+    t.same(readFileSync(`/proc/${gateway}/cmdline`, 'utf8').split('\0').filter((arg) => arg.startsWith('--')), [...GATEWAY_NODE_FLAGS], 'with the V8 flags')
+    const environment = readFileSync(`/proc/${gateway}/environ`, 'utf8').split('\0')
+    for (const [name, value] of Object.entries(GATEWAY_ENVIRONMENT)) t.ok(environment.includes(`${name}=${value}`), `with ${name}=${value}`)
+  }
 
   child.kill('SIGINT')
   let timer: NodeJS.Timeout | undefined

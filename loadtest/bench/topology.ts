@@ -13,6 +13,7 @@ import { isTls, MULTI_CPU_CONFIG_NAMES, type CommonOptions, type ConfigName } fr
 import { isPolicyConfig, POLICY_ADDITIONS, POLICY_CONFIG_NAMES, type PolicyConfigName } from './policy-configs.js'
 import { writeBenchCertificate, type CertificateFiles } from '../lib/certs.js'
 import { launchGateway } from '../lib/gateway.js'
+import { withGatewayEnvironment } from '../../gateway/src/core/node-flags.js'
 import { portIsFree } from '../lib/ports.js'
 import { startProcess, waitForBody, type Started } from '../lib/processes.js'
 import { findTool, requireTools } from '../lib/tools.js'
@@ -213,12 +214,13 @@ function startNodeUpstream(runDir: string, port: number, options: CommonOptions)
   })
 }
 
-/** The floor: runs with the gateway's heap and GC flags (not its profiler's), so only the code differs. */
+/** The floor: runs with the gateway's heap and GC flags (not its profiler's) and environment, so only the code differs. */
 function startUndiciProxy(runDir: string, port: number, upstreamPort: number, options: CommonOptions): Started {
   const flags = options.gatewayNodeFlags.filter((flag) => /^--(max-semi-space-size|max-old-space-size|single-threaded-gc)\b/.test(flag))
   return startProcess('undici-proxy', options.node, [...flags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], {
     cpus: options.serverCpus,
     logFile: join(runDir, 'undici-proxy.log'),
+    env: gatewayEnv(),
   })
 }
 
@@ -438,9 +440,12 @@ export function gatewayConfig(config: GatewayConfigName, port: number, adminPort
   return `# ${config}: written by loadtest/bench/topology.ts\n${stringify(doc)}`
 }
 
-/** The gateway's environment: the caller's, minus settings that would override its file (or switch tracing on). */
+/**
+ * The environment the gateway and the floor run with: as deployed (core/node-flags.ts), under the
+ * caller's own, minus settings that would override the gateway's file (or switch tracing on).
+ */
 export function gatewayEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env }
+  const env = withGatewayEnvironment(process.env)
   for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_') || key.startsWith('OTEL_')) delete env[key]
   return env
 }

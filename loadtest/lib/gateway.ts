@@ -1,5 +1,6 @@
 // The gateway as the load tests run it: `node [flags] dist/waypost/main.js run --config FILE`,
 // a process of its own (see processes.ts).
+import { withGatewayEnvironment } from '../../gateway/src/core/node-flags.js'
 import { GATEWAY_MAIN } from './paths.js'
 import { startProcess, waitForLine, type StartOptions, type Started } from './processes.js'
 
@@ -30,7 +31,7 @@ export interface GatewayProcess {
  * for ephemeral ports); resolves once it prints `waypost ready`.
  */
 export async function startGatewayProcess(name: string, configFile: string, logFile: string, listen: string, admin: string, timeoutMs = 15_000, nodeFlags: readonly string[] = []): Promise<GatewayProcess> {
-  const started = launchGateway(name, configFile, { logFile, nodeFlags, env: { ...process.env, WAYPOST_LISTEN: listen, WAYPOST_ADMIN: admin } })
+  const started = launchGateway(name, configFile, { logFile, nodeFlags, env: { ...withGatewayEnvironment(process.env), WAYPOST_LISTEN: listen, WAYPOST_ADMIN: admin } })
   const line = await waitForLine(started, (text) => text.includes('"msg":"waypost ready"'), timeoutMs)
   const ready = JSON.parse(line) as { listen: string; admin: string }
   return { name, process: started, listen: ready.listen, admin: ready.admin, readyAt: started.startedAt }

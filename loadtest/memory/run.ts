@@ -202,7 +202,7 @@ function startSubject(kind: SubjectKind, phase: string, dir: string, upstreamPor
 /** A part of the floor's cost per connection (connection-parts.ts), on the same node with the same flags. */
 async function startConnectionPart(part: ConnectionPart, dir: string, options: Options): Promise<Subject> {
   const port = await freePort()
-  const started = startProcess(part, options.runtime.path, [...options.nodeFlags, join(REPO_ROOT, 'dist/loadtest/memory/connection-parts.js'), part, String(port)], { cpus: serverCpus(), logFile: join(dir, `${part}.log`) })
+  const started = startProcess(part, options.runtime.path, [...options.nodeFlags, join(REPO_ROOT, 'dist/loadtest/memory/connection-parts.js'), part, String(port)], { cpus: serverCpus(), logFile: join(dir, `${part}.log`), env: gatewayEnv() })
   await waitForLine(started, (line) => line.includes('connection-parts ('), 20_000)
   return { process: started, port }
 }
@@ -210,7 +210,7 @@ async function startConnectionPart(part: ConnectionPart, dir: string, options: O
 /** The bench's floor, undici-proxy, on the same node with the same flags as the gateway. */
 async function startFloor(name: string, dir: string, upstreamPort: number, options: Options): Promise<Subject> {
   const port = await freePort()
-  const started = startProcess(name, options.runtime.path, [...options.nodeFlags, join(REPO_ROOT, 'dist/loadtest/bench/undici-proxy.js'), String(port), String(upstreamPort)], { cpus: serverCpus(), logFile: join(dir, `${name}.log`) })
+  const started = startProcess(name, options.runtime.path, [...options.nodeFlags, join(REPO_ROOT, 'dist/loadtest/bench/undici-proxy.js'), String(port), String(upstreamPort)], { cpus: serverCpus(), logFile: join(dir, `${name}.log`), env: gatewayEnv() })
   await waitForLine(started, (line) => line.includes('undici-proxy listening'), 20_000)
   return { process: started, port }
 }

@@ -5,7 +5,7 @@ import type { GatewayConfig } from '../config/schema.js'
 import { CacheConfig } from '../policies/cache/cache.js'
 import { toBytes } from '../core/units.js'
 import { withDefaults } from '../core/schema-defaults.js'
-import { IMAGE_COMMAND, IMAGE_NODE } from '../core/node-flags.js'
+import { GATEWAY_ENVIRONMENT, IMAGE_COMMAND, IMAGE_NODE } from '../core/node-flags.js'
 
 export const SIDECAR_NAME = 'waypost'
 export const CONFIG_VOLUME = 'waypost-config'
@@ -101,11 +101,13 @@ export function sidecarContainer(options: InjectOptions): Record<string, unknown
   return {
     name: SIDECAR_NAME,
     image: options.image,
-    // The image's ENTRYPOINT and CMD, written out so the V8 flags are visible where the limit is set.
+    // The image's ENTRYPOINT, CMD and malloc setting, written out so they are visible where the
+    // memory limit they were measured with is set.
     command: [...IMAGE_COMMAND],
     args: ['run'],
     ...(options.classic === true ? {} : { restartPolicy: 'Always' }),
     env: [
+      ...Object.entries(GATEWAY_ENVIRONMENT).map(([name, value]) => ({ name, value })),
       { name: 'WAYPOST_CONFIG', value: `${CONFIG_DIR}/waypost.yaml` },
       { name: 'WAYPOST_LISTEN', value: `0.0.0.0:${options.port}` },
       { name: 'WAYPOST_ADMIN', value: `0.0.0.0:${options.adminPort}` },
