@@ -220,6 +220,10 @@ t.test('as strict as nginx where it refuses: odd framing, versions, hosts, TRACE
   for (const [head, body, expected] of refusals) t.match(await send(head, body), expected, head.split('\r\n')[0])
   t.match(await send('TRACE /trace-ok HTTP/1.1\r\nHost: x\r\nConnection: close'), /^HTTP\/1\.1 404/, 'a route that lists TRACE lets it through (the stub has no such path)')
   t.match(await send('GET /anything HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close'), /^HTTP\/1\.1 200/, 'an IPv6 Host with a port is a host')
+  // The last Host's verdict is remembered (nearly every request repeats it): it must follow each change.
+  for (const host of ['x', 'x/evil', 'x/evil', 'x', 'x', 'user@x', 'x']) {
+    t.match(await send(`GET /anything HTTP/1.1\r\nHost: ${host}\r\nConnection: close`), host === 'x' ? /^HTTP\/1\.1 200/ : /^HTTP\/1\.1 400[\s\S]*invalid-host/, `Host: ${host}, in a run of changing hosts`)
+  }
 
   const echoed = await send('GET /anything HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 6.6.6.6\r\nX-Plain: kept\r\nConnection: close')
   t.notMatch(echoed, /x_forwarded_for/i, 'a header named with an underscore does not reach the upstream')

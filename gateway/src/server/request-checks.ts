@@ -3,6 +3,7 @@
 // version the HTTP/1 parser does not speak, and a Host that is not a host.
 import type { IncomingMessage } from 'node:http'
 import type { Reason } from '../core/reasons.js'
+import { rememberLast } from '../core/remember-last.js'
 
 export interface RequestProblem {
   readonly status: number
@@ -11,6 +12,8 @@ export interface RequestProblem {
 
 /** A uri-host with an optional port: no path, query, fragment, user info or white space. */
 const HOST = /^(\[[0-9A-Fa-f:.]+\]|[^\s/?#@[\]]+)(:\d{0,5})?$/
+/** Nearly every request repeats the last one's Host: it is checked again only when it changes. */
+const isHost = rememberLast((host: string) => HOST.test(host))
 
 export function requestProblem(request: IncomingMessage): RequestProblem | undefined {
   const version = request.httpVersion
@@ -21,6 +24,6 @@ export function requestProblem(request: IncomingMessage): RequestProblem | undef
     if (transferEncoding.trim().toLowerCase() !== 'chunked') return { status: 501, reason: 'unsupported-transfer-encoding' }
   }
   const host = request.headers.host
-  if (host !== undefined && !HOST.test(host)) return { status: 400, reason: 'invalid-host' }
+  if (host !== undefined && !isHost(host)) return { status: 400, reason: 'invalid-host' }
   return undefined
 }
