@@ -12,7 +12,7 @@ import { GATEWAY_MAIN } from '../lib/paths.js'
 import { log } from '../lib/log.js'
 import { metricSum, scrapeMetrics } from '../lib/metrics.js'
 import { findTool } from '../lib/tools.js'
-import { requireBenchTools, startTopology, STOP_GRACE_MS, type Target, type Topology } from './topology.js'
+import { deployedEnvironmentText, requireBenchTools, startTopology, STOP_GRACE_MS, type Target, type Topology } from './topology.js'
 import { measure, waitQuiet } from './measure.js'
 import { runWrk, wrkLogFile } from './wrk.js'
 import { runFixedRate, runHandshakes } from './latency.js'
@@ -200,6 +200,7 @@ async function bench(given: BenchOptions): Promise<number> {
   console.log(`  pinning (taskset -c): load generators ${options.loadCpus}; upstream and proxies ${options.serverCpus}${options.configs.some((config) => MULTI_CPU_CONFIG_NAMES.includes(config)) ? `; 2-core proxies (${MULTI_CPU_CONFIG_NAMES.filter((config) => options.configs.includes(config)).join(', ')}) ${options.multiServerCpus}` : ''}`)
   if (needTls) console.log(`  TLS: one self-signed RSA 2048 certificate for nginx-tls and gateway-tls (${openssl}); new connections: ${options.connections} loops for ${options.duration}s, a full handshake and one request each`)
   if (options.gatewayNodeFlags.length > 0) console.log(`  gateway node flags: ${options.gatewayNodeFlags.join(' ')}`)
+  console.log(`  gateway and floor environment: ${deployedEnvironmentText()}`)
 
   let report: BenchReport
   try {

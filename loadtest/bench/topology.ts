@@ -13,7 +13,7 @@ import { isTls, MULTI_CPU_CONFIG_NAMES, type CommonOptions, type ConfigName } fr
 import { isPolicyConfig, POLICY_ADDITIONS, POLICY_CONFIG_NAMES, type PolicyConfigName } from './policy-configs.js'
 import { writeBenchCertificate, type CertificateFiles } from '../lib/certs.js'
 import { launchGateway } from '../lib/gateway.js'
-import { withGatewayEnvironment } from '../../gateway/src/core/node-flags.js'
+import { GATEWAY_ENVIRONMENT, withGatewayEnvironment } from '../../gateway/src/core/node-flags.js'
 import { portIsFree } from '../lib/ports.js'
 import { startProcess, waitForBody, type Started } from '../lib/processes.js'
 import { findTool, requireTools } from '../lib/tools.js'
@@ -448,6 +448,19 @@ export function gatewayEnv(): NodeJS.ProcessEnv {
   const env = withGatewayEnvironment(process.env)
   for (const key of Object.keys(env)) if (key.startsWith('WAYPOST_') || key.startsWith('OTEL_')) delete env[key]
   return env
+}
+
+/** The deployed variables (core/node-flags.ts) as the gateway and the floor get them: `MALLOC_ARENA_MAX=1`. */
+export function deployedEnvironment(): Record<string, string> {
+  const env = gatewayEnv()
+  return Object.fromEntries(Object.keys(GATEWAY_ENVIRONMENT).map((name) => [name, env[name] ?? '']))
+}
+
+/** `deployedEnvironment()` for a log line: `MALLOC_ARENA_MAX=1`. */
+export function deployedEnvironmentText(): string {
+  return Object.entries(deployedEnvironment())
+    .map(([name, value]) => `${name}=${value}`)
+    .join(' ')
 }
 
 function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions, extras: GatewayExtras): Started {

@@ -24,7 +24,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parse as parseYaml, stringify } from 'yaml'
 import { GATEWAY_NODE_FLAGS } from '../../gateway/src/core/node-flags.js'
-import { gatewayConfig, gatewayEnv } from '../bench/topology.js'
+import { deployedEnvironment, deployedEnvironmentText, gatewayConfig, gatewayEnv } from '../bench/topology.js'
 import { runWrk } from '../bench/wrk.js'
 import { CLK_TCK, NCPU, groupTicks } from '../bench/procfs.js'
 import { launchGateway } from '../lib/gateway.js'
@@ -444,7 +444,7 @@ async function run(options: Options): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'waypost-memory-'))
   if (!options.keep) process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
   const date = new Date().toISOString()
-  console.log(`waypost memory (${options.short ? 'short' : 'full'}) ${date}: gateway and floor on ${gatewayNode} (${options.runtime.path}) with ${options.nodeFlags.join(' ') || 'no flags'}; ${NCPU} CPUs`)
+  console.log(`waypost memory (${options.short ? 'short' : 'full'}) ${date}: gateway and floor on ${gatewayNode} (${options.runtime.path}) with ${options.nodeFlags.join(' ') || 'no flags'} and ${deployedEnvironmentText()}; ${NCPU} CPUs`)
   const upstreamPort = await freePort()
   const upstream = startProcess('upstream', process.execPath, [join(REPO_ROOT, 'dist/loadtest/bench/upstream.js'), String(upstreamPort)], { logFile: join(dir, 'upstream.log'), cpus: serverCpus() })
   const load: Partial<Record<SubjectKind, LoadPhase>> = {}
@@ -500,6 +500,7 @@ async function run(options: Options): Promise<number> {
     mode: options.short ? 'short' : 'full',
     machine: { runner: process.version, gatewayNode, kernel: release(), cpus: NCPU, cpuModel: cpus()[0]?.model ?? 'unknown' },
     nodeFlags: options.nodeFlags,
+    environment: deployedEnvironment(),
     config: 'gateway-default (loadtest/bench/topology.ts); floor: loadtest/bench/undici-proxy.ts',
     load,
     idleConnections: idle,
