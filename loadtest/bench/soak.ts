@@ -13,7 +13,7 @@ import { setStopGrace, stopAll } from '../lib/processes.js'
 import { GATEWAY_MAIN } from '../lib/paths.js'
 import { log, sleep } from '../lib/log.js'
 import { metricSum, scrapeMetrics } from '../lib/metrics.js'
-import { requireBenchTools, startTopology, STOP_GRACE_MS } from './topology.js'
+import { deployedEnvironmentText, requireBenchTools, startTopology, STOP_GRACE_MS } from './topology.js'
 import { runFixedRate, type FixedRateResult } from './latency.js'
 import { groupRssKiB } from './procfs.js'
 import { fmt, signed, table } from './util.js'
@@ -52,6 +52,7 @@ async function soak(given: SoakOptions): Promise<number> {
   const seconds = Math.round(options.minutes * 60)
   console.log(`waypost soak ${date}: gateway-default on Node ${runtime.version} at ${options.rate} req/s for ${seconds} s after ${options.warmup} s warm-up, ${options.connections} connections`)
   console.log(`  samples every ${options.sampleEvery} s; fails if RSS grows by more than ${options.maxGrowthPct}%; ports from ${options.portBase}; load cpus ${options.loadCpus}, server cpus ${options.serverCpus}`)
+  console.log(`  gateway node flags: ${options.gatewayNodeFlags.join(' ') || 'none'}; environment: ${deployedEnvironmentText()}`)
   const samples: Sample[] = []
   let load: FixedRateResult
   try {
