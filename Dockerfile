@@ -39,7 +39,7 @@ USER 65532:65532
 # policy file's listen.address / admin.address; flags beat both. Ports 15080/15901, not the laptop's
 # 8080/9901: beside an app in a pod they must not clash with it, and 8080 is the commonest app port
 # (the same defaults as `waypost inject` and sidecar-manifests/). MALLOC_ARENA_MAX=1: one malloc
-# arena for all of node's threads, 10-18 MiB less RSS after load (core/node-flags.ts); a pod's own
+# arena for all of node's threads, about 10 MiB less RSS after load (core/node-flags.ts); a pod's own
 # env overrides it, and it stays set when the manifests' `command` replaces the ENTRYPOINT.
 ENV NODE_ENV=production \
     MALLOC_ARENA_MAX=1 \

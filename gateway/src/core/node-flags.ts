@@ -15,7 +15,7 @@ export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8']
 /**
  * MALLOC_ARENA_MAX=1: one glibc malloc arena for every thread. By default each of node's threads
  * (V8's GC and compiler workers, libuv's pool) gets an arena of its own, and glibc keeps what they
- * freed: 10-18 MiB more RSS after load, for no CPU per request that `npm run bench:ab` could see
+ * freed: about 10 MiB more RSS after load, for no CPU per request that `npm run bench:ab` could see
  * (docs/performance.md#malloc-arenas). Ignored where the C library is not glibc (musl, macOS).
  * A variable of the caller's own with the same name wins, except under the shebang.
  */
