@@ -26,7 +26,7 @@ import { CONFIG_NAMES, type ConfigName } from './options.js'
 import { isPolicyConfig, POLICY_ADDITIONS } from './policy-configs.js'
 import { measure } from './measure.js'
 import { runWrk, wrkLogFile } from './wrk.js'
-import { fmt } from './util.js'
+import { assignments, fmt } from './util.js'
 import { GATEWAY_NODE_FLAGS } from '../../gateway/src/core/node-flags.js'
 import { resolveRuntime } from '../lib/runtime.js'
 import { log } from '../lib/log.js'
@@ -163,7 +163,7 @@ async function run(options: AbOptions): Promise<number> {
       await waitForBody(server, port, BODY_BYTES)
       servers.push({ variant, port, server })
     }
-    const described = (variant: Variant): string => `${variant.name} (${variant.config}${variant.main === GATEWAY_MAIN || variant.config === 'undici-proxy' ? '' : ` @ ${variant.main}`}; ${[...variant.nodeFlags, ...Object.entries(variant.env).map(([key, value]) => `${key}=${value}`)].join(' ') || 'no node flags'})`
+    const described = (variant: Variant): string => `${variant.name} (${variant.config}${variant.main === GATEWAY_MAIN || variant.config === 'undici-proxy' ? '' : ` @ ${variant.main}`}; ${[...variant.nodeFlags, ...assignments(variant.env)].join(' ') || 'no node flags'})`
     log(`Node ${runtime.version}: ${servers.map(({ variant }) => described(variant)).join(', ')}; warming up`)
     for (const { port } of servers) await runWrk({ port, seconds: 2, connections: 50, cpus: '1', logFile: wrkLogFile(runDir, `warmup-${port}`) })
     const [reference, ...others] = servers

@@ -11,6 +11,7 @@ import { stringify } from 'yaml'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { isTls, MULTI_CPU_CONFIG_NAMES, type CommonOptions, type ConfigName } from './options.js'
 import { isPolicyConfig, POLICY_ADDITIONS, POLICY_CONFIG_NAMES, type PolicyConfigName } from './policy-configs.js'
+import { assignments } from './util.js'
 import { writeBenchCertificate, type CertificateFiles } from '../lib/certs.js'
 import { launchGateway } from '../lib/gateway.js'
 import { GATEWAY_ENVIRONMENT, withGatewayEnvironment } from '../../gateway/src/core/node-flags.js'
@@ -458,9 +459,7 @@ export function deployedEnvironment(): Record<string, string> {
 
 /** `deployedEnvironment()` for a log line: `MALLOC_ARENA_MAX=1`. */
 export function deployedEnvironmentText(): string {
-  return Object.entries(deployedEnvironment())
-    .map(([name, value]) => `${name}=${value}`)
-    .join(' ')
+  return assignments(deployedEnvironment()).join(' ')
 }
 
 function startGateway(runDir: string, config: GatewayConfigName, port: number, adminPort: number, upstreamPort: number, options: CommonOptions, extras: GatewayExtras): Started {

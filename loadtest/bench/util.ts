@@ -41,6 +41,11 @@ export function ratio(value: number): string {
 }
 
 /** Left- or right-aligned text table. The first row is the header; columns listed in `left` are left-aligned. */
+/** Environment variables as a shell would set them: `MALLOC_ARENA_MAX=1 OTHER=x`. */
+export function assignments(variables: Readonly<Record<string, string>>): string[] {
+  return Object.entries(variables).map(([name, value]) => `${name}=${value}`)
+}
+
 export function table(rows: readonly (readonly string[])[], left: ReadonlySet<number> = new Set([0])): string {
   const widths: number[] = []
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)))
