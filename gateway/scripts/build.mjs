@@ -71,7 +71,7 @@ async function bundle() {
     format: 'esm',
     platform: 'node',
     target: 'node20',
-    // The CommonJS dependencies (pino, prom-client, opossum...) call require() for Node's modules; in
+    // The CommonJS dependencies (pino, prom-client, ioredis...) call require() for Node's modules; in
     // an ES module there is none unless each chunk makes one.
     banner: { js: "import { createRequire as __waypostCreateRequire } from 'node:module'; const require = __waypostCreateRequire(import.meta.url);" },
     // Not minified: it saves under 1 MiB and would cost readable stack traces.

@@ -33,6 +33,28 @@ t.test('opens once more than failureRatio of at least minRequests calls failed, 
   t.equal(Date.parse(snapshot.halfOpenAt) - Date.parse(snapshot.openedAt), 10_000, 'half-open is due openFor after opening')
 })
 
+t.test('the window forgets outcomes older than `window`, a tenth of it at a time; a call counts from its start', async (t) => {
+  const next = scriptedUpstream(503, 503, 503, 200, 503, hungUpstream(), 503)
+  const layer = runLayer(breaker, { minRequests: 4, failureRatio: 0.4, window: '1s', openFor: '10s' }, { next })
+  const window = (): unknown => (layer.exposed[0]!.snapshot() as { stats: unknown }).stats
+  for (let i = 0; i < 3; i++) await layer.call()
+  t.equal(stateOf(layer), 'closed', '3 failures are below minRequests')
+  await layer.clock.advance(900)
+  t.match(window(), { fires: 3, failures: 3 }, 'still in the window 900 ms later (its tenth slices)')
+  await layer.clock.advance(100)
+  t.match(window(), { fires: 0, failures: 0 }, 'gone a whole window later')
+  await layer.call()
+  await layer.call()
+  t.equal(stateOf(layer), 'closed', '1 failure of 2: had the old 3 counted, 4 of 5 would have opened it')
+  const inFlight = layer.call()
+  t.match(window(), { fires: 3, successes: 1, failures: 1 }, 'a call in flight counts toward minRequests')
+  await layer.call()
+  t.equal(stateOf(layer), 'open', '2 failed of the 4 started (one still in flight): more than 40%, at minRequests')
+  t.equal((await layer.call()).status, 503)
+  t.match(window(), { fires: 4, failures: 2, rejects: 1 }, 'a refused request counts as a reject, not a fire')
+  void inFlight.catch(() => undefined)
+})
+
 t.test('after openFor, exactly halfOpenProbes requests go through; their success closes it with a fresh window', async (t) => {
   const probeA = gated(200)
   const probeB = gated(200)
@@ -209,9 +231,11 @@ t.test('kept across a rebuild while its config is unchanged; a changed config st
   t.equal(stateOf(changed), 'closed')
 })
 
-t.test('validate: a fallback upstream must exist; the window needs some length', async (t) => {
+t.test('validate: a fallback upstream must exist; the window needs some length, the open period a timer can hold', async (t) => {
   const context = { upstreams: new Set(['app']), redis: false }
   t.same(breaker.validate!({ fallback: { upstream: 'ghost' } }, context), [{ path: '/fallback/upstream', message: 'unknown upstream "ghost"; defined: app' }])
   t.same(breaker.validate!({ window: '50ms' }, context), [{ path: '/window', message: 'expected at least 100ms' }])
+  t.same(breaker.validate!({ openFor: '597h' }, context), [{ path: '/openFor', message: 'expected at most 596h (24.8 days)' }], 'a longer timer would fire at once')
+  t.same(breaker.validate!({ openFor: '596h' }, context), [])
   t.same(breaker.validate!({ fallback: { upstream: 'app' }, window: '1s' }, context), [])
 })
