@@ -3,7 +3,7 @@
 import t from 'tap'
 import { DeadlineExceeded, type ProxyResponse, type StreamingBody } from '../core/exchange.js'
 import { fakeExchange, hungUpstream, readBody, runLayer, streamingBody, scriptedUpstream, settle, upstreamError, upstreamResponse, type Step } from '../../test/layer-harness.js'
-import { breaker } from './breaker.js'
+import { breaker, RollingWindow } from './breaker.js'
 import type { RouteBreaker } from './breaker.js'
 
 function stateOf(layer: { exposed: RouteBreaker[] }): string {
@@ -53,6 +53,23 @@ t.test('the window forgets outcomes older than `window`, a tenth of it at a time
   t.equal((await layer.call()).status, 503)
   t.match(window(), { fires: 4, failures: 2, rejects: 1 }, 'a refused request counts as a reject, not a fire')
   void inFlight.catch(() => undefined)
+})
+
+t.test('the rolling window: a clock stepped back keeps counting in the current slice; a long gap empties it', async (t) => {
+  let now = 1_700_000_000_050
+  const clock = { now: () => now, setTimeout: () => undefined, clearTimeout: () => undefined }
+  const window = new RollingWindow(100, clock)
+  window.now().fires++
+  now -= 5_000
+  window.now().fires++
+  t.match(window.totals(), { fires: 2 }, 'stepping back clears nothing')
+  now += 5_000 + 900
+  window.now().failures++
+  t.match(window.totals(), { fires: 2, failures: 1 }, 'both counts still in the window 900 ms on')
+  now += 3_600_000
+  t.match(window.totals(), { fires: 0, failures: 0 }, 'an hour later: empty')
+  window.now().successes++
+  t.match(window.totals(), { successes: 1 })
 })
 
 t.test('after openFor, exactly halfOpenProbes requests go through; their success closes it with a fresh window', async (t) => {
