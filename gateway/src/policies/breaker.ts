@@ -12,7 +12,7 @@
 //
 // Not opossum, though the project chose it at first: its fire() wraps each call in promises and
 // events, and waiting there for a good answer's body to end took 12% more CPU per request than the
-// bare route, against 6% for this window (loadtest/results/ab-breaker-window-*.json). Its own
+// bare route, against 6% for this window (docs/performance.md#what-profiling-changed). Its own
 // open period and half-open did not fit either (one probe, closed by any success), so we ran those
 // ourselves and used it only for the counting.
 import { Type, type Static } from '@sinclair/typebox'
