@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { gatewayConfig, gatewayEnv } from './topology.js'
+import { gatewayConfig, gatewayEnv, startBenchUpstream, startFloorProcess } from './topology.js'
 import { CONFIG_NAMES, type ConfigName } from './options.js'
 import { isPolicyConfig, POLICY_ADDITIONS } from './policy-configs.js'
 import { measure } from './measure.js'
@@ -137,7 +137,7 @@ function startVariant(variant: Variant, port: number, upstreamPort: number, node
   const logFile = join(runDir, `${variant.name}.log`)
   const cpus = '0'
   const env = { ...gatewayEnv(), ...variant.env }
-  if (variant.config === 'undici-proxy') return startProcess(variant.name, node, [...variant.nodeFlags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], { cpus, logFile, env })
+  if (variant.config === 'undici-proxy') return startFloorProcess(variant.name, node, variant.nodeFlags, port, upstreamPort, { cpus, logFile, env })
   const configFile = join(runDir, `${variant.name}.yaml`)
   // No admin port of its own is needed: 0 lets the kernel pick one.
   writeFileSync(configFile, gatewayConfig(variant.config, port, 0, upstreamPort))
@@ -154,7 +154,7 @@ async function run(options: AbOptions): Promise<number> {
   const pairings = new Map<string, { raw: number[]; normalized: number[] }>(options.variants.map((variant) => [variant.name, { raw: [], normalized: [] }]))
   try {
     const upstreamPort = await freePort()
-    const upstream = startProcess('upstream', runtime.path, [join(DIST_BENCH, 'upstream.js'), String(upstreamPort)], { cpus: '0', logFile: join(runDir, 'upstream.log') })
+    const upstream = startBenchUpstream('upstream', runtime.path, upstreamPort, { cpus: '0', logFile: join(runDir, 'upstream.log') })
     await waitForBody(upstream, upstreamPort, BODY_BYTES)
     const servers: Array<{ variant: Variant; port: number; server: Started }> = []
     for (const variant of options.variants) {

@@ -16,7 +16,7 @@ import { writeBenchCertificate, type CertificateFiles } from '../lib/certs.js'
 import { launchGateway } from '../lib/gateway.js'
 import { GATEWAY_ENVIRONMENT, withGatewayEnvironment } from '../../gateway/src/core/node-flags.js'
 import { portIsFree } from '../lib/ports.js'
-import { startProcess, waitForBody, type Started } from '../lib/processes.js'
+import { startProcess, waitForBody, type Started, type StartOptions } from '../lib/processes.js'
 import { findTool, requireTools } from '../lib/tools.js'
 
 const DIST_BENCH = fileURLToPath(new URL('.', import.meta.url))
@@ -209,20 +209,27 @@ export async function startTopology(runDir: string, options: CommonOptions, conf
 }
 
 function startNodeUpstream(runDir: string, port: number, options: CommonOptions): Started {
-  return startProcess('upstream-node', options.node, [join(DIST_BENCH, 'upstream.js'), String(port)], {
-    cpus: options.serverCpus,
-    logFile: join(runDir, 'upstream-node.log'),
-  })
+  return startBenchUpstream('upstream-node', options.node, port, { cpus: options.serverCpus, logFile: join(runDir, 'upstream-node.log') })
+}
+
+/** The bench's node:http upstream (upstream.ts, a 1 KiB body) on 127.0.0.1:`port`. The bench, bench:ab and loadtest:memory share it. */
+export function startBenchUpstream(name: string, node: string, port: number, options: StartOptions): Started {
+  return startProcess(name, node, [join(DIST_BENCH, 'upstream.js'), String(port)], options)
+}
+
+/**
+ * The floor (undici-proxy.ts) on 127.0.0.1:`port` in front of the upstream on `upstreamPort`, with
+ * `nodeFlags` and, unless `options.env` says otherwise, the gateway's environment: so that only the
+ * code differs from the gateway's. The bench, bench:ab and loadtest:memory share it.
+ */
+export function startFloorProcess(name: string, node: string, nodeFlags: readonly string[], port: number, upstreamPort: number, options: StartOptions): Started {
+  return startProcess(name, node, [...nodeFlags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], { ...options, env: options.env ?? gatewayEnv() })
 }
 
 /** The floor: runs with the gateway's heap and GC flags (not its profiler's) and environment, so only the code differs. */
 function startUndiciProxy(runDir: string, port: number, upstreamPort: number, options: CommonOptions): Started {
   const flags = options.gatewayNodeFlags.filter((flag) => /^--(max-semi-space-size|max-old-space-size|single-threaded-gc)\b/.test(flag))
-  return startProcess('undici-proxy', options.node, [...flags, join(DIST_BENCH, 'undici-proxy.js'), String(port), String(upstreamPort)], {
-    cpus: options.serverCpus,
-    logFile: join(runDir, 'undici-proxy.log'),
-    env: gatewayEnv(),
-  })
+  return startFloorProcess('undici-proxy', options.node, flags, port, upstreamPort, { cpus: options.serverCpus, logFile: join(runDir, 'undici-proxy.log') })
 }
 
 type NginxConf = (prefix: string, port: number, upstreamPort: number) => string

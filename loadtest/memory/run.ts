@@ -24,7 +24,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parse as parseYaml, stringify } from 'yaml'
 import { GATEWAY_NODE_FLAGS } from '../../gateway/src/core/node-flags.js'
-import { deployedEnvironment, deployedEnvironmentText, gatewayConfig, gatewayEnv } from '../bench/topology.js'
+import { deployedEnvironment, deployedEnvironmentText, gatewayConfig, gatewayEnv, startBenchUpstream, startFloorProcess } from '../bench/topology.js'
 import { runWrk } from '../bench/wrk.js'
 import { CLK_TCK, NCPU, groupTicks } from '../bench/procfs.js'
 import { launchGateway } from '../lib/gateway.js'
@@ -210,7 +210,7 @@ async function startConnectionPart(part: ConnectionPart, dir: string, options: O
 /** The bench's floor, undici-proxy, on the same node with the same flags as the gateway. */
 async function startFloor(name: string, dir: string, upstreamPort: number, options: Options): Promise<Subject> {
   const port = await freePort()
-  const started = startProcess(name, options.runtime.path, [...options.nodeFlags, join(REPO_ROOT, 'dist/loadtest/bench/undici-proxy.js'), String(port), String(upstreamPort)], { cpus: serverCpus(), logFile: join(dir, `${name}.log`), env: gatewayEnv() })
+  const started = startFloorProcess(name, options.runtime.path, options.nodeFlags, port, upstreamPort, { cpus: serverCpus(), logFile: join(dir, `${name}.log`) })
   await waitForLine(started, (line) => line.includes('undici-proxy listening'), 20_000)
   return { process: started, port }
 }
@@ -446,7 +446,7 @@ async function run(options: Options): Promise<number> {
   const date = new Date().toISOString()
   console.log(`waypost memory (${options.short ? 'short' : 'full'}) ${date}: gateway and floor on ${gatewayNode} (${options.runtime.path}) with ${options.nodeFlags.join(' ') || 'no flags'} and ${deployedEnvironmentText()}; ${NCPU} CPUs`)
   const upstreamPort = await freePort()
-  const upstream = startProcess('upstream', process.execPath, [join(REPO_ROOT, 'dist/loadtest/bench/upstream.js'), String(upstreamPort)], { logFile: join(dir, 'upstream.log'), cpus: serverCpus() })
+  const upstream = startBenchUpstream('upstream', process.execPath, upstreamPort, { logFile: join(dir, 'upstream.log'), cpus: serverCpus() })
   const load: Partial<Record<SubjectKind, LoadPhase>> = {}
   const idle: Partial<Record<SubjectKind, IdleConnectionsPhase>> = {}
   try {
