@@ -309,19 +309,26 @@ export class RouteBreaker {
     this.window.now().fires++
     return callNext(next, exchange).then(
       (response) => {
+        if (this.rule.failedResponse(response, exchange)) {
+          this.failed()
+          return response
+        }
         const body = pendingBody(response)
-        if (this.rule.failedResponse(response, exchange)) this.failed()
-        else if (body === undefined) this.window.now().successes++
-        else body.onDone(() => (this.rule.failedBody(exchange) ? this.failed() : this.window.now().successes++))
+        if (body === undefined) this.succeeded()
+        else body.onDone(() => (this.rule.failedBody(exchange) ? this.failed() : this.succeeded()))
         return response
       },
       (error: unknown) => {
         // Not the upstream's doing (the client left, a 4xx): a call that did not fail.
         if (this.rule.failedError(error, exchange)) this.failed()
-        else this.window.now().successes++
+        else this.succeeded()
         throw error
       },
     )
+  }
+
+  private succeeded(): void {
+    this.window.now().successes++
   }
 
   /** A failure in the window: a closed breaker opens once the window holds enough calls and too many failed. */
